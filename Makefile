@@ -1,0 +1,87 @@
+# p2pgraph - plain make.  `make demo` runs the demo, `make test` the suite.
+# Both install missing Debian/Ubuntu packages first (scripts/install-deps.sh).
+
+CC      ?= cc
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN     = -std=c99 -Wall -Wextra -Werror
+DEFS     = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+ALL_CFLAGS = $(WARN) $(DEFS) $(CFLAGS) -I.
+LIBS     = -lmbedtls -lmbedx509 -lmbedcrypto -lm
+CMOCKA   = -lcmocka
+SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+LIB_SRCS = p2pgraph.c net_posix.c
+HDRS     = p2pgraph.h
+TEST_SUPPORT_SRCS = tests/fake_net.c
+TEST_PROGS = test_fake_net test_api test_handshake test_loopback
+EXAMPLES = two_nodes poll_host epoll_host demo
+BENCHES  = connect
+
+TEST_BINS = $(addprefix build/,$(TEST_PROGS))
+ASAN_BINS = $(addprefix build/asan/,$(TEST_PROGS))
+
+.PHONY: all deps test test-native test-asan valgrind demo examples bench clean check-clang
+
+all: build/libp2pgraph.a examples $(TEST_BINS)
+
+deps:
+	@sh scripts/install-deps.sh
+
+build/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+build/libp2pgraph.a: build/obj/p2pgraph.o build/obj/net_posix.o
+	ar rcs $@ $^
+
+build/test_%: tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+	@mkdir -p build
+	$(CC) $(ALL_CFLAGS) -Itests $< $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
+
+build/asan/test_%: tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+	@mkdir -p build/asan
+	$(CC) $(ALL_CFLAGS) $(SAN) -Itests $< $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
+
+build/ex_%: examples/%.c build/libp2pgraph.a
+	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
+
+build/bench_%: bench/%.c build/libp2pgraph.a
+	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
+
+examples: $(addprefix build/ex_,$(EXAMPLES))
+
+bench: deps $(addprefix build/bench_,$(BENCHES))
+
+test: deps
+	@$(MAKE) --no-print-directory test-native test-asan
+
+test-native: $(TEST_BINS)
+	@echo "== tests (native build) =="
+	@sh scripts/run-tests.sh $(TEST_BINS)
+
+test-asan: $(ASAN_BINS)
+	@echo "== tests (ASan + UBSan build) =="
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh scripts/run-tests.sh $(ASAN_BINS)
+
+valgrind: deps $(TEST_BINS)
+	@command -v valgrind >/dev/null || sh scripts/install-deps.sh valgrind
+	@for t in $(TEST_BINS); do echo "== valgrind $$t"; \
+	  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect $$t >/dev/null 2>build/vg.log \
+	  || { cat build/vg.log; exit 1; }; done; echo "valgrind: clean"
+
+check-clang: deps
+	@command -v clang >/dev/null || sh scripts/install-deps.sh clang
+	$(MAKE) --no-print-directory clean-bins
+	$(MAKE) --no-print-directory CC=clang all
+
+clean-bins:
+	rm -f build/test_* build/ex_* build/bench_* build/libp2pgraph.a build/obj/*.o
+
+demo: deps build/ex_demo
+	./build/ex_demo
+
+clean:
+	rm -rf build/obj build/asan build/test_* build/ex_* build/bench_* build/libp2pgraph.a build/win32 build/*.log build/tmp-*
+
+-include win32.mk

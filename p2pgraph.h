@@ -1,0 +1,730 @@
+/*
+ * p2pgraph.h - a portable, single-threaded, host-driven implementation of the
+ * Windows Peer Graphing API (p2p.h / P2PGraph.dll), speaking [MS-PPGRH] 1.0.
+ *
+ * Names, parameter orders, structures, event types and HRESULT values follow
+ * Microsoft's p2p.h so that code written against it ports by recompiling.
+ * Where Windows uses threads or Win32 event handles, this library is polled:
+ * the host asks which sockets to watch and until when (PeerGraphGetPollFds),
+ * waits however it likes, then hands readiness and the current time back
+ * (PeerGraphService).  No thread is ever created.  No application code runs
+ * inside the library: events are pulled with PeerGraphGetEventData.
+ *
+ * Strings are wchar_t (PCWSTR).  On Windows that is UTF-16; elsewhere it is
+ * UTF-32.  The wire uses UTF-8 (handshake) and UTF-16 (records); conversion is
+ * done inside.
+ *
+ * Every function documents each return code and what the caller should do
+ * next.  Codes common to almost every call are not repeated:
+ *   PEER_E_NOT_INITIALIZED  PeerGraphStartup has not been called (or every
+ *                           Startup has been matched by a Shutdown): call it.
+ *   PEER_E_INVALID_GRAPH    the HGRAPH is not an open graph (never valid, or
+ *                           closed): stop using it.
+ *   E_INVALIDARG            a NULL pointer, a bad dwSize, or a value out of
+ *                           range: fix the call; nothing was changed.
+ *   E_OUTOFMEMORY           an allocation failed; nothing was changed: retry
+ *                           later or give up.
+ */
+#ifndef P2PGRAPH_H
+#define P2PGRAPH_H
+
+#ifdef _WIN32
+#  ifndef WIN32_LEAN_AND_MEAN
+#    define WIN32_LEAN_AND_MEAN
+#  endif
+#  include <winsock2.h>
+#  include <ws2tcpip.h>
+#  include <windows.h>
+#else
+#  include <stdint.h>
+#  include <stddef.h>
+#  include <wchar.h>
+#  include <netinet/in.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Win32 base types on other platforms                                        */
+/* ------------------------------------------------------------------------- */
+#ifndef _WIN32
+typedef uint8_t  BYTE, *PBYTE;
+typedef uint16_t WORD;
+typedef uint32_t DWORD;
+typedef uint32_t ULONG;
+typedef int32_t  LONG;
+typedef uint64_t ULONGLONG;
+typedef int32_t  HRESULT;
+typedef int      BOOL;
+typedef void    *PVOID;
+typedef void    *HANDLE;
+typedef wchar_t  WCHAR;
+typedef wchar_t *PWSTR;
+typedef const wchar_t *PCWSTR;
+typedef struct _GUID {
+    uint32_t Data1;
+    uint16_t Data2;
+    uint16_t Data3;
+    uint8_t  Data4[8];
+} GUID;
+typedef struct _FILETIME {
+    DWORD dwLowDateTime;
+    DWORD dwHighDateTime;
+} FILETIME;
+typedef struct sockaddr_in6 SOCKADDR_IN6;
+#  ifndef TRUE
+#    define TRUE 1
+#    define FALSE 0
+#  endif
+#  define MAKEWORD(a, b) ((WORD)(((BYTE)(a)) | ((WORD)((BYTE)(b))) << 8))
+#  define SUCCEEDED(hr) (((HRESULT)(hr)) >= 0)
+#  define FAILED(hr) (((HRESULT)(hr)) < 0)
+#  define S_OK ((HRESULT)0)
+#  define S_FALSE ((HRESULT)1)
+#  define E_FAIL ((HRESULT)0x80004005L)
+#  define E_ACCESSDENIED ((HRESULT)0x80070005L)
+#  define E_OUTOFMEMORY ((HRESULT)0x8007000EL)
+#  define E_INVALIDARG ((HRESULT)0x80070057L)
+#endif
+#ifndef E_NOT_SUFFICIENT_BUFFER
+#  define E_NOT_SUFFICIENT_BUFFER ((HRESULT)0x8007007AL) /* HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER) */
+#endif
+
+typedef void *HGRAPH, **PHGRAPH;
+typedef void *HPEEREVENT, **PHPEEREVENT;
+typedef void *HPEERENUM, **PHPEERENUM;
+
+#define PEER_GRAPH_VERSION MAKEWORD(1, 0)
+
+/* ------------------------------------------------------------------------- */
+/* HRESULT codes (values from winerror.h / p2p.h)                             */
+/* ------------------------------------------------------------------------- */
+#define P2PG_HR(x) ((HRESULT)(x##L))
+#ifndef PEER_E_IPV6_NOT_INSTALLED
+#define PEER_E_IPV6_NOT_INSTALLED          P2PG_HR(0x80630001)
+#define PEER_E_NOT_INITIALIZED             P2PG_HR(0x80630002)
+#define PEER_E_CANNOT_START_SERVICE        P2PG_HR(0x80630003)
+#define PEER_E_NOT_LICENSED                P2PG_HR(0x80630004)
+#define PEER_E_INVALID_GRAPH               P2PG_HR(0x80630010)
+#define PEER_E_DBNAME_CHANGED              P2PG_HR(0x80630011)
+#define PEER_E_DUPLICATE_GRAPH             P2PG_HR(0x80630012)
+#define PEER_E_GRAPH_NOT_READY             P2PG_HR(0x80630013)
+#define PEER_E_GRAPH_SHUTTING_DOWN         P2PG_HR(0x80630014)
+#define PEER_E_GRAPH_IN_USE                P2PG_HR(0x80630015)
+#define PEER_E_INVALID_DATABASE            P2PG_HR(0x80630016)
+#define PEER_E_TOO_MANY_ATTRIBUTES         P2PG_HR(0x80630017)
+#define PEER_E_CONNECTION_NOT_FOUND        P2PG_HR(0x80630103)
+#define PEER_E_CONNECT_SELF                P2PG_HR(0x80630106)
+#define PEER_E_ALREADY_LISTENING           P2PG_HR(0x80630107)
+#define PEER_E_NODE_NOT_FOUND              P2PG_HR(0x80630108)
+#define PEER_E_CONNECTION_FAILED           P2PG_HR(0x80630109)
+#define PEER_E_CONNECTION_NOT_AUTHENTICATED P2PG_HR(0x8063010A)
+#define PEER_E_CONNECTION_REFUSED          P2PG_HR(0x8063010B)
+#define PEER_E_RECORD_NOT_FOUND            P2PG_HR(0x80630301)
+#define PEER_E_DATABASE_ACCESSDENIED       P2PG_HR(0x80630302)
+#define PEER_E_DBINITIALIZATION_FAILED     P2PG_HR(0x80630303)
+#define PEER_E_MAX_RECORD_SIZE_EXCEEDED    P2PG_HR(0x80630304)
+#define PEER_E_DATABASE_ALREADY_PRESENT    P2PG_HR(0x80630305)
+#define PEER_E_DATABASE_NOT_PRESENT        P2PG_HR(0x80630306)
+#define PEER_E_EVENT_HANDLE_NOT_FOUND      P2PG_HR(0x80630501)
+#define PEER_E_INVALID_SEARCH              P2PG_HR(0x80630601)
+#define PEER_E_INVALID_ATTRIBUTES          P2PG_HR(0x80630602)
+#define PEER_E_INVALID_RECORD              P2PG_HR(0x80632010)
+#define PEER_E_NOT_AUTHORIZED              P2PG_HR(0x80632020)
+#define PEER_E_DEFERRED_VALIDATION         P2PG_HR(0x80632030)
+#define PEER_E_INVALID_RECORD_EXPIRATION   P2PG_HR(0x80632080)
+#define PEER_E_INVALID_RECORD_SIZE         P2PG_HR(0x80632083)
+#define PEER_E_UNSUPPORTED_VERSION         P2PG_HR(0x80632090)
+#define PEER_E_TIMEOUT                     P2PG_HR(0x80637005)
+#define PEER_E_INVALID_ADDRESS             P2PG_HR(0x80637007)
+#define PEER_S_GRAPH_DATA_CREATED          P2PG_HR(0x00630001)
+#define PEER_S_NO_EVENT_DATA               P2PG_HR(0x00630002)
+#define PEER_S_ALREADY_CONNECTED           P2PG_HR(0x00632000)
+#endif
+#ifndef PEER_E_ALREADY_EXISTS
+#define PEER_E_ALREADY_EXISTS              P2PG_HR(0x800700B7) /* HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS) */
+#define PEER_E_NOT_FOUND                   P2PG_HR(0x80070490)
+#endif
+
+/*
+ * p2pgraph extensions: connection failure reasons that Windows folds into
+ * PEER_E_CONNECTION_FAILED.  They appear only in
+ * PEER_EVENT_CONNECTION_CHANGE_DATA.hrConnectionFailedReason.
+ *   PEER_E_TCP_CONNECTION_REFUSED  nothing listens at the address (TCP RST);
+ *                                  HRESULT_FROM_WIN32(WSAECONNREFUSED).
+ *   PEER_E_GRAPH_ID_MISMATCH       a node listens there, but not for this graph.
+ *   PEER_E_PEER_ID_MISMATCH        a node of this graph listens there, but not
+ *                                  the peer ID asked for.
+ *   PEER_E_PROTOCOL_ERROR          the remote sent a malformed, oversized,
+ *                                  out-of-order or unknown message.
+ * PEER_E_TIMEOUT (connect or authentication timer) and PEER_E_CONNECT_SELF
+ * (the address is this node) are Microsoft codes reused for the same purpose.
+ */
+#define PEER_E_TCP_CONNECTION_REFUSED      P2PG_HR(0x8007274D)
+#define PEER_E_GRAPH_ID_MISMATCH           P2PG_HR(0x80630180)
+#define PEER_E_PEER_ID_MISMATCH            P2PG_HR(0x80630181)
+#define PEER_E_PROTOCOL_ERROR              P2PG_HR(0x80630182)
+
+/* ------------------------------------------------------------------------- */
+/* Enumerations (values as in p2p.h)                                          */
+/* ------------------------------------------------------------------------- */
+typedef enum peer_graph_event_type_tag {
+    PEER_GRAPH_EVENT_STATUS_CHANGED = 1,
+    PEER_GRAPH_EVENT_PROPERTY_CHANGED = 2,
+    PEER_GRAPH_EVENT_RECORD_CHANGED = 3,
+    PEER_GRAPH_EVENT_DIRECT_CONNECTION = 4,
+    PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION = 5,
+    PEER_GRAPH_EVENT_INCOMING_DATA = 6,
+    PEER_GRAPH_EVENT_CONNECTION_REQUIRED = 7,
+    PEER_GRAPH_EVENT_NODE_CHANGED = 8,
+    PEER_GRAPH_EVENT_SYNCHRONIZED = 9
+} PEER_GRAPH_EVENT_TYPE;
+
+typedef enum peer_graph_status_flags_tag {
+    PEER_GRAPH_STATUS_LISTENING = 0x0001,
+    PEER_GRAPH_STATUS_HAS_CONNECTIONS = 0x0002,
+    PEER_GRAPH_STATUS_SYNCHRONIZED = 0x0004
+} PEER_GRAPH_STATUS_FLAGS;
+
+typedef enum peer_graph_property_flags_tag {
+    PEER_GRAPH_PROPERTY_HEARTBEATS = 0x0001,
+    PEER_GRAPH_PROPERTY_DEFER_EXPIRATION = 0x0002
+} PEER_GRAPH_PROPERTY_FLAGS;
+
+typedef enum peer_graph_scope_tag {
+    PEER_GRAPH_SCOPE_ANY = 0,
+    PEER_GRAPH_SCOPE_GLOBAL = 1,
+    PEER_GRAPH_SCOPE_SITELOCAL = 2,
+    PEER_GRAPH_SCOPE_LINKLOCAL = 3,
+    PEER_GRAPH_SCOPE_LOOPBACK = 4
+} PEER_GRAPH_SCOPE;
+
+typedef enum peer_node_change_type_tag {
+    PEER_NODE_CHANGE_CONNECTED = 1,
+    PEER_NODE_CHANGE_DISCONNECTED = 2,
+    PEER_NODE_CHANGE_UPDATED = 3
+} PEER_NODE_CHANGE_TYPE;
+
+typedef enum peer_record_change_type_tag {
+    PEER_RECORD_ADDED = 1,
+    PEER_RECORD_UPDATED = 2,
+    PEER_RECORD_DELETED = 3,
+    PEER_RECORD_EXPIRED = 4
+} PEER_RECORD_CHANGE_TYPE;
+
+typedef enum peer_connection_status_tag {
+    PEER_CONNECTED = 1,
+    PEER_DISCONNECTED = 2,
+    PEER_CONNECTION_FAILED = 3
+} PEER_CONNECTION_STATUS;
+
+typedef enum peer_connection_flags_tag {
+    PEER_CONNECTION_NEIGHBOR = 0x0001,
+    PEER_CONNECTION_DIRECT = 0x0002
+} PEER_CONNECTION_FLAGS;
+
+/* ------------------------------------------------------------------------- */
+/* Structures (field order as in p2p.h)                                       */
+/* ------------------------------------------------------------------------- */
+typedef struct peer_version_data_tag {
+    WORD wVersion;
+    WORD wHighestVersion;
+} PEER_VERSION_DATA, *PPEER_VERSION_DATA;
+
+typedef struct peer_data_tag {
+    ULONG cbData;
+    PBYTE pbData;
+} PEER_DATA, *PPEER_DATA;
+
+typedef struct peer_address_tag {
+    DWORD dwSize;
+    SOCKADDR_IN6 sin6;
+} PEER_ADDRESS, *PPEER_ADDRESS;
+
+typedef struct peer_connection_info_tag {
+    DWORD dwSize;
+    DWORD dwFlags;
+    ULONGLONG ullConnectionId;
+    ULONGLONG ullNodeId;
+    PWSTR pwzPeerId;
+    PEER_ADDRESS address;
+} PEER_CONNECTION_INFO;
+
+typedef struct peer_graph_properties_tag {
+    DWORD dwSize;
+    DWORD dwFlags;
+    DWORD dwScope;
+    DWORD dwMaxRecordSize;
+    PWSTR pwzGraphId;
+    PWSTR pwzCreatorId;
+    PWSTR pwzFriendlyName;
+    PWSTR pwzComment;
+    ULONG ulPresenceLifetime;
+    ULONG cPresenceMax;
+} PEER_GRAPH_PROPERTIES, *PPEER_GRAPH_PROPERTIES;
+
+typedef struct peer_node_info_tag {
+    DWORD dwSize;
+    ULONGLONG ullNodeId;
+    PWSTR pwzPeerId;
+    ULONG cAddresses;
+    PPEER_ADDRESS pAddresses;
+    PWSTR pwzAttributes;
+} PEER_NODE_INFO, *PPEER_NODE_INFO;
+
+typedef struct peer_graph_event_registration_tag {
+    PEER_GRAPH_EVENT_TYPE eventType;
+    GUID *pType;
+} PEER_GRAPH_EVENT_REGISTRATION, *PPEER_GRAPH_EVENT_REGISTRATION;
+
+typedef struct peer_event_incoming_data_tag {
+    DWORD dwSize;
+    ULONGLONG ullConnectionId;
+    GUID type;
+    PEER_DATA data;
+} PEER_EVENT_INCOMING_DATA, *PPEER_EVENT_INCOMING_DATA;
+
+typedef struct peer_event_record_change_data_tag {
+    DWORD dwSize;
+    PEER_RECORD_CHANGE_TYPE changeType;
+    GUID recordId;
+    GUID recordType;
+} PEER_EVENT_RECORD_CHANGE_DATA, *PPEER_EVENT_RECORD_CHANGE_DATA;
+
+typedef struct peer_event_connection_change_data_tag {
+    DWORD dwSize;
+    PEER_CONNECTION_STATUS status;
+    ULONGLONG ullConnectionId;
+    ULONGLONG ullNodeId;
+    ULONGLONG ullNextConnectionId;
+    HRESULT hrConnectionFailedReason;
+} PEER_EVENT_CONNECTION_CHANGE_DATA, *PPEER_EVENT_CONNECTION_CHANGE_DATA;
+
+typedef struct peer_event_synchronized_data_tag {
+    DWORD dwSize;
+    GUID recordType;
+} PEER_EVENT_SYNCHRONIZED_DATA, *PPEER_EVENT_SYNCHRONIZED_DATA;
+
+typedef struct peer_event_node_change_data_tag {
+    DWORD dwSize;
+    PEER_NODE_CHANGE_TYPE changeType;
+    ULONGLONG ullNodeId;
+    PWSTR pwzPeerId;
+} PEER_EVENT_NODE_CHANGE_DATA, *PPEER_EVENT_NODE_CHANGE_DATA;
+
+typedef struct peer_graph_event_data_tag {
+    PEER_GRAPH_EVENT_TYPE eventType;
+    union {
+        PEER_GRAPH_STATUS_FLAGS dwStatus;
+        PEER_EVENT_INCOMING_DATA incomingData;
+        PEER_EVENT_RECORD_CHANGE_DATA recordChangeData;
+        PEER_EVENT_CONNECTION_CHANGE_DATA connectionChangeData;
+        PEER_EVENT_NODE_CHANGE_DATA nodeChangeData;
+        PEER_EVENT_SYNCHRONIZED_DATA synchronizedData;
+    };
+} PEER_GRAPH_EVENT_DATA, *PPEER_GRAPH_EVENT_DATA;
+
+/* Opaque in this release: a graph opened with a non-NULL security interface is
+ * refused with E_INVALIDARG until the security provider lands. */
+typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECURITY_INTERFACE;
+
+/* ------------------------------------------------------------------------- */
+/* Limits (explicit; every one is enforced and tested)                        */
+/* ------------------------------------------------------------------------- */
+#define PEER_MAX_ID_CHARS            256    /* graph ID / peer ID, UTF-16 units incl. NUL */
+#define PEER_MAX_FRIENDLY_NAME_CHARS 256
+#define PEER_MAX_COMMENT_CHARS       512
+#define PEER_MAX_DATABASE_NAME_CHARS 200
+#define PEER_FRAME_SEND_SIZE         16379  /* payload bytes per frame we send */
+#define PEER_FRAME_MAX_SIZE          32768  /* largest frame payload accepted */
+#define PEER_MAX_HANDSHAKE_MESSAGE   16384  /* any message before the link is CONNECTED */
+#define PEER_DEFAULT_MAX_RECORD_SIZE (60u * 1024u * 1024u)
+#define PEER_MIN_RECORD_SIZE         1024u
+#define PEER_MESSAGE_OVERHEAD        65536u /* allowance above dwMaxRecordSize for a message */
+#define PEER_MAX_SEND_QUEUE          (1024u * 1024u) /* queued bytes per connection */
+#define PEER_MAX_CONNECTIONS_PER_GRAPH 1024 /* neighbor + direct + in progress */
+#define PEER_MAX_PENDING_ACCEPTS     256    /* unauthenticated inbound per listener */
+#define PEER_MAX_EVENTS_QUEUED       65536  /* per registration; further events are dropped and counted */
+#define PEER_MAX_REFERRALS           100
+#define PEER_REFERRALS_SENT          10
+#define PEER_MIN_NEIGHBORS           2
+#define PEER_IDEAL_NEIGHBORS         3
+#define PEER_MAX_NEIGHBORS           7
+#define PEER_CONNECT_TIMER_MS        60000u /* CONNECT sent, no WELCOME/REFUSE */
+#define PEER_LINGER_MS               2000u  /* a closing connection flushes DISCONNECT for at most this */
+
+/* ------------------------------------------------------------------------- */
+/* Host-driven I/O                                                            */
+/* ------------------------------------------------------------------------- */
+#ifdef _WIN32
+typedef SOCKET PEER_SOCKET;
+#  define PEER_INVALID_SOCKET INVALID_SOCKET
+#else
+typedef int PEER_SOCKET;
+#  define PEER_INVALID_SOCKET (-1)
+#endif
+
+#define PEER_POLL_READ  0x1
+#define PEER_POLL_WRITE 0x2
+#define PEER_POLL_ERROR 0x4 /* only reported by the host */
+
+typedef struct peer_poll_fd_tag {
+    PEER_SOCKET s;
+    DWORD dwEvents;
+} PEER_POLL_FD;
+
+#define PEER_NO_DEADLINE ((ULONGLONG)-1)
+
+/*
+ * PeerGraphGetPollFds: the sockets the library wants watched, for every graph
+ * of the process.  *pcFds receives how many entries are needed.  pFds may be
+ * NULL when cMax is 0 (to ask for the count).  *pullDeadline receives the
+ * absolute time, in the clock of the ullNow given to PeerGraphService, by
+ * which PeerGraphService must be called, or PEER_NO_DEADLINE; a value at or
+ * before the last ullNow means "call PeerGraphService now" (work is pending).
+ * Returns S_OK; E_NOT_SUFFICIENT_BUFFER when more than cMax entries are needed
+ * (the first cMax are filled; call again with a larger array); E_INVALIDARG
+ * (pcFds or pullDeadline NULL, or pFds NULL with cMax > 0);
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetPollFds(PEER_POLL_FD *pFds, ULONG cMax, ULONG *pcFds, ULONGLONG *pullDeadline);
+
+/*
+ * PeerGraphService: does all due work: accepts, connects, reads, writes,
+ * timers.  pReady lists sockets the host found ready (dwEvents = what it saw,
+ * PEER_POLL_ERROR included); pReady NULL means readiness is unknown and every
+ * socket is tried without blocking (a game calling once per frame).  ullNow is
+ * the host's monotonic time in milliseconds; the library reads no clock of its
+ * own, and API calls made between two services use the last ullNow.
+ * Entries for sockets the library no longer owns are ignored.
+ * Returns S_OK; E_INVALIDARG (pReady NULL with cReady > 0);
+ * PEER_E_NOT_INITIALIZED.  Network errors never fail this call: they close
+ * the connection concerned and are reported as events.
+ */
+HRESULT PeerGraphService(const PEER_POLL_FD *pReady, ULONG cReady, ULONGLONG ullNow);
+
+/*
+ * PeerGraphRunOnce: for hosts without a loop.  Gets the poll set, waits with
+ * the shim for at most dwMaxWaitMs (less if a deadline is nearer), then
+ * services with PeerGraphGetTickCount().  Returns S_OK, PEER_E_NOT_INITIALIZED,
+ * E_OUTOFMEMORY (the poll array could not be grown: retry), or the shim's wait
+ * error (e.g. a failed poll(); the host should stop calling it in a loop).
+ */
+HRESULT PeerGraphRunOnce(DWORD dwMaxWaitMs);
+
+/* PeerGraphGetTickCount: the shim's monotonic clock in milliseconds. */
+ULONGLONG PeerGraphGetTickCount(void);
+
+/*
+ * PeerGraphSetPollCallback: for epoll/kqueue/libuv hosts.  pfn is called only
+ * when a socket's wanted events change (dwEvents = the new set), and with
+ * dwEvents 0 just before the library closes a socket it had announced.  It is
+ * called from inside library calls; it must not call back into the library.
+ * pfn NULL removes it.  When set, the current sockets are announced at once.
+ * Returns S_OK or PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetPollCallback(void (*pfn)(PVOID pvContext, PEER_SOCKET s, DWORD dwEvents), PVOID pvContext);
+
+/* ------------------------------------------------------------------------- */
+/* Socket shim: the only code that touches the operating system's sockets.   */
+/* net_posix.c and net_win32.c implement it; a port writes net_<platform>.c. */
+/* Tests substitute a fake network with PeerGraphSetNetShim.                  */
+/* ------------------------------------------------------------------------- */
+#define PEER_NET_WOULDBLOCK (-1L)
+#define PEER_NET_FAILED     (-2L)
+
+typedef struct peer_net_shim_tag {
+    DWORD dwSize;   /* sizeof(PEER_NET_SHIM) */
+    PVOID pvContext;/* passed to every function */
+    /* Called by the first PeerGraphStartup / the last PeerGraphShutdown. */
+    HRESULT (*pfnStartup)(PVOID pvContext);
+    void (*pfnCleanup)(PVOID pvContext);
+    /* A non-blocking TCP listener on *pAddr (port 0 = ephemeral).  The IPv6
+     * unspecified address (::) gives a dual-stack socket (IPv4 peers arrive
+     * v4-mapped).  *pBound receives the bound address with the real port.
+     * Errors: PEER_E_ALREADY_LISTENING (port in use), E_INVALIDARG, other. */
+    HRESULT (*pfnListen)(PVOID pvContext, const SOCKADDR_IN6 *pAddr, PEER_SOCKET *ps, SOCKADDR_IN6 *pBound);
+    /* S_OK: *ps is a new non-blocking connected socket from *pRemote (an IPv4
+     * peer as ::ffff:a.b.c.d).  S_FALSE: nothing pending.  Error otherwise. */
+    HRESULT (*pfnAccept)(PVOID pvContext, PEER_SOCKET sListen, PEER_SOCKET *ps, SOCKADDR_IN6 *pRemote);
+    /* Start a non-blocking connect to *pTo (v4-mapped addresses go out as
+     * IPv4).  S_OK: connected already.  S_FALSE: in progress (watch for
+     * WRITE).  Error: PEER_E_TCP_CONNECTION_REFUSED, PEER_E_TIMEOUT,
+     * PEER_E_CONNECTION_FAILED (*ps is then not set). */
+    HRESULT (*pfnConnect)(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps);
+    /* Outcome of an in-progress connect: S_OK connected, S_FALSE still in
+     * progress, or one of pfnConnect's errors. */
+    HRESULT (*pfnConnectResult)(PVOID pvContext, PEER_SOCKET s);
+    /* > 0 bytes sent, PEER_NET_WOULDBLOCK, or PEER_NET_FAILED.  Never raises
+     * SIGPIPE. */
+    long (*pfnSend)(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb);
+    /* > 0 bytes read, 0 orderly end of stream, PEER_NET_WOULDBLOCK, or
+     * PEER_NET_FAILED (reset). */
+    long (*pfnRecv)(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb);
+    /* Local address of a connected socket (IPv4 as v4-mapped). */
+    HRESULT (*pfnLocalAddress)(PVOID pvContext, PEER_SOCKET s, SOCKADDR_IN6 *pAddr);
+    /* Half-close: no more sends (FIN after queued bytes). */
+    void (*pfnShutdownSend)(PVOID pvContext, PEER_SOCKET s);
+    void (*pfnClose)(PVOID pvContext, PEER_SOCKET s);
+    /* Wait at most dwTimeoutMs for any of pWant[0..cWant); write the ready
+     * ones (with what was seen, PEER_POLL_ERROR included) to pReady (room for
+     * cWant) and their number to *pcReady.  S_OK (also on timeout, with
+     * *pcReady 0) or an error. */
+    HRESULT (*pfnWait)(PVOID pvContext, const PEER_POLL_FD *pWant, ULONG cWant,
+                       PEER_POLL_FD *pReady, ULONG *pcReady, DWORD dwTimeoutMs);
+    /* Monotonic milliseconds. */
+    ULONGLONG (*pfnTickCount)(PVOID pvContext);
+    /* Current UTC as 100-ns intervals since 1601-01-01 (FILETIME scale). */
+    ULONGLONG (*pfnUtcNow)(PVOID pvContext);
+    /* Fill pv with cb unpredictable bytes. */
+    HRESULT (*pfnRandom)(PVOID pvContext, void *pv, ULONG cb);
+} PEER_NET_SHIM;
+
+/* The platform's shim (net_posix.c or net_win32.c). */
+const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void);
+
+/*
+ * PeerGraphSetNetShim: selects the socket shim for the whole process.  Call it
+ * before the first PeerGraphStartup (or after the last Shutdown); the table is
+ * copied.  NULL restores the platform shim.
+ * Returns S_OK; E_INVALIDARG (dwSize wrong or a function pointer NULL);
+ * E_ACCESSDENIED (the library is started: shut it down first).
+ */
+HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim);
+
+/*
+ * PeerGraphSetDatabaseDirectory: where database files live (process-wide).
+ * Default: the environment variable P2PGRAPH_DATABASE_DIR if set, else the
+ * current directory.  NULL restores the default.  Graphs already open keep
+ * their files.  Returns S_OK; E_INVALIDARG (empty or too long: 1024 UTF-8
+ * bytes); E_OUTOFMEMORY.
+ */
+HRESULT PeerGraphSetDatabaseDirectory(PCWSTR pwzDirectory);
+
+/* ------------------------------------------------------------------------- */
+/* Initialisation                                                             */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * PeerGraphStartup: must precede every other call.  Calls are counted.
+ * wVersionRequested must be PEER_GRAPH_VERSION; pVersionData receives
+ * wVersion = wHighestVersion = PEER_GRAPH_VERSION.
+ * Returns S_OK; E_INVALIDARG (pVersionData NULL); PEER_E_UNSUPPORTED_VERSION
+ * (ask for PEER_GRAPH_VERSION); E_OUTOFMEMORY; or the shim's startup error
+ * (e.g. WSAStartup failed): the library stays uninitialised.
+ */
+HRESULT PeerGraphStartup(WORD wVersionRequested, PPEER_VERSION_DATA pVersionData);
+
+/*
+ * PeerGraphShutdown: undoes one Startup.  The last one closes every graph
+ * (neighbors get DISCONNECT, sent without blocking, best effort) and frees
+ * every event registration, enumeration and listener.
+ * Returns S_OK or PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphShutdown(void);
+
+/*
+ * PeerGraphFreeData: frees anything the library returned (event data,
+ * properties, node info, GetNextItem arrays).  NULL is ignored.
+ */
+void PeerGraphFreeData(PVOID pvData);
+
+/* ------------------------------------------------------------------------- */
+/* Graphs                                                                     */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * PeerGraphCreate: a new graph; this node is its creator and is synchronized
+ * at once (it may Listen straight away).  Required: dwSize, pwzGraphId,
+ * pwzCreatorId (both 1..255 characters), dwMaxRecordSize 0 (= 60 MB) or
+ * 1024..60 MB, dwScope 0..4, ulPresenceLifetime (0 = 300 s default), friendly
+ * name < 256 and comment < 512 characters.  pwzDatabaseName: a file name with
+ * no path (1..200 characters).  The database file is written at once.
+ * Returns S_OK and *phGraph; E_INVALIDARG; E_OUTOFMEMORY;
+ * PEER_E_DUPLICATE_GRAPH (a database for this graph ID, creator and name
+ * already exists, or is open: PeerGraphDelete it or use PeerGraphOpen);
+ * PEER_E_DATABASE_ACCESSDENIED (the file could not be written: check the
+ * database directory); PEER_E_NOT_INITIALIZED.  pSecurityInterface must be
+ * NULL in this release (E_INVALIDARG otherwise).
+ */
+HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatabaseName,
+                        PPEER_SECURITY_INTERFACE pSecurityInterface, HGRAPH *phGraph);
+
+/*
+ * PeerGraphOpen: opens a graph this node created or joined before (S_OK: the
+ * stored database is loaded and the graph counts as synchronized), or starts
+ * a new, empty, unsynchronized database (PEER_S_GRAPH_DATA_CREATED: connect to
+ * a member; Listen becomes possible once STATUS_CHANGED reports
+ * PEER_GRAPH_STATUS_SYNCHRONIZED).  cRecordTypeSyncPrecedence must be 0 with
+ * pRecordTypeSyncPrecedence NULL, or > 0 with a non-NULL array.
+ * Returns S_OK / PEER_S_GRAPH_DATA_CREATED and *phGraph; E_INVALIDARG;
+ * E_OUTOFMEMORY; PEER_E_DUPLICATE_GRAPH (already open in this process: use
+ * the open handle); PEER_E_INVALID_DATABASE (the file is corrupt or belongs
+ * to another graph: PeerGraphDelete it); PEER_E_DATABASE_ACCESSDENIED;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseName,
+                      PPEER_SECURITY_INTERFACE pSecurityInterface, ULONG cRecordTypeSyncPrecedence,
+                      const GUID *pRecordTypeSyncPrecedence, HGRAPH *phGraph);
+
+/*
+ * PeerGraphListen: accept neighbor connections on one IPv6 socket.
+ * dwScope PEER_GRAPH_SCOPE_LOOPBACK binds [::1] only; every other scope binds
+ * [::] dual-stack (IPv4 peers arrive v4-mapped).  wPort 0 = an ephemeral port
+ * (read it back with PeerGraphGetNodeInfo(hGraph, 0, ...)); graphs of this
+ * process may share a port (the CONNECT's graph ID selects the graph).
+ * dwScopeId must be 0 for ANY/GLOBAL/LOOPBACK and non-zero for SITE/LINK.
+ * Returns S_OK (status gains PEER_GRAPH_STATUS_LISTENING, announced by a
+ * STATUS_CHANGED event); E_INVALIDARG; E_OUTOFMEMORY; PEER_E_GRAPH_NOT_READY
+ * (never synchronized: connect first); PEER_E_ALREADY_LISTENING (this graph
+ * listens already, or the port is taken by another program: pick another);
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPort);
+
+/*
+ * PeerGraphConnect: starts a neighbor connection to the node at pAddress
+ * (dwSize = sizeof(PEER_ADDRESS), sin6_family AF_INET6, non-zero port; IPv4
+ * as ::ffff:a.b.c.d).  pwzPeerId NULL = whichever peer of this graph listens
+ * there.  Returns at once with *pullConnectionId; the outcome arrives as
+ * PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION for that ID: PEER_CONNECTED, or
+ * PEER_CONNECTION_FAILED with hrConnectionFailedReason one of
+ * PEER_E_TCP_CONNECTION_REFUSED, PEER_E_TIMEOUT, PEER_E_CONNECTION_FAILED
+ * (network error), PEER_E_GRAPH_ID_MISMATCH, PEER_E_PEER_ID_MISMATCH,
+ * PEER_E_CONNECTION_REFUSED (busy, duplicate or already connected),
+ * PEER_E_ALREADY_EXISTS (a simultaneous connection to the same node won),
+ * PEER_E_CONNECT_SELF, PEER_E_CONNECTION_NOT_AUTHENTICATED (closed during
+ * authentication by a peer that gives no reason), PEER_E_PROTOCOL_ERROR.
+ * When a busy node refers us on, the FAILED event carries the
+ * ullNextConnectionId of the automatic next attempt (0 = no more).
+ * Returns S_OK; E_INVALIDARG (NULL or malformed address, NULL out pointer,
+ * over-long peer ID); E_OUTOFMEMORY; PEER_E_ALREADY_EXISTS (a neighbor link
+ * to that node exists, or a connection to that address and peer ID is in
+ * progress: wait for its event); PEER_E_CONNECT_SELF (the address is this
+ * graph's own listener); PEER_E_TOO_MANY_CONNECTIONS is not used: at
+ * PEER_MAX_CONNECTIONS_PER_GRAPH the call returns E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphConnect(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress, ULONGLONG *pullConnectionId);
+
+/*
+ * PeerGraphClose: sends DISCONNECT (reason LEAVING) on every connected link,
+ * closes every other connection of the graph, stops its listener share and
+ * invalidates the handle at once.  DISCONNECTs still queued are flushed by
+ * later PeerGraphService calls for at most PEER_LINGER_MS.  Event
+ * registrations of the graph are freed.
+ * Returns S_OK; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphClose(HGRAPH hGraph);
+
+/*
+ * PeerGraphDelete: removes the database of (graph ID, peer ID, database
+ * name).  Returns S_OK; E_INVALIDARG; E_ACCESSDENIED (the graph is open:
+ * close it first); PEER_E_DATABASE_NOT_PRESENT (no such database);
+ * PEER_E_DATABASE_ACCESSDENIED (the file could not be removed);
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphDelete(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseName);
+
+/* PeerGraphGetStatus: OR of PEER_GRAPH_STATUS_FLAGS.  S_OK, E_INVALIDARG,
+ * PEER_E_INVALID_GRAPH, PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphGetStatus(HGRAPH hGraph, DWORD *pdwStatus);
+
+/*
+ * PeerGraphGetProperties: an allocated copy (PeerGraphFreeData).  Returns
+ * S_OK; E_INVALIDARG; E_OUTOFMEMORY; PEER_E_GRAPH_NOT_READY (never
+ * synchronized); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.  Until the
+ * record store lands, a node that joined by Open knows only the graph ID and
+ * the defaults (pwzCreatorId NULL).
+ */
+HRESULT PeerGraphGetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES *ppGraphProperties);
+
+/*
+ * PeerGraphSetProperties: changes pwzFriendlyName, pwzComment,
+ * ulPresenceLifetime and cPresenceMax; other members are ignored.  Persists
+ * and queues PEER_GRAPH_EVENT_PROPERTY_CHANGED.  Returns S_OK; E_INVALIDARG
+ * (dwSize, over-long strings, lifetime below 300 other than 0); E_OUTOFMEMORY;
+ * E_ACCESSDENIED (only the creator may change properties);
+ * PEER_E_GRAPH_NOT_READY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES pGraphProperties);
+
+/*
+ * PeerGraphGetNodeInfo: ullNodeId 0 = the local node: its peer ID, node ID
+ * and listening addresses (the bound address with the real port; [::] when
+ * listening dual-stack).  A neighbor's node ID gives its peer ID and the
+ * addresses it advertised.  Returns S_OK and an allocated PEER_NODE_INFO
+ * (PeerGraphFreeData); E_INVALIDARG; E_OUTOFMEMORY; PEER_E_NODE_NOT_FOUND
+ * (not the local node nor a connected neighbor); PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetNodeInfo(HGRAPH hGraph, ULONGLONG ullNodeId, PPEER_NODE_INFO *ppNodeInfo);
+
+/* ------------------------------------------------------------------------- */
+/* Events                                                                     */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * PeerGraphRegisterEvent: a queue of the listed event types of one graph.
+ * hEvent: on Windows an optional event handle signalled (SetEvent) whenever an
+ * event is queued; elsewhere it must be NULL (pure polling).  pType in a
+ * registration filters RECORD_CHANGED and SYNCHRONIZED by record type (NULL =
+ * all).  At most PEER_MAX_EVENTS_QUEUED events wait per registration; further
+ * ones are dropped (never silently: PeerGraphGetEventData then reports a
+ * STATUS_CHANGED with the current status first, so the host re-reads state).
+ * Returns S_OK and *phPeerEvent; E_INVALIDARG (NULL pointers, count 0, an
+ * unknown event type, a non-NULL hEvent off Windows); E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphRegisterEvent(HGRAPH hGraph, HANDLE hEvent, ULONG cEventRegistrations,
+                               PEER_GRAPH_EVENT_REGISTRATION *pEventRegistrations, HPEEREVENT *phPeerEvent);
+
+/* PeerGraphUnregisterEvent: frees the registration and its queued events.
+ * S_OK; E_INVALIDARG (NULL); PEER_E_EVENT_HANDLE_NOT_FOUND (unknown or already
+ * freed, e.g. by PeerGraphClose); PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphUnregisterEvent(HPEEREVENT hPeerEvent);
+
+/*
+ * PeerGraphGetEventData: pops the oldest event.  S_OK and an allocated
+ * PEER_GRAPH_EVENT_DATA (PeerGraphFreeData; every pointer inside lives in the
+ * same block); PEER_S_NO_EVENT_DATA (*ppEventData NULL: the queue is empty,
+ * call PeerGraphService and try later); E_INVALIDARG; E_OUTOFMEMORY (the event
+ * stays queued); PEER_E_EVENT_HANDLE_NOT_FOUND; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetEventData(HPEEREVENT hPeerEvent, PPEER_GRAPH_EVENT_DATA *ppEventData);
+
+/* ------------------------------------------------------------------------- */
+/* Connections and enumerations                                               */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * PeerGraphEnumConnections: a snapshot of the CONNECTED links of the kinds in
+ * dwFlags (PEER_CONNECTION_NEIGHBOR and/or PEER_CONNECTION_DIRECT; at least
+ * one).  Items are PEER_CONNECTION_INFO*.  S_OK; E_INVALIDARG; E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphEnumConnections(HGRAPH hGraph, DWORD dwFlags, HPEERENUM *phPeerEnum);
+
+/* PeerGraphGetItemCount: items left in the enumeration.  S_OK; E_INVALIDARG;
+ * PEER_E_NOT_FOUND (unknown handle); PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphGetItemCount(HPEERENUM hPeerEnum, ULONG *pCount);
+
+/*
+ * PeerGraphGetNextItem: in *pCount how many items are wanted, out how many
+ * were returned (0 = the end).  *pppvItems is one allocated block (array of
+ * pointers and the items): free it with one PeerGraphFreeData (NULL when 0
+ * items).  S_OK; E_INVALIDARG; E_OUTOFMEMORY (nothing consumed);
+ * PEER_E_NOT_FOUND (unknown handle); PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvItems);
+
+/* PeerGraphEndEnumeration: frees it.  S_OK; E_INVALIDARG (NULL);
+ * PEER_E_NOT_FOUND (unknown or already ended); PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphEndEnumeration(HPEERENUM hPeerEnum);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* P2PGRAPH_H */

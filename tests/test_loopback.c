@@ -1,0 +1,284 @@
+/*
+ * test_loopback.c - integration over real loopback sockets: two graphs and
+ * then fifty graphs in one process, over IPv6 ([::1]) and IPv4
+ * (::ffff:127.0.0.1), driven once by PeerGraphRunOnce and once by a host
+ * loop of PeerGraphGetPollFds + poll() + PeerGraphService.
+ */
+#include "testutil.h"
+#ifndef _WIN32
+#include <poll.h>
+#endif
+
+static int setup(void **st)
+{
+    PEER_VERSION_DATA vd;
+    (void)st;
+    assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
+    tu_mkdir("build");
+    tu_mkdir(TU_DBDIR_N);
+    assert_int_equal(PeerGraphSetDatabaseDirectory(TU_DBDIR_W), S_OK);
+    assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+    return 0;
+}
+static int teardown(void **st)
+{
+    (void)st;
+    assert_int_equal(PeerGraphShutdown(), S_OK);
+    return 0;
+}
+
+/* One step of the host loop: RunOnce, or GetPollFds + poll() + Service. */
+static int use_host_poll;
+static void step(void)
+{
+    if (!use_host_poll) {
+        assert_int_equal(PeerGraphRunOnce(20), S_OK);
+        return;
+    }
+    {
+        static PEER_POLL_FD fds[512], ready[512];
+        ULONG n, nr = 0, i;
+        ULONGLONG dl, now = PeerGraphGetTickCount();
+        int timeout;
+        assert_int_equal(PeerGraphGetPollFds(fds, 512, &n, &dl), S_OK);
+        timeout = dl == PEER_NO_DEADLINE ? 20 : dl <= now ? 0 : (int)(dl - now > 20 ? 20 : dl - now);
+#ifndef _WIN32
+        {
+            static struct pollfd p[512];
+            for (i = 0; i < n; i++) {
+                p[i].fd = fds[i].s;
+                p[i].events = (short)(((fds[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
+                                      ((fds[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
+                p[i].revents = 0;
+            }
+            assert_true(poll(p, n, timeout) >= 0);
+            for (i = 0; i < n; i++) {
+                if (!p[i].revents) continue;
+                ready[nr].s = fds[i].s;
+                ready[nr].dwEvents = ((p[i].revents & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) |
+                                     ((p[i].revents & POLLOUT) ? PEER_POLL_WRITE : 0) |
+                                     ((p[i].revents & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
+                nr++;
+            }
+        }
+#else
+        {
+            const PEER_NET_SHIM *sh = PeerGraphGetPlatformNetShim();
+            assert_int_equal(sh->pfnWait(sh->pvContext, fds, n, ready, &nr, (DWORD)timeout), S_OK);
+        }
+#endif
+        assert_int_equal(PeerGraphService(ready, nr, PeerGraphGetTickCount()), S_OK);
+    }
+}
+
+/* Runs the loop until cond() holds or `ms` of wall time pass. */
+static int run_until(int (*cond)(void), ULONGLONG ms)
+{
+    ULONGLONG end = PeerGraphGetTickCount() + ms;
+    while (PeerGraphGetTickCount() < end) {
+        if (cond()) return 1;
+        step();
+    }
+    return cond();
+}
+
+static HGRAPH gA, gB;
+static HPEEREVENT eA, eB;
+static ULONGLONG idB;
+
+static int b_synced(void)
+{
+    DWORD s = 0;
+    PeerGraphGetStatus(gB, &s);
+    return s == (PEER_GRAPH_STATUS_HAS_CONNECTIONS | PEER_GRAPH_STATUS_SYNCHRONIZED);
+}
+static int b_alone(void) { return tu_neighbors(gB) == 0; }
+
+static PEER_ADDRESS addr_of(HGRAPH h, int v4)
+{
+    PPEER_NODE_INFO ni = NULL;
+    PEER_ADDRESS a;
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    assert_int_equal(ni->cAddresses, 1);
+    a = ni->pAddresses[0];
+    PeerGraphFreeData(ni);
+    memset(a.sin6.sin6_addr.s6_addr, 0, 16);
+    if (v4) {
+        a.sin6.sin6_addr.s6_addr[10] = 0xFF;
+        a.sin6.sin6_addr.s6_addr[11] = 0xFF;
+        a.sin6.sin6_addr.s6_addr[12] = 127;
+        a.sin6.sin6_addr.s6_addr[15] = 1;
+    } else
+        a.sin6.sin6_addr.s6_addr[15] = 1;
+    return a;
+}
+
+static void run_two(int v4, int hostPoll)
+{
+    PEER_ADDRESS la;
+    PPEER_GRAPH_EVENT_DATA d;
+    HPEERENUM en;
+    PEER_CONNECTION_INFO **items;
+    ULONG n = 4;
+    use_host_poll = hostPoll;
+    gA = tu_create(L"loop", L"alice");
+    gB = tu_open(L"loop", L"bob");
+    eA = tu_register_all(gA);
+    eB = tu_register_all(gB);
+    assert_int_equal(PeerGraphListen(gA, PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    la = addr_of(gA, v4);
+    assert_int_equal(PeerGraphConnect(gB, L"alice", &la, &idB), S_OK);
+    assert_true(run_until(b_synced, 5000));
+    d = tu_event(eB, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    assert_true(d->connectionChangeData.ullConnectionId == idB);
+    PeerGraphFreeData(d);
+    d = tu_event(eA, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    PeerGraphFreeData(d);
+    /* A sees bob arriving from loopback, in the address family used */
+    assert_int_equal(PeerGraphEnumConnections(gA, PEER_CONNECTION_NEIGHBOR, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    assert_int_equal(n, 1);
+    assert_true(wcscmp(items[0]->pwzPeerId, L"bob") == 0);
+    assert_int_equal(items[0]->address.sin6.sin6_addr.s6_addr[10], v4 ? 0xFF : 0);
+    assert_int_equal(items[0]->address.sin6.sin6_addr.s6_addr[15], 1);
+    PeerGraphFreeData(items);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    /* B can listen once synchronized */
+    assert_int_equal(PeerGraphListen(gB, PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    /* closing A: B hears DISCONNECT */
+    assert_int_equal(PeerGraphClose(gA), S_OK);
+    assert_true(run_until(b_alone, 5000));
+    d = tu_event(eB, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_DISCONNECTED);
+    assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, S_OK);
+    PeerGraphFreeData(d);
+    assert_int_equal(PeerGraphClose(gB), S_OK);
+}
+
+static void test_two_ipv6_runonce(void **st) { (void)st; run_two(0, 0); }
+static void test_two_ipv4_runonce(void **st) { (void)st; run_two(1, 0); }
+static void test_two_ipv6_hostpoll(void **st) { (void)st; run_two(0, 1); }
+static void test_two_ipv4_hostpoll(void **st) { (void)st; run_two(1, 1); }
+
+/* Connection refused by the OS (nothing listens) over real sockets. */
+static ULONGLONG idR;
+static HPEEREVENT eR;
+static int got_failure;
+static int refused(void)
+{
+    PPEER_GRAPH_EVENT_DATA d = tu_event(eR, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    if (d) {
+        assert_int_equal(d->connectionChangeData.status, PEER_CONNECTION_FAILED);
+        assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, PEER_E_TCP_CONNECTION_REFUSED);
+        PeerGraphFreeData(d);
+        got_failure = 1;
+    }
+    return got_failure;
+}
+static void test_refused_real(void **st)
+{
+    HGRAPH h = tu_create(L"loop", L"alice");
+    PEER_ADDRESS a;
+    (void)st;
+    eR = tu_register_all(h);
+    assert_int_equal(PeerGraphListen(h, PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    a = addr_of(h, 0);
+    assert_int_equal(PeerGraphClose(h), S_OK); /* the port is free again */
+    h = tu_open(L"loop", L"bob");
+    eR = tu_register_all(h);
+    got_failure = 0;
+    use_host_poll = 0;
+    assert_int_equal(PeerGraphConnect(h, NULL, &a, &idR), S_OK);
+    assert_true(run_until(refused, 5000)); /* Windows retries SYNs for ~2 s */
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+
+/* Fifty graphs: a tree of fan-out 3 rooted at the creator; each joiner
+ * connects to its parent once the parent is synchronized and listening. */
+#define N50 50
+static HGRAPH g50[N50];
+static int joined[N50];
+static PEER_ADDRESS addr50[N50];
+static int v4mode;
+
+static int tree_done(void)
+{
+    int i, all = 1;
+    for (i = 1; i < N50; i++) {
+        DWORD s = 0;
+        int parent = (i - 1) / 3;
+        assert_int_equal(PeerGraphGetStatus(g50[i], &s), S_OK);
+        if (!joined[i]) {
+            DWORD ps = 0;
+            assert_int_equal(PeerGraphGetStatus(g50[parent], &ps), S_OK);
+            if (ps & PEER_GRAPH_STATUS_LISTENING) {
+                ULONGLONG id;
+                assert_int_equal(PeerGraphConnect(g50[i], NULL, &addr50[parent], &id), S_OK);
+                joined[i] = 1;
+            }
+        } else if ((s & PEER_GRAPH_STATUS_SYNCHRONIZED) && !(s & PEER_GRAPH_STATUS_LISTENING)) {
+            assert_int_equal(PeerGraphListen(g50[i], PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+            addr50[i] = addr_of(g50[i], v4mode);
+        }
+        if ((s & (PEER_GRAPH_STATUS_SYNCHRONIZED | PEER_GRAPH_STATUS_LISTENING)) !=
+            (PEER_GRAPH_STATUS_SYNCHRONIZED | PEER_GRAPH_STATUS_LISTENING))
+            all = 0;
+    }
+    return all;
+}
+
+static int all_alone(void)
+{
+    int i;
+    for (i = 1; i < N50; i++)
+        if (g50[i] && tu_neighbors(g50[i])) return 0;
+    return 1;
+}
+
+static void run_fifty(int v4, int hostPoll)
+{
+    int i;
+    use_host_poll = hostPoll;
+    v4mode = v4;
+    memset(joined, 0, sizeof joined);
+    g50[0] = tu_create(L"fifty", L"peer0");
+    assert_int_equal(PeerGraphListen(g50[0], PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    addr50[0] = addr_of(g50[0], v4);
+    for (i = 1; i < N50; i++) {
+        wchar_t p[16];
+        swprintf(p, 16, L"peer%d", i);
+        g50[i] = tu_open(L"fifty", p);
+    }
+    assert_true(run_until(tree_done, 20000));
+    for (i = 0; i < N50; i++) {
+        ULONG want = (i ? 1u : 0u) + (ULONG)((3 * i + 1 < N50) + (3 * i + 2 < N50) + (3 * i + 3 < N50));
+        assert_int_equal(tu_neighbors(g50[i]), want);
+    }
+    /* the root leaves: its three children see it go */
+    assert_int_equal(PeerGraphClose(g50[0]), S_OK);
+    g50[0] = NULL;
+    for (i = 1; i < N50; i++) { assert_int_equal(PeerGraphClose(g50[i]), S_OK); g50[i] = NULL; }
+    assert_true(run_until(all_alone, 1000));
+}
+
+static void test_fifty_ipv6_runonce(void **st) { (void)st; run_fifty(0, 0); }
+static void test_fifty_ipv4_hostpoll(void **st) { (void)st; run_fifty(1, 1); }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_ipv6_runonce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_ipv4_runonce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_ipv6_hostpoll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_ipv4_hostpoll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_real, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifty_ipv6_runonce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifty_ipv4_hostpoll, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,158 @@
+/*
+ * testutil.h - shared helpers for the cmocka suites: start the library on
+ * the fake network (or the real one), make graphs, drive the service loop on
+ * the synthetic clock, and pull events.
+ */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <cmocka.h>
+#include "p2pgraph.h"
+#include "fake_net.h"
+#ifdef _WIN32
+#include <direct.h>
+#define tu_mkdir(p) _mkdir(p)
+#else
+#include <sys/stat.h>
+#include <unistd.h>
+#define tu_mkdir(p) mkdir(p, 0700)
+#endif
+
+#define TU_DBDIR_N "build/tmp-db"
+#define TU_DBDIR_W L"build/tmp-db"
+
+static int tu_db_counter;
+
+/* Starts the library on the fake network with a fresh database dir. */
+static inline void tu_start_fake(void)
+{
+    PEER_VERSION_DATA vd;
+    fake_net_reset();
+    assert_int_equal(PeerGraphSetNetShim(fake_net_shim()), S_OK);
+    tu_mkdir("build");
+    tu_mkdir(TU_DBDIR_N);
+    assert_int_equal(PeerGraphSetDatabaseDirectory(TU_DBDIR_W), S_OK);
+    assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+}
+
+static inline void tu_stop_fake(void)
+{
+    assert_int_equal(PeerGraphShutdown(), S_OK);
+    assert_int_equal(fake_net_open_sockets(), 0);
+    assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
+    fake_net_reset();
+}
+
+/* A unique database name per call. */
+static inline void tu_dbname(wchar_t *out, size_t n)
+{
+    swprintf(out, n, L"db%d", ++tu_db_counter);
+}
+
+static inline HGRAPH tu_create(const wchar_t *graphId, const wchar_t *peerId)
+{
+    PEER_GRAPH_PROPERTIES p;
+    HGRAPH h = NULL;
+    wchar_t db[32];
+    memset(&p, 0, sizeof p);
+    p.dwSize = sizeof p;
+    p.pwzGraphId = (PWSTR)graphId;
+    p.pwzCreatorId = (PWSTR)peerId;
+    p.pwzFriendlyName = (PWSTR)L"test graph";
+    p.cPresenceMax = (ULONG)-1;
+    tu_dbname(db, 32);
+    PeerGraphDelete(graphId, peerId, db);
+    assert_int_equal(PeerGraphCreate(&p, db, NULL, &h), S_OK);
+    return h;
+}
+
+static inline HGRAPH tu_open(const wchar_t *graphId, const wchar_t *peerId)
+{
+    HGRAPH h = NULL;
+    wchar_t db[32];
+    tu_dbname(db, 32);
+    PeerGraphDelete(graphId, peerId, db);
+    assert_int_equal(PeerGraphOpen(graphId, peerId, db, NULL, 0, NULL, &h), PEER_S_GRAPH_DATA_CREATED);
+    return h;
+}
+
+static inline HPEEREVENT tu_register_all(HGRAPH h)
+{
+    PEER_GRAPH_EVENT_REGISTRATION r[9];
+    HPEEREVENT e = NULL;
+    int i;
+    for (i = 0; i < 9; i++) { r[i].eventType = (PEER_GRAPH_EVENT_TYPE)(i + 1); r[i].pType = NULL; }
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 9, r, &e), S_OK);
+    return e;
+}
+
+/* Services n times on the fake clock, stepping it by stepMs each time. */
+static inline void tu_pump(int n, ULONGLONG stepMs)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        fake_net_advance(stepMs);
+        assert_int_equal(PeerGraphService(NULL, 0, fake_net_now()), S_OK);
+    }
+}
+
+/* Listens on an ephemeral port; returns the loopback address of it. */
+static inline PEER_ADDRESS tu_listen(HGRAPH h)
+{
+    PPEER_NODE_INFO ni = NULL;
+    PEER_ADDRESS a;
+    assert_int_equal(PeerGraphListen(h, PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    assert_int_equal(ni->cAddresses, 1);
+    a = ni->pAddresses[0];
+    PeerGraphFreeData(ni);
+    memset(a.sin6.sin6_addr.s6_addr, 0, 16);
+    a.sin6.sin6_addr.s6_addr[15] = 1; /* [::1]:port */
+    return a;
+}
+
+/* Next event of the given type (skipping others), or NULL if none queued. */
+static inline PPEER_GRAPH_EVENT_DATA tu_event(HPEEREVENT e, PEER_GRAPH_EVENT_TYPE type)
+{
+    PPEER_GRAPH_EVENT_DATA d = NULL;
+    for (;;) {
+        HRESULT hr = PeerGraphGetEventData(e, &d);
+        assert_true(SUCCEEDED(hr));
+        if (hr == PEER_S_NO_EVENT_DATA) return NULL;
+        if (d->eventType == type) return d;
+        PeerGraphFreeData(d);
+    }
+}
+
+/* Drains e and counts events of the given type and (for connection events)
+ * status. */
+static inline int tu_count_conn_events(HPEEREVENT e, PEER_GRAPH_EVENT_TYPE type, PEER_CONNECTION_STATUS st)
+{
+    PPEER_GRAPH_EVENT_DATA d;
+    int n = 0;
+    while ((d = tu_event(e, type)) != NULL) {
+        if (d->connectionChangeData.status == st) n++;
+        PeerGraphFreeData(d);
+    }
+    return n;
+}
+
+/* Connected neighbors of a graph. */
+static inline ULONG tu_neighbors(HGRAPH h)
+{
+    HPEERENUM en;
+    ULONG n = 0;
+    assert_int_equal(PeerGraphEnumConnections(h, PEER_CONNECTION_NEIGHBOR, &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    return n;
+}
+
+#endif
