@@ -10,6 +10,9 @@
  * (PeerGraphService).  No thread is ever created.  No application code runs
  * inside the library: events are pulled with PeerGraphGetEventData.
  *
+ * Do not include Microsoft's p2p.h in the same translation unit: this header
+ * declares the same names.
+ *
  * Strings are wchar_t (PCWSTR).  On Windows that is UTF-16; elsewhere it is
  * UTF-32.  The wire uses UTF-8 (handshake) and UTF-16 (records); conversion is
  * done inside.
@@ -36,11 +39,11 @@
 #  include <ws2tcpip.h>
 #  include <windows.h>
 #else
-#  include <stdint.h>
-#  include <stddef.h>
-#  include <wchar.h>
 #  include <netinet/in.h>
 #endif
+#include <stdint.h>
+#include <stddef.h>
+#include <wchar.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -270,6 +270,28 @@ static void test_events_registration(void **st)
     assert_int_equal(PeerGraphGetEventData(e2, &d), PEER_E_EVENT_HANDLE_NOT_FOUND);
 }
 
+#ifdef _WIN32
+/* On Windows a registered event handle is signalled when an event is queued. */
+static void test_win32_event_handle(void **st)
+{
+    HGRAPH h = tu_create(L"evh", L"alice");
+    HANDLE ev = CreateEvent(NULL, FALSE, FALSE, NULL);
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_STATUS_CHANGED, NULL};
+    HPEEREVENT e;
+    PPEER_GRAPH_EVENT_DATA d;
+    (void)st;
+    assert_non_null(ev);
+    assert_int_equal(PeerGraphRegisterEvent(h, ev, 1, &r, &e), S_OK);
+    assert_int_equal(WaitForSingleObject(ev, 0), WAIT_TIMEOUT);
+    assert_int_equal(PeerGraphListen(h, PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    assert_int_equal(WaitForSingleObject(ev, 0), WAIT_OBJECT_0);
+    assert_int_equal(PeerGraphGetEventData(e, &d), S_OK);
+    PeerGraphFreeData(d);
+    assert_int_equal(PeerGraphUnregisterEvent(e), S_OK);
+    CloseHandle(ev);
+}
+#endif
+
 static void test_listen_arguments_and_node_info(void **st)
 {
     HGRAPH h = tu_create(L"li", L"alice"), h2 = tu_create(L"li2", L"bob");
@@ -406,6 +428,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_properties_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_registration, setup, teardown),
+#ifdef _WIN32
+        cmocka_unit_test_setup_teardown(test_win32_event_handle, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(test_listen_arguments_and_node_info, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enumeration_api, setup, teardown),

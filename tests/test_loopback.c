@@ -37,7 +37,7 @@ static void step(void)
     }
     {
         static PEER_POLL_FD fds[512], ready[512];
-        ULONG n, nr = 0, i;
+        ULONG n, nr = 0;
         ULONGLONG dl, now = PeerGraphGetTickCount();
         int timeout;
         assert_int_equal(PeerGraphGetPollFds(fds, 512, &n, &dl), S_OK);
@@ -45,6 +45,7 @@ static void step(void)
 #ifndef _WIN32
         {
             static struct pollfd p[512];
+            ULONG i;
             for (i = 0; i < n; i++) {
                 p[i].fd = fds[i].s;
                 p[i].events = (short)(((fds[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
