@@ -317,6 +317,14 @@ typedef struct peer_event_node_change_data_tag {
     PWSTR pwzPeerId;
 } PEER_EVENT_NODE_CHANGE_DATA, *PPEER_EVENT_NODE_CHANGE_DATA;
 
+/* The union is anonymous, as in p2p.h (a C11 feature every C99 compiler we
+ * target accepts unless -pedantic is given).  Define NONAMELESSUNION to name
+ * it `u`, as Windows does. */
+#ifdef NONAMELESSUNION
+#define P2PG_UNION_NAME u
+#else
+#define P2PG_UNION_NAME
+#endif
 typedef struct peer_graph_event_data_tag {
     PEER_GRAPH_EVENT_TYPE eventType;
     union {
@@ -326,7 +334,7 @@ typedef struct peer_graph_event_data_tag {
         PEER_EVENT_CONNECTION_CHANGE_DATA connectionChangeData;
         PEER_EVENT_NODE_CHANGE_DATA nodeChangeData;
         PEER_EVENT_SYNCHRONIZED_DATA synchronizedData;
-    };
+    } P2PG_UNION_NAME;
 } PEER_GRAPH_EVENT_DATA, *PPEER_GRAPH_EVENT_DATA;
 
 /* Opaque in this release: a graph opened with a non-NULL security interface is
@@ -388,7 +396,9 @@ typedef struct peer_poll_fd_tag {
  * which PeerGraphService must be called, or PEER_NO_DEADLINE; a value at or
  * before the last ullNow means "call PeerGraphService now" (work is pending).
  * Returns S_OK; E_NOT_SUFFICIENT_BUFFER when more than cMax entries are needed
- * (the first cMax are filled; call again with a larger array); E_INVALIDARG
+ * (the first cMax are filled, and *pcFds and *pullDeadline are set all the
+ * same, so a poll-callback host may call it with cMax 0 just for the
+ * deadline; otherwise call again with a larger array); E_INVALIDARG
  * (pcFds or pullDeadline NULL, or pFds NULL with cMax > 0);
  * PEER_E_NOT_INITIALIZED.
  */
@@ -498,7 +508,9 @@ const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void);
 HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim);
 
 /*
- * PeerGraphSetDatabaseDirectory: where database files live (process-wide).
+ * PeerGraphSetDatabaseDirectory: where database files live (process-wide; may
+ * be called before PeerGraphStartup, and survives PeerGraphShutdown: call it
+ * with NULL to free the copy).
  * Default: the environment variable P2PGRAPH_DATABASE_DIR if set, else the
  * current directory.  NULL restores the default.  Graphs already open keep
  * their files.  Returns S_OK; E_INVALIDARG (empty or too long: 1024 UTF-8
@@ -601,7 +613,9 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
  * PEER_E_CONNECT_SELF, PEER_E_CONNECTION_NOT_AUTHENTICATED (closed during
  * authentication by a peer that gives no reason), PEER_E_PROTOCOL_ERROR.
  * When a busy node refers us on, the FAILED event carries the
- * ullNextConnectionId of the automatic next attempt (0 = no more).
+ * ullNextConnectionId of the automatic next attempt (0 = no more).  A FAILED
+ * event's ullNodeId is 0 unless the remote's node ID was learned (REFUSE
+ * carries none).
  * Returns S_OK; E_INVALIDARG (NULL or malformed address, NULL out pointer,
  * over-long peer ID); E_OUTOFMEMORY; PEER_E_ALREADY_EXISTS (a neighbor link
  * to that node exists, or a connection to that address and peer ID is in

@@ -207,6 +207,7 @@ done:
     if (b) PeerGraphClose(b);
     if (a) PeerGraphClose(a);
     PeerGraphShutdown(); /* closes the lingering sockets: the callback removes them */
+    PeerGraphSetDatabaseDirectory(NULL); /* back to the default; frees the library's copy */
     printf("after shutdown epoll watches %d sockets\n", h.watched);
     if (h.watched != 0) rc = 1;
     close(h.epfd);

@@ -208,6 +208,7 @@ done:
     if (b) PeerGraphClose(b);
     if (a) PeerGraphClose(a);
     PeerGraphShutdown();
+    PeerGraphSetDatabaseDirectory(NULL); /* back to the default; frees the library's copy */
     free(want);
     free(ready);
     free(pfds);

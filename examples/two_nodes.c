@@ -146,11 +146,13 @@ int main(void)
     PeerGraphClose(b);
     PeerGraphClose(a);
     PeerGraphShutdown();
+    PeerGraphSetDatabaseDirectory(NULL); /* back to the default; frees the library's copy */
     return 0;
 
 fail:
     if (b) PeerGraphClose(b);
     if (a) PeerGraphClose(a);
     PeerGraphShutdown();
+    PeerGraphSetDatabaseDirectory(NULL); /* back to the default; frees the library's copy */
     return 1;
 }

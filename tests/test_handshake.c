@@ -975,6 +975,57 @@ static void test_shutdown_sends_disconnect(void **st)
     assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
 }
 
+/* Limits: at most PEER_MAX_PENDING_ACCEPTS unauthenticated inbound
+ * connections per listener (more are closed at once, real peers still get
+ * in), and at most PEER_MAX_CONNECTIONS_PER_GRAPH connections per graph. */
+static void test_limits(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"Bob"), j = tu_open(L"G", L"Joiner");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_ADDRESS la = tu_listen(h);
+    static PEER_SOCKET silent[PEER_MAX_PENDING_ACCEPTS + 20];
+    static msg m;
+    PEER_SOCKET s;
+    int i, closed = 0;
+    ULONGLONG id;
+    PPEER_GRAPH_EVENT_DATA d;
+    (void)st;
+    for (i = 0; i < PEER_MAX_PENDING_ACCEPTS + 20; i++) silent[i] = fake_net_raw_connect(&la.sin6);
+    tu_pump(8, 1); /* accepts are batched 64 per service */
+    for (i = 0; i < PEER_MAX_PENDING_ACCEPTS + 20; i++) closed += fake_net_raw_eof(silent[i]) != 0;
+    assert_int_equal(closed, 20);
+    assert_int_equal(fake_net_open_sockets(), 1 + PEER_MAX_PENDING_ACCEPTS);
+    /* a real peer still gets in once it speaks (slots are for silent ones) */
+    for (i = 0; i < 5; i++) fake_net_raw_close(silent[i]);
+    tu_pump(1, 1);
+    s = fake_net_raw_connect(&la.sin6);
+    m_auth(&m, 1, 0, "G", "Alice", NULL);
+    send_msg(s, &m);
+    m_connect(&m, 0x01, 4242, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    d = conn_event(e);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    PeerGraphFreeData(d);
+    for (i = 5; i < PEER_MAX_PENDING_ACCEPTS + 20; i++) fake_net_raw_close(silent[i]);
+    fake_net_raw_close(s);
+    tu_pump(1, 1);
+    /* connections per graph: attempts to unreachable addresses count too */
+    {
+        SOCKADDR_IN6 all = fake_net_addr6("2001:db8::77", 0); /* every port */
+        fake_net_blackhole(&all);
+    }
+    for (i = 0; i < PEER_MAX_CONNECTIONS_PER_GRAPH; i++) {
+        PEER_ADDRESS a = peer_addr(fake_net_addr6("2001:db8::77", (unsigned short)(1000 + i)));
+        assert_int_equal(PeerGraphConnect(j, NULL, &a, &id), S_OK);
+    }
+    {
+        PEER_ADDRESS a = peer_addr(fake_net_addr6("2001:db8::77", 999));
+        assert_int_equal(PeerGraphConnect(j, NULL, &a, &id), E_OUTOFMEMORY);
+    }
+}
+
 /* The poll callback sees each socket's interest and a 0 before it closes. */
 static int cb_calls, cb_zero;
 static void poll_cb(PVOID ctx, PEER_SOCKET s, DWORD ev)
@@ -1027,6 +1078,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_responder_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_sends_disconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poll_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
