@@ -6,7 +6,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN     = -std=c99 -Wall -Wextra -Werror
 DEFS     = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
-ALL_CFLAGS = $(WARN) $(DEFS) $(CFLAGS) -I.
+ALL_CFLAGS = $(WARN) $(DEFS) $(CFLAGS) -I. -Ibuild/gen
 LIBS     = -lmbedtls -lmbedx509 -lmbedcrypto -lm
 CMOCKA   = -lcmocka
 SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -14,7 +14,7 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LIB_SRCS = p2pgraph.c net_posix.c
 HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
-TEST_PROGS = test_fake_net test_api test_handshake test_loopback
+TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_loopback
 EXAMPLES = two_nodes poll_host epoll_host demo
 BENCHES  = connect
 
@@ -35,13 +35,20 @@ build/obj/%.o: %.c $(HDRS)
 build/libp2pgraph.a: build/obj/p2pgraph.o build/obj/net_posix.o
 	ar rcs $@ $^
 
-build/test_%: tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
-	@mkdir -p build
-	$(CC) $(ALL_CFLAGS) -Itests $< $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
+# test_search includes section 5b of the core (static functions) extracted here.
+build/gen/search_module.inc: p2pgraph.c
+	@mkdir -p build/gen
+	awk '/5b\. Record attributes and searches/{p=1} /\/\* 6\. Database file/{p=0} p' p2pgraph.c > $@
+WIN32_EXTRA_CFLAGS += -Ibuild/gen
+win32-build: build/gen/search_module.inc
 
-build/asan/test_%: tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+build/test_%: build/gen/search_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+	@mkdir -p build
+	$(CC) $(ALL_CFLAGS) -Itests tests/test_$*.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
+
+build/asan/test_%: build/gen/search_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
 	@mkdir -p build/asan
-	$(CC) $(ALL_CFLAGS) $(SAN) -Itests $< $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(SAN) -Itests tests/test_$*.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
 
 build/ex_%: examples/%.c build/libp2pgraph.a
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)

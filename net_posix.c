@@ -44,7 +44,7 @@
 #  define MSG_NOSIGNAL 0 /* BSD/macOS: SO_NOSIGPIPE is set on each socket */
 #endif
 
-#define NET_LISTEN_BACKLOG 128
+#define NET_LISTEN_BACKLOG 4096 /* many nodes may share one port: bursts of connects must not overflow (the kernel caps it at somaxconn) */
 #define NET_STACK_POLLFDS  64
 
 /* ------------------------------------------------------------------------- */

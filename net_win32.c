@@ -34,7 +34,7 @@
 #  error "winsock2.h was included before net_win32.c could raise FD_SETSIZE"
 #endif
 
-#define NET_LISTEN_BACKLOG 128
+#define NET_LISTEN_BACKLOG SOMAXCONN
 
 /* ------------------------------------------------------------------------- */
 /* Helpers                                                                    */

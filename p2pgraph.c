@@ -7,13 +7,16 @@
  *   2. Library state: handles, the socket table, the clock.
  *   3. Events: per-registration bounded queues, pulled by the host.
  *   4. Enumerations: snapshots handed out in self-contained blocks.
- *   5. Database file: what a graph persists (graph metadata for now).
- *   6. Wire: framing and message encoding/decoding ([MS-PPGRH] section 2).
- *   7. Connections: buffers, I/O, closing, poll interest.
- *   8. Handshake: AUTH_INFO, CONNECT, WELCOME, REFUSE, DISCONNECT, sync start.
- *   9. Listeners and accepting.
- *  10. Service loop and timers.
- *  11. Public API.
+ *   5. Records: the wire form, parsing, validation, conflict order, table.
+ *  5b. Record attribute XML and search queries.
+ *   6. Database file: an append-only, checksummed log with compaction.
+ *   7. Wire: framing and message headers ([MS-PPGRH] section 2).
+ *   8. Connections: buffers, I/O, closing, poll interest.
+ *   9. Handshake: AUTH_INFO, CONNECT, WELCOME, REFUSE, DISCONNECT, sync start;
+ *      then flooding, ACK, synchronization answers, expiry, Graph Info.
+ *  10. Listeners and accepting.
+ *  11. Service loop and timers.
+ *  12. Public API.
  *
  * Single-threaded by design: nothing here locks, nothing blocks, and no
  * application code is called except the poll callback (documented as not
@@ -30,8 +33,11 @@
 #include <stdio.h>
 #include <math.h>
 #include <errno.h>
+#include <stddef.h>
 #include <mbedtls/md.h>
-#ifndef _WIN32
+#ifdef _WIN32
+#include <io.h>
+#else
 #include <unistd.h>
 #endif
 
@@ -98,12 +104,37 @@ static int buf_append(pg_buf *b, const void *pv, size_t cb)
     return 1;
 }
 static size_t buf_used(const pg_buf *b) { return b->len - b->off; }
+/* An emptied buffer gives its memory back: idle connections cost no buffer
+ * space (a busy one pays a malloc per burst, which is cheap next to a read). */
 static void buf_consume(pg_buf *b, size_t cb)
 {
     b->off += cb;
-    if (b->off >= b->len) b->off = b->len = 0;
+    if (b->off >= b->len) {
+        pg_free(b->p);
+        b->p = NULL;
+        b->off = b->len = b->cap = 0;
+    }
 }
 static void buf_free(pg_buf *b) { pg_free(b->p); memset(b, 0, sizeof *b); }
+
+static HRESULT md5(const void *pv, size_t cb, uint8_t out[16])
+{
+    const mbedtls_md_info_t *mi = mbedtls_md_info_from_type(MBEDTLS_MD_MD5);
+    if (!mi || mbedtls_md(mi, (const unsigned char *)pv, cb, out) != 0) return E_FAIL;
+    return S_OK;
+}
+
+static void md5_2(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, uint8_t out[16])
+{
+    mbedtls_md_context_t ctx;
+    mbedtls_md_init(&ctx);
+    if (mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_MD5), 0) != 0 || mbedtls_md_starts(&ctx) != 0 ||
+        mbedtls_md_update(&ctx, a, na) != 0 || (nb && mbedtls_md_update(&ctx, b, nb) != 0) ||
+        mbedtls_md_finish(&ctx, out) != 0)
+        memset(out, 0, 16);
+    mbedtls_md_free(&ctx);
+}
+
 
 /* Decode one code point from a wchar_t string; returns chars consumed, 0 on
  * an invalid sequence (lone surrogate, out of range). */
@@ -304,7 +335,7 @@ enum {
 };
 
 /* Sync state of a link on the initiating side. */
-enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME };
+enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 
 /* p2pgraph capability bits, carried in AUTH_INFO.Reserved2 (initiator) and
  * WELCOME.Reserved2 (responder, only when the initiator sent them). */
@@ -322,6 +353,8 @@ enum { DISC_LEAVING = 1, DISC_LEAST_USEFUL, DISC_APP };
 
 typedef struct pg_graph pg_graph;
 typedef struct pg_listener pg_listener;
+typedef struct pg_rec pg_rec;
+typedef struct pg_query pg_query;
 
 typedef struct pg_conn {
     int kind; /* OBJ_CONN */
@@ -349,6 +382,15 @@ typedef struct pg_conn {
     int sync, sync_step;    /* initiator-side synchronization progress */
     int referral_hops;      /* how many referrals led to this attempt */
     int half_closed;
+    uint32_t utility;       /* connection utility (3.1.7.33) */
+    pg_buf acks;            /* ACK entries gathered while reading */
+    uint8_t *out_ids;       /* sync answer: record IDs still to FLOOD */
+    size_t out_n, out_i;
+    int out_end;            /* 1: FLOOD out_ids then SYNC_END; 2: FLOOD only */
+    int hash_phase;         /* initiator: 1 awaiting ADVERTISE, 2 awaiting SYNC_END */
+    int hash_resp;          /* responder: ADVERTISE sent, REQUEST expected */
+    uint8_t *hash_send;     /* initiator: records the responder lacks */
+    size_t hash_send_n;
     int poke;               /* needs processing at the next service */
     DWORD announced;        /* poll interest the host was told about */
 } pg_conn;
@@ -391,6 +433,17 @@ struct pg_graph {
     GUID *sync_types;      /* prioritized record types given to Open */
     ULONG n_sync_types;
     int used_network;      /* Listen or Connect was called */
+    /* records */
+    pg_rec **recs;         /* hash table by record ID */
+    size_t rec_cap, rec_count;
+    ULONGLONG rec_bytes;   /* wire bytes of the records held */
+    ULONGLONG exp_deadline;/* next expiration / autorefresh pass */
+    ULONG rejected_records;/* FLOODed records that failed validation */
+    /* database file */
+    FILE *logf;
+    ULONGLONG log_bytes, log_dirty_since, db_torn_bytes;
+    ULONG db_bad_entries;
+    int log_dirty;
 };
 
 typedef struct pg_reg pg_reg;
@@ -673,11 +726,15 @@ static void graph_update_status(pg_graph *g)
 /* all, as on Windows.                                                        */
 /* ========================================================================= */
 
+enum { ENUM_CONNECTIONS = 0, ENUM_RECORDS };
 struct pg_enum {
     pg_enum *next;
     uintptr_t handle;
+    int kind;
     ULONG n, pos;
-    PEER_CONNECTION_INFO *items; /* pwzPeerId separately allocated */
+    PEER_CONNECTION_INFO *items; /* ENUM_CONNECTIONS: pwzPeerId separately allocated */
+    pg_graph *graph;             /* ENUM_RECORDS: IDs, looked up again at GetNextItem */
+    uint8_t *ids;
 };
 
 static pg_enum *enum_from_handle(HPEERENUM h)
@@ -692,32 +749,1499 @@ static pg_enum *enum_from_handle(HPEERENUM h)
 static void enum_free(pg_enum *e)
 {
     ULONG i;
-    for (i = 0; i < e->n; i++) pg_free(e->items[i].pwzPeerId);
+    if (e->items)
+        for (i = 0; i < e->n; i++) pg_free(e->items[i].pwzPeerId);
     pg_free(e->items);
+    pg_free(e->ids);
     pg_free(e);
 }
 
 /* ========================================================================= */
-/* 5. Database file                                                          */
-/* One file per (graph ID, peer ID, database name): <dir>/<name>.<hash>.p2pg  */
-/* where hash = first 8 bytes of MD5(graphId NUL peerId) in hex (mbedTLS).    */
-/* Until the record store lands it holds the graph's metadata: properties,   */
-/* whether it was ever synchronized, the peer time delta and the departure   */
-/* time.  Written whole to a temporary file, flushed to disk, renamed over.  */
-/* Layout: "P2PGMETA" u32 version=1, u32 body length, body, 16-byte MD5 of   */
-/* the body.  Body: strings as u32 length + UTF-8 bytes (0xFFFFFFFF = none), */
-/* integers big-endian.                                                       */
+/* 5. Records                                                                */
+/* A record lives in memory as its MS-PPGRH wire form (one allocation: a     */
+/* small header of decoded keys plus the bytes a FLOOD carries), found by ID */
+/* in a per-graph hash table.  rec_parse() gives a view of the fields;       */
+/* rec_validate() applies [MS-PPGRH] 3.1.7.27; rec_compare() is the conflict */
+/* resolution of 3.1.7.32.  Record strings on the wire are UTF-16 in the     */
+/* byte order chosen in PROTOCOL.md (R1).  Publishing stores, persists,      */
+/* floods to every neighbor and tells the application.                        */
 /* ========================================================================= */
 
-#define DB_MAGIC "P2PGMETA"
-#define DB_VERSION 1
+#define REC_FIXED 90
+#define RF_AUTOREFRESH 0x01
+#define RF_DELETED 0x02
+#define FT_SECOND 10000000ULL
+#define ACK_BATCH 64
 
-static HRESULT md5(const void *pv, size_t cb, uint8_t out[16])
+static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x40, 0x6b,
+                                          0xbc, 0x6e, 0x5e, 0x9c, 0x0d, 0x86, 0x45, 0x80};
+static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
+                                         0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
+
+struct pg_rec {
+    pg_rec *hnext;
+    uint8_t id[16];    /* wire form */
+    uint32_t version;
+    uint8_t flags;
+    uint64_t expires, modified;
+    uint32_t len;
+    uint8_t wire[1];   /* len bytes */
+};
+
+typedef struct rec_view {
+    const uint8_t *type, *id;
+    uint32_t version;
+    uint8_t flags;
+    const uint8_t *creator, *modby, *sec, *gid, *data, *attr; /* UTF-16 strings include the NUL unit */
+    uint32_t n_creator, n_modby, n_sec, n_gid, n_data, n_attr; /* units for strings, bytes otherwise */
+    uint64_t created, expires, modified;
+    unsigned proto;
+} rec_view;
+
+static void guid_get(GUID *g, const uint8_t *p)
 {
-    const mbedtls_md_info_t *mi = mbedtls_md_info_from_type(MBEDTLS_MD_MD5);
-    if (!mi || mbedtls_md(mi, (const unsigned char *)pv, cb, out) != 0) return E_FAIL;
+    g->Data1 = get32(p);
+    g->Data2 = (uint16_t)get16(p + 4);
+    g->Data3 = (uint16_t)get16(p + 6);
+    memcpy(g->Data4, p + 8, 8);
+}
+
+/* --- UTF-16 wire strings (PROTOCOL.md R1: little-endian code units) --- */
+static unsigned u16_get(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
+static void u16_put(uint8_t *p, unsigned v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+/* Units including the NUL. */
+static uint32_t u16_units(const wchar_t *w) { return (uint32_t)wcs_units16(w) + 1; }
+
+/* Writes w as UTF-16 units plus NUL; returns bytes written. */
+static size_t u16_write(uint8_t *out, const wchar_t *w)
+{
+    uint8_t *o = out;
+    while (*w) {
+        uint32_t cp = 0;
+        int k = wc_decode(w, &cp);
+        if (!k) { cp = 0xFFFD; k = 1; }
+        w += k;
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            u16_put(o, 0xD800 + (cp >> 10)); o += 2;
+            u16_put(o, 0xDC00 + (cp & 0x3FF)); o += 2;
+        } else { u16_put(o, cp); o += 2; }
+    }
+    u16_put(o, 0);
+    return (size_t)(o - out) + 2;
+}
+
+/* Checks n units at p: exactly one NUL, at the end, valid surrogate pairs. */
+static int u16_valid(const uint8_t *p, uint32_t n)
+{
+    uint32_t i;
+    if (!n || u16_get(p + 2 * (n - 1)) != 0) return 0;
+    for (i = 0; i + 1 < n; i++) {
+        unsigned c = u16_get(p + 2 * i);
+        if (c == 0) return 0;
+        if (c >= 0xD800 && c <= 0xDBFF) {
+            unsigned d = i + 2 < n ? u16_get(p + 2 * (i + 1)) : 0;
+            if (d < 0xDC00 || d > 0xDFFF) return 0;
+            i++;
+        } else if (c >= 0xDC00 && c <= 0xDFFF) return 0;
+    }
+    return 1;
+}
+
+/* wchar_t characters needed (with NUL) for a valid UTF-16 wire string. */
+static size_t u16_wchars(const uint8_t *p, uint32_t n)
+{
+#if WCHAR_MAX <= 0xFFFF
+    (void)p;
+    return n;
+#else
+    size_t k = 0;
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        unsigned c = u16_get(p + 2 * i);
+        if (c >= 0xD800 && c <= 0xDBFF) i++;
+        k++;
+    }
+    return k;
+#endif
+}
+
+static void u16_to_wcs(wchar_t *out, const uint8_t *p, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        unsigned c = u16_get(p + 2 * i);
+#if WCHAR_MAX > 0xFFFF
+        if (c >= 0xD800 && c <= 0xDBFF) {
+            unsigned d = u16_get(p + 2 * (i + 1));
+            *out++ = (wchar_t)(0x10000 + ((c - 0xD800) << 10) + (d - 0xDC00));
+            i++;
+            continue;
+        }
+#endif
+        *out++ = (wchar_t)c;
+    }
+}
+
+static wchar_t *u16_dup(const uint8_t *p, uint32_t n)
+{
+    wchar_t *w;
+    if (!n) return NULL;
+    w = (wchar_t *)pg_alloc(u16_wchars(p, n) * sizeof(wchar_t));
+    if (w) u16_to_wcs(w, p, n);
+    return w;
+}
+
+/* Equality of a wire string and a wchar_t string. */
+static int u16_eq(const uint8_t *p, uint32_t n, const wchar_t *w)
+{
+    uint8_t buf[2 * 2 * PEER_MAX_ID_CHARS + 4];
+    size_t k;
+    if (!w) return n == 0;
+    if (u16_units(w) != n || n > 2 * PEER_MAX_ID_CHARS) return 0;
+    k = u16_write(buf, w);
+    return k == 2 * (size_t)n && memcmp(buf, p, k) == 0;
+}
+
+/* Ordinal comparison of two wire strings by UTF-16 unit. */
+static int u16_cmp(const uint8_t *a, uint32_t na, const uint8_t *b, uint32_t nb)
+{
+    uint32_t i;
+    for (i = 0; i < na && i < nb; i++) {
+        unsigned x = u16_get(a + 2 * i), y = u16_get(b + 2 * i);
+        if (x != y) return x < y ? -1 : 1;
+    }
+    return na < nb ? -1 : na > nb ? 1 : 0;
+}
+
+/* --- parsing and validation --- */
+
+static int rd_str(const uint8_t *p, size_t n, size_t *i, const uint8_t **s, uint32_t *units)
+{
+    uint32_t k;
+    if (*i + 4 > n) return 0;
+    k = get32(p + *i);
+    *i += 4;
+    if (k > (n - *i) / 2) return 0;
+    *s = p + *i;
+    *units = k;
+    *i += 2 * (size_t)k;
+    return 1;
+}
+
+/* Structural parse of a PEER_RECORD; 0 if lengths do not add up. */
+static int rec_parse(const uint8_t *p, size_t n, rec_view *v)
+{
+    size_t i = 40;
+    if (n < REC_FIXED) return 0;
+    v->type = p;
+    v->id = p + 16;
+    v->version = get32(p + 32);
+    v->flags = p[39];
+    if (p[36] || p[37] || p[38]) return 0; /* reserved: MUST be 0 */
+    if (!rd_str(p, n, &i, &v->creator, &v->n_creator)) return 0;
+    if (!rd_str(p, n, &i, &v->modby, &v->n_modby)) return 0;
+    if (i + 4 > n) return 0;
+    v->n_sec = get32(p + i);
+    i += 4;
+    if (v->n_sec > n - i) return 0;
+    v->sec = p + i;
+    i += v->n_sec;
+    if (i + 24 > n) return 0;
+    v->created = get64(p + i);
+    v->expires = get64(p + i + 8);
+    v->modified = get64(p + i + 16);
+    i += 24;
+    if (!rd_str(p, n, &i, &v->gid, &v->n_gid)) return 0;
+    if (i + 6 > n) return 0;
+    v->proto = get16(p + i);
+    v->n_data = get32(p + i + 2);
+    i += 6;
+    if (v->n_data > n - i) return 0;
+    v->data = p + i;
+    i += v->n_data;
+    if (!rd_str(p, n, &i, &v->attr, &v->n_attr)) return 0;
+    return i == n;
+}
+
+static int guid_is_internal(const uint8_t *t)
+{
+    static const uint8_t z[12] = {0};
+    return t[0] == 0 && t[1] == 0 && t[3] == 0 && (t[2] >= 1 && t[2] <= 4) && !memcmp(t + 4, z, 12);
+}
+
+/* high64(MD5(creator)) XOR low64(...), the record ID's upper half. */
+static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
+{
+    uint8_t h[16];
+    int i;
+    md5(creator, 2 * (size_t)(units ? units - 1 : 0), h); /* without the NUL */
+    for (i = 0; i < 8; i++) out[i] = h[i] ^ h[8 + i];
+}
+
+static HRESULT attr_validate(const wchar_t *xml);
+
+/* [MS-PPGRH] 3.1.7.27 on a parsed record; 1 if valid for graph g. */
+static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
+{
+    uint8_t fold[8];
+    if (v->n_creator < 2 || v->n_creator > PEER_MAX_ID_CHARS || !u16_valid(v->creator, v->n_creator)) return 0;
+    if (!(v->n_modby == 0 || (v->n_modby >= 2 && v->n_modby <= PEER_MAX_ID_CHARS && u16_valid(v->modby, v->n_modby))))
+        return 0;
+    if (!memcmp(v->type, "\0\0\1\0", 4) && guid_is_internal(v->type)) {
+        if (memcmp(v->id, GRAPH_INFO_ID, 16)) return 0;
+    } else if (!memcmp(v->type, "\0\0\2\0", 4) && guid_is_internal(v->type)) {
+        if (memcmp(v->id, SIGNATURE_ID, 16)) return 0;
+    } else {
+        creator_fold(v->creator, v->n_creator, fold);
+        if (memcmp(fold, v->id, 8)) return 0;
+    }
+    if (v->expires <= v->modified || v->modified < v->created) return 0;
+    if (v->expires <= peerNow) return 0; /* already expired: nothing to keep */
+    if (!u16_eq(v->gid, v->n_gid, g->graph_id)) return 0;
+    if (v->proto != 0x0100) return 0;
+    if ((v->flags & RF_DELETED) && (v->n_data || v->n_attr)) return 0;
+    if (v->flags & ~(RF_DELETED | RF_AUTOREFRESH)) return 0;
+    if ((uint64_t)v->n_data + 2 * (uint64_t)v->n_attr > g->max_record) return 0;
+    if (v->modified == v->created && v->n_modby != 0) return 0;
+    if (v->n_attr) {
+        wchar_t *a;
+        HRESULT hr;
+        if (!u16_valid(v->attr, v->n_attr)) return 0;
+        if (!(a = u16_dup(v->attr, v->n_attr))) return 0;
+        hr = attr_validate(a);
+        pg_free(a);
+        if (hr != S_OK) return 0;
+    }
+    return 1;
+}
+
+/* Conflict resolution: >0 if a is newer than b, 0 if the same, <0 older. */
+static int rec_compare(const rec_view *a, const rec_view *b)
+{
+    int c;
+    uint32_t m;
+    if (a->version != b->version) return a->version > b->version ? 1 : -1;
+    if ((a->n_modby != 0) != (b->n_modby != 0)) return a->n_modby ? 1 : -1;
+    if (a->n_modby && (c = u16_cmp(a->modby, a->n_modby, b->modby, b->n_modby)) != 0) return c;
+    if (a->modified != b->modified) return a->modified > b->modified ? 1 : -1;
+    if (a->n_sec != b->n_sec) return a->n_sec > b->n_sec ? 1 : -1;
+    m = a->n_sec;
+    if (m && (c = memcmp(a->sec, b->sec, m)) != 0) return c > 0 ? 1 : -1;
+    return 0;
+}
+
+/* --- the table --- */
+
+static size_t rec_bucket(const pg_graph *g, const uint8_t id[16])
+{
+    uint64_t k = get64(id + 8) ^ (get64(id) * 0x9E3779B97F4A7C15ULL);
+    k ^= k >> 29;
+    return (size_t)k & (g->rec_cap - 1);
+}
+
+static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
+{
+    pg_rec *r;
+    if (!g->rec_cap) return NULL;
+    for (r = g->recs[rec_bucket(g, id)]; r; r = r->hnext)
+        if (!memcmp(r->id, id, 16)) return r;
+    return NULL;
+}
+
+static void rec_unlink(pg_graph *g, pg_rec *r)
+{
+    pg_rec **pp = &g->recs[rec_bucket(g, r->id)];
+    while (*pp && *pp != r) pp = &(*pp)->hnext;
+    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; }
+}
+
+static int rec_table_grow(pg_graph *g)
+{
+    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 256, i, oldcap = g->rec_cap;
+    pg_rec **old = g->recs, **n = (pg_rec **)pg_calloc(ncap, sizeof *n);
+    if (!n) return 0;
+    g->recs = n;
+    g->rec_cap = ncap;
+    for (i = 0; i < oldcap; i++) {
+        pg_rec *r = old[i];
+        while (r) {
+            pg_rec *nx = r->hnext;
+            size_t b = rec_bucket(g, r->id);
+            r->hnext = n[b];
+            n[b] = r;
+            r = nx;
+        }
+    }
+    pg_free(old);
+    return 1;
+}
+
+/* A new in-memory record from wire bytes (already validated or trusted). */
+static pg_rec *rec_new(const uint8_t *wire, size_t len)
+{
+    pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, wire) + len);
+    rec_view v;
+    if (!r) return NULL;
+    memcpy(r->wire, wire, len);
+    r->len = (uint32_t)len;
+    rec_parse(r->wire, len, &v);
+    memcpy(r->id, v.id, 16);
+    r->version = v.version;
+    r->flags = v.flags;
+    r->expires = v.expires;
+    r->modified = v.modified;
+    r->hnext = NULL;
+    return r;
+}
+
+/* Puts r in the table, replacing (and freeing) any record with its ID. */
+static int rec_insert(pg_graph *g, pg_rec *r)
+{
+    pg_rec *old = rec_find(g, r->id);
+    size_t b;
+    if (old) { rec_unlink(g, old); pg_free(old); }
+    if ((g->rec_count + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g)) return 0;
+    b = rec_bucket(g, r->id);
+    r->hnext = g->recs[b];
+    g->recs[b] = r;
+    g->rec_count++;
+    g->rec_bytes += r->len;
+    return 1;
+}
+
+static void rec_table_free(pg_graph *g)
+{
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        pg_rec *r = g->recs[i];
+        while (r) { pg_rec *nx = r->hnext; pg_free(r); r = nx; }
+    }
+    pg_free(g->recs);
+    g->recs = NULL;
+    g->rec_cap = g->rec_count = 0;
+    g->rec_bytes = 0;
+}
+
+/* Builds the wire form of a record into a new buffer. */
+static uint8_t *rec_build(const pg_graph *g, const uint8_t type[16], const uint8_t id[16], uint32_t version,
+                          uint8_t flags, const wchar_t *creator, const wchar_t *modby, const PEER_DATA *sec,
+                          uint64_t created, uint64_t expires, uint64_t modified, const PEER_DATA *data,
+                          const wchar_t *attr, size_t *plen)
+{
+    uint32_t nc = u16_units(creator), nm = modby ? u16_units(modby) : 0, ng = u16_units(g->graph_id);
+    uint32_t na = attr ? u16_units(attr) : 0, ns = sec ? sec->cbData : 0, nd = data ? data->cbData : 0;
+    size_t len = REC_FIXED + 2 * ((size_t)nc + nm + ng + na) + ns + nd, i = 0;
+    uint8_t *p = (uint8_t *)pg_alloc(len);
+    if (!p) return NULL;
+    memcpy(p, type, 16);
+    memcpy(p + 16, id, 16);
+    put32(p + 32, version);
+    p[36] = p[37] = p[38] = 0;
+    p[39] = flags;
+    i = 40;
+    put32(p + i, nc); i += 4; i += u16_write(p + i, creator);
+    put32(p + i, nm); i += 4; if (nm) i += u16_write(p + i, modby);
+    put32(p + i, ns); i += 4; if (ns) { memcpy(p + i, sec->pbData, ns); i += ns; }
+    put64(p + i, created); put64(p + i + 8, expires); put64(p + i + 16, modified); i += 24;
+    put32(p + i, ng); i += 4; i += u16_write(p + i, g->graph_id);
+    put16(p + i, 0x0100); put32(p + i + 2, nd); i += 6;
+    if (nd) { memcpy(p + i, data->pbData, nd); i += nd; }
+    put32(p + i, na); i += 4; if (na) i += u16_write(p + i, attr);
+    *plen = len;
+    return p;
+}
+
+/* Record ID for a new record of `creator` ([MS-PPGRH] 3.1.7.2). */
+static void rec_new_id(const wchar_t *creator, uint8_t id[16])
+{
+    uint8_t c16[2 * 2 * PEER_MAX_ID_CHARS + 4], fold[8];
+    uint64_t a = random64(), b = random64(), low = a ^ b;
+    size_t n = u16_write(c16, creator);
+    creator_fold(c16, (uint32_t)(n / 2), fold);
+    memcpy(id, fold, 8);
+    put64(id + 8, low);
+}
+
+/* Size of the API form (PEER_RECORD + strings + data) of a record. */
+static size_t rec_api_size(const rec_view *v)
+{
+    return sizeof(PEER_RECORD) + sizeof(wchar_t) * (u16_wchars(v->creator, v->n_creator) +
+                                                     (v->n_modby ? u16_wchars(v->modby, v->n_modby) : 0) +
+                                                     (v->n_attr ? u16_wchars(v->attr, v->n_attr) : 0)) +
+           v->n_sec + v->n_data;
+}
+
+static void ft_set(FILETIME *ft, uint64_t t)
+{
+    ft->dwLowDateTime = (DWORD)t;
+    ft->dwHighDateTime = (DWORD)(t >> 32);
+}
+static uint64_t ft_get(const FILETIME *ft) { return ((uint64_t)ft->dwHighDateTime << 32) | ft->dwLowDateTime; }
+
+/* Writes the API form at dst (rec_api_size bytes, suitably aligned). */
+static void rec_to_api(const rec_view *v, PPEER_RECORD pr)
+{
+    uint8_t *cur = (uint8_t *)(pr + 1);
+    memset(pr, 0, sizeof *pr);
+    pr->dwSize = sizeof *pr;
+    guid_get(&pr->type, v->type);
+    guid_get(&pr->id, v->id);
+    pr->dwVersion = v->version;
+    pr->dwFlags = v->flags & (RF_AUTOREFRESH | RF_DELETED);
+    pr->pwzCreatorId = (PWSTR)cur;
+    u16_to_wcs(pr->pwzCreatorId, v->creator, v->n_creator);
+    cur += sizeof(wchar_t) * u16_wchars(v->creator, v->n_creator);
+    if (v->n_modby) {
+        pr->pwzModifiedById = (PWSTR)cur;
+        u16_to_wcs(pr->pwzModifiedById, v->modby, v->n_modby);
+        cur += sizeof(wchar_t) * u16_wchars(v->modby, v->n_modby);
+    }
+    if (v->n_attr) {
+        pr->pwzAttributes = (PWSTR)cur;
+        u16_to_wcs(pr->pwzAttributes, v->attr, v->n_attr);
+        cur += sizeof(wchar_t) * u16_wchars(v->attr, v->n_attr);
+    }
+    ft_set(&pr->ftCreation, v->created);
+    ft_set(&pr->ftExpiration, v->expires);
+    ft_set(&pr->ftLastModified, v->modified);
+    pr->securityData.cbData = v->n_sec;
+    if (v->n_sec) { pr->securityData.pbData = cur; memcpy(cur, v->sec, v->n_sec); cur += v->n_sec; }
+    pr->data.cbData = v->n_data;
+    if (v->n_data) { pr->data.pbData = cur; memcpy(cur, v->data, v->n_data); }
+}
+
+/* ========================================================================= */
+/* 5b. Record attributes and searches                                        */
+/* Attribute XML (PEER_RECORD.pwzAttributes) is checked by attr_validate.    */
+/* A search (PeerGraphSearchRecords) is compiled once by query_compile into  */
+/* one allocated block: a preorder array of nodes (and / or / clause; the    */
+/* children of and/or follow their parent, linked by `next`) and a pool of   */
+/* decoded clause strings.  query_match then reads a record's attribute XML  */
+/* in one pass with no allocation: values are read through a cursor that    */
+/* decodes entity and character references on the fly.                       */
+/*                                                                           */
+/* The XML subset: an optional BOM, an optional <?xml ...?> declaration, one */
+/* root element, whitespace between elements, the five predefined entities   */
+/* and numeric references.  Comments, CDATA, processing instructions and     */
+/* DOCTYPE are refused.  Element and attribute names are case-sensitive as   */
+/* in XML; only xmlns:prefix declarations may appear on the root.            */
+/* Strings are handled as Unicode code points (a surrogate pair is one       */
+/* character); lengths are counted in UTF-16 units as on Windows.            */
+/* ========================================================================= */
+
+#define SX_MAX_CHARS 100000u /* MAX_ATTRIBUTE_STREAM_LENGTH (XP header) */
+#define SX_MAX_DEPTH 64      /* nested and/or elements in a search */
+#define SX_NAME_MAX 40       /* attribute names: 1..40 of [0-9A-Za-z] */
+#define SX_MAX_NS 32         /* xmlns:prefix declarations on a root element */
+#define SX_FAST_CLAUSES 256  /* clauses evaluated in one pass over a record */
+#define SX_STAR 0xFFFFFFFFu  /* pattern token: any run of characters */
+#define SX_ONE 0xFFFFFFFEu   /* pattern token: exactly one character */
+
+enum { SX_T_STRING, SX_T_INT, SX_T_DATE };
+enum { SX_C_EQUAL, SX_C_NOTEQUAL, SX_C_LESS, SX_C_GREATER, SX_C_LESSOREQUAL, SX_C_GREATEROREQUAL };
+enum { SX_N_CLAUSE, SX_N_AND, SX_N_OR };
+enum { SX_F_NONE, SX_F_CREATOR, SX_F_MODBY, SX_F_ID, SX_F_TYPE, SX_F_CTIME, SX_F_MTIME };
+
+static const struct { const char *name; int field; int type; } sx_reserved[] = {
+    {"peercreatorid", SX_F_CREATOR, SX_T_STRING},
+    {"peerlastmodifiedby", SX_F_MODBY, SX_T_STRING},
+    {"peerrecordid", SX_F_ID, SX_T_STRING},
+    {"peerrecordtype", SX_F_TYPE, SX_T_STRING},
+    {"peercreationtime", SX_F_CTIME, SX_T_DATE},
+    {"peerlastmodificationtime", SX_F_MTIME, SX_T_DATE},
+};
+static const char *const sx_type_names[] = {"string", "int", "date"};
+static const char *const sx_cmp_names[] = {"equal", "notequal", "less", "greater", "lessorequal", "greaterorequal"};
+static const wchar_t sx_empty[1] = {0};
+
+
+/* What a search sees of one record.  Times are FILETIME units. */
+typedef struct pg_search_rec {
+    const wchar_t *attributes;        /* attribute XML (passed attr_validate), may be NULL */
+    const wchar_t *creator;           /* peercreatorid */
+    const wchar_t *modified_by;       /* peerlastmodifiedby; NULL or empty: the creator */
+    const GUID *id, *type;            /* peerrecordid, peerrecordtype */
+    uint64_t creation, last_modified; /* peercreationtime, peerlastmodificationtime */
+} pg_search_rec;
+
+/* ---- characters ---------------------------------------------------------- */
+
+static int sx_isws(uint32_t c) { return c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D; }
+static int sx_isdigit(uint32_t c) { return c >= '0' && c <= '9'; }
+static int sx_isalnum(uint32_t c)
+{
+    return sx_isdigit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+static uint32_t sx_fold(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+/* The XML 1.0 Char production. */
+static int sx_char_ok(uint32_t c)
+{
+    return c == 0x09 || c == 0x0A || c == 0x0D || (c >= 0x20 && c <= 0xD7FF) ||
+           (c >= 0xE000 && c <= 0xFFFD) || (c >= 0x10000 && c <= 0x10FFFF);
+}
+
+/* Sort key giving UTF-16 ordinal order on code points: supplementary
+ * characters (surrogate pairs in UTF-16) sort between U+D7FF and U+E000. */
+static uint32_t sx_key(uint32_t c) { return (c >= 0xE000 && c <= 0xFFFF) ? c + 0x200000u : c; }
+
+/* One character of a wchar_t string (UTF-16 or UTF-32): a valid surrogate
+ * pair is combined; anything else is returned as it is.  Returns the units
+ * used (1 or 2). */
+static size_t sx_raw(const wchar_t *p, uint32_t *cp)
+{
+    uint32_t u = (uint32_t)p[0];
+    if (u >= 0xD800 && u <= 0xDBFF) {
+        uint32_t v = (uint32_t)p[1];
+        if (v >= 0xDC00 && v <= 0xDFFF) {
+            *cp = 0x10000u + ((u - 0xD800u) << 10) + (v - 0xDC00u);
+            return 2;
+        }
+    }
+    *cp = u;
+    return 1;
+}
+
+/* p starts with the ASCII string s. */
+static int sx_lit(const wchar_t *p, const char *s)
+{
+    for (; *s; p++, s++)
+        if ((uint32_t)*p != (uint32_t)(unsigned char)*s) return 0;
+    return 1;
+}
+
+/* A reference at p ('&'): &lt; &gt; &amp; &quot; &apos; &#NN; &#xHH;.  Returns
+ * the units used and the character, or 0 when malformed or not an XML Char. */
+static size_t sx_ref(const wchar_t *p, uint32_t *cp)
+{
+    static const struct { const char *text; char ch; } ents[] = {
+        {"lt;", '<'}, {"gt;", '>'}, {"amp;", '&'}, {"quot;", '"'}, {"apos;", '\''},
+    };
+    size_t i;
+    if ((uint32_t)p[1] == '#') {
+        int hex = (uint32_t)p[2] == 'x';
+        size_t k = hex ? 3 : 2, first = k;
+        uint32_t v = 0;
+        for (;; k++) {
+            uint32_t c = (uint32_t)p[k], d;
+            if (sx_isdigit(c)) d = c - '0';
+            else if (hex && c >= 'a' && c <= 'f') d = c - 'a' + 10;
+            else if (hex && c >= 'A' && c <= 'F') d = c - 'A' + 10;
+            else break;
+            v = v * (hex ? 16u : 10u) + d;
+            if (v > 0x10FFFF) return 0;
+        }
+        if (k == first || (uint32_t)p[k] != ';' || !sx_char_ok(v)) return 0;
+        *cp = v;
+        return k + 1;
+    }
+    for (i = 0; i < sizeof ents / sizeof ents[0]; i++) {
+        if (sx_lit(p + 1, ents[i].text)) {
+            *cp = (uint32_t)(unsigned char)ents[i].ch;
+            return 1 + strlen(ents[i].text);
+        }
+    }
+    return 0;
+}
+
+/* ---- cursor: the characters of a value, decoded lazily ------------------- */
+
+typedef struct sx_cur {
+    const wchar_t *p;
+    wchar_t stop; /* '<' element text; '"' or '\'' attribute value */
+    int xml;      /* 0: a plain string (record field), read up to its NUL */
+} sx_cur;
+
+static sx_cur sx_cur_make(const wchar_t *p, wchar_t stop, int xml)
+{
+    sx_cur c;
+    c.p = p;
+    c.stop = stop;
+    c.xml = xml;
+    return c;
+}
+
+/* Next code point, or -1 at the end.  In XML, line ends are normalised
+ * (CR LF and CR -> LF) and, in attribute values, literal tab/CR/LF become
+ * spaces.  Never reads past a NUL, whatever the input. */
+static int32_t sx_next(sx_cur *c)
+{
+    uint32_t u = (uint32_t)c->p[0], cp;
+    if (u == 0) return -1;
+    if (c->xml) {
+        if (u == (uint32_t)c->stop || u == '<') return -1;
+        if (u == '&') {
+            size_t k = sx_ref(c->p, &cp);
+            if (!k) return -1;
+            c->p += k;
+            return (int32_t)cp;
+        }
+        if (u == '\r') {
+            c->p += (uint32_t)c->p[1] == '\n' ? 2 : 1;
+            return c->stop == '<' ? '\n' : ' ';
+        }
+        if (c->stop != '<' && (u == '\n' || u == '\t')) {
+            c->p++;
+            return ' ';
+        }
+    }
+    c->p += sx_raw(c->p, &cp);
+    return cp > 0x10FFFF ? 0xFFFD : (int32_t)cp;
+}
+
+/* A cursor with one character of lookahead, for the number parsers. */
+typedef struct sx_rd { sx_cur c; int32_t ch; } sx_rd;
+
+static void sx_rd_adv(sx_rd *r) { r->ch = sx_next(&r->c); }
+static void sx_rd_ws(sx_rd *r)
+{
+    while (r->ch >= 0 && sx_isws((uint32_t)r->ch)) sx_rd_adv(r);
+}
+static int sx_rd_digits(sx_rd *r, int n, int *v)
+{
+    *v = 0;
+    while (n-- > 0) {
+        if (r->ch < 0 || !sx_isdigit((uint32_t)r->ch)) return 0;
+        *v = *v * 10 + (r->ch - '0');
+        sx_rd_adv(r);
+    }
+    return 1;
+}
+static int sx_rd_is(sx_rd *r, char ch)
+{
+    if (r->ch != (int32_t)(unsigned char)ch) return 0;
+    sx_rd_adv(r);
+    return 1;
+}
+
+/* An int value: optional '-', ASCII digits, within int64; surrounding XML
+ * whitespace is allowed. */
+static int sx_int(sx_cur c, int64_t *out)
+{
+    sx_rd r;
+    int neg, any = 0;
+    uint64_t v = 0, lim;
+    r.c = c;
+    sx_rd_adv(&r);
+    sx_rd_ws(&r);
+    neg = sx_rd_is(&r, '-');
+    lim = neg ? (uint64_t)INT64_MAX + 1u : (uint64_t)INT64_MAX;
+    while (r.ch >= 0 && sx_isdigit((uint32_t)r.ch)) {
+        uint64_t d = (uint64_t)(r.ch - '0');
+        if (v > (lim - d) / 10u) return 0;
+        v = v * 10u + d;
+        any = 1;
+        sx_rd_adv(&r);
+    }
+    sx_rd_ws(&r);
+    if (!any || r.ch >= 0) return 0;
+    if (!neg) *out = (int64_t)v;
+    else if (v == (uint64_t)INT64_MAX + 1u) *out = INT64_MIN;
+    else *out = -(int64_t)v;
+    return 1;
+}
+
+static int sx_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+/* Days from 1601-01-01 to y-m-d (proleptic Gregorian, 0 <= y <= 9999). */
+static int64_t sx_days(int y, int m, int d)
+{
+    static const int before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    /* days before 1 January of year y, counted from year 0 (a leap year) */
+    int64_t a = 365 * (int64_t)y + (y + 3) / 4 - (y + 99) / 100 + (y + 399) / 400;
+    int64_t b = 365 * (int64_t)1601 + (1601 + 3) / 4 - (1601 + 99) / 100 + (1601 + 399) / 400;
+    return a - b + before[m - 1] + (m > 2 && sx_leap(y)) + (d - 1);
+}
+
+/* A W3C NOTE-datetime value: YYYY, YYYY-MM, YYYY-MM-DD, YYYY-MM-DDThh:mmTZD,
+ * YYYY-MM-DDThh:mm:ssTZD, YYYY-MM-DDThh:mm:ss.sTZD (one or more fraction
+ * digits; the first seven count); TZD is Z, +hh:mm or -hh:mm.  Surrounding
+ * XML whitespace is allowed.  Result in FILETIME units (100 ns since
+ * 1601-01-01 UTC; negative before 1601). */
+static int sx_date(sx_cur c, int64_t *out)
+{
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    sx_rd r;
+    int y, mo = 1, d = 1, h = 0, mi = 0, s = 0, tzh = 0, tzm = 0, tzs = 0, nf = 0;
+    int64_t frac = 0, secs;
+    r.c = c;
+    sx_rd_adv(&r);
+    sx_rd_ws(&r);
+    if (!sx_rd_digits(&r, 4, &y)) return 0;
+    if (sx_rd_is(&r, '-')) {
+        if (!sx_rd_digits(&r, 2, &mo)) return 0;
+        if (sx_rd_is(&r, '-')) {
+            if (!sx_rd_digits(&r, 2, &d)) return 0;
+            if (sx_rd_is(&r, 'T')) {
+                if (!sx_rd_digits(&r, 2, &h) || !sx_rd_is(&r, ':') || !sx_rd_digits(&r, 2, &mi)) return 0;
+                if (sx_rd_is(&r, ':')) {
+                    if (!sx_rd_digits(&r, 2, &s)) return 0;
+                    if (sx_rd_is(&r, '.')) {
+                        int any = 0;
+                        while (r.ch >= 0 && sx_isdigit((uint32_t)r.ch)) {
+                            if (nf < 7) { frac = frac * 10 + (r.ch - '0'); nf++; }
+                            any = 1;
+                            sx_rd_adv(&r);
+                        }
+                        if (!any) return 0;
+                        for (; nf < 7; nf++) frac *= 10;
+                    }
+                }
+                if (sx_rd_is(&r, 'Z')) {
+                    tzs = 0;
+                } else {
+                    if (sx_rd_is(&r, '+')) tzs = 1;
+                    else if (sx_rd_is(&r, '-')) tzs = -1;
+                    else return 0;
+                    if (!sx_rd_digits(&r, 2, &tzh) || !sx_rd_is(&r, ':') || !sx_rd_digits(&r, 2, &tzm)) return 0;
+                }
+            }
+        }
+    }
+    sx_rd_ws(&r);
+    if (r.ch >= 0) return 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && sx_leap(y))) return 0;
+    if (h > 23 || mi > 59 || s > 59 || tzh > 23 || tzm > 59) return 0;
+    secs = ((sx_days(y, mo, d) * 24 + h) * 60 + mi) * 60 + s - (int64_t)tzs * (tzh * 60 + tzm) * 60;
+    *out = secs * 10000000 + frac;
+    return 1;
+}
+
+/* ---- XML scanning -------------------------------------------------------- */
+
+/* Checks character data from p up to the stop character ('<' for element
+ * text, the quote for an attribute value): XML Chars only, well-formed
+ * references, no "]]>" in text, no '<' in attribute values.  Returns the
+ * position of the stop character, or NULL. */
+static const wchar_t *sx_scan(const wchar_t *p, wchar_t stop)
+{
+    for (;;) {
+        uint32_t u = (uint32_t)*p, cp;
+        size_t k;
+        if (u == (uint32_t)stop) return p;
+        if (u == 0 || u == '<') return NULL;
+        if (u == '&') {
+            k = sx_ref(p, &cp);
+            if (!k) return NULL;
+            p += k;
+            continue;
+        }
+        if (stop == '<' && u == ']' && (uint32_t)p[1] == ']' && (uint32_t)p[2] == '>') return NULL;
+        k = sx_raw(p, &cp);
+        if (!sx_char_ok(cp)) return NULL;
+        p += k;
+    }
+}
+
+/* The same without checks (record XML, already validated): NULL at a NUL. */
+static const wchar_t *sx_skip_to(const wchar_t *p, wchar_t stop)
+{
+    while (*p != stop) {
+        if (!*p) return NULL;
+        p++;
+    }
+    return p;
+}
+
+static int sx_skip_ws(const wchar_t **pp)
+{
+    const wchar_t *p = *pp;
+    while (sx_isws((uint32_t)*p)) p++;
+    if (p == *pp) return 0;
+    *pp = p;
+    return 1;
+}
+
+/* Length of the XML name at p (ASCII name characters; any non-ASCII unit is
+ * accepted as a name character), 0 if none. */
+static size_t sx_namelen(const wchar_t *p)
+{
+    size_t n = 0;
+    for (;; n++) {
+        uint32_t c = (uint32_t)p[n];
+        int start = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == ':' || c >= 0x80;
+        if (!start && (n == 0 || !(sx_isdigit(c) || c == '-' || c == '.'))) return n;
+    }
+}
+
+static int sx_name_is(const wchar_t *p, size_t n, const char *s) { return n == strlen(s) && sx_lit(p, s); }
+
+/* At '<' + name: consumes both.  Returns 1 when the name is `name`. */
+static int sx_open(const wchar_t **pp, const char *name)
+{
+    const wchar_t *p = *pp;
+    size_t n;
+    if ((uint32_t)*p != '<') return 0;
+    n = sx_namelen(p + 1);
+    if (!sx_name_is(p + 1, n, name)) return 0;
+    *pp = p + 1 + n;
+    return 1;
+}
+
+/* At "</name" S? ">": consumes it. */
+static int sx_close(const wchar_t **pp, const char *name)
+{
+    const wchar_t *p = *pp;
+    size_t n;
+    if ((uint32_t)p[0] != '<' || (uint32_t)p[1] != '/') return 0;
+    n = sx_namelen(p + 2);
+    if (!sx_name_is(p + 2, n, name)) return 0;
+    p += 2 + n;
+    sx_skip_ws(&p);
+    if ((uint32_t)*p != '>') return 0;
+    *pp = p + 1;
+    return 1;
+}
+
+typedef struct sx_xattr {
+    const wchar_t *name;
+    size_t nlen;
+    const wchar_t *val; /* after the opening quote */
+    wchar_t quote;
+} sx_xattr;
+
+/* The next attribute of a start tag, or its end.  Returns 1 (an attribute
+ * in *a), 2 ('>': content follows), 3 ("/>": empty element), 0 malformed.
+ * strict: check the value's characters and references. */
+static int sx_attr_next(const wchar_t **pp, sx_xattr *a, int strict)
+{
+    const wchar_t *p = *pp;
+    int ws = sx_skip_ws(&p);
+    if ((uint32_t)*p == '>') {
+        *pp = p + 1;
+        return 2;
+    }
+    if ((uint32_t)p[0] == '/' && (uint32_t)p[1] == '>') {
+        *pp = p + 2;
+        return 3;
+    }
+    if (!ws || !(a->nlen = sx_namelen(p))) return 0;
+    a->name = p;
+    p += a->nlen;
+    sx_skip_ws(&p);
+    if ((uint32_t)*p != '=') return 0;
+    p++;
+    sx_skip_ws(&p);
+    if ((uint32_t)*p != '"' && (uint32_t)*p != '\'') return 0;
+    a->quote = *p++;
+    a->val = p;
+    p = strict ? sx_scan(p, a->quote) : sx_skip_to(p, a->quote);
+    if (!p) return 0;
+    *pp = p + 1;
+    return 1;
+}
+
+/* Decodes an attribute value made of printable ASCII into buf (cap bytes
+ * with the NUL).  Returns its length; 0 if empty, too long or not ASCII. */
+static size_t sx_word(const sx_xattr *a, char *buf, size_t cap)
+{
+    sx_cur c = sx_cur_make(a->val, a->quote, 1);
+    size_t n = 0;
+    int32_t ch;
+    while ((ch = sx_next(&c)) >= 0) {
+        if (ch < 0x21 || ch > 0x7E || n + 1 >= cap) return 0;
+        buf[n++] = (char)ch;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+/* An attribute name (1..40 of [0-9A-Za-z]) folded to lower case into
+ * buf[SX_NAME_MAX + 1]; 0 if invalid. */
+static int sx_attr_name(const sx_xattr *a, char *buf)
+{
+    size_t n = sx_word(a, buf, SX_NAME_MAX + 1), i;
+    if (!n) return 0;
+    for (i = 0; i < n; i++) {
+        if (!sx_isalnum((uint32_t)(unsigned char)buf[i])) return 0;
+        buf[i] = (char)sx_fold((uint32_t)(unsigned char)buf[i]);
+    }
+    return 1;
+}
+
+static int sx_lookup(const char *w, const char *const *names, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        if (!strcmp(w, names[i])) return i;
+    return -1;
+}
+
+static int sx_reserved_index(const char *lname)
+{
+    int i;
+    for (i = 0; i < (int)(sizeof sx_reserved / sizeof sx_reserved[0]); i++)
+        if (!strcmp(lname, sx_reserved[i].name)) return i;
+    return -1;
+}
+
+/* The XML declaration's pseudo-attribute `name`, value into buf. */
+static int sx_pseudo(const wchar_t **pp, const char *name, char *buf, size_t cap)
+{
+    const wchar_t *p = *pp;
+    sx_xattr a;
+    if (sx_attr_next(&p, &a, 1) != 1 || !sx_name_is(a.name, a.nlen, name) || !sx_word(&a, buf, cap)) return 0;
+    *pp = p;
+    return 1;
+}
+
+/* Optional BOM and XML declaration, then whitespace. */
+static int sx_prolog(const wchar_t **pp)
+{
+    const wchar_t *p = *pp;
+    char v[32];
+    size_t i;
+    if ((uint32_t)*p == 0xFEFF) p++;
+    if (sx_lit(p, "<?xml") && sx_isws((uint32_t)p[5])) {
+        p += 5;
+        if (!sx_pseudo(&p, "version", v, sizeof v) || strncmp(v, "1.", 2) || !v[2]) return 0;
+        for (i = 2; v[i]; i++)
+            if (!sx_isdigit((uint32_t)(unsigned char)v[i])) return 0;
+        if (sx_pseudo(&p, "encoding", v, sizeof v)) {
+            if (!((v[0] >= 'A' && v[0] <= 'Z') || (v[0] >= 'a' && v[0] <= 'z'))) return 0;
+            for (i = 1; v[i]; i++)
+                if (!sx_isalnum((uint32_t)(unsigned char)v[i]) && v[i] != '.' && v[i] != '_' && v[i] != '-') return 0;
+        }
+        if (sx_pseudo(&p, "standalone", v, sizeof v) && strcmp(v, "yes") && strcmp(v, "no")) return 0;
+        sx_skip_ws(&p);
+        if (!sx_lit(p, "?>")) return 0;
+        p += 2;
+    }
+    sx_skip_ws(&p);
+    *pp = p;
+    return 1;
+}
+
+/* Attributes of a root element: xmlns:prefix="non-empty" only, no
+ * duplicates.  Returns sx_attr_next's 2 or 3, or 0. */
+static int sx_root_attrs(const wchar_t **pp)
+{
+    sx_xattr a, seen[SX_MAX_NS];
+    size_t ns = 0, i;
+    int r;
+    while ((r = sx_attr_next(pp, &a, 1)) == 1) {
+        if (a.nlen <= 6 || !sx_lit(a.name, "xmlns:") || a.val[0] == a.quote || ns == SX_MAX_NS) return 0;
+        for (i = 6; i < a.nlen; i++)
+            if ((uint32_t)a.name[i] == ':') return 0;
+        for (i = 0; i < ns; i++)
+            if (seen[i].nlen == a.nlen && !memcmp(seen[i].name, a.name, a.nlen * sizeof(wchar_t))) return 0;
+        seen[ns++] = a;
+    }
+    return r;
+}
+
+/* Measures xml: 1 if it has at most SX_MAX_CHARS UTF-16 units; *starts gets
+ * the number of '<' not followed by '/' (an upper bound on elements). */
+static int sx_measure(const wchar_t *xml, size_t *units, size_t *starts)
+{
+    size_t n = 0, s = 0;
+    const wchar_t *p;
+    for (p = xml; *p; p++) {
+#if WCHAR_MAX > 0xFFFF
+        n += (uint32_t)*p > 0xFFFF ? 2 : 1;
+#else
+        n++;
+#endif
+        if (n > SX_MAX_CHARS) return 0;
+        if ((uint32_t)*p == '<' && (uint32_t)p[1] != '/') s++;
+    }
+    *units = n;
+    *starts = s;
+    return 1;
+}
+
+/* ---- attribute XML ------------------------------------------------------- */
+
+/* One <attribute ...>value</attribute>, after its name. */
+static int sx_check_attribute(const wchar_t **pp)
+{
+    const wchar_t *p = *pp;
+    sx_xattr a, name, type;
+    unsigned seen = 0;
+    char lname[SX_NAME_MAX + 1], tw[8];
+    int r, t;
+    sx_cur val;
+    int64_t v;
+    memset(&name, 0, sizeof name);
+    memset(&type, 0, sizeof type);
+    while ((r = sx_attr_next(&p, &a, 1)) == 1) {
+        unsigned bit;
+        if (sx_name_is(a.name, a.nlen, "name")) { bit = 1; name = a; }
+        else if (sx_name_is(a.name, a.nlen, "type")) { bit = 2; type = a; }
+        else return 0;
+        if (seen & bit) return 0;
+        seen |= bit;
+    }
+    if (!r || seen != 3) return 0;
+    if (!sx_attr_name(&name, lname) || sx_reserved_index(lname) >= 0) return 0;
+    if (!sx_word(&type, tw, sizeof tw) || (t = sx_lookup(tw, sx_type_names, 3)) < 0) return 0;
+    if (r == 3) {
+        val = sx_cur_make(sx_empty, '<', 1);
+    } else {
+        val = sx_cur_make(p, '<', 1);
+        if (!(p = sx_scan(p, '<')) || !sx_close(&p, "attribute")) return 0;
+    }
+    if (t == SX_T_INT && !sx_int(val, &v)) return 0;
+    if (t == SX_T_DATE && !sx_date(val, &v)) return 0;
+    *pp = p;
+    return 1;
+}
+
+static HRESULT attr_validate(const wchar_t *xml)
+{
+    const wchar_t *p = xml;
+    size_t units, starts;
+    int r;
+    if (!xml) return S_OK;
+    if (!sx_measure(xml, &units, &starts) || !sx_prolog(&p) || !sx_open(&p, "attributes"))
+        return PEER_E_INVALID_ATTRIBUTES;
+    r = sx_root_attrs(&p);
+    if (!r) return PEER_E_INVALID_ATTRIBUTES;
+    if (r == 2) {
+        for (;;) {
+            sx_skip_ws(&p);
+            if (sx_close(&p, "attributes")) break;
+            if (!sx_open(&p, "attribute") || !sx_check_attribute(&p)) return PEER_E_INVALID_ATTRIBUTES;
+        }
+    }
+    sx_skip_ws(&p);
+    return *p ? PEER_E_INVALID_ATTRIBUTES : S_OK;
+}
+
+/* ---- compiled search ----------------------------------------------------- */
+
+typedef struct sx_node {
+    uint8_t kind, type, cmp, field; /* field: SX_F_*, a reserved name */
+    uint32_t next;                  /* next sibling (0: none; node 0 is the root) */
+    uint32_t slot;                  /* clause number */
+    uint32_t pat, npat;             /* string value: pool offset and length */
+    int64_t num;                    /* int or date value */
+    char name[SX_NAME_MAX + 1];     /* lower case */
+} sx_node;
+
+struct pg_query {
+    sx_node *nodes;
+    uint32_t nnodes, nclauses, cap;
+    int need_xml; /* some clause names a non-reserved attribute */
+    uint32_t *pool;
+    uint32_t npool;
+};
+
+typedef struct sx_cc {
+    pg_query *q;
+    const wchar_t *p;
+    int bad_escape;
+} sx_cc;
+
+/* A string clause's value: references decoded, escapes \* \? \\ resolved,
+ * '*' and '?' turned into tokens, ASCII folded to lower case. */
+static void sx_pattern(sx_cc *c, sx_node *n, sx_cur v)
+{
+    uint32_t *out = c->q->pool + c->q->npool, k = 0;
+    int32_t ch;
+    n->pat = c->q->npool;
+    while ((ch = sx_next(&v)) >= 0) {
+        uint32_t u = (uint32_t)ch;
+        if (u == '\\') {
+            ch = sx_next(&v);
+            if (ch != '*' && ch != '?' && ch != '\\') {
+                c->bad_escape = 1;
+                break;
+            }
+            u = (uint32_t)ch;
+        } else if (u == '*') {
+            u = SX_STAR;
+        } else if (u == '?') {
+            u = SX_ONE;
+        } else {
+            u = sx_fold(u);
+        }
+        out[k++] = u;
+    }
+    n->npat = k;
+    c->q->npool += k;
+}
+
+/* <clause attrib="" type="" compare="">value</clause>, after its name. */
+static int sx_c_clause(sx_cc *c, sx_node *n)
+{
+    sx_xattr a;
+    unsigned seen = 0;
+    char w[16];
+    int r, i;
+    sx_cur val;
+    n->kind = SX_N_CLAUSE;
+    n->cmp = SX_C_EQUAL;
+    while ((r = sx_attr_next(&c->p, &a, 1)) == 1) {
+        unsigned bit;
+        if (sx_name_is(a.name, a.nlen, "attrib")) {
+            bit = 1;
+            if (!sx_attr_name(&a, n->name)) return 0;
+        } else if (sx_name_is(a.name, a.nlen, "type")) {
+            bit = 2;
+            if (!sx_word(&a, w, sizeof w) || (i = sx_lookup(w, sx_type_names, 3)) < 0) return 0;
+            n->type = (uint8_t)i;
+        } else if (sx_name_is(a.name, a.nlen, "compare")) {
+            bit = 4;
+            if (!sx_word(&a, w, sizeof w) || (i = sx_lookup(w, sx_cmp_names, 6)) < 0) return 0;
+            n->cmp = (uint8_t)i;
+        } else {
+            return 0;
+        }
+        if (seen & bit) return 0;
+        seen |= bit;
+    }
+    if (!r || (seen & 3) != 3) return 0;
+    if (r == 3) {
+        val = sx_cur_make(sx_empty, '<', 1);
+    } else {
+        val = sx_cur_make(c->p, '<', 1);
+        if (!(c->p = sx_scan(c->p, '<')) || !sx_close(&c->p, "clause")) return 0;
+    }
+    if (n->type == SX_T_STRING) sx_pattern(c, n, val);
+    else if (n->type == SX_T_INT && !sx_int(val, &n->num)) return 0;
+    else if (n->type == SX_T_DATE && !sx_date(val, &n->num)) return 0;
+    i = sx_reserved_index(n->name);
+    n->field = (uint8_t)(i < 0 ? SX_F_NONE : sx_reserved[i].field);
+    if (i < 0) c->q->need_xml = 1;
+    n->slot = c->q->nclauses++;
+    return 1;
+}
+
+/* One <clause>, <and> or <or> at c->p. depth: and/or elements enclosing it + 1. */
+static int sx_c_node(sx_cc *c, int depth)
+{
+    const wchar_t *p = c->p;
+    size_t len;
+    uint32_t idx, prev = 0;
+    sx_node *n;
+    const char *name;
+    if ((uint32_t)*p != '<' || c->q->nnodes >= c->q->cap) return 0;
+    len = sx_namelen(p + 1);
+    idx = c->q->nnodes++;
+    n = &c->q->nodes[idx];
+    memset(n, 0, sizeof *n);
+    c->p = p + 1 + len;
+    if (sx_name_is(p + 1, len, "clause")) return sx_c_clause(c, n);
+    if (sx_name_is(p + 1, len, "and")) name = "and", n->kind = SX_N_AND;
+    else if (sx_name_is(p + 1, len, "or")) name = "or", n->kind = SX_N_OR;
+    else return 0;
+    if (depth > SX_MAX_DEPTH) return 0;
+    {
+        sx_xattr a;
+        if (sx_attr_next(&c->p, &a, 1) != 2) return 0; /* no attributes, not empty */
+    }
+    for (;;) {
+        uint32_t child;
+        sx_skip_ws(&c->p);
+        if (sx_close(&c->p, name)) break;
+        child = c->q->nnodes;
+        if (!sx_c_node(c, depth + 1)) return 0;
+        if (prev) c->q->nodes[prev].next = child;
+        prev = child;
+    }
+    return prev != 0;
+}
+
+static void query_free(pg_query *q) { pg_free(q); }
+
+static size_t sx_round(size_t n) { return (n + 15u) & ~(size_t)15u; }
+
+static HRESULT query_compile(const wchar_t *xml, pg_query **out)
+{
+    size_t units, starts, hdr, nb;
+    pg_query *q;
+    sx_cc c;
+    int r;
+    if (!out) return E_INVALIDARG;
+    *out = NULL;
+    if (!xml) return E_INVALIDARG;
+    if (!sx_measure(xml, &units, &starts) || starts == 0) return PEER_E_INVALID_SEARCH;
+    hdr = sx_round(sizeof(pg_query));
+    nb = sx_round(starts * sizeof(sx_node));
+    q = (pg_query *)pg_alloc(hdr + nb + units * sizeof(uint32_t));
+    if (!q) return E_OUTOFMEMORY;
+    memset(q, 0, sizeof *q);
+    q->nodes = (sx_node *)(void *)((char *)q + hdr);
+    q->pool = (uint32_t *)(void *)((char *)q + hdr + nb);
+    q->cap = (uint32_t)starts;
+    c.q = q;
+    c.p = xml;
+    c.bad_escape = 0;
+    r = sx_prolog(&c.p) && sx_open(&c.p, "peersearch") && sx_root_attrs(&c.p) == 2;
+    if (r) {
+        sx_skip_ws(&c.p);
+        r = sx_c_node(&c, 1);
+    }
+    if (r) {
+        sx_skip_ws(&c.p);
+        r = sx_close(&c.p, "peersearch");
+    }
+    if (r) {
+        sx_skip_ws(&c.p);
+        r = *c.p == 0;
+    }
+    if (!r || c.bad_escape) {
+        query_free(q);
+        return r ? E_INVALIDARG : PEER_E_INVALID_SEARCH;
+    }
+    *out = q;
     return S_OK;
 }
+
+/* ---- matching ------------------------------------------------------------ */
+
+/* Wildcard match of the value v against the pattern (case-insensitive for
+ * ASCII).  Classic greedy matching with one backtrack point. */
+static int sx_wild(const uint32_t *pat, uint32_t m, sx_cur v)
+{
+    uint32_t pi = 0, star = 0;
+    int have_star = 0;
+    sx_cur star_v = v;
+    for (;;) {
+        sx_cur here = v;
+        int32_t ch = sx_next(&v);
+        if (ch < 0) break;
+        if (pi < m && pat[pi] == SX_STAR) {
+            have_star = 1;
+            star = pi++;
+            star_v = here;
+            v = here;
+            continue;
+        }
+        if (pi < m && (pat[pi] == SX_ONE || pat[pi] == sx_fold((uint32_t)ch))) {
+            pi++;
+            continue;
+        }
+        if (!have_star) return 0;
+        pi = star + 1;
+        sx_next(&star_v);
+        v = star_v;
+    }
+    while (pi < m && pat[pi] == SX_STAR) pi++;
+    return pi == m;
+}
+
+/* Ordinal comparison (UTF-16 order, ASCII case folded) of v with the
+ * pattern taken literally ('*' and '?' are ordinary characters here). */
+static int sx_strcmp(sx_cur v, const uint32_t *pat, uint32_t m)
+{
+    uint32_t i;
+    for (i = 0;; i++) {
+        int32_t ch = sx_next(&v);
+        uint32_t a, b;
+        if (ch < 0) return i < m ? -1 : 0;
+        if (i == m) return 1;
+        a = sx_key(sx_fold((uint32_t)ch));
+        b = pat[i] == SX_STAR ? '*' : pat[i] == SX_ONE ? '?' : pat[i];
+        b = sx_key(b);
+        if (a != b) return a < b ? -1 : 1;
+    }
+}
+
+static int sx_apply(int cmp, int sign)
+{
+    switch (cmp) {
+    case SX_C_EQUAL: return sign == 0;
+    case SX_C_NOTEQUAL: return sign != 0;
+    case SX_C_LESS: return sign < 0;
+    case SX_C_GREATER: return sign > 0;
+    case SX_C_LESSOREQUAL: return sign <= 0;
+    default: return sign >= 0;
+    }
+}
+
+static int sx_sign64(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
+
+/* Does a value of the clause's type satisfy the clause? */
+static int sx_value_match(const pg_query *q, const sx_node *n, sx_cur v)
+{
+    int64_t x;
+    if (n->type == SX_T_STRING) {
+        const uint32_t *pat = q->pool + n->pat;
+        if (n->cmp == SX_C_EQUAL) return sx_wild(pat, n->npat, v);
+        if (n->cmp == SX_C_NOTEQUAL) return !sx_wild(pat, n->npat, v);
+        return sx_apply(n->cmp, sx_strcmp(v, pat, n->npat));
+    }
+    if (n->type == SX_T_INT ? !sx_int(v, &x) : !sx_date(v, &x)) return 0;
+    return sx_apply(n->cmp, sx_sign64(x, n->num));
+}
+
+/* A clause on a reserved name, against the record's own fields. */
+static int sx_field_match(const pg_query *q, const sx_node *n, const pg_search_rec *r)
+{
+    static const char hex[] = "0123456789abcdef";
+    const wchar_t *s = NULL;
+    wchar_t buf[40];
+    uint64_t t;
+    switch (n->field) {
+    case SX_F_CREATOR:
+        s = r->creator;
+        break;
+    case SX_F_MODBY:
+        s = (r->modified_by && r->modified_by[0]) ? r->modified_by : r->creator;
+        break;
+    case SX_F_ID:
+    case SX_F_TYPE: {
+        const GUID *g = n->field == SX_F_ID ? r->id : r->type;
+        uint8_t b[16];
+        int i, k = 0;
+        if (!g) return 0;
+        for (i = 0; i < 4; i++) b[i] = (uint8_t)(g->Data1 >> (24 - 8 * i));
+        b[4] = (uint8_t)(g->Data2 >> 8);
+        b[5] = (uint8_t)g->Data2;
+        b[6] = (uint8_t)(g->Data3 >> 8);
+        b[7] = (uint8_t)g->Data3;
+        memcpy(b + 8, g->Data4, 8);
+        buf[k++] = L'{';
+        for (i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10) buf[k++] = L'-';
+            buf[k++] = (wchar_t)hex[b[i] >> 4];
+            buf[k++] = (wchar_t)hex[b[i] & 15];
+        }
+        buf[k++] = L'}';
+        buf[k] = 0;
+        s = buf;
+        break;
+    }
+    default: /* SX_F_CTIME, SX_F_MTIME */
+        if (n->type != SX_T_DATE) return 0;
+        t = n->field == SX_F_CTIME ? r->creation : r->last_modified;
+        return sx_apply(n->cmp, sx_sign64(t > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)t, n->num));
+    }
+    if (!s || n->type != SX_T_STRING) return 0;
+    return sx_value_match(q, n, sx_cur_make(s, 0, 0));
+}
+
+/* Walks the <attribute> elements of a record's (validated) attribute XML.
+ * Tolerant: anything unexpected ends the walk; never reads past the NUL. */
+typedef struct sx_rattr {
+    char name[SX_NAME_MAX + 1]; /* lower case; empty if unusable */
+    int type;                   /* SX_T_*, -1 if unknown */
+    sx_cur val;
+} sx_rattr;
+
+static const wchar_t *sx_rec_begin(const wchar_t *xml)
+{
+    const wchar_t *p = xml;
+    sx_xattr a;
+    int r;
+    if (!p) return NULL;
+    if ((uint32_t)*p == 0xFEFF) p++;
+    if (sx_lit(p, "<?xml")) {
+        while (*p && !sx_lit(p, "?>")) p++;
+        if (!*p) return NULL;
+        p += 2;
+    }
+    sx_skip_ws(&p);
+    if (!sx_open(&p, "attributes")) return NULL;
+    while ((r = sx_attr_next(&p, &a, 0)) == 1) {}
+    return r == 2 ? p : NULL;
+}
+
+static const wchar_t *sx_rec_next(const wchar_t *p, sx_rattr *ra)
+{
+    sx_xattr a;
+    char w[8];
+    int r;
+    if (!p) return NULL;
+    sx_skip_ws(&p);
+    if (!sx_open(&p, "attribute")) return NULL;
+    ra->name[0] = 0;
+    ra->type = -1;
+    while ((r = sx_attr_next(&p, &a, 0)) == 1) {
+        if (sx_name_is(a.name, a.nlen, "name")) {
+            if (!sx_attr_name(&a, ra->name)) ra->name[0] = 0;
+        } else if (sx_name_is(a.name, a.nlen, "type")) {
+            ra->type = sx_word(&a, w, sizeof w) ? sx_lookup(w, sx_type_names, 3) : -1;
+        }
+    }
+    if (r == 3) {
+        ra->val = sx_cur_make(sx_empty, '<', 1);
+        return p;
+    }
+    if (r != 2) return NULL;
+    ra->val = sx_cur_make(p, '<', 1);
+    if (!(p = sx_skip_to(p, '<')) || !sx_close(&p, "attribute")) return NULL;
+    return p;
+}
+
+/* A clause on an application attribute: any attribute of that name and type. */
+static int sx_attr_clause(const pg_query *q, const sx_node *n, const pg_search_rec *r)
+{
+    sx_rattr ra;
+    const wchar_t *p = sx_rec_begin(r->attributes);
+    while ((p = sx_rec_next(p, &ra)) != NULL)
+        if (ra.type == n->type && !strcmp(ra.name, n->name) && sx_value_match(q, n, ra.val)) return 1;
+    return 0;
+}
+
+/* Evaluates node i.  res: precomputed clause results, or NULL to evaluate
+ * each clause when it is reached. */
+static int sx_eval(const pg_query *q, uint32_t i, const unsigned char *res, const pg_search_rec *r)
+{
+    const sx_node *n = &q->nodes[i];
+    uint32_t ch;
+    if (n->kind == SX_N_CLAUSE) {
+        if (res) return res[n->slot];
+        return n->field ? sx_field_match(q, n, r) : sx_attr_clause(q, n, r);
+    }
+    for (ch = i + 1;; ch = q->nodes[ch].next) {
+        int v = sx_eval(q, ch, res, r);
+        if (n->kind == SX_N_AND ? !v : v) return v;
+        if (!q->nodes[ch].next) return v;
+    }
+}
+
+static int query_match(const pg_query *q, const pg_search_rec *r)
+{
+    unsigned char res[SX_FAST_CLAUSES];
+    uint32_t i;
+    if (!q || !r || !q->nnodes) return 0;
+    if (q->nclauses > SX_FAST_CLAUSES) return sx_eval(q, 0, NULL, r);
+    memset(res, 0, q->nclauses);
+    for (i = 0; i < q->nnodes; i++) {
+        const sx_node *n = &q->nodes[i];
+        if (n->kind == SX_N_CLAUSE && n->field) res[n->slot] = (unsigned char)sx_field_match(q, n, r);
+    }
+    if (q->need_xml) {
+        sx_rattr ra;
+        const wchar_t *p = sx_rec_begin(r->attributes);
+        while ((p = sx_rec_next(p, &ra)) != NULL) {
+            if (!ra.name[0] || ra.type < 0) continue;
+            for (i = 0; i < q->nnodes; i++) {
+                const sx_node *n = &q->nodes[i];
+                if (n->kind != SX_N_CLAUSE || n->field || res[n->slot] || n->type != ra.type) continue;
+                if (!strcmp(n->name, ra.name) && sx_value_match(q, n, ra.val)) res[n->slot] = 1;
+            }
+        }
+    }
+    return sx_eval(q, 0, res, r);
+}
+
+/* ========================================================================= */
+/* 6. Database file                                                          */
+/* One file per (graph ID, peer ID, database name): <dir>/<name>.<hash>.p2pg  */
+/* where hash = first 8 bytes of MD5(graphId NUL peerId) in hex (mbedTLS).    */
+/* The file is an append-only log: "P2PGLOG2", then entries                   */
+/*   u32 length of (kind + body) | u8 kind | body | 16-byte MD5 of kind+body  */
+/* kind 1 META (graph metadata: properties, synchronized flag, peer time     */
+/* delta, departure time), 2 REC (a record's wire form; the last one of an   */
+/* ID wins), 3 DROP (16-byte record ID removed locally).  Opening replays    */
+/* it; an entry whose checksum fails is skipped, a length running past the   */
+/* end is a torn tail; either way the file is rewritten clean and the loss   */
+/* reported (PeerGraphGetDatabaseInfo).  When the log exceeds twice the live */
+/* data plus 1 MiB it is rewritten (compaction).  Durability rule: every     */
+/* change is written to the operating system before the API call returns    */
+/* (survives the process being killed at any point); the file is fsynced by  */
+/* the next PeerGraphService, which the poll deadline asks for within        */
+/* PEER_DB_SYNC_MS (bounds what a power loss can take).                      */
+/* ========================================================================= */
+
+#define LOG_MAGIC "P2PGLOG2"
+enum { LE_META = 1, LE_REC = 2, LE_DROP = 3 };
 
 static const char *db_dir(void)
 {
@@ -791,116 +2315,317 @@ static int put_str(pg_buf *b, const wchar_t *w)
 static int put_u32b(pg_buf *b, uint32_t v) { uint8_t t[4]; put32(t, v); return buf_append(b, t, 4); }
 static int put_u64b(pg_buf *b, uint64_t v) { uint8_t t[8]; put64(t, v); return buf_append(b, t, 8); }
 
-static HRESULT db_save(const pg_graph *g)
+static int meta_body(const pg_graph *g, pg_buf *body)
 {
-    pg_buf body = {0}, all = {0};
-    uint8_t h[16];
-    char *tmp = NULL;
-    FILE *f = NULL;
-    HRESULT hr = E_OUTOFMEMORY;
-    int ok = put_str(&body, g->graph_id) && put_str(&body, g->peer_id) && put_str(&body, g->creator_id) &&
-             put_str(&body, g->friendly) && put_str(&body, g->comment) && put_u32b(&body, g->flags) &&
-             put_u32b(&body, g->scope) && put_u32b(&body, g->max_record) && put_u32b(&body, g->presence_lifetime) &&
-             put_u32b(&body, g->presence_max) && put_u32b(&body, (uint32_t)g->is_creator) &&
-             put_u32b(&body, (uint32_t)g->synchronized) && put_u64b(&body, (uint64_t)g->ptd) &&
-             put_u64b(&body, g->left_pt);
-    if (!ok) goto done;
-    if (FAILED(md5(body.p, body.len, h))) { hr = E_FAIL; goto done; }
-    if (!buf_append(&all, DB_MAGIC, 8) || !put_u32b(&all, DB_VERSION) || !put_u32b(&all, (uint32_t)body.len) ||
-        !buf_append(&all, body.p, body.len) || !buf_append(&all, h, 16))
-        goto done;
+    return put_str(body, g->graph_id) && put_str(body, g->peer_id) && put_str(body, g->creator_id) &&
+           put_str(body, g->friendly) && put_str(body, g->comment) && put_u32b(body, g->flags) &&
+           put_u32b(body, g->scope) && put_u32b(body, g->max_record) && put_u32b(body, g->presence_lifetime) &&
+           put_u32b(body, g->presence_max) && put_u32b(body, (uint32_t)g->is_creator) &&
+           put_u32b(body, (uint32_t)g->synchronized) && put_u64b(body, (uint64_t)g->ptd) &&
+           put_u64b(body, g->left_pt);
+}
+
+/* Appends one entry to an open log stream. */
+static int log_write(FILE *f, int kind, const uint8_t *body, size_t n, ULONGLONG *pBytes)
+{
+    uint8_t hdr[5], sum[16];
+    put32(hdr, (uint32_t)(n + 1));
+    hdr[4] = (uint8_t)kind;
+    md5_2(hdr + 4, 1, body, n, sum);
+    if (fwrite(hdr, 1, 5, f) != 5 || (n && fwrite(body, 1, n, f) != n) || fwrite(sum, 1, 16, f) != 16) return 0;
+    if (pBytes) *pBytes += 21 + n;
+    return 1;
+}
+
+static int file_sync(FILE *f)
+{
+    if (fflush(f) != 0) return 0;
+#ifdef _WIN32
+    return _commit(_fileno(f)) == 0;
+#else
+    return fsync(fileno(f)) == 0;
+#endif
+}
+
+/* Appends to g's log and hands it to the OS; E_* on failure (nothing
+ * committed in memory by the caller then). */
+static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n)
+{
+    if (!g->logf) return PEER_E_DATABASE_ACCESSDENIED;
+    if (!log_write(g->logf, kind, body, n, &g->log_bytes) || fflush(g->logf) != 0) {
+        clearerr(g->logf);
+        return PEER_E_DATABASE_ACCESSDENIED;
+    }
+    if (!g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; }
+    return S_OK;
+}
+
+static HRESULT db_save(pg_graph *g)
+{
+    pg_buf body = {0};
+    HRESULT hr;
+    if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
+    hr = log_append(g, LE_META, body.p, body.len);
+    buf_free(&body);
+    return hr;
+}
+
+/* magic, META, every record: a compact log image (also the export format). */
+static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, size_t nmeta, ULONGLONG *bytes)
+{
+    size_t i;
+    if (fwrite(LOG_MAGIC, 1, 8, f) != 8 || !log_write(f, LE_META, meta, nmeta, bytes)) return 0;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext)
+            if (!log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
+    }
+    return 1;
+}
+
+/* Writes a fresh, compact log (magic, META, every live record) to the file
+ * and reopens it for appending.  Used at Create, after a damaged Open, and
+ * for compaction. */
+static HRESULT db_rewrite(pg_graph *g)
+{
+    pg_buf body = {0};
+    char *tmp;
+    FILE *f;
+    HRESULT hr = PEER_E_DATABASE_ACCESSDENIED;
+    ULONGLONG bytes = 8;
+    if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
     tmp = (char *)pg_alloc(strlen(g->db_path) + 5);
-    if (!tmp) goto done;
+    if (!tmp) { buf_free(&body); return E_OUTOFMEMORY; }
     sprintf(tmp, "%s.tmp", g->db_path);
-    hr = PEER_E_DATABASE_ACCESSDENIED;
     f = fopen(tmp, "wb");
     if (!f) goto done;
-    if (fwrite(all.p, 1, all.len, f) != all.len || fflush(f) != 0) goto done;
-#ifndef _WIN32
-    if (fsync(fileno(f)) != 0) goto done;
-#endif
+    if (!db_write_snapshot(g, f, body.p, body.len, &bytes) || !file_sync(f)) goto done;
     fclose(f);
     f = NULL;
+    if (g->logf) { fclose(g->logf); g->logf = NULL; }
 #ifdef _WIN32
     if (!MoveFileExA(tmp, g->db_path, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) goto done;
 #else
     if (rename(tmp, g->db_path) != 0) goto done;
 #endif
+    g->logf = fopen(g->db_path, "ab");
+    if (!g->logf) goto done;
+    g->log_bytes = bytes;
+    g->log_dirty = 0;
     hr = S_OK;
 done:
-    if (f) fclose(f);
-    if (tmp && FAILED(hr)) remove(tmp);
+    if (f) { fclose(f); remove(tmp); }
     pg_free(tmp);
     buf_free(&body);
-    buf_free(&all);
     return hr;
 }
 
 typedef struct rd { const uint8_t *p; size_t n, i; int bad; } rd;
 static uint32_t rd32(rd *r) { if (r->i + 4 > r->n) { r->bad = 1; return 0; } r->i += 4; return get32(r->p + r->i - 4); }
 static uint64_t rd64(rd *r) { if (r->i + 8 > r->n) { r->bad = 1; return 0; } r->i += 8; return get64(r->p + r->i - 8); }
-static wchar_t *rdstr(rd *r, int *present)
+static wchar_t *rdstr(rd *r)
 {
     uint32_t n = rd32(r);
     int inv;
     wchar_t *w;
-    *present = 0;
     if (r->bad || n == 0xFFFFFFFFu) return NULL;
     if (n > 4096 || r->i + n > r->n) { r->bad = 1; return NULL; }
     w = utf8_to_wcs(r->p + r->i, n, &inv);
     if (!w) { r->bad = 1; return NULL; }
     r->i += n;
-    *present = 1;
     return w;
 }
 
-/* Loads g's metadata from g->db_path.  S_OK, S_FALSE (no file),
- * PEER_E_INVALID_DATABASE (corrupt / another graph), E_OUTOFMEMORY. */
+/* A parsed META body. */
+typedef struct pg_meta {
+    wchar_t *gid, *pid, *creator, *friendly, *comment;
+    DWORD flags, scope, maxrec, life, pmax;
+    int is_creator, synchronized;
+    int64_t ptd;
+    uint64_t left;
+} pg_meta;
+
+static void meta_free(pg_meta *m)
+{
+    pg_free(m->gid); pg_free(m->pid); pg_free(m->creator); pg_free(m->friendly); pg_free(m->comment);
+    memset(m, 0, sizeof *m);
+}
+
+static int meta_parse(const uint8_t *p, size_t n, pg_meta *m)
+{
+    rd r;
+    r.p = p; r.n = n; r.i = 0; r.bad = 0;
+    memset(m, 0, sizeof *m);
+    m->gid = rdstr(&r);
+    m->pid = rdstr(&r);
+    m->creator = rdstr(&r);
+    m->friendly = rdstr(&r);
+    m->comment = rdstr(&r);
+    m->flags = rd32(&r); m->scope = rd32(&r); m->maxrec = rd32(&r); m->life = rd32(&r); m->pmax = rd32(&r);
+    m->is_creator = rd32(&r) != 0;
+    m->synchronized = rd32(&r) != 0;
+    m->ptd = (int64_t)rd64(&r);
+    m->left = rd64(&r);
+    if (r.bad || !m->gid || !m->pid) { meta_free(m); return 0; }
+    return 1;
+}
+
+/* Applies a META body; 0 if malformed or for another graph/peer. */
+static int meta_apply(pg_graph *g, const uint8_t *p, size_t n)
+{
+    pg_meta m;
+    if (!meta_parse(p, n, &m)) return 0;
+    if (!wcs_eq(m.gid, g->graph_id) || !wcs_eq(m.pid, g->peer_id)) { meta_free(&m); return 0; }
+    pg_free(g->creator_id); g->creator_id = m.creator; m.creator = NULL;
+    pg_free(g->friendly); g->friendly = m.friendly; m.friendly = NULL;
+    pg_free(g->comment); g->comment = m.comment; m.comment = NULL;
+    g->flags = m.flags; g->scope = m.scope; g->max_record = m.maxrec; g->presence_lifetime = m.life;
+    g->presence_max = m.pmax; g->is_creator = m.is_creator; g->synchronized = m.synchronized; g->ptd = m.ptd;
+    g->left_pt = m.left;
+    meta_free(&m);
+    return 1;
+}
+
+/* Reads a whole file into a new buffer. */
+static HRESULT file_read_all(FILE *f, uint8_t **pbuf, size_t *pn)
+{
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        size_t k;
+        if (n == cap) {
+            uint8_t *nb;
+            cap = cap ? cap * 2 : 65536;
+            nb = (uint8_t *)pg_realloc(buf, cap);
+            if (!nb) { pg_free(buf); return E_OUTOFMEMORY; }
+            buf = nb;
+        }
+        k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0) break;
+    }
+    *pbuf = buf;
+    *pn = n;
+    return S_OK;
+}
+
+/* Walks the entries of a log image: calls fn for each entry whose checksum
+ * holds; counts skipped entries and torn-tail bytes. */
+typedef void (*log_entry_fn)(void *ctx, int kind, const uint8_t *body, size_t n);
+static void log_walk(const uint8_t *buf, size_t n, log_entry_fn fn, void *ctx, ULONG *bad, ULONGLONG *torn)
+{
+    size_t i;
+    for (i = 8; i < n;) {
+        uint32_t len;
+        uint8_t sum[16];
+        if (n - i < 5) { *torn += n - i; break; }
+        len = get32(buf + i);
+        if (len == 0 || len > n - i - 4 || n - i - 4 - len < 16) { *torn += n - i; break; }
+        md5(buf + i + 4, len, sum);
+        if (memcmp(sum, buf + i + 4 + len, 16) != 0) (*bad)++;
+        else fn(ctx, buf[i + 4], buf + i + 5, len - 1);
+        i += 4 + (size_t)len + 16;
+    }
+}
+
+static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow);
+
+typedef struct load_ctx { pg_graph *g; int have_meta, oom; } load_ctx;
+
+static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
+{
+    load_ctx *lc = (load_ctx *)pv;
+    pg_graph *g = lc->g;
+    if (kind == LE_META) {
+        if (meta_apply(g, body, n)) lc->have_meta = 1;
+        else g->db_bad_entries++;
+    } else if (kind == LE_REC) {
+        rec_view v;
+        pg_rec *r;
+        if (!rec_parse(body, n, &v)) g->db_bad_entries++;
+        else if ((r = rec_new(body, n)) == NULL || !rec_insert(g, r)) {
+            pg_free(r);
+            lc->oom = 1;
+        }
+    } else if (kind == LE_DROP && n == 16) {
+        pg_rec *r = rec_find(g, body);
+        if (r) { rec_unlink(g, r); pg_free(r); }
+    } else
+        g->db_bad_entries++;
+}
+
+/* Keeps what is still valid: not expired, and (3.1.4.2) no presence,
+ * signature or contact records from an earlier run. */
+static void rec_prune(pg_graph *g)
+{
+    uint64_t now = peer_time(g);
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        pg_rec **pp = &g->recs[i];
+        while (*pp) {
+            pg_rec *r = *pp;
+            rec_view v;
+            rec_parse(r->wire, r->len, &v);
+            if (!rec_validate(g, &v, now) || (guid_is_internal(v.type) && v.type[2] != 1)) {
+                *pp = r->hnext;
+                g->rec_count--;
+                g->rec_bytes -= r->len;
+                pg_free(r);
+            } else
+                pp = &r->hnext;
+        }
+    }
+}
+
+/* Loads g from its file.  S_OK, S_FALSE (no file), PEER_E_INVALID_DATABASE
+ * (not a database of this graph and peer), E_OUTOFMEMORY. */
 static HRESULT db_load(pg_graph *g)
 {
     FILE *f = fopen(g->db_path, "rb");
-    uint8_t hdr[16], h[16], *body = NULL;
-    uint32_t len;
-    HRESULT hr = PEER_E_INVALID_DATABASE;
-    rd r;
-    int pr;
-    wchar_t *gid = NULL, *pid = NULL;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    HRESULT hr;
+    load_ctx lc;
     if (!f) return S_FALSE;
-    if (fread(hdr, 1, 16, f) != 16 || memcmp(hdr, DB_MAGIC, 8) != 0 || get32(hdr + 8) != DB_VERSION) goto done;
-    len = get32(hdr + 12);
-    if (len > (1u << 20)) goto done;
-    body = (uint8_t *)pg_alloc(len + 16);
-    if (!body) { hr = E_OUTOFMEMORY; goto done; }
-    if (fread(body, 1, len + 16, f) != len + 16) goto done;
-    if (FAILED(md5(body, len, h)) || memcmp(h, body + len, 16) != 0) goto done;
-    r.p = body; r.n = len; r.i = 0; r.bad = 0;
-    gid = rdstr(&r, &pr);
-    pid = rdstr(&r, &pr);
-    if (r.bad || !wcs_eq(gid, g->graph_id) || !wcs_eq(pid, g->peer_id)) goto done;
-    pg_free(g->creator_id); g->creator_id = rdstr(&r, &pr);
-    pg_free(g->friendly); g->friendly = rdstr(&r, &pr);
-    pg_free(g->comment); g->comment = rdstr(&r, &pr);
-    g->flags = rd32(&r);
-    g->scope = rd32(&r);
-    g->max_record = rd32(&r);
-    g->presence_lifetime = rd32(&r);
-    g->presence_max = rd32(&r);
-    g->is_creator = rd32(&r) != 0;
-    g->synchronized = rd32(&r) != 0;
-    g->ptd = (int64_t)rd64(&r);
-    g->left_pt = rd64(&r);
-    if (r.bad) goto done;
-    hr = S_OK;
-done:
-    pg_free(gid);
-    pg_free(pid);
-    pg_free(body);
+    hr = file_read_all(f, &buf, &n);
     fclose(f);
+    if (FAILED(hr)) return hr;
+    lc.g = g;
+    lc.have_meta = lc.oom = 0;
+    hr = PEER_E_INVALID_DATABASE;
+    if (n >= 8 && memcmp(buf, LOG_MAGIC, 8) == 0) {
+        log_walk(buf, n, load_entry, &lc, &g->db_bad_entries, &g->db_torn_bytes);
+        if (lc.oom) hr = E_OUTOFMEMORY;
+        else if (lc.have_meta) {
+            rec_prune(g);
+            g->log_bytes = n;
+            hr = S_OK;
+        }
+    }
+    pg_free(buf);
+    if (hr == S_OK) {
+        if (g->db_torn_bytes || g->db_bad_entries) hr = db_rewrite(g);
+        else if (!(g->logf = fopen(g->db_path, "ab"))) hr = PEER_E_DATABASE_ACCESSDENIED;
+    }
+    if (FAILED(hr)) rec_table_free(g);
     return hr;
 }
 
+/* fsync and compaction, from PeerGraphService. */
+static void db_maintain(pg_graph *g)
+{
+    if (g->logf && g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) {
+        db_rewrite(g); /* on failure the old log stays valid */
+        return;
+    }
+    if (g->log_dirty && g->logf && L.now >= g->log_dirty_since + PEER_DB_SYNC_MS) {
+        file_sync(g->logf);
+        g->log_dirty = 0;
+    }
+}
+
 /* ========================================================================= */
-/* 6. Wire                                                                   */
+/* 7. Wire                                                                   */
 /* Frames: 2-byte payload length (1..32768) + payload; we send frames of at  */
 /* most 16,379 bytes and never mix two messages in one frame; we accept a    */
 /* frame carrying the tail of one message and the head of the next.  A      */
@@ -934,11 +2659,12 @@ static void addr_put20(uint8_t *p, const SOCKADDR_IN6 *a)
 static size_t conn_msg_limit(const pg_conn *c)
 {
     if (c->state != CS_CONNECTED || !c->graph) return PEER_MAX_HANDSHAKE_MESSAGE;
-    return (size_t)c->graph->max_record + PEER_MESSAGE_OVERHEAD;
+    return (c->graph->max_record > PEER_MAX_SYNC_MESSAGE ? (size_t)c->graph->max_record : PEER_MAX_SYNC_MESSAGE) +
+           PEER_MESSAGE_OVERHEAD;
 }
 
 /* ========================================================================= */
-/* 7. Connections                                                            */
+/* 8. Connections                                                            */
 /* A connection owns its socket, a reassembly buffer and a send buffer of    */
 /* framed bytes bounded by PEER_MAX_SEND_QUEUE.  Closing is always one of:   */
 /* conn_abort (now, no goodbye) or conn_close_after_flush (send what is      */
@@ -967,6 +2693,9 @@ static void conn_free(pg_conn *c)
 {
     buf_free(&c->rx);
     buf_free(&c->tx);
+    buf_free(&c->acks);
+    pg_free(c->out_ids);
+    pg_free(c->hash_send);
     pg_free(c->want_peer);
     pg_free(c->remote_peer);
     pg_free(c->raddr);
@@ -1037,12 +2766,14 @@ static void conn_try_send(pg_conn *c)
 }
 
 /* Frames and queues one whole message.  A full queue fails the connection:
- * the peer is not reading. */
-static int conn_send(pg_conn *c, const uint8_t *msg, size_t len)
+ * the peer is not reading.  A `big` message (a sync list, bounded by the
+ * message limit) only needs the queue to be under its limit before it. */
+static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
 {
     size_t off = 0;
     if (c->dead || c->state == CS_CLOSING || c->s == PEER_INVALID_SOCKET) return 0;
-    if (buf_used(&c->tx) + len + 2 * (len / PEER_FRAME_SEND_SIZE + 1) > PEER_MAX_SEND_QUEUE) {
+    if (big ? buf_used(&c->tx) > PEER_MAX_SEND_QUEUE
+            : buf_used(&c->tx) + len + 2 * (len / PEER_FRAME_SEND_SIZE + 1) > PEER_MAX_SEND_QUEUE) {
         conn_abort(c, PEER_E_CONNECTION_FAILED);
         return 0;
     }
@@ -1058,6 +2789,8 @@ static int conn_send(pg_conn *c, const uint8_t *msg, size_t len)
     }
     return 1;
 }
+static int conn_send(pg_conn *c, const uint8_t *msg, size_t len) { return conn_send_ex(c, msg, len, 0); }
+static int conn_send_big(pg_conn *c, const uint8_t *msg, size_t len) { return conn_send_ex(c, msg, len, 1); }
 
 /* Starts a graceful close: what is queued goes out, then FIN, then the
  * socket closes on EOF or after PEER_LINGER_MS.  The application is told
@@ -1104,7 +2837,7 @@ static ULONGLONG auth_timer_ms(ULONG n)
 }
 
 /* ========================================================================= */
-/* 8. Handshake                                                              */
+/* 9. Handshake                                                              */
 /* [MS-PPGRH] with the null security provider: the initiator sends AUTH_INFO */
 /* and CONNECT back to back; the responder checks AUTH_INFO (graph ID,       */
 /* destination peer ID), then CONNECT in the exact order of section 3.1.5.2.1 */
@@ -1117,6 +2850,7 @@ static ULONGLONG auth_timer_ms(ULONG n)
 /* ========================================================================= */
 
 static void graph_set_synchronized(pg_graph *g);
+static void sync_hash_start(pg_conn *c);
 
 /* Addresses this node tells others it listens on, as seen through socket c:
  * the bound address, or c's local address with the listen port when bound to
@@ -1325,13 +3059,23 @@ static void send_solicit(pg_conn *c, int include, const GUID *types, ULONG n)
     pg_free(m);
 }
 
-/* The Sync All sequence (digest 5.8): step k < 2 + prioritized asks for one
- * type; the step after asks for "everything else"; the one after that ends. */
+/* The Sync All / Time-based sequence (digest 5.8): step k < 2 + prioritized
+ * asks for one type; the step after asks for "everything else"; the one after
+ * that ends.  Called when the link comes up (step 0) and on each final
+ * SYNC_END; a prioritized type finishing raises PEER_GRAPH_EVENT_SYNCHRONIZED. */
 static void sync_next(pg_conn *c)
 {
     pg_graph *g = c->graph;
     ULONG fixedN = 2 + g->n_sync_types, k = (ULONG)c->sync_step;
     GUID one;
+    if (k >= 3 && k - 1 < fixedN) { /* step k-1 was a prioritized type */
+        PEER_GRAPH_EVENT_DATA e;
+        memset(&e, 0, sizeof e);
+        e.eventType = PEER_GRAPH_EVENT_SYNCHRONIZED;
+        e.synchronizedData.dwSize = sizeof e.synchronizedData;
+        e.synchronizedData.recordType = g->sync_types[k - 3];
+        emit(g, &e, &e.synchronizedData.recordType, NULL);
+    }
     if (k < fixedN) {
         one = k == 0 ? GUID_GRAPH_INFO_TYPE : k == 1 ? GUID_PRESENCE_TYPE : g->sync_types[k - 2];
         c->sync_step++;
@@ -1347,8 +3091,11 @@ static void sync_next(pg_conn *c)
         send_solicit(c, 0, ex, fixedN);
         pg_free(ex);
     } else {
+        int wasTime = c->sync == SYNC_TIME;
         c->sync = SYNC_NONE;
+        if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
         graph_set_synchronized(g);
+        if (wasTime) sync_hash_start(c); /* then compare everything by hash */
     }
 }
 
@@ -1560,6 +3307,7 @@ static void on_connect(pg_conn *c, const uint8_t *m, size_t size)
     send_welcome(c, (flags & 0x01) != 0);
     if (c->dead) return;
     conn_become_connected(c);
+    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
@@ -1607,10 +3355,17 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     for (o = L.conns; o; o = o->next)
         if (o->graph == g && !o->dead && o->state == CS_CONNECTED && !o->direct) send_ping(o);
     if (c->dead) return;
-    if (!g->synchronized && !c->direct) {
-        c->sync = SYNC_NEW;
-        c->sync_step = 0;
-        sync_next(c);
+    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
+    if (!c->direct) {
+        /* Sync All the first time; Time-based (then Hash) when coming back;
+         * Hash only for a further neighbor while connected (PROTOCOL.md S5). */
+        if (g->synchronized && graph_conn_count(g, 1) > 1) {
+            sync_hash_start(c);
+        } else {
+            c->sync = g->synchronized ? SYNC_TIME : SYNC_NEW;
+            c->sync_step = 0;
+            sync_next(c);
+        }
     }
     return;
 bad:
@@ -1688,6 +3443,18 @@ static int solicit_valid(const uint8_t *m, size_t size, size_t fixed)
     return 1;
 }
 
+/* SOLICIT_HASH's own checks (3.1.5.2.7, digest defect 21 read as intended). */
+static int solicit_hash_valid(const uint8_t *m, size_t size)
+{
+    unsigned inc = m[8], exc = m[9], toff = get16(m + 10), hoff;
+    uint32_t hc;
+    if (size < 20) return 0;
+    hc = get32(m + 12);
+    hoff = get16(m + 16);
+    if ((inc + exc) * 16 + toff > hoff) return 0;
+    return hc <= (size - (hoff < size ? hoff : size)) / 40 && hoff <= size;
+}
+
 static void on_pt2pt(pg_conn *c, const uint8_t *m, size_t size)
 {
     unsigned doff;
@@ -1724,6 +3491,745 @@ static void on_pt2pt(pg_conn *c, const uint8_t *m, size_t size)
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+
+/* --- publishing, flooding, receiving --- */
+
+static void emit_record(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *id, const uint8_t *type)
+{
+    PEER_GRAPH_EVENT_DATA e;
+    GUID t;
+    if (guid_is_internal(type)) return; /* internal records are not application records */
+    memset(&e, 0, sizeof e);
+    e.eventType = PEER_GRAPH_EVENT_RECORD_CHANGED;
+    e.recordChangeData.dwSize = sizeof e.recordChangeData;
+    e.recordChangeData.changeType = ct;
+    guid_get(&e.recordChangeData.recordId, id);
+    guid_get(&t, type);
+    e.recordChangeData.recordType = t;
+    emit(g, &e, &t, NULL);
+}
+
+static void graph_arm_expiry(pg_graph *g, uint64_t expires);
+static void graph_info_received(pg_graph *g, const rec_view *v);
+
+/* Sends a FLOOD of r on every CONNECTED neighbor link except `except`. */
+static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
+{
+    pg_conn *c;
+    uint8_t *m = NULL;
+    size_t size = 12 + r->len;
+    for (c = L.conns; c; c = c->next) {
+        if (c->graph != g || c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
+        if (!m) {
+            if (!(m = (uint8_t *)pg_alloc(size))) return;
+            msg_header(m, size, MT_FLOOD);
+            put16(m + 8, 12);
+            put16(m + 10, 0);
+            memcpy(m + 12, r->wire, r->len);
+        }
+        conn_send(c, m, size);
+    }
+    pg_free(m);
+}
+
+/* Stores a new version (wire bytes already validated), persists it, and
+ * tells the application.  The caller floods.  Returns the stored record or
+ * NULL (*phr says why). */
+static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, HRESULT *phr)
+{
+    pg_rec *r, *old;
+    rec_view v, ov;
+    PEER_RECORD_CHANGE_TYPE ct;
+    int hadLive = 0;
+    HRESULT hr;
+    rec_parse(wire, len, &v);
+    old = rec_find(g, v.id);
+    if (old) {
+        rec_parse(old->wire, old->len, &ov);
+        hadLive = !(ov.flags & RF_DELETED) && ov.expires > peer_time(g);
+    }
+    hr = log_append(g, LE_REC, wire, len);
+    if (FAILED(hr)) { *phr = hr; return NULL; }
+    r = rec_new(wire, len);
+    if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
+    graph_arm_expiry(g, r->expires);
+    if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
+    else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
+    if (!(r->flags & RF_DELETED) || hadLive) emit_record(g, ct, r->id, r->wire);
+    if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
+        rec_parse(r->wire, r->len, &v);
+        graph_info_received(g, &v);
+    }
+    *phr = S_OK;
+    return r;
+}
+
+/* Local publication: store, flood to every neighbor. */
+static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
+{
+    HRESULT hr;
+    pg_rec *r = graph_store(g, wire, len, &hr);
+    if (!r) return hr;
+    graph_flood(g, r, NULL);
+    return S_OK;
+}
+
+/* Connection utility ([MS-PPGRH] 3.1.7.33) in integer form. */
+static void conn_utility(pg_conn *c, int useful) { c->utility = c->utility - c->utility / 32 + (useful ? 128 : 0); }
+
+static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
+{
+    uint8_t e[20];
+    memcpy(e, id, 16);
+    put32(e + 16, useful ? 1 : 0);
+    if (!buf_append(&c->acks, e, 20)) return; /* an ACK is advisory: drop it */
+    if (buf_used(&c->acks) >= 20 * ACK_BATCH) {
+        size_t n = buf_used(&c->acks);
+        uint8_t *m = (uint8_t *)pg_alloc(12 + n);
+        if (m) {
+            msg_header(m, 12 + n, MT_ACK);
+            put16(m + 8, (unsigned)(n / 20));
+            put16(m + 10, 12);
+            memcpy(m + 12, c->acks.p + c->acks.off, n);
+            conn_send(c, m, 12 + n);
+            pg_free(m);
+        }
+        buf_consume(&c->acks, n);
+    }
+}
+
+/* Sends the ACKs gathered while reading. */
+static void conn_flush_acks(pg_conn *c)
+{
+    size_t n = buf_used(&c->acks);
+    uint8_t *m;
+    if (!n || c->dead) return;
+    m = (uint8_t *)pg_alloc(12 + n);
+    if (m) {
+        msg_header(m, 12 + n, MT_ACK);
+        put16(m + 8, (unsigned)(n / 20));
+        put16(m + 10, 12);
+        memcpy(m + 12, c->acks.p + c->acks.off, n);
+        conn_send(c, m, 12 + n);
+        pg_free(m);
+    }
+    buf_consume(&c->acks, n);
+}
+
+static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
+{
+    pg_graph *g = c->graph;
+    unsigned roff;
+    rec_view v, lv;
+    pg_rec *local;
+    int cmp = 1;
+    if (size < 16 || get16(m + 10) != 0) goto bad;
+    roff = get16(m + 8);
+    if (roff < 12 || roff > size) goto bad;
+    /* a record that fails validation is dropped; the link stays (3.1.7.27) */
+    if (!rec_parse(m + roff, size - roff, &v) || !rec_validate(g, &v, peer_time(g))) {
+        g->rejected_records++;
+        return;
+    }
+    local = rec_find(g, v.id);
+    if (local) {
+        rec_parse(local->wire, local->len, &lv);
+        cmp = rec_compare(&v, &lv);
+    }
+    if (cmp > 0) {
+        HRESULT hr;
+        pg_rec *r = graph_store(g, m + roff, size - roff, &hr);
+        if (r) graph_flood(g, r, c);
+    } else if (cmp < 0) {
+        uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
+        if (back) {
+            msg_header(back, 12 + local->len, MT_FLOOD);
+            put16(back + 8, 12);
+            put16(back + 10, 0);
+            memcpy(back + 12, local->wire, local->len);
+            conn_send(c, back, 12 + local->len);
+            pg_free(back);
+        }
+    }
+    conn_utility(c, cmp > 0);
+    conn_queue_ack(c, v.id, cmp > 0);
+    return;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+static void on_ack(pg_conn *c, const uint8_t *m, size_t size)
+{
+    unsigned n, off, i;
+    if (size < 12) goto bad;
+    n = get16(m + 8);
+    off = get16(m + 10);
+    if (off > size || (size_t)n * 20 + off > size || (n && off < 12)) goto bad;
+    for (i = 0; i < n; i++) conn_utility(c, get32(m + off + 20 * i + 16) & 1);
+    return;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+/* --- synchronization, responder side: paced FLOODs then SYNC_END --- */
+
+/* Does record type t pass a SOLICIT's inclusion/exclusion list? */
+static int solicit_wants(const uint8_t *t, const uint8_t *list, unsigned inc, unsigned exc)
+{
+    unsigned i;
+    if (inc) return !memcmp(t, list, 16);
+    for (i = 0; i < exc; i++)
+        if (!memcmp(t, list + 16 * i, 16)) return 0;
+    return 1;
+}
+
+static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
+{
+    pg_graph *g = c->graph;
+    unsigned inc = m[8], exc = m[9], off = get16(m + 10);
+    uint64_t since = type == MT_SOLICIT_TIME ? get64(m + 12) : 0, now = peer_time(g);
+    size_t i, n = 0;
+    (void)size; /* the list was bounds-checked by solicit_valid */
+    if (c->out_ids) { /* a new solicitation replaces one still being answered */
+        pg_free(c->out_ids);
+        c->out_ids = NULL;
+    }
+    c->out_n = c->out_i = 0;
+    if (type != MT_SOLICIT_HASH && g->rec_count) {
+        c->out_ids = (uint8_t *)pg_alloc(16 * g->rec_count);
+        if (!c->out_ids) { conn_abort(c, E_OUTOFMEMORY); return; }
+        for (i = 0; i < g->rec_cap; i++) {
+            const pg_rec *r;
+            for (r = g->recs[i]; r; r = r->hnext) {
+                if (r->expires <= now || r->modified < since) continue;
+                if (!solicit_wants(r->wire, m + off, inc, exc)) continue;
+                memcpy(c->out_ids + 16 * n++, r->id, 16);
+            }
+        }
+    }
+    c->out_n = n;
+    c->out_end = 1;
+}
+
+/* Sends queued sync FLOODs while the send queue has room (fairness: a big
+ * sync never fills the queue past PEER_SYNC_WATERMARK). */
+static void conn_pump_out(pg_conn *c)
+{
+    pg_graph *g = c->graph;
+    uint64_t now;
+    if (!c->out_end || c->dead || c->state != CS_CONNECTED || !g) return;
+    now = peer_time(g);
+    while (c->out_i < c->out_n && buf_used(&c->tx) < PEER_SYNC_WATERMARK && !c->dead) {
+        const pg_rec *r = rec_find(g, c->out_ids + 16 * c->out_i++);
+        uint8_t hdr[12];
+        size_t size;
+        if (!r || r->expires <= now) continue;
+        size = 12 + r->len;
+        if (size <= PEER_FRAME_SEND_SIZE) { /* the common case: frame it directly */
+            uint8_t fh[2];
+            msg_header(hdr, size, MT_FLOOD);
+            put16(hdr + 8, 12);
+            put16(hdr + 10, 0);
+            put16(fh, (unsigned)size);
+            if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, hdr, 12) || !buf_append(&c->tx, r->wire, r->len)) {
+                conn_abort(c, E_OUTOFMEMORY);
+                return;
+            }
+        } else {
+            uint8_t *mm = (uint8_t *)pg_alloc(size);
+            if (!mm) { conn_abort(c, E_OUTOFMEMORY); return; }
+            msg_header(mm, size, MT_FLOOD);
+            put16(mm + 8, 12);
+            put16(mm + 10, 0);
+            memcpy(mm + 12, r->wire, r->len);
+            conn_send(c, mm, size);
+            pg_free(mm);
+        }
+    }
+    if (c->out_i >= c->out_n && !c->dead) {
+        uint8_t e[12];
+        msg_header(e, 12, MT_SYNC_END);
+        e[8] = 1;
+        e[9] = e[10] = e[11] = 0;
+        if (c->out_end == 1) conn_send(c, e, 12);
+        pg_free(c->out_ids);
+        c->out_ids = NULL;
+        c->out_n = c->out_i = 0;
+        c->out_end = 0;
+    }
+    conn_try_send(c);
+}
+
+/* --- Hash-based sync (3.1.7.31, 3.1.5.2.7-.11) ---
+ * Both sides sort their records by (last modification time, record ID
+ * bytes); the initiator cuts its list into ranges of 10 and sends the MD5 of
+ * each range's RECORD_ABSTRACTs with the range's upper bound; the responder
+ * advertises its abstracts for every range whose hash differs (its records
+ * above the last bound count in the last range); the initiator REQUESTs what
+ * it lacks or has older and, after the responder's FLOODs and SYNC_END,
+ * FLOODs back what the responder lacks or has older.  An empty database
+ * sends one range with the MD5 of nothing and a zero bound (PROTOCOL.md S5). */
+
+#define HASH_RANGE 10
+
+static int key_cmp(uint64_t ta, const uint8_t *ia, uint64_t tb, const uint8_t *ib)
+{
+    if (ta != tb) return ta < tb ? -1 : 1;
+    return memcmp(ia, ib, 16);
+}
+
+static int rec_sort_cmp(const void *a, const void *b)
+{
+    const pg_rec *x = *(const pg_rec *const *)a, *y = *(const pg_rec *const *)b;
+    return key_cmp(x->modified, x->id, y->modified, y->id);
+}
+
+/* The graph's unexpired records in hash-sync order (caller frees). */
+static pg_rec **rec_sorted(pg_graph *g, size_t *pn)
+{
+    pg_rec **v = (pg_rec **)pg_alloc(sizeof *v * (g->rec_count ? g->rec_count : 1));
+    size_t i, n = 0;
+    uint64_t now = peer_time(g);
+    if (!v) return NULL;
+    for (i = 0; i < g->rec_cap; i++) {
+        pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext)
+            if (r->expires > now) v[n++] = r;
+    }
+    qsort(v, n, sizeof *v, rec_sort_cmp);
+    *pn = n;
+    return v;
+}
+
+static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
+{
+    mbedtls_md_context_t ctx;
+    size_t i;
+    mbedtls_md_init(&ctx);
+    if (mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_MD5), 0) == 0 && mbedtls_md_starts(&ctx) == 0) {
+        for (i = 0; i < n; i++) {
+            uint8_t a[20];
+            memcpy(a, v[i]->id, 16);
+            put32(a + 16, v[i]->version);
+            mbedtls_md_update(&ctx, a, 20);
+        }
+        mbedtls_md_finish(&ctx, out);
+    } else
+        memset(out, 0, 16);
+    mbedtls_md_free(&ctx);
+}
+
+static void sync_hash_start(pg_conn *c)
+{
+    pg_graph *g = c->graph;
+    size_t n, nr, i, size;
+    pg_rec **v = rec_sorted(g, &n);
+    uint8_t *m;
+    if (!v) { conn_abort(c, E_OUTOFMEMORY); return; }
+    nr = n ? (n + HASH_RANGE - 1) / HASH_RANGE : 1;
+    size = 20 + 40 * nr;
+    m = (uint8_t *)pg_alloc(size);
+    if (!m) { pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    msg_header(m, size, MT_SOLICIT_HASH);
+    m[8] = m[9] = 0;
+    put16(m + 10, 20);
+    put32(m + 12, (uint32_t)nr);
+    put16(m + 16, 20);
+    put16(m + 18, 0);
+    for (i = 0; i < nr; i++) {
+        uint8_t *e = m + 20 + 40 * i;
+        size_t lo = i * HASH_RANGE, k = n - lo < HASH_RANGE ? n - lo : HASH_RANGE;
+        abstracts_md5(v + lo, n ? k : 0, e);
+        if (n) {
+            put64(e + 16, v[lo + k - 1]->modified);
+            memcpy(e + 24, v[lo + k - 1]->id, 16);
+        } else
+            memset(e + 16, 0, 24);
+    }
+    pg_free(v);
+    c->sync = SYNC_HASH;
+    c->hash_phase = 1; /* waiting for ADVERTISE */
+    conn_send_big(c, m, size);
+    pg_free(m);
+}
+
+/* Responder: SOLICIT_HASH -> ADVERTISE of the ranges that differ. */
+static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
+{
+    pg_graph *g = c->graph;
+    uint32_t nr = get32(m + 12), i;
+    const uint8_t *ent = m + get16(m + 16);
+    size_t n, pos = 0, nb = 0, na = 0;
+    pg_rec **v = rec_sorted(g, &n);
+    pg_buf bnd = {0}, abs = {0};
+    uint8_t *out;
+    (void)size;
+    if (!v) { conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!nr) { pg_free(v); conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+    for (i = 0; i < nr; i++) {
+        const uint8_t *e = ent + 40 * (size_t)i;
+        uint64_t ut = get64(e + 16);
+        size_t start = pos, k;
+        uint8_t h[16];
+        if (i + 1 == nr) pos = n; /* the last range takes everything above */
+        else
+            while (pos < n && key_cmp(v[pos]->modified, v[pos]->id, ut, e + 24) <= 0) pos++;
+        abstracts_md5(v + start, pos - start, h);
+        if (!memcmp(h, e, 16)) continue;
+        {
+            uint8_t b[52];
+            if (i == 0) memset(b, 0, 24);
+            else { memcpy(b, e - 40 + 16, 8); memcpy(b + 8, e - 40 + 24, 16); }
+            memcpy(b + 24, e + 16, 8);
+            memcpy(b + 32, e + 24, 16);
+            put32(b + 48, (uint32_t)(pos - start));
+            if (!buf_append(&bnd, b, 52)) goto oom;
+            nb++;
+        }
+        for (k = start; k < pos; k++) {
+            uint8_t a[20];
+            memcpy(a, v[k]->id, 16);
+            put32(a + 16, v[k]->version);
+            if (!buf_append(&abs, a, 20)) goto oom;
+            na++;
+        }
+    }
+    out = (uint8_t *)pg_alloc(24 + bnd.len + abs.len);
+    if (!out) goto oom;
+    msg_header(out, 24 + bnd.len + abs.len, MT_ADVERTISE);
+    put32(out + 8, (uint32_t)nb);
+    put32(out + 12, (uint32_t)na);
+    put16(out + 16, 24);
+    put16(out + 18, 0);
+    put32(out + 20, (uint32_t)(24 + bnd.len));
+    if (bnd.len) memcpy(out + 24, bnd.p, bnd.len);
+    if (abs.len) memcpy(out + 24 + bnd.len, abs.p, abs.len);
+    c->hash_resp = 1;
+    conn_send_big(c, out, 24 + bnd.len + abs.len);
+    pg_free(out);
+    pg_free(v);
+    buf_free(&bnd);
+    buf_free(&abs);
+    return;
+oom:
+    pg_free(v);
+    buf_free(&bnd);
+    buf_free(&abs);
+    conn_abort(c, E_OUTOFMEMORY);
+}
+
+static int abs_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/* Initiator: ADVERTISE -> REQUEST what we lack; remember what they lack. */
+static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
+{
+    pg_graph *g = c->graph;
+    uint32_t nb, na, boff, aoff, i;
+    size_t n, k, nreq = 0, nsend = 0;
+    pg_rec **v = NULL;
+    uint8_t *req = NULL, *sorted = NULL;
+    if (size < 24 || c->sync != SYNC_HASH || c->hash_phase != 1) goto bad;
+    nb = get32(m + 8);
+    na = get32(m + 12);
+    boff = get16(m + 16);
+    aoff = get32(m + 20);
+    if (boff > aoff || aoff > size || (uint64_t)nb * 52 + boff > aoff || (uint64_t)na * 20 + aoff > size ||
+        ((nb || na) && boff < 24))
+        goto bad;
+    req = (uint8_t *)pg_alloc(16 + 20 * (size_t)na);
+    sorted = (uint8_t *)pg_alloc(20 * (size_t)(na ? na : 1));
+    v = rec_sorted(g, &n);
+    if (!req || !sorted || !v) { pg_free(req); pg_free(sorted); pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    /* what they have that we lack or hold older */
+    for (i = 0; i < na; i++) {
+        const uint8_t *a = m + aoff + 20 * (size_t)i;
+        const pg_rec *r = rec_find(g, a);
+        memcpy(sorted + 20 * (size_t)i, a, 20);
+        if (!r || r->version < get32(a + 16)) memcpy(req + 16 + 20 * nreq++, a, 20);
+    }
+    qsort(sorted, na, 20, abs_cmp);
+    /* what we have in their differing ranges that they lack or hold older */
+    pg_free(c->hash_send);
+    c->hash_send = (uint8_t *)pg_alloc(16 * (n ? n : 1));
+    if (!c->hash_send) { pg_free(req); pg_free(sorted); pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    for (i = 0; i < nb; i++) {
+        const uint8_t *b = m + boff + 52 * (size_t)i;
+        uint64_t lt = get64(b), ut = get64(b + 24);
+        for (k = 0; k < n; k++) {
+            const uint8_t *hit;
+            if (key_cmp(v[k]->modified, v[k]->id, lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
+                continue;
+            if (key_cmp(v[k]->modified, v[k]->id, ut, b + 32) > 0 && i + 1 < nb) continue;
+            hit = (const uint8_t *)bsearch(v[k]->id, sorted, na, 20, abs_cmp);
+            if (!hit || get32(hit + 16) < v[k]->version) memcpy(c->hash_send + 16 * nsend++, v[k]->id, 16);
+        }
+    }
+    c->hash_send_n = nsend;
+    msg_header(req, 16 + 20 * nreq, MT_REQUEST);
+    put32(req + 8, (uint32_t)nreq);
+    put32(req + 12, 16);
+    c->hash_phase = 2; /* waiting for FLOODs and SYNC_END */
+    conn_send_big(c, req, 16 + 20 * nreq);
+    pg_free(req);
+    pg_free(sorted);
+    pg_free(v);
+    return;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+/* Responder: REQUEST -> FLOODs of those records, then SYNC_END. */
+static void on_request(pg_conn *c, const uint8_t *m, size_t size)
+{
+    uint32_t n, off, i;
+    if (size < 16 || !c->hash_resp) goto bad;
+    n = get32(m + 8);
+    off = get32(m + 12);
+    if (off > size || (uint64_t)n * 20 + off > size || (n && off < 16)) goto bad;
+    pg_free(c->out_ids);
+    c->out_ids = (uint8_t *)pg_alloc(16 * (size_t)(n ? n : 1));
+    if (!c->out_ids) { conn_abort(c, E_OUTOFMEMORY); return; }
+    for (i = 0; i < n; i++) memcpy(c->out_ids + 16 * (size_t)i, m + off + 20 * (size_t)i, 16);
+    c->out_n = n;
+    c->out_i = 0;
+    c->out_end = 1;
+    c->hash_resp = 0;
+    return;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+/* Initiator, final SYNC_END of a hash sync: send what they lack. */
+static void sync_hash_finish(pg_conn *c)
+{
+    pg_free(c->out_ids);
+    c->out_ids = c->hash_send; /* the pump FLOODs them; no SYNC_END is owed */
+    c->out_n = c->hash_send_n;
+    c->out_i = 0;
+    c->out_end = 2;
+    c->hash_send = NULL;
+    c->hash_send_n = 0;
+    c->sync = SYNC_NONE;
+    c->hash_phase = 0;
+}
+
+/* --- expiration and autorefresh timers (3.1.6.7, 3.1.7.22) --- */
+
+#define EXPIRY_MIN_MS 15000ULL
+#define EXPIRY_MAX_MS 86400000ULL
+
+static ULONGLONG pt_to_deadline(const pg_graph *g, uint64_t pt)
+{
+    uint64_t now = peer_time(g);
+    return L.now + (pt > now ? (pt - now) / 10000 : 0);
+}
+
+static void graph_arm_expiry(pg_graph *g, uint64_t expires)
+{
+    ULONGLONG d = pt_to_deadline(g, expires);
+    if (d < g->exp_deadline) g->exp_deadline = d;
+}
+
+static HRESULT graph_refresh(pg_graph *g, pg_rec *r);
+
+static void graph_expire(pg_graph *g)
+{
+    uint64_t now = peer_time(g), next = (uint64_t)-1, refresh = (uint64_t)-1;
+    size_t i, nref = 0, k;
+    uint8_t (*due)[16] = NULL;
+    ULONGLONG d;
+    if ((g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) && !(graph_compute_status(g) & PEER_GRAPH_STATUS_HAS_CONNECTIONS)) {
+        g->exp_deadline = PEER_NO_DEADLINE; /* re-armed by the next connection */
+        return;
+    }
+    /* 1. autorefresh first: our own records flagged for it that expire within
+     * 20 s (or already did, if the host was away) get a new version */
+    for (i = 0; i < g->rec_cap; i++) {
+        pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            rec_view v;
+            if (!(r->flags & RF_AUTOREFRESH) || (r->flags & RF_DELETED)) continue;
+            rec_parse(r->wire, r->len, &v);
+            if (!u16_eq(v.creator, v.n_creator, g->peer_id)) continue;
+            if (r->expires > now + 20 * FT_SECOND) {
+                if (r->expires - 20 * FT_SECOND < refresh) refresh = r->expires - 20 * FT_SECOND;
+                continue;
+            }
+            if (!(nref & 15)) {
+                uint8_t (*nd)[16] = (uint8_t (*)[16])pg_realloc(due, (nref + 16) * 16);
+                if (!nd) break;
+                due = nd;
+            }
+            memcpy(due[nref++], r->id, 16);
+        }
+    }
+    for (k = 0; k < nref; k++) {
+        pg_rec *r = rec_find(g, due[k]);
+        if (r) graph_refresh(g, r);
+        if ((r = rec_find(g, due[k])) != NULL && r->expires - 20 * FT_SECOND < refresh)
+            refresh = r->expires - 20 * FT_SECOND;
+    }
+    pg_free(due);
+    /* 2. purge what expired */
+    for (i = 0; i < g->rec_cap; i++) {
+        pg_rec **pp = &g->recs[i];
+        while (*pp) {
+            pg_rec *r = *pp;
+            if (r->expires <= now) {
+                uint8_t type[16];
+                int notify = !(r->flags & RF_DELETED);
+                memcpy(type, r->wire, 16);
+                *pp = r->hnext;
+                g->rec_count--;
+                g->rec_bytes -= r->len;
+                log_append(g, LE_DROP, r->id, 16);
+                if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
+                pg_free(r);
+                continue;
+            }
+            if (r->expires < next) next = r->expires;
+            pp = &r->hnext;
+        }
+    }
+    d = next == (uint64_t)-1 ? PEER_NO_DEADLINE : pt_to_deadline(g, next);
+    if (d != PEER_NO_DEADLINE) {
+        if (d < L.now + EXPIRY_MIN_MS) d = L.now + EXPIRY_MIN_MS;
+        if (d > L.now + EXPIRY_MAX_MS) d = L.now + EXPIRY_MAX_MS;
+    }
+    if (refresh != (uint64_t)-1) {
+        ULONGLONG rd = pt_to_deadline(g, refresh);
+        if (rd < L.now + 4000) rd = L.now + 4000;
+        if (rd < d) d = rd;
+    }
+    g->exp_deadline = d;
+}
+
+/* --- Graph Info record (2.2.3.1): the creator's properties, replicated --- */
+
+static size_t gi_str(uint8_t *p, const wchar_t *w)
+{
+    if (!w) { put32(p, 0); return 4; }
+    put32(p, u16_units(w));
+    return 4 + u16_write(p + 4, w);
+}
+
+static HRESULT graph_publish_info(pg_graph *g)
+{
+    size_t n = 4 * 6 + 4 * 4 + 2 * ((size_t)u16_units(g->graph_id) + u16_units(g->creator_id) +
+                                     (g->friendly ? u16_units(g->friendly) : 0) + (g->comment ? u16_units(g->comment) : 0));
+    uint8_t *p = (uint8_t *)pg_alloc(n), type[16], *wire;
+    size_t i = 0, len;
+    PEER_DATA d;
+    pg_rec *old = rec_find(g, GRAPH_INFO_ID);
+    uint64_t now = peer_time(g);
+    HRESULT hr;
+    if (!p) return E_OUTOFMEMORY;
+    put32(p, (uint32_t)n);
+    put32(p + 4, g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION);
+    put32(p + 8, g->scope);
+    i = 12;
+    i += gi_str(p + i, g->graph_id);
+    i += gi_str(p + i, g->creator_id);
+    i += gi_str(p + i, g->friendly);
+    i += gi_str(p + i, g->comment);
+    put32(p + i, g->presence_lifetime);
+    put32(p + i + 4, g->presence_max);
+    put32(p + i + 8, g->max_record == PEER_DEFAULT_MAX_RECORD_SIZE ? 0 : g->max_record);
+    i += 12;
+    put32(p, (uint32_t)i);
+    d.cbData = (ULONG)i;
+    d.pbData = p;
+    guid_put(type, &GUID_GRAPH_INFO_TYPE);
+    if (old) {
+        rec_view v;
+        rec_parse(old->wire, old->len, &v);
+        wire = rec_build(g, type, GRAPH_INFO_ID, old->version + 1, RF_AUTOREFRESH, g->creator_id, g->peer_id, NULL,
+                         v.created, now + 300 * FT_SECOND, now > v.created ? now : v.created + 1, &d, NULL, &len);
+    } else
+        wire = rec_build(g, type, GRAPH_INFO_ID, 1, RF_AUTOREFRESH, g->creator_id, NULL, NULL, now,
+                         now + 300 * FT_SECOND, now, &d, NULL, &len);
+    pg_free(p);
+    if (!wire) return E_OUTOFMEMORY;
+    hr = graph_publish(g, wire, len);
+    pg_free(wire);
+    return hr;
+}
+
+static const uint8_t *gi_rdstr(const uint8_t *p, size_t n, size_t *i, uint32_t *units, uint32_t max)
+{
+    const uint8_t *s;
+    if (!rd_str(p, n, i, &s, units) || *units > max || (*units && !u16_valid(s, *units))) return NULL;
+    return s;
+}
+
+/* A joiner learns the graph's properties from the Graph Info record. */
+static void graph_info_received(pg_graph *g, const rec_view *v)
+{
+    const uint8_t *p = v->data, *gid, *cr, *fr, *co;
+    size_t n = v->n_data, i = 12;
+    uint32_t ng, nc, nf, nco, life, pmax, maxrec;
+    wchar_t *wc = NULL, *wf = NULL, *wco = NULL;
+    if (g->is_creator || n < 12 || get32(p) != n) return;
+    if (!(gid = gi_rdstr(p, n, &i, &ng, PEER_MAX_ID_CHARS)) || !u16_eq(gid, ng, g->graph_id)) return;
+    if (!(cr = gi_rdstr(p, n, &i, &nc, PEER_MAX_ID_CHARS)) || nc < 2) return;
+    if (!(fr = gi_rdstr(p, n, &i, &nf, PEER_MAX_FRIENDLY_NAME_CHARS)) && nf) return;
+    if (!(co = gi_rdstr(p, n, &i, &nco, PEER_MAX_COMMENT_CHARS)) && nco) return;
+    if (i + 12 != n) return;
+    life = get32(p + i);
+    pmax = get32(p + i + 4);
+    maxrec = get32(p + i + 8);
+    if (maxrec && (maxrec < PEER_MIN_RECORD_SIZE || maxrec > PEER_DEFAULT_MAX_RECORD_SIZE)) return;
+    if (life && life < 300) return;
+    if (!(wc = u16_dup(cr, nc)) || (nf && !(wf = u16_dup(fr, nf))) || (nco && !(wco = u16_dup(co, nco)))) {
+        pg_free(wc); pg_free(wf); pg_free(wco);
+        return;
+    }
+    pg_free(g->creator_id); g->creator_id = wc;
+    pg_free(g->friendly); g->friendly = wf;
+    pg_free(g->comment); g->comment = wco;
+    g->flags = get32(p + 4) & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION;
+    g->scope = get32(p + 8);
+    g->presence_lifetime = life ? life : 300;
+    g->presence_max = pmax;
+    g->max_record = maxrec ? maxrec : PEER_DEFAULT_MAX_RECORD_SIZE;
+    db_save(g);
+    {
+        PEER_GRAPH_EVENT_DATA e;
+        memset(&e, 0, sizeof e);
+        e.eventType = PEER_GRAPH_EVENT_PROPERTY_CHANGED;
+        emit(g, &e, NULL, NULL);
+    }
+}
+
+/* Autorefresh: a new version of our record with the same lifetime. */
+static HRESULT graph_refresh(pg_graph *g, pg_rec *r)
+{
+    rec_view v;
+    uint64_t now = peer_time(g), life, mod;
+    uint8_t *wire;
+    size_t len;
+    PEER_DATA sec, data;
+    wchar_t *creator, *attr = NULL;
+    HRESULT hr;
+    rec_parse(r->wire, r->len, &v);
+    life = v.expires > v.modified ? v.expires - v.modified : 300 * FT_SECOND;
+    mod = now > v.modified ? now : v.modified + 1;
+    if (!memcmp(r->id, GRAPH_INFO_ID, 16) && g->is_creator) return graph_publish_info(g);
+    creator = u16_dup(v.creator, v.n_creator);
+    if (v.n_attr) attr = u16_dup(v.attr, v.n_attr);
+    sec.cbData = v.n_sec; sec.pbData = (PBYTE)v.sec;
+    data.cbData = v.n_data; data.pbData = (PBYTE)v.data;
+    if (!creator || (v.n_attr && !attr)) { pg_free(creator); pg_free(attr); return E_OUTOFMEMORY; }
+    wire = rec_build(g, v.type, v.id, v.version + 1, v.flags, creator, g->peer_id, &sec, v.created, mod + life, mod,
+                     &data, attr, &len);
+    pg_free(creator);
+    pg_free(attr);
+    if (!wire) return E_OUTOFMEMORY;
+    hr = graph_publish(g, wire, len);
+    pg_free(wire);
+    return hr;
 }
 
 /* One complete message.  Acceptance follows digest 4.5. */
@@ -1765,40 +4271,29 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
     case MT_DISCONNECT: on_disconnect(c, m, size); break;
     case MT_PT2PT: on_pt2pt(c, m, size); break;
     case MT_SOLICIT_NEW: case MT_SOLICIT_TIME: case MT_SOLICIT_HASH:
-        if (c->direct || !solicit_valid(m, size, type == MT_SOLICIT_NEW ? 12 : 20)) {
+        if (c->direct || !solicit_valid(m, size, type == MT_SOLICIT_NEW ? 12 : 20) ||
+            (type == MT_SOLICIT_HASH && !solicit_hash_valid(m, size)))
             conn_abort(c, PEER_E_PROTOCOL_ERROR);
-        } else if (type == MT_SOLICIT_HASH) {
-            /* Hash sync needs the record store: no hash ranges to compare, so
-             * answer as an empty database would. */
-            uint8_t e[12];
-            msg_header(e, 12, MT_SYNC_END);
-            e[8] = 1; e[9] = e[10] = e[11] = 0;
-            conn_send(c, e, 12);
-        } else {
-            /* The record store is not part of this release: the database
-             * holds no records to FLOOD, so the answer is SYNC_END(F). */
-            uint8_t e[12];
-            msg_header(e, 12, MT_SYNC_END);
-            e[8] = 1; e[9] = e[10] = e[11] = 0;
-            conn_send(c, e, 12);
-        }
+        else if (type == MT_SOLICIT_HASH)
+            on_solicit_hash(c, m, size);
+        else
+            on_solicit(c, m, size, type); /* answered by conn_pump_out */
         break;
     case MT_SYNC_END:
         if (size < 12) { conn_abort(c, PEER_E_PROTOCOL_ERROR); break; }
-        if (c->sync != SYNC_NONE && (m[8] & 0x01)) sync_next(c);
+        if (!(m[8] & 0x01)) break;
+        if (c->sync == SYNC_HASH && c->hash_phase == 2) sync_hash_finish(c);
+        else if (c->sync == SYNC_NEW || c->sync == SYNC_TIME) sync_next(c);
         break;
     case MT_FLOOD:
-        if (size < 16 || get16(m + 8) > size || get16(m + 10) != 0 || c->direct) conn_abort(c, PEER_E_PROTOCOL_ERROR);
-        /* records: not stored in this release */
+        if (c->direct) conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        else on_flood(c, m, size);
         break;
     case MT_ACK:
-        if (size < 12 || get16(m + 10) > size || (size_t)get16(m + 8) * 20 + get16(m + 10) > size)
-            conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        on_ack(c, m, size);
         break;
-    case MT_ADVERTISE: case MT_REQUEST:
-        /* only valid during a hash sync we started; we never start one */
-        conn_abort(c, PEER_E_PROTOCOL_ERROR);
-        break;
+    case MT_ADVERTISE: on_advertise(c, m, size); break;
+    case MT_REQUEST: on_request(c, m, size); break;
     default: /* AUTH_INFO, WELCOME, REFUSE on an established link */
         conn_abort(c, PEER_E_PROTOCOL_ERROR);
         break;
@@ -1849,7 +4344,7 @@ static void conn_on_readable(pg_conn *c)
     size_t total = 0;
     while (!c->dead && total < 262144) {
         long k = SHIM->pfnRecv(SHIM->pvContext, c->s, buf, sizeof buf);
-        if (k == PEER_NET_WOULDBLOCK) return;
+        if (k == PEER_NET_WOULDBLOCK) break;
         if (k == 0) { /* orderly end of stream */
             if (c->state == CS_CLOSING) conn_kill(c);
             else conn_abort(c, c->state == CS_CONNECTED ? PEER_E_CONNECTION_FAILED
@@ -1864,6 +4359,7 @@ static void conn_on_readable(pg_conn *c)
         total += (size_t)k;
         conn_feed(c, buf, (size_t)k);
     }
+    conn_flush_acks(c);
 }
 
 /* TCP connect finished (or failed) for an outbound connection. */
@@ -1920,7 +4416,7 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
 }
 
 /* ========================================================================= */
-/* 9. Listeners                                                              */
+/* 10. Listeners                                                             */
 /* One socket per (bound address, port), shared by the graphs listening on   */
 /* it.  Accepted connections belong to no graph until their AUTH_INFO names */
 /* one; at most PEER_MAX_PENDING_ACCEPTS of them wait per listener.          */
@@ -1967,7 +4463,7 @@ static void listener_accept(pg_listener *l)
 }
 
 /* ========================================================================= */
-/* 10. Service loop and timers                                               */
+/* 11. Service loop and timers                                              */
 /* Service = (ready sockets or "try all") + expired timers + flush.  The     */
 /* deadline given to the host is the earliest connection timer; a timer set  */
 /* to `now` by an API call means "call me now".                               */
@@ -2004,6 +4500,7 @@ static void conn_service(pg_conn *c, DWORD ev)
     }
     if (ev & (PEER_POLL_READ | PEER_POLL_ERROR)) conn_on_readable(c);
     if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+    if (!c->dead && c->out_end) conn_pump_out(c);
 }
 
 /* Tells the poll callback about interest changes. */
@@ -2052,7 +4549,17 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
             if (c->state == CS_TCP_CONNECTING && c->s != PEER_INVALID_SOCKET) conn_on_connect_result(c);
         }
         if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
+        if (!c->dead && c->out_end) conn_pump_out(c);
         if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+    }
+    {
+        pg_graph *g;
+        for (g = L.graphs; g; g = g->next) {
+            if (g->exp_deadline <= L.now) graph_expire(g);
+            db_maintain(g);
+        }
+        for (c = L.conns; c; c = c->next) /* what expiry and refresh queued */
+            if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
     }
 }
 
@@ -2060,16 +4567,22 @@ static ULONGLONG next_deadline(void)
 {
     ULONGLONG d = PEER_NO_DEADLINE;
     const pg_conn *c;
+    const pg_graph *g;
     for (c = L.conns; c; c = c->next) {
         if (c->dead) continue;
         if (c->poke) return L.now;
+        if (c->out_end && buf_used(&c->tx) < PEER_SYNC_WATERMARK) return L.now;
         if (c->deadline < d) d = c->deadline;
+    }
+    for (g = L.graphs; g; g = g->next) {
+        if (g->exp_deadline < d) d = g->exp_deadline;
+        if (g->log_dirty && g->log_dirty_since + PEER_DB_SYNC_MS < d) d = g->log_dirty_since + PEER_DB_SYNC_MS;
     }
     return d;
 }
 
 /* ========================================================================= */
-/* 11. Public API                                                            */
+/* 12. Public API                                                            */
 /* Every entry point checks initialisation and arguments first, does its    */
 /* work, then finish_call() frees what died and updates the poll callback.   */
 /* ========================================================================= */
@@ -2128,6 +4641,8 @@ static void graph_free(pg_graph *g)
     pg_free(g->friendly);
     pg_free(g->comment);
     pg_free(g->sync_types);
+    rec_table_free(g);
+    if (g->logf) fclose(g->logf);
     pg_free(g);
 }
 
@@ -2147,6 +4662,7 @@ static void graph_close(pg_graph *g)
         g->left_pt = peer_time(g);
         db_save(g);
     }
+    if (g->logf) file_sync(g->logf);
     for (c = L.conns; c; c = c->next) {
         if (c->graph != g || c->dead) continue;
         if (c->state == CS_CONNECTED) conn_disconnect(c, DISC_LEAVING, S_OK);
@@ -2157,6 +4673,11 @@ static void graph_close(pg_graph *g)
         if (c->graph == g) c->graph = NULL;
     if (g->listener) listener_release(g->listener);
     g->listener = NULL;
+    {
+        pg_enum *e;
+        for (e = L.enums; e; e = e->next)
+            if (e->graph == g) e->graph = NULL;
+    }
     for (pp = &L.graphs; *pp; pp = &(*pp)->next)
         if (*pp == g) { *pp = g->next; break; }
     graph_free(g);
@@ -2349,8 +4870,17 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
         graph_free(g);
         return E_OUTOFMEMORY;
     }
-    hr = db_save(g);
-    if (FAILED(hr)) { graph_free(g); return hr; }
+    g->exp_deadline = L.now;
+    hr = db_rewrite(g); /* a new file */
+    if (SUCCEEDED(hr)) hr = graph_publish_info(g);
+    if (FAILED(hr)) {
+        char *path = g->db_path;
+        g->db_path = NULL;
+        graph_free(g); /* closes the file first (Windows cannot remove an open file) */
+        remove(path);
+        pg_free(path);
+        return hr;
+    }
     graph_link(g);
     *phGraph = (HGRAPH)g->handle;
     return S_OK;
@@ -2379,9 +4909,10 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
     hr = db_load(g);
     if (FAILED(hr)) { graph_free(g); return hr; }
     if (hr == S_FALSE) {
-        hr = db_save(g); /* a new, empty, unsynchronized database */
+        hr = db_rewrite(g); /* a new, empty, unsynchronized database */
         if (FAILED(hr)) { graph_free(g); return hr; }
     }
+    g->exp_deadline = (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) ? PEER_NO_DEADLINE : L.now;
     hr = g->synchronized ? S_OK : PEER_S_GRAPH_DATA_CREATED;
     graph_link(g);
     *phGraph = (HGRAPH)g->handle;
@@ -2575,6 +5106,8 @@ HRESULT PeerGraphSetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES pGraphPrope
     g->presence_lifetime = pGraphProperties->ulPresenceLifetime ? pGraphProperties->ulPresenceLifetime : 300;
     g->presence_max = pGraphProperties->cPresenceMax;
     db_save(g);
+    graph_publish_info(g);
+    finish_call();
     memset(&e, 0, sizeof e);
     e.eventType = PEER_GRAPH_EVENT_PROPERTY_CHANGED;
     emit(g, &e, NULL, NULL);
@@ -2757,6 +5290,43 @@ HRESULT PeerGraphGetItemCount(HPEERENUM hPeerEnum, ULONG *pCount)
     return S_OK;
 }
 
+/* Next records of a record enumeration: the ones still live now. */
+static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
+{
+    ULONG want = *pCount, k = 0, i, pos;
+    size_t size = 0;
+    PVOID *arr;
+    uint8_t *cur;
+    uint64_t now = peer_time(e->graph);
+    /* first pass: sizes of the next `want` live records */
+    for (pos = e->pos; pos < e->n && k < want; pos++) {
+        const pg_rec *r = rec_find(e->graph, e->ids + 16 * pos);
+        rec_view v;
+        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        rec_parse(r->wire, r->len, &v);
+        size += (rec_api_size(&v) + 7) & ~(size_t)7;
+        k++;
+    }
+    *pppvItems = NULL;
+    if (!k) { e->pos = e->n; *pCount = 0; return S_OK; }
+    arr = (PVOID *)pg_alloc(k * sizeof(PVOID) + 8 + size);
+    if (!arr) return E_OUTOFMEMORY;
+    cur = (uint8_t *)(arr + k);
+    cur += (8 - ((uintptr_t)cur & 7)) & 7;
+    for (i = 0; e->pos < pos; e->pos++) {
+        const pg_rec *r = rec_find(e->graph, e->ids + 16 * e->pos);
+        rec_view v;
+        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        rec_parse(r->wire, r->len, &v);
+        rec_to_api(&v, (PPEER_RECORD)cur);
+        arr[i++] = cur;
+        cur += (rec_api_size(&v) + 7) & ~(size_t)7;
+    }
+    *pCount = k;
+    *pppvItems = arr;
+    return S_OK;
+}
+
 HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvItems)
 {
     pg_enum *e;
@@ -2767,6 +5337,14 @@ HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvIte
     REQUIRE_STARTED();
     if (!hPeerEnum || !pCount || !pppvItems) return E_INVALIDARG;
     if (!(e = enum_from_handle(hPeerEnum))) return PEER_E_NOT_FOUND;
+    if (e->kind == ENUM_RECORDS) {
+        if (!e->graph) {
+            *pCount = 0; /* the graph was closed: the enumeration is over */
+            *pppvItems = NULL;
+            return S_OK;
+        }
+        return enum_next_records(e, pCount, pppvItems);
+    }
     k = e->n - e->pos;
     if (*pCount < k) k = *pCount;
     *pppvItems = NULL;
@@ -2802,4 +5380,383 @@ HRESULT PeerGraphEndEnumeration(HPEERENUM hPeerEnum)
             return S_OK;
         }
     return PEER_E_NOT_FOUND;
+}
+
+/* --- records API --- */
+
+static int guid_reserved(const GUID *t)
+{
+    uint8_t w[16];
+    static const uint8_t z[16] = {0};
+    guid_put(w, t);
+    return guid_is_internal(w) || !memcmp(w, z, 16);
+}
+
+/* Checks what Add and Update share; returns S_OK or the documented error. */
+static HRESULT rec_check_app(const pg_graph *g, const PEER_RECORD *pr)
+{
+    uint64_t size;
+    HRESULT hr;
+    if (pr->dwSize != sizeof *pr || guid_reserved(&pr->type) || pr->dwFlags) return E_INVALIDARG;
+    if ((pr->data.cbData && !pr->data.pbData) || (pr->securityData.cbData && !pr->securityData.pbData)) return E_INVALIDARG;
+    if (pr->pwzAttributes && wcs_units16(pr->pwzAttributes) < 0) return E_INVALIDARG;
+    size = (uint64_t)pr->data.cbData + (pr->pwzAttributes ? 2 * (uint64_t)u16_units(pr->pwzAttributes) : 0);
+    if (size > g->max_record) return PEER_E_MAX_RECORD_SIZE_EXCEEDED;
+    if (pr->pwzAttributes && (hr = attr_validate(pr->pwzAttributes)) != S_OK) return hr;
+    return S_OK;
+}
+
+HRESULT PeerGraphAddRecord(HGRAPH hGraph, PPEER_RECORD pRecord, GUID *pRecordId)
+{
+    pg_graph *g;
+    uint8_t id[16], type[16], *wire;
+    size_t len;
+    uint64_t now;
+    HRESULT hr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pRecord || !pRecordId) return E_INVALIDARG;
+    if (pRecord->pwzCreatorId && !wcs_eq(pRecord->pwzCreatorId, g->peer_id)) return E_INVALIDARG;
+    if ((hr = rec_check_app(g, pRecord)) != S_OK) return hr;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    now = peer_time(g);
+    if (ft_get(&pRecord->ftExpiration) <= now) return E_INVALIDARG;
+    rec_new_id(g->peer_id, id);
+    guid_put(type, &pRecord->type);
+    wire = rec_build(g, type, id, 1, 0, g->peer_id, NULL, &pRecord->securityData, now, ft_get(&pRecord->ftExpiration),
+                     now, &pRecord->data, pRecord->pwzAttributes, &len);
+    if (!wire) return E_OUTOFMEMORY;
+    hr = graph_publish(g, wire, len);
+    pg_free(wire);
+    if (SUCCEEDED(hr)) guid_get(pRecordId, id);
+    finish_call();
+    return hr;
+}
+
+/* A live (not deleted, not expired) application record, or NULL. */
+static pg_rec *rec_live(pg_graph *g, const GUID *id, rec_view *v)
+{
+    uint8_t w[16];
+    pg_rec *r;
+    guid_put(w, id);
+    r = rec_find(g, w);
+    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    rec_parse(r->wire, r->len, v);
+    return r;
+}
+
+HRESULT PeerGraphUpdateRecord(HGRAPH hGraph, PPEER_RECORD pRecord)
+{
+    pg_graph *g;
+    pg_rec *r;
+    rec_view v;
+    uint8_t *wire;
+    size_t len;
+    uint64_t now, mod;
+    wchar_t *creator;
+    HRESULT hr;
+    GUID t;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pRecord) return E_INVALIDARG;
+    if ((hr = rec_check_app(g, pRecord)) != S_OK) return hr;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    if (!(r = rec_live(g, &pRecord->id, &v))) return PEER_E_RECORD_NOT_FOUND;
+    guid_get(&t, v.type);
+    if (memcmp(&t, &pRecord->type, sizeof t) != 0) return E_INVALIDARG; /* the type never changes */
+    if (ft_get(&pRecord->ftExpiration) < v.expires) return E_INVALIDARG; /* may only be extended */
+    now = peer_time(g);
+    mod = now > v.modified ? now : v.modified + 1;
+    if (ft_get(&pRecord->ftExpiration) <= mod) return E_INVALIDARG;
+    if (!(creator = u16_dup(v.creator, v.n_creator))) return E_OUTOFMEMORY;
+    wire = rec_build(g, v.type, v.id, v.version + 1, 0, creator, g->peer_id, &pRecord->securityData, v.created,
+                     ft_get(&pRecord->ftExpiration), mod, &pRecord->data, pRecord->pwzAttributes, &len);
+    pg_free(creator);
+    if (!wire) return E_OUTOFMEMORY;
+    hr = graph_publish(g, wire, len);
+    pg_free(wire);
+    finish_call();
+    return hr;
+}
+
+HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal)
+{
+    pg_graph *g;
+    pg_rec *r;
+    rec_view v;
+    HRESULT hr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pRecordId) return E_INVALIDARG;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    if (!(r = rec_live(g, pRecordId, &v))) return PEER_E_RECORD_NOT_FOUND;
+    if (guid_is_internal(v.type)) return E_ACCESSDENIED;
+    if (fLocal) {
+        uint8_t id[16], type[16];
+        memcpy(id, r->id, 16);
+        memcpy(type, r->wire, 16);
+        if (FAILED(hr = log_append(g, LE_DROP, id, 16))) return hr;
+        rec_unlink(g, r);
+        pg_free(r);
+        emit_record(g, PEER_RECORD_DELETED, id, type);
+        return S_OK;
+    } else {
+        /* a tombstone: an update with Deleted set and no payload or attributes */
+        uint64_t now = peer_time(g), mod = now > v.modified ? now : v.modified + 1;
+        wchar_t *creator = u16_dup(v.creator, v.n_creator);
+        PEER_DATA sec;
+        uint8_t *wire;
+        size_t len;
+        if (!creator) return E_OUTOFMEMORY;
+        sec.cbData = v.n_sec;
+        sec.pbData = (PBYTE)v.sec;
+        wire = rec_build(g, v.type, v.id, v.version + 1, RF_DELETED, creator, g->peer_id, &sec, v.created,
+                         v.expires > mod ? v.expires : mod + 1, mod, NULL, NULL, &len);
+        pg_free(creator);
+        if (!wire) return E_OUTOFMEMORY;
+        hr = graph_publish(g, wire, len);
+        pg_free(wire);
+        finish_call();
+        return hr;
+    }
+}
+
+HRESULT PeerGraphGetRecord(HGRAPH hGraph, const GUID *pRecordId, PPEER_RECORD *ppRecord)
+{
+    pg_graph *g;
+    rec_view v;
+    PPEER_RECORD pr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pRecordId || !ppRecord) return E_INVALIDARG;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    if (!rec_live(g, pRecordId, &v)) return PEER_E_RECORD_NOT_FOUND;
+    if (!(pr = (PPEER_RECORD)pg_alloc(rec_api_size(&v)))) return E_OUTOFMEMORY;
+    rec_to_api(&v, pr);
+    *ppRecord = pr;
+    return S_OK;
+}
+
+/* Snapshot of the IDs of live records matching a filter (type, creator,
+ * compiled query).  Internal record types are listed only when asked for by
+ * type. */
+static HRESULT enum_records(pg_graph *g, const GUID *type, const wchar_t *creator, const pg_query *q,
+                            HPEERENUM *phPeerEnum)
+{
+    pg_enum *e;
+    uint8_t tw[16];
+    size_t i, n = 0;
+    uint64_t now = peer_time(g);
+    if (type) guid_put(tw, type);
+    e = (pg_enum *)pg_calloc(1, sizeof *e);
+    if (!e) return E_OUTOFMEMORY;
+    e->kind = ENUM_RECORDS;
+    e->graph = g;
+    e->ids = (uint8_t *)pg_alloc(16 * (g->rec_count ? g->rec_count : 1));
+    if (!e->ids) { pg_free(e); return E_OUTOFMEMORY; }
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            rec_view v;
+            if ((r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (type ? memcmp(r->wire, tw, 16) != 0 : guid_is_internal(r->wire)) continue;
+            rec_parse(r->wire, r->len, &v);
+            if (creator && !u16_eq(v.creator, v.n_creator, creator)) continue;
+            if (q) {
+                pg_search_rec sr;
+                GUID gid, gtype;
+                wchar_t *a = v.n_attr ? u16_dup(v.attr, v.n_attr) : NULL;
+                wchar_t *c = u16_dup(v.creator, v.n_creator), *mb = v.n_modby ? u16_dup(v.modby, v.n_modby) : NULL;
+                int ok;
+                guid_get(&gid, v.id);
+                guid_get(&gtype, v.type);
+                sr.attributes = a;
+                sr.creator = c;
+                sr.modified_by = mb;
+                sr.id = &gid;
+                sr.type = &gtype;
+                sr.creation = v.created;
+                sr.last_modified = v.modified;
+                ok = c && (!v.n_attr || a) && (!v.n_modby || mb) && query_match(q, &sr);
+                pg_free(a); pg_free(c); pg_free(mb);
+                if (!ok) continue;
+            }
+            memcpy(e->ids + 16 * n++, r->id, 16);
+        }
+    }
+    e->n = (ULONG)n;
+    e->handle = new_handle();
+    e->next = L.enums;
+    L.enums = e;
+    *phPeerEnum = (HPEERENUM)e->handle;
+    return S_OK;
+}
+
+HRESULT PeerGraphEnumRecords(HGRAPH hGraph, const GUID *pRecordType, PCWSTR pwzPeerId, HPEERENUM *phPeerEnum)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!phPeerEnum || (pwzPeerId && !wcs_valid(pwzPeerId, PEER_MAX_ID_CHARS, 0))) return E_INVALIDARG;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    return enum_records(g, pRecordType, pwzPeerId, NULL, phPeerEnum);
+}
+
+HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phPeerEnum)
+{
+    pg_graph *g;
+    pg_query *q = NULL;
+    HRESULT hr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pwzCriteria || !phPeerEnum) return E_INVALIDARG;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    if ((hr = query_compile(pwzCriteria, &q)) != S_OK) return hr;
+    hr = enum_records(g, NULL, NULL, q, phPeerEnum);
+    query_free(q);
+    return hr;
+}
+
+HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds)
+{
+    REQUIRE_STARTED();
+    if (!graph_from_handle(hGraph)) return PEER_E_INVALID_GRAPH;
+    if (cRecordIds && !pRecordIds) return E_INVALIDARG;
+    /* Without a security provider nothing is ever deferred: there is nothing
+     * to re-validate. */
+    return S_OK;
+}
+
+HRESULT PeerGraphUniversalTimeToPeerTime(HGRAPH hGraph, FILETIME *pftUniversalTime, FILETIME *pftPeerTime)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pftUniversalTime || !pftPeerTime) return E_INVALIDARG;
+    ft_set(pftPeerTime, (uint64_t)((int64_t)ft_get(pftUniversalTime) - g->ptd));
+    return S_OK;
+}
+
+HRESULT PeerGraphPeerTimeToUniversalTime(HGRAPH hGraph, FILETIME *pftPeerTime, FILETIME *pftUniversalTime)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pftUniversalTime || !pftPeerTime) return E_INVALIDARG;
+    ft_set(pftUniversalTime, (uint64_t)((int64_t)ft_get(pftPeerTime) + g->ptd));
+    return S_OK;
+}
+
+HRESULT PeerGraphGetDatabaseInfo(HGRAPH hGraph, PEER_DATABASE_INFO *pInfo)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pInfo || pInfo->dwSize != sizeof *pInfo) return E_INVALIDARG;
+    pInfo->cRecords = (ULONG)g->rec_count;
+    pInfo->cbRecords = g->rec_bytes;
+    pInfo->cbFile = g->log_bytes;
+    pInfo->cbTornTailDropped = g->db_torn_bytes;
+    pInfo->cCorruptEntriesDropped = g->db_bad_entries;
+    pInfo->cRejectedRecords = g->rejected_records;
+    return S_OK;
+}
+
+/* --- export / import (the file is a compact database log, PROTOCOL.md 3b) --- */
+
+static FILE *wfopen(PCWSTR path, const char *mode)
+{
+#ifdef _WIN32
+    wchar_t wm[4];
+    size_t i;
+    for (i = 0; mode[i] && i < 3; i++) wm[i] = (wchar_t)mode[i];
+    wm[i] = 0;
+    return _wfopen(path, wm);
+#else
+    char *p8 = wcs_to_utf8(path);
+    FILE *f = p8 ? fopen(p8, mode) : NULL;
+    pg_free(p8);
+    return f;
+#endif
+}
+
+HRESULT PeerGraphExportDatabase(HGRAPH hGraph, PCWSTR pwzFilePath)
+{
+    pg_graph *g;
+    pg_buf meta = {0};
+    FILE *f;
+    ULONGLONG bytes = 8;
+    int ok;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pwzFilePath || !*pwzFilePath || wcs_units16(pwzFilePath) < 0) return E_INVALIDARG;
+    if (!meta_body(g, &meta)) { buf_free(&meta); return E_OUTOFMEMORY; }
+    f = wfopen(pwzFilePath, "wb");
+    if (!f) { buf_free(&meta); return E_ACCESSDENIED; }
+    ok = db_write_snapshot(g, f, meta.p, meta.len, &bytes);
+    ok = file_sync(f) && ok;
+    ok = fclose(f) == 0 && ok;
+    buf_free(&meta);
+    return ok ? S_OK : E_ACCESSDENIED;
+}
+
+typedef struct import_ctx { pg_graph *g; int meta_ok, meta_bad, synced, oom; ULONG added; } import_ctx;
+
+static void import_entry(void *pv, int kind, const uint8_t *body, size_t n)
+{
+    import_ctx *ic = (import_ctx *)pv;
+    pg_graph *g = ic->g;
+    if (kind == LE_META) {
+        pg_meta m;
+        if (!meta_parse(body, n, &m)) { ic->meta_bad = 1; return; }
+        if (!wcs_eq(m.gid, g->graph_id) || !wcs_eq(m.pid, g->peer_id)) ic->meta_bad = 1;
+        else { ic->meta_ok = 1; ic->synced = m.synchronized; }
+        meta_free(&m);
+    } else if (kind == LE_REC && ic->meta_ok && !ic->meta_bad) {
+        rec_view v, lv;
+        pg_rec *local;
+        HRESULT hr;
+        if (!rec_parse(body, n, &v) || !rec_validate(g, &v, peer_time(g))) return;
+        if (guid_is_internal(v.type) && v.type[2] != 1) return; /* no stale presence/contact/signature */
+        local = rec_find(g, v.id);
+        if (local) {
+            rec_parse(local->wire, local->len, &lv);
+            if (rec_compare(&v, &lv) <= 0) return; /* ours is as new */
+        }
+        if (!graph_store(g, body, n, &hr)) { if (hr == E_OUTOFMEMORY) ic->oom = 1; return; }
+        ic->added++;
+    }
+}
+
+HRESULT PeerGraphImportDatabase(HGRAPH hGraph, PCWSTR pwzFilePath)
+{
+    pg_graph *g;
+    FILE *f;
+    uint8_t *buf;
+    size_t n;
+    HRESULT hr;
+    import_ctx ic;
+    ULONG bad = 0;
+    ULONGLONG torn = 0;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pwzFilePath || !*pwzFilePath || wcs_units16(pwzFilePath) < 0) return E_INVALIDARG;
+    if (g->used_network) return PEER_E_GRAPH_IN_USE;
+    if (g->is_creator) return E_ACCESSDENIED; /* only into a graph opened with PeerGraphOpen */
+    f = wfopen(pwzFilePath, "rb");
+    if (!f) return PEER_E_DATABASE_NOT_PRESENT;
+    hr = file_read_all(f, &buf, &n);
+    fclose(f);
+    if (FAILED(hr)) return hr;
+    if (n < 8 || memcmp(buf, LOG_MAGIC, 8) != 0) { pg_free(buf); return PEER_E_INVALID_DATABASE; }
+    memset(&ic, 0, sizeof ic);
+    ic.g = g;
+    /* first pass: the file must name this graph and peer */
+    log_walk(buf, n, import_entry, &ic, &bad, &torn);
+    pg_free(buf);
+    if (!ic.meta_ok || ic.meta_bad) return PEER_E_INVALID_DATABASE;
+    if (ic.oom) return E_OUTOFMEMORY;
+    if (ic.synced && !g->synchronized) graph_set_synchronized(g);
+    finish_call();
+    return S_OK;
 }

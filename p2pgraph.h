@@ -241,6 +241,27 @@ typedef struct peer_data_tag {
     PBYTE pbData;
 } PEER_DATA, *PPEER_DATA;
 
+typedef enum peer_record_flags_tag {
+    PEER_RECORD_FLAG_AUTOREFRESH = 0x0001,
+    PEER_RECORD_FLAG_DELETED = 0x0002
+} PEER_RECORD_FLAGS;
+
+typedef struct peer_record_tag {
+    DWORD dwSize;
+    GUID type;
+    GUID id;
+    DWORD dwVersion;
+    DWORD dwFlags;
+    PWSTR pwzCreatorId;
+    PWSTR pwzModifiedById;
+    PWSTR pwzAttributes;
+    FILETIME ftCreation;
+    FILETIME ftExpiration;
+    FILETIME ftLastModified;
+    PEER_DATA securityData;
+    PEER_DATA data;
+} PEER_RECORD, *PPEER_RECORD;
+
 typedef struct peer_address_tag {
     DWORD dwSize;
     SOCKADDR_IN6 sin6;
@@ -354,6 +375,7 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_DEFAULT_MAX_RECORD_SIZE (60u * 1024u * 1024u)
 #define PEER_MIN_RECORD_SIZE         1024u
 #define PEER_MESSAGE_OVERHEAD        65536u /* allowance above dwMaxRecordSize for a message */
+#define PEER_MAX_SYNC_MESSAGE        (64u * 1024u * 1024u) /* a hash-sync list may reach this (20 B per record) */
 #define PEER_MAX_SEND_QUEUE          (1024u * 1024u) /* queued bytes per connection */
 #define PEER_MAX_CONNECTIONS_PER_GRAPH 1024 /* neighbor + direct + in progress */
 #define PEER_MAX_PENDING_ACCEPTS     256    /* unauthenticated inbound per listener */
@@ -365,6 +387,8 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_MAX_NEIGHBORS           7
 #define PEER_CONNECT_TIMER_MS        60000u /* CONNECT sent, no WELCOME/REFUSE */
 #define PEER_LINGER_MS               2000u  /* a closing connection flushes DISCONNECT for at most this */
+#define PEER_SYNC_WATERMARK          (256u * 1024u) /* a sync answer queues FLOODs up to this many bytes */
+#define PEER_DB_SYNC_MS              100u   /* a database change is fsynced within this (see PeerGraphService) */
 
 /* ------------------------------------------------------------------------- */
 /* Host-driven I/O                                                            */
@@ -740,6 +764,126 @@ HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvIte
 /* PeerGraphEndEnumeration: frees it.  S_OK; E_INVALIDARG (NULL);
  * PEER_E_NOT_FOUND (unknown or already ended); PEER_E_NOT_INITIALIZED. */
 HRESULT PeerGraphEndEnumeration(HPEERENUM hPeerEnum);
+
+/* ------------------------------------------------------------------------- */
+/* Records                                                                    */
+/* A record's times are peer time (FILETIME units); convert with             */
+/* PeerGraphUniversalTimeToPeerTime.  RECORD_CHANGED events are queued for   */
+/* local changes as well as for changes arriving from the graph.             */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * PeerGraphAddRecord: stores a new record and floods it to every neighbor.
+ * Required: dwSize = sizeof(PEER_RECORD), a type that is not GUID_NULL nor one
+ * of the four internal types {00000100..00000400-0000-0000-0000-000000000000},
+ * ftExpiration later than the current peer time, dwFlags 0.  Optional: data,
+ * pwzAttributes (attribute XML), securityData.  pwzCreatorId must be NULL or
+ * this node's peer ID.  id, dwVersion, times and pwzModifiedById are set by
+ * the library.  On S_OK *pRecordId is the new ID, the record is in the
+ * database file (written to the OS; see PEER_DB_SYNC_MS) and RECORD_CHANGED
+ * (ADDED) is queued.
+ * Errors: E_INVALIDARG (any of the rules above, NULL pointers);
+ * PEER_E_MAX_RECORD_SIZE_EXCEEDED (data + attributes over dwMaxRecordSize);
+ * PEER_E_INVALID_ATTRIBUTES (attribute XML not valid); PEER_E_GRAPH_NOT_READY
+ * (never synchronized: wait for the SYNCHRONIZED status);
+ * PEER_E_DATABASE_ACCESSDENIED (the file could not be written: nothing was
+ * changed); E_OUTOFMEMORY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphAddRecord(HGRAPH hGraph, PPEER_RECORD pRecord, GUID *pRecordId);
+
+/*
+ * PeerGraphUpdateRecord: a new version of the record pRecord->id: data,
+ * attributes, securityData and ftExpiration (equal or later only) are
+ * replaced; the type must be unchanged.  Version + 1, pwzModifiedById = this
+ * peer.  Errors: PEER_E_RECORD_NOT_FOUND (no such live record); E_INVALIDARG
+ * (type changed, expiration earlier, other rules of Add);
+ * PEER_E_MAX_RECORD_SIZE_EXCEEDED; PEER_E_INVALID_ATTRIBUTES;
+ * PEER_E_GRAPH_NOT_READY; PEER_E_DATABASE_ACCESSDENIED; E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphUpdateRecord(HGRAPH hGraph, PPEER_RECORD pRecord);
+
+/*
+ * PeerGraphDeleteRecord: fLocal FALSE marks the record deleted graph-wide (a
+ * tombstone is flooded and kept until the record's expiration); fLocal TRUE
+ * drops it from this node only (it comes back at the next synchronization).
+ * RECORD_CHANGED (DELETED) is queued.  Errors: PEER_E_RECORD_NOT_FOUND;
+ * E_ACCESSDENIED (an internal record); E_INVALIDARG; PEER_E_GRAPH_NOT_READY;
+ * PEER_E_DATABASE_ACCESSDENIED; E_OUTOFMEMORY; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal);
+
+/* PeerGraphGetRecord: an allocated copy (PeerGraphFreeData).  S_OK;
+ * PEER_E_RECORD_NOT_FOUND (unknown, deleted or expired); E_INVALIDARG;
+ * PEER_E_GRAPH_NOT_READY; E_OUTOFMEMORY; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphGetRecord(HGRAPH hGraph, const GUID *pRecordId, PPEER_RECORD *ppRecord);
+
+/*
+ * PeerGraphEnumRecords: the live records of a type and/or creator (NULL = any;
+ * internal record types are listed only when asked for by type).  The
+ * enumeration holds IDs: GetNextItem returns PEER_RECORD* copies of those
+ * still live then.  S_OK; E_INVALIDARG; PEER_E_GRAPH_NOT_READY; E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphEnumRecords(HGRAPH hGraph, const GUID *pRecordType, PCWSTR pwzPeerId, HPEERENUM *phPeerEnum);
+
+/*
+ * PeerGraphSearchRecords: the live application records matching a
+ * <peersearch> query over attributes (see README).  S_OK; PEER_E_INVALID_SEARCH
+ * (the query is not valid); E_INVALIDARG (NULL, or a bad escape in a clause
+ * value); PEER_E_GRAPH_NOT_READY; E_OUTOFMEMORY; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phPeerEnum);
+
+/* PeerGraphValidateDeferredRecords: re-runs validation of deferred records.
+ * Without a security interface no record is ever deferred: S_OK and nothing
+ * to do.  E_INVALIDARG (cRecordIds > 0 with NULL); PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds);
+
+/* Peer time = UTC - the graph's peer time delta (learned from neighbors).
+ * S_OK; E_INVALIDARG; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphUniversalTimeToPeerTime(HGRAPH hGraph, FILETIME *pftUniversalTime, FILETIME *pftPeerTime);
+HRESULT PeerGraphPeerTimeToUniversalTime(HGRAPH hGraph, FILETIME *pftPeerTime, FILETIME *pftUniversalTime);
+
+/*
+ * PeerGraphExportDatabase: writes the graph's database (metadata and every
+ * record) to pwzFilePath, overwriting it, in the database file format of
+ * PROTOCOL.md 3b.  S_OK; E_INVALIDARG; E_ACCESSDENIED (the file could not be
+ * written); E_OUTOFMEMORY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphExportDatabase(HGRAPH hGraph, PCWSTR pwzFilePath);
+
+/*
+ * PeerGraphImportDatabase: merges an exported database into a graph opened
+ * with PeerGraphOpen, before Listen or Connect: each valid record newer than
+ * the local copy is stored (RECORD_CHANGED events); a file from a
+ * synchronized node makes this graph synchronized.  S_OK; E_INVALIDARG;
+ * PEER_E_GRAPH_IN_USE (Listen or Connect was called on this handle);
+ * E_ACCESSDENIED (the handle came from PeerGraphCreate);
+ * PEER_E_DATABASE_NOT_PRESENT (no such file); PEER_E_INVALID_DATABASE (not
+ * an export of this graph ID and peer ID); E_OUTOFMEMORY;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphImportDatabase(HGRAPH hGraph, PCWSTR pwzFilePath);
+
+/* p2pgraph extension: the state of a graph's database. */
+typedef struct peer_database_info_tag {
+    DWORD dwSize;                  /* sizeof(PEER_DATABASE_INFO) */
+    ULONG cRecords;                /* records held, tombstones included */
+    ULONGLONG cbRecords;           /* their wire bytes */
+    ULONGLONG cbFile;              /* the database file's size */
+    ULONGLONG cbTornTailDropped;   /* bytes of an incomplete last write dropped at Open */
+    ULONG cCorruptEntriesDropped;  /* entries whose checksum failed at Open */
+    ULONG cRejectedRecords;        /* records from the network that failed validation */
+} PEER_DATABASE_INFO;
+
+/* PeerGraphGetDatabaseInfo: S_OK; E_INVALIDARG (NULL or wrong dwSize);
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED. */
+HRESULT PeerGraphGetDatabaseInfo(HGRAPH hGraph, PEER_DATABASE_INFO *pInfo);
 
 #ifdef __cplusplus
 }

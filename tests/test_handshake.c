@@ -370,10 +370,13 @@ static void test_responder_welcome_and_disconnect(void **st)
     assert_int_equal(PeerGraphGetNodeInfo(h, 0xABCDEF, &ni), S_OK);
     assert_int_equal(fake_net_port(&ni->pAddresses[0].sin6), 4343);
     PeerGraphFreeData(ni);
-    /* a solicitation is answered (no records yet: SYNC_END) */
+    /* a solicitation of everything is answered: the Graph Info record, SYNC_END */
     hdr(&m, 6); p8(&m, 0); p8(&m, 0); p16(&m, 12); fin(&m);
     send_msg(s, &m);
     tu_pump(1, 1);
+    assert_true(recv_msg(s, &r, &m) > 0);
+    assert_int_equal(m.b[5], 0x0B);
+    assert_int_equal(m.b[12 + 2], 1); /* type {00000100-...} */
     assert_true(recv_msg(s, &r, &m) > 0);
     assert_int_equal(m.b[5], 0x0C);
     assert_int_equal(m.b[8], 1);

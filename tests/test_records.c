@@ -1,0 +1,948 @@
+/*
+ * test_records.c - the replicated record database on the fake network and
+ * synthetic clock: the records API, flooding through lines and rings, Sync
+ * All for a late joiner, Time-based sync after being offline, expiration,
+ * the database file (reopen, torn tail), hostile FLOODs, the wire form, and a
+ * crash test (a child killed with SIGKILL while writing).
+ */
+#include "testutil.h"
+#include <mbedtls/md.h>
+#ifndef _WIN32
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#endif
+
+static const GUID T1 = {0x11111111, 0x2222, 0x3333, {1, 2, 3, 4, 5, 6, 7, 8}};
+static const GUID T2 = {0x99999999, 0x2222, 0x3333, {1, 2, 3, 4, 5, 6, 7, 8}};
+
+static int setup(void **st) { (void)st; tu_start_fake(); return 0; }
+static int teardown(void **st) { (void)st; tu_stop_fake(); return 0; }
+
+static ULONGLONG pt_now(HGRAPH h)
+{
+    FILETIME u, p;
+    ULONGLONG utc = 134116992000000000ULL + fake_net_now() * 10000ULL; /* the fake's UTC */
+    u.dwLowDateTime = (DWORD)utc;
+    u.dwHighDateTime = (DWORD)(utc >> 32);
+    assert_int_equal(PeerGraphUniversalTimeToPeerTime(h, &u, &p), S_OK);
+    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
+}
+
+static void rec_init(PEER_RECORD *r, HGRAPH h, const GUID *type, const char *data, ULONGLONG lifeSec)
+{
+    ULONGLONG exp = pt_now(h) + lifeSec * 10000000ULL;
+    memset(r, 0, sizeof *r);
+    r->dwSize = sizeof *r;
+    r->type = *type;
+    r->ftExpiration.dwLowDateTime = (DWORD)exp;
+    r->ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
+    r->data.cbData = (ULONG)strlen(data);
+    r->data.pbData = (PBYTE)data;
+}
+
+static GUID add(HGRAPH h, const GUID *type, const char *data)
+{
+    PEER_RECORD r;
+    GUID id;
+    rec_init(&r, h, type, data, 3600);
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    return id;
+}
+
+/* The data of a live record, or "" if missing. */
+static const char *data_of(HGRAPH h, const GUID *id, char *buf, size_t n)
+{
+    PPEER_RECORD r = NULL;
+    buf[0] = 0;
+    if (PeerGraphGetRecord(h, id, &r) != S_OK) return buf;
+    if (r->data.cbData < n) { memcpy(buf, r->data.pbData, r->data.cbData); buf[r->data.cbData] = 0; }
+    PeerGraphFreeData(r);
+    return buf;
+}
+
+static int count_record_events(HPEEREVENT e, PEER_RECORD_CHANGE_TYPE ct)
+{
+    PPEER_GRAPH_EVENT_DATA d;
+    int n = 0;
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_RECORD_CHANGED)) != NULL) {
+        if (d->recordChangeData.changeType == ct) n++;
+        PeerGraphFreeData(d);
+    }
+    return n;
+}
+
+static ULONG record_count(HGRAPH h, const GUID *type)
+{
+    HPEERENUM en;
+    ULONG n;
+    assert_int_equal(PeerGraphEnumRecords(h, type, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    return n;
+}
+
+static void test_api_rules(void **st)
+{
+    HGRAPH h = tu_create(L"R", L"alice"), j = tu_open(L"R", L"bob");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_RECORD r;
+    PPEER_RECORD got;
+    GUID id, bad = {0x00000100, 0, 0, {0}};
+    char buf[64];
+    static char big[5000];
+    (void)st;
+    rec_init(&r, h, &T1, "hello", 3600);
+    assert_int_equal(PeerGraphAddRecord(h, NULL, &id), E_INVALIDARG);
+    assert_int_equal(PeerGraphAddRecord(h, &r, NULL), E_INVALIDARG);
+    assert_int_equal(PeerGraphAddRecord(j, &r, &id), PEER_E_GRAPH_NOT_READY);
+    r.dwSize--;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    r.dwSize++;
+    r.type = bad;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    r.type = T1;
+    r.dwFlags = PEER_RECORD_FLAG_AUTOREFRESH;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    r.dwFlags = 0;
+    r.pwzCreatorId = (PWSTR)L"mallory";
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    r.pwzCreatorId = NULL;
+    r.data.pbData = NULL;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    r.data.pbData = (PBYTE)"hello";
+    r.ftExpiration.dwHighDateTime = 0;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), E_INVALIDARG);
+    rec_init(&r, h, &T1, "hello", 3600);
+    r.data.cbData = 70u * 1024u * 1024u; /* over the default 60 MB */
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), PEER_E_MAX_RECORD_SIZE_EXCEEDED);
+    assert_int_equal(count_record_events(e, PEER_RECORD_ADDED), 0); /* nothing changed */
+    rec_init(&r, h, &T1, "hello", 3600);
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    assert_int_equal(count_record_events(e, PEER_RECORD_ADDED), 1);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    assert_int_equal(got->dwSize, sizeof(PEER_RECORD));
+    assert_memory_equal(&got->id, &id, sizeof id);
+    assert_memory_equal(&got->type, &T1, sizeof T1);
+    assert_int_equal(got->dwVersion, 1);
+    assert_true(wcscmp(got->pwzCreatorId, L"alice") == 0);
+    assert_null(got->pwzModifiedById);
+    assert_int_equal(got->data.cbData, 5);
+    assert_memory_equal(got->data.pbData, "hello", 5);
+    assert_memory_equal(&got->ftCreation, &got->ftLastModified, sizeof(FILETIME));
+    /* update: new data, version 2, modified by us; expiration may not shrink */
+    got->data.cbData = 3;
+    got->data.pbData = (PBYTE)"bye";
+    fake_net_advance(10);
+    assert_int_equal(PeerGraphUpdateRecord(h, got), S_OK);
+    assert_int_equal(count_record_events(e, PEER_RECORD_UPDATED), 1);
+    got->ftExpiration.dwLowDateTime -= 1;
+    if (got->ftExpiration.dwLowDateTime == 0xFFFFFFFFu) got->ftExpiration.dwHighDateTime--;
+    assert_int_equal(PeerGraphUpdateRecord(h, got), E_INVALIDARG);
+    got->ftExpiration.dwLowDateTime += 1;
+    if (got->ftExpiration.dwLowDateTime == 0) got->ftExpiration.dwHighDateTime++;
+    got->type = T2;
+    assert_int_equal(PeerGraphUpdateRecord(h, got), E_INVALIDARG);
+    PeerGraphFreeData(got);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "bye");
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    assert_int_equal(got->dwVersion, 2);
+    assert_true(wcscmp(got->pwzModifiedById, L"alice") == 0);
+    PeerGraphFreeData(got);
+    /* max record size of a small graph */
+    {
+        PEER_GRAPH_PROPERTIES p;
+        HGRAPH s;
+        memset(&p, 0, sizeof p);
+        p.dwSize = sizeof p;
+        p.pwzGraphId = (PWSTR)L"small";
+        p.pwzCreatorId = (PWSTR)L"alice";
+        p.dwMaxRecordSize = 4096;
+        PeerGraphDelete(L"small", L"alice", L"smalldb");
+        assert_int_equal(PeerGraphCreate(&p, L"smalldb", NULL, &s), S_OK);
+        memset(big, 'x', sizeof big - 1);
+        rec_init(&r, s, &T1, big, 3600);
+        assert_int_equal(PeerGraphAddRecord(s, &r, &id), PEER_E_MAX_RECORD_SIZE_EXCEEDED);
+        r.data.cbData = 4096;
+        assert_int_equal(PeerGraphAddRecord(s, &r, &id), S_OK);
+    }
+    /* delete: graph-wide, then gone */
+    id = add(h, &T2, "two");
+    assert_int_equal(PeerGraphDeleteRecord(h, &id, FALSE), S_OK);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(PeerGraphDeleteRecord(h, &id, FALSE), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(count_record_events(e, PEER_RECORD_DELETED), 1);
+    assert_int_equal(record_count(h, NULL), 1);
+    assert_int_equal(record_count(h, &T2), 0);
+    /* enumerate by creator */
+    {
+        HPEERENUM en;
+        ULONG n = 10;
+        PEER_RECORD **items;
+        assert_int_equal(PeerGraphEnumRecords(h, NULL, L"alice", &en), S_OK);
+        assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(items[0]->data.cbData, 3);
+        PeerGraphFreeData(items);
+        assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+        assert_int_equal(PeerGraphEnumRecords(h, NULL, L"bob", &en), S_OK);
+        assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+        assert_int_equal(n, 0);
+        assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    }
+}
+
+/* Attributes on records and PeerGraphSearchRecords over them. */
+static void test_attributes_and_search(void **st)
+{
+    HGRAPH h = tu_create(L"search", L"alice");
+    PEER_RECORD r;
+    GUID id;
+    HPEERENUM en;
+    ULONG n;
+    int i;
+    (void)st;
+    rec_init(&r, h, &T1, "x", 3600);
+    r.pwzAttributes = (PWSTR)L"<attributes><attribute name=\"Priority\" type=\"int\">1</attributes>";
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), PEER_E_INVALID_ATTRIBUTES);
+    r.pwzAttributes = (PWSTR)L"<attributes><attribute name=\"peercreatorid\" type=\"string\">x</attribute></attributes>";
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), PEER_E_INVALID_ATTRIBUTES);
+    for (i = 0; i < 10; i++) {
+        wchar_t a[200];
+        swprintf(a, 200, L"<attributes><attribute name=\"Priority\" type=\"int\">%d</attribute>"
+                         L"<attribute name=\"Title\" type=\"string\">item %d</attribute></attributes>", i, i);
+        r.pwzAttributes = a;
+        assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    }
+    assert_int_equal(PeerGraphSearchRecords(h, L"<peersearch><clause attrib=\"Priority\" type=\"int\" "
+                                               L"compare=\"greaterorequal\">7</clause></peersearch>", &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    assert_int_equal(PeerGraphSearchRecords(h, L"<peersearch><and><clause attrib=\"Title\" type=\"string\">item ?"
+                                               L"</clause><clause attrib=\"peercreatorid\" type=\"string\">ali*</clause>"
+                                               L"</and></peersearch>", &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(n, 10);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    assert_int_equal(PeerGraphSearchRecords(h, L"<peersearch><and></and></peersearch>", &en), PEER_E_INVALID_SEARCH);
+    assert_int_equal(PeerGraphSearchRecords(h, L"<peersearch><clause attrib=\"T\" type=\"string\">a\\q</clause>"
+                                               L"</peersearch>", &en), E_INVALIDARG);
+    assert_int_equal(PeerGraphSearchRecords(h, NULL, &en), E_INVALIDARG);
+}
+
+/* Export from a joined node, wipe it, import into a fresh Open. */
+static void test_export_import(void **st)
+{
+    HGRAPH a = tu_create(L"exim", L"alice"), b, c;
+    PEER_ADDRESS la = tu_listen(a);
+    ULONGLONG cid;
+    GUID ids[5];
+    wchar_t db[32];
+    char buf[16];
+    DWORD status;
+    int i;
+    (void)st;
+    for (i = 0; i < 5; i++) ids[i] = add(a, &T1, "exported");
+    b = tu_open(L"exim", L"bob");
+    swprintf(db, 32, L"db%d", tu_db_counter);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(10, 1);
+    assert_int_equal(PeerGraphExportDatabase(b, NULL), E_INVALIDARG);
+    assert_int_equal(PeerGraphExportDatabase(b, L"build/nonexistent-dir/x.p2pg"), E_ACCESSDENIED);
+    assert_int_equal(PeerGraphExportDatabase(b, TU_DBDIR_W L"/bob-export.p2pg"), S_OK);
+    assert_int_equal(PeerGraphImportDatabase(b, TU_DBDIR_W L"/bob-export.p2pg"), PEER_E_GRAPH_IN_USE);
+    assert_int_equal(PeerGraphImportDatabase(a, TU_DBDIR_W L"/bob-export.p2pg"), PEER_E_GRAPH_IN_USE);
+    {
+        HGRAPH cr = tu_create(L"exim2", L"bob"); /* a creator's handle, never used on the network */
+        assert_int_equal(PeerGraphImportDatabase(cr, TU_DBDIR_W L"/bob-export.p2pg"), E_ACCESSDENIED);
+    }
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    assert_int_equal(PeerGraphDelete(L"exim", L"bob", db), S_OK);
+    assert_int_equal(PeerGraphOpen(L"exim", L"bob", db, NULL, 0, NULL, &b), PEER_S_GRAPH_DATA_CREATED);
+    assert_int_equal(PeerGraphImportDatabase(b, TU_DBDIR_W L"/missing.p2pg"), PEER_E_DATABASE_NOT_PRESENT);
+    assert_int_equal(PeerGraphImportDatabase(b, TU_DBDIR_W L"/bob-export.p2pg"), S_OK);
+    assert_int_equal(PeerGraphGetStatus(b, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    for (i = 0; i < 5; i++) assert_string_equal(data_of(b, &ids[i], buf, sizeof buf), "exported");
+    /* another peer's export is refused */
+    c = tu_open(L"exim", L"carol");
+    assert_int_equal(PeerGraphImportDatabase(c, TU_DBDIR_W L"/bob-export.p2pg"), PEER_E_INVALID_DATABASE);
+    {
+        FILE *f = fopen(TU_DBDIR_N "/garbage.p2pg", "wb");
+        fwrite("not a database", 1, 14, f);
+        fclose(f);
+    }
+    assert_int_equal(PeerGraphImportDatabase(c, TU_DBDIR_W L"/garbage.p2pg"), PEER_E_INVALID_DATABASE);
+}
+
+/* N graphs; graph i connects to graph link[i] (a line or a ring). */
+#define NMAX 10
+static HGRAPH G[NMAX];
+static HPEEREVENT E[NMAX];
+
+static void build(int n, int ring)
+{
+    int i;
+    PEER_ADDRESS a[NMAX];
+    ULONGLONG id;
+    G[0] = tu_create(L"net", L"n0");
+    E[0] = tu_register_all(G[0]);
+    a[0] = tu_listen(G[0]);
+    for (i = 1; i < n; i++) {
+        wchar_t p[8];
+        swprintf(p, 8, L"n%d", i);
+        G[i] = tu_open(L"net", p);
+        E[i] = tu_register_all(G[i]);
+        assert_int_equal(PeerGraphConnect(G[i], NULL, &a[i - 1], &id), S_OK);
+        tu_pump(10, 1);
+        a[i] = tu_listen(G[i]);
+    }
+    if (ring) {
+        assert_int_equal(PeerGraphConnect(G[0], NULL, &a[n - 1], &id), S_OK);
+        tu_pump(10, 1);
+    }
+    for (i = 0; i < n; i++) {
+        DWORD s;
+        assert_int_equal(PeerGraphGetStatus(G[i], &s), S_OK);
+        assert_true(s & PEER_GRAPH_STATUS_SYNCHRONIZED);
+        while (count_record_events(E[i], PEER_RECORD_ADDED)) {}
+    }
+}
+
+static void flood_checks(int n)
+{
+    int i;
+    GUID id;
+    char buf[32];
+    PPEER_RECORD r;
+    id = add(G[n - 1], &T1, "from the end");
+    tu_pump(20, 1);
+    for (i = 0; i < n; i++) {
+        assert_string_equal(data_of(G[i], &id, buf, sizeof buf), "from the end");
+        assert_int_equal(count_record_events(E[i], PEER_RECORD_ADDED), 1); /* exactly once */
+    }
+    assert_int_equal(PeerGraphGetRecord(G[0], &id, &r), S_OK);
+    r->data.cbData = 7;
+    r->data.pbData = (PBYTE)"updated";
+    assert_int_equal(PeerGraphUpdateRecord(G[0], r), S_OK);
+    PeerGraphFreeData(r);
+    tu_pump(20, 1);
+    for (i = 0; i < n; i++) {
+        assert_string_equal(data_of(G[i], &id, buf, sizeof buf), "updated");
+        assert_int_equal(count_record_events(E[i], PEER_RECORD_UPDATED), 1);
+    }
+    assert_int_equal(PeerGraphDeleteRecord(G[n / 2], &id, FALSE), S_OK);
+    tu_pump(20, 1);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(PeerGraphGetRecord(G[i], &id, &r), PEER_E_RECORD_NOT_FOUND);
+        assert_int_equal(count_record_events(E[i], PEER_RECORD_DELETED), 1);
+    }
+}
+
+static void test_flood_line(void **st) { (void)st; build(NMAX, 0); flood_checks(NMAX); }
+static void test_flood_ring(void **st) { (void)st; build(NMAX, 1); flood_checks(NMAX); }
+
+/* A late joiner gets everything by Sync All, and the graph's properties
+ * through the Graph Info record. */
+static void test_late_join(void **st)
+{
+    HGRAPH a = tu_create(L"late", L"alice"), b;
+    HPEEREVENT eb;
+    PEER_ADDRESS la = tu_listen(a);
+    GUID ids[50];
+    ULONGLONG cid;
+    char buf[16], want[16];
+    int i;
+    PPEER_GRAPH_PROPERTIES p;
+    (void)st;
+    for (i = 0; i < 50; i++) { sprintf(want, "rec%d", i); ids[i] = add(a, i % 2 ? &T1 : &T2, want); }
+    assert_int_equal(PeerGraphDeleteRecord(a, &ids[0], FALSE), S_OK);
+    b = tu_open(L"late", L"bob");
+    eb = tu_register_all(b);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(20, 1);
+    for (i = 1; i < 50; i++) {
+        sprintf(want, "rec%d", i);
+        assert_string_equal(data_of(b, &ids[i], buf, sizeof buf), want);
+    }
+    assert_string_equal(data_of(b, &ids[0], buf, sizeof buf), "");
+    assert_int_equal(count_record_events(eb, PEER_RECORD_ADDED), 49); /* the tombstone raises nothing */
+    assert_int_equal(PeerGraphGetProperties(b, &p), S_OK);
+    assert_true(wcscmp(p->pwzCreatorId, L"alice") == 0);
+    assert_true(wcscmp(p->pwzFriendlyName, L"test graph") == 0);
+    PeerGraphFreeData(p);
+}
+
+/* Offline while records changed: the reopened node resyncs by time. */
+static void test_offline_resync(void **st)
+{
+    HGRAPH a = tu_create(L"off", L"alice"), b;
+    PEER_ADDRESS la = tu_listen(a);
+    GUID keep, upd, del, fresh;
+    ULONGLONG cid;
+    char buf[16];
+    PPEER_RECORD r;
+    wchar_t db[32];
+    HPEEREVENT eb;
+    (void)st;
+    keep = add(a, &T1, "keep");
+    upd = add(a, &T1, "old");
+    del = add(a, &T1, "doomed");
+    b = tu_open(L"off", L"bob");
+    swprintf(db, 32, L"db%d", tu_db_counter);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(10, 1);
+    assert_string_equal(data_of(b, &upd, buf, sizeof buf), "old");
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    tu_pump(3, 1000);
+    /* while bob is away */
+    assert_int_equal(PeerGraphGetRecord(a, &upd, &r), S_OK);
+    r->data.cbData = 3;
+    r->data.pbData = (PBYTE)"new";
+    assert_int_equal(PeerGraphUpdateRecord(a, r), S_OK);
+    PeerGraphFreeData(r);
+    assert_int_equal(PeerGraphDeleteRecord(a, &del, FALSE), S_OK);
+    fresh = add(a, &T2, "fresh");
+    tu_pump(3, 1000);
+    /* bob comes back: his database is there (S_OK), and time-based sync catches up */
+    assert_int_equal(PeerGraphOpen(L"off", L"bob", db, NULL, 0, NULL, &b), S_OK);
+    eb = tu_register_all(b);
+    assert_string_equal(data_of(b, &upd, buf, sizeof buf), "old");
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(10, 1);
+    assert_string_equal(data_of(b, &keep, buf, sizeof buf), "keep");
+    assert_string_equal(data_of(b, &upd, buf, sizeof buf), "new");
+    assert_string_equal(data_of(b, &fresh, buf, sizeof buf), "fresh");
+    assert_int_equal(PeerGraphGetRecord(b, &del, &r), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(count_record_events(eb, PEER_RECORD_UPDATED) , 1);
+}
+
+static void test_expiration(void **st)
+{
+    HGRAPH h = tu_create(L"exp", L"alice");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_RECORD r;
+    GUID id;
+    PPEER_RECORD got;
+    PPEER_GRAPH_EVENT_DATA d;
+    (void)st;
+    rec_init(&r, h, &T1, "short", 60);
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    tu_pump(1, 1);
+    tu_pump(1, 59000);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    PeerGraphFreeData(got);
+    tu_pump(1, 1000);
+    /* expired: invisible at once, purged and reported by the expiry pass */
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), PEER_E_RECORD_NOT_FOUND);
+    tu_pump(2, 15000);
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_RECORD_CHANGED)) != NULL) {
+        if (d->recordChangeData.changeType == PEER_RECORD_EXPIRED) {
+            assert_memory_equal(&d->recordChangeData.recordId, &id, sizeof id);
+            PeerGraphFreeData(d);
+            break;
+        }
+        PeerGraphFreeData(d);
+    }
+    assert_non_null(d);
+    {
+        PEER_DATABASE_INFO di;
+        di.dwSize = sizeof di;
+        assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+        assert_int_equal(di.cRecords, 1); /* only the Graph Info record is left */
+    }
+    /* the Graph Info record is refreshed by its creator and never expires */
+    tu_pump(30, 60000);
+    {
+        PEER_DATABASE_INFO di;
+        di.dwSize = sizeof di;
+        assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+        assert_int_equal(di.cRecords, 1);
+    }
+}
+
+/* Records survive Close/Open; local deletes too; a torn tail is dropped. */
+static void test_persistence_and_torn_tail(void **st)
+{
+    PEER_GRAPH_PROPERTIES p;
+    HGRAPH h;
+    GUID ids[20];
+    int i;
+    char buf[16], want[16];
+    PEER_DATABASE_INFO di;
+    (void)st;
+    memset(&p, 0, sizeof p);
+    p.dwSize = sizeof p;
+    p.pwzGraphId = (PWSTR)L"persist";
+    p.pwzCreatorId = (PWSTR)L"alice";
+    PeerGraphDelete(L"persist", L"alice", L"pdb");
+    assert_int_equal(PeerGraphCreate(&p, L"pdb", NULL, &h), S_OK);
+    for (i = 0; i < 20; i++) { sprintf(want, "p%d", i); ids[i] = add(h, &T1, want); }
+    assert_int_equal(PeerGraphDeleteRecord(h, &ids[3], TRUE), S_OK);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    assert_int_equal(PeerGraphOpen(L"persist", L"alice", L"pdb", NULL, 0, NULL, &h), S_OK);
+    for (i = 0; i < 20; i++) {
+        sprintf(want, "p%d", i);
+        assert_string_equal(data_of(h, &ids[i], buf, sizeof buf), i == 3 ? "" : want);
+    }
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    /* a torn write at the end */
+    {
+        char path[512];
+        unsigned char hsh[16], cat[64];
+        FILE *f;
+        memcpy(cat, "persist\0alice", 13);
+        mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), cat, 13, hsh);
+        snprintf(path, sizeof path, "%s/pdb.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", TU_DBDIR_N, hsh[0], hsh[1], hsh[2],
+                 hsh[3], hsh[4], hsh[5], hsh[6], hsh[7]);
+        f = fopen(path, "ab");
+        assert_non_null(f);
+        fwrite("\x00\x00\x01\x00\x02partial", 1, 12, f);
+        fclose(f);
+    }
+    assert_int_equal(PeerGraphOpen(L"persist", L"alice", L"pdb", NULL, 0, NULL, &h), S_OK);
+    di.dwSize = sizeof di;
+    assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+    assert_int_equal(di.cbTornTailDropped, 12);
+    assert_int_equal(di.cRecords, 20); /* 19 + Graph Info */
+    assert_string_equal(data_of(h, &ids[19], buf, sizeof buf), "p19");
+}
+
+/* Compaction keeps the file bounded under repeated updates. */
+static void test_compaction(void **st)
+{
+    HGRAPH h = tu_create(L"compact", L"alice");
+    GUID id = add(h, &T1, "v");
+    PPEER_RECORD r;
+    PEER_DATABASE_INFO di;
+    static char data[2000];
+    int i;
+    (void)st;
+    memset(data, 'd', sizeof data);
+    for (i = 0; i < 3000; i++) {
+        assert_int_equal(PeerGraphGetRecord(h, &id, &r), S_OK);
+        r->data.cbData = sizeof data;
+        r->data.pbData = (PBYTE)data;
+        fake_net_advance(1);
+        assert_int_equal(PeerGraphUpdateRecord(h, r), S_OK);
+        PeerGraphFreeData(r);
+        if (i % 100 == 0) tu_pump(1, 1);
+    }
+    tu_pump(1, 1);
+    di.dwSize = sizeof di;
+    assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+    assert_true(di.cbFile < 2 * di.cbRecords + 2 * 1024 * 1024); /* 3000 x 2 KB written */
+    assert_true(di.cbFile > di.cbRecords);
+}
+
+/* Hash sync: a node that was offline added records of its own; after the
+ * time-based sync brings it the responder's new records, the hash sync
+ * finds the ranges that differ and sends the responder what it lacks.  The
+ * responder holds 0, 1, 10, 11 and 1000 new records. */
+static void test_hash_sync(void **st)
+{
+    static const int counts[] = {0, 1, 10, 11, 1000};
+    size_t t;
+    (void)st;
+    for (t = 0; t < sizeof counts / sizeof counts[0]; t++) {
+        HGRAPH a, b;
+        PEER_ADDRESS la;
+        ULONGLONG cid;
+        GUID mine[3], *theirs = (GUID *)malloc(sizeof(GUID) * (size_t)(counts[t] + 1));
+        wchar_t db[32], gid[16];
+        char buf[16];
+        int i;
+        swprintf(gid, 16, L"hash%d", (int)t);
+        a = tu_create(gid, L"alice");
+        la = tu_listen(a);
+        b = tu_open(gid, L"bob");
+        swprintf(db, 32, L"db%d", tu_db_counter);
+        assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+        tu_pump(10, 1);
+        assert_int_equal(PeerGraphClose(b), S_OK);
+        tu_pump(2, 1000);
+        assert_int_equal(PeerGraphOpen(gid, L"bob", db, NULL, 0, NULL, &b), S_OK);
+        for (i = 0; i < 3; i++) mine[i] = add(b, &T2, "bob's");        /* offline additions */
+        for (i = 0; i < counts[t]; i++) theirs[i] = add(a, &T1, "alice's");
+        tu_pump(1, 1000);
+        assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+        tu_pump(30, 1);
+        for (i = 0; i < 3; i++) assert_string_equal(data_of(a, &mine[i], buf, sizeof buf), "bob's");
+        for (i = 0; i < counts[t]; i++) assert_string_equal(data_of(b, &theirs[i], buf, sizeof buf), "alice's");
+        assert_int_equal(record_count(a, NULL), (ULONG)counts[t] + 3);
+        assert_int_equal(record_count(b, NULL), (ULONG)counts[t] + 3);
+        free(theirs);
+        assert_int_equal(PeerGraphClose(a), S_OK);
+        assert_int_equal(PeerGraphClose(b), S_OK);
+        tu_pump(2, 3000);
+    }
+}
+
+/* ---- an independent PEER_RECORD encoder (UTF-16LE strings, big-endian
+ * integers, GUIDs in textual byte order) for hostile and exact-byte tests ---- */
+typedef struct { unsigned char b[4096]; size_t n; } wbuf;
+static void w8(wbuf *w, unsigned v) { w->b[w->n++] = (unsigned char)v; }
+static void w32(wbuf *w, unsigned long v) { w8(w, (unsigned)(v >> 24) & 0xFF); w8(w, (unsigned)(v >> 16) & 0xFF); w8(w, (unsigned)(v >> 8) & 0xFF); w8(w, (unsigned)v & 0xFF); }
+static void w64(wbuf *w, ULONGLONG v) { w32(w, (unsigned long)(v >> 32)); w32(w, (unsigned long)(v & 0xFFFFFFFFu)); }
+static void wstr(wbuf *w, const char *s)
+{
+    size_t i, n = strlen(s);
+    if (!s[0]) { w32(w, 0); return; }
+    w32(w, (unsigned long)(n + 1));
+    for (i = 0; i <= n; i++) { w8(w, (unsigned char)s[i]); w8(w, 0); }
+}
+typedef struct {
+    unsigned char type[16], id[16];
+    unsigned long version;
+    unsigned flags;
+    const char *creator, *modby, *graph, *data, *attr;
+    ULONGLONG created, expires, modified;
+    unsigned proto;
+} xrec;
+static void x_id_for(const char *creator, unsigned char id[16], unsigned char low)
+{
+    unsigned char u16[600], h[16];
+    size_t i, n = strlen(creator);
+    for (i = 0; i < n; i++) { u16[2 * i] = (unsigned char)creator[i]; u16[2 * i + 1] = 0; }
+    mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), u16, 2 * n, h);
+    for (i = 0; i < 8; i++) id[i] = h[i] ^ h[8 + i];
+    memset(id + 8, low, 8);
+}
+static void x_encode(const xrec *x, wbuf *w)
+{
+    w->n = 0;
+    memcpy(w->b, x->type, 16); memcpy(w->b + 16, x->id, 16); w->n = 32;
+    w32(w, x->version);
+    w8(w, 0); w8(w, 0); w8(w, 0); w8(w, x->flags);
+    wstr(w, x->creator);
+    wstr(w, x->modby);
+    w32(w, 0); /* no security data */
+    w64(w, x->created); w64(w, x->expires); w64(w, x->modified);
+    wstr(w, x->graph);
+    w8(w, x->proto >> 8); w8(w, x->proto & 0xFF);
+    w32(w, (unsigned long)strlen(x->data));
+    memcpy(w->b + w->n, x->data, strlen(x->data)); w->n += strlen(x->data);
+    wstr(w, x->attr);
+}
+static void x_default(xrec *x, HGRAPH h, unsigned char low)
+{
+    static const unsigned char t1[16] = {0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 1, 2, 3, 4, 5, 6, 7, 8};
+    memset(x, 0, sizeof *x);
+    memcpy(x->type, t1, 16);
+    x->creator = "mallory";
+    x_id_for(x->creator, x->id, low);
+    x->version = 1;
+    x->modby = "";
+    x->graph = "hostile";
+    x->data = "payload";
+    x->attr = "";
+    x->created = x->modified = pt_now(h) - 10000000ULL;
+    x->expires = pt_now(h) + 3600 * 10000000ULL;
+    x->proto = 0x0100;
+}
+/* FLOOD the record from a raw neighbor; returns after one service. */
+static void x_flood(PEER_SOCKET s, const xrec *x)
+{
+    wbuf w;
+    unsigned char hdr[14];
+    size_t size;
+    x_encode(x, &w);
+    size = 12 + w.n;
+    hdr[0] = (unsigned char)((size + 0) >> 8); hdr[1] = (unsigned char)size; /* frame */
+    hdr[2] = 0; hdr[3] = 0; hdr[4] = (unsigned char)(size >> 8); hdr[5] = (unsigned char)size;
+    hdr[6] = 0x10; hdr[7] = 0x0B; hdr[8] = 0; hdr[9] = 0; hdr[10] = 0; hdr[11] = 12; hdr[12] = 0; hdr[13] = 0;
+    fake_net_raw_write(s, hdr, 14);
+    fake_net_raw_write(s, w.b, w.n);
+    tu_pump(1, 1);
+}
+static GUID x_guid(const unsigned char *b)
+{
+    GUID g;
+    g.Data1 = ((unsigned long)b[0] << 24) | ((unsigned long)b[1] << 16) | ((unsigned long)b[2] << 8) | b[3];
+    g.Data2 = (unsigned short)((b[4] << 8) | b[5]);
+    g.Data3 = (unsigned short)((b[6] << 8) | b[7]);
+    memcpy(g.Data4, b + 8, 8);
+    return g;
+}
+/* A raw neighbor connected to h (which listens): AUTH_INFO + CONNECT. */
+static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph)
+{
+    PEER_SOCKET s = fake_net_raw_connect(&la->sin6);
+    unsigned char m[64];
+    size_t lg = strlen(graph) + 1, n = 16 + lg + 8, k;
+    unsigned char fr[2];
+    memset(m, 0, sizeof m);
+    m[3] = (unsigned char)n; m[4] = 0x10; m[5] = 1; m[8] = 1; m[11] = 16; m[13] = (unsigned char)(16 + lg); m[15] = (unsigned char)n;
+    memcpy(m + 16, graph, lg);
+    memcpy(m + 16 + lg, "mallory", 8);
+    fr[0] = 0; fr[1] = (unsigned char)n;
+    fake_net_raw_write(s, fr, 2);
+    fake_net_raw_write(s, m, n);
+    memset(m, 0, 24);
+    m[3] = 24; m[4] = 0x10; m[5] = 2; m[11] = 24; m[13] = 24; m[23] = 0x42;
+    fr[1] = 24;
+    fake_net_raw_write(s, fr, 2);
+    fake_net_raw_write(s, m, 24);
+    tu_pump(1, 1);
+    k = fake_net_raw_pending(s);
+    assert_true(k > 0); /* WELCOME */
+    return s;
+}
+
+/* Every validation rule: the bad record never reaches the database nor the
+ * application; the link stays up; a good record still gets through. */
+static void test_hostile_floods(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET s = raw_neighbor(&la, "hostile");
+    xrec x;
+    int k;
+    PEER_DATABASE_INFO di;
+    GUID id;
+    PPEER_RECORD got;
+    static char bigdata[3000];
+    (void)st;
+    memset(bigdata, 'b', sizeof bigdata - 1);
+    for (k = 0; k < 14; k++) {
+        x_default(&x, h, (unsigned char)(k + 1));
+        switch (k) {
+        case 0: x.id[0] ^= 1; break;                                   /* ID not derived from creator */
+        case 1: x.graph = "another"; break;                             /* other graph */
+        case 2: x.proto = 0x0200; break;                                /* protocol version */
+        case 3: x.flags = 0x02; break;                                  /* deleted with payload */
+        case 4: x.expires = pt_now(h) - 1; break;                       /* expired */
+        case 5: x.expires = x.modified; break;                          /* expiration <= modification */
+        case 6: x.modified = x.created - 1; break;                      /* modified before created */
+        case 7: x.modby = "bob"; break;                                 /* modifier on an unmodified record */
+        case 8: x.flags = 0x80; break;                                  /* reserved flag bit */
+        case 9: x.creator = ""; break;                                  /* no creator */
+        case 10: x.attr = "<nope>"; break;                              /* bad attribute XML */
+        case 11: x.data = bigdata; break;                               /* over the graph's 2048 B limit? (set below) */
+        case 12: x.type[0] = 0; x.type[1] = 0; x.type[2] = 1; memset(x.type + 3, 0, 13); break; /* fake Graph Info ID */
+        case 13: x.version = 0; x.created = 0; break;                   /* nonsense, still parses: version 0 ok, created 0 */
+        }
+        if (k == 11) continue; /* the default graph allows 60 MB; size is tested in test_api_rules */
+        x_flood(s, &x);
+        id = x_guid(x.id);
+        if (k != 13) assert_int_equal(PeerGraphGetRecord(h, &id, &got), PEER_E_RECORD_NOT_FOUND);
+        else { assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK); PeerGraphFreeData(got); }
+        assert_int_equal(tu_neighbors(h), 1); /* the link stays */
+    }
+    assert_int_equal(count_record_events(e, PEER_RECORD_ADDED), 1);
+    di.dwSize = sizeof di;
+    assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+    assert_int_equal(di.cRejectedRecords, 12);
+    /* a structurally broken record (lengths that do not add up) likewise */
+    {
+        unsigned char junk[14 + 100];
+        size_t size = 12 + 100;
+        memset(junk, 0x41, sizeof junk);
+        junk[0] = 0; junk[1] = (unsigned char)size;
+        junk[2] = 0; junk[3] = 0; junk[4] = 0; junk[5] = (unsigned char)size; junk[6] = 0x10; junk[7] = 0x0B;
+        junk[8] = 0; junk[9] = 0; junk[10] = 0; junk[11] = 12; junk[12] = 0; junk[13] = 0;
+        fake_net_raw_write(s, junk, sizeof junk);
+        tu_pump(1, 1);
+        assert_int_equal(tu_neighbors(h), 1);
+        assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+        assert_int_equal(di.cRejectedRecords, 13);
+    }
+    /* a FLOOD whose reserved field is not 0 is a bad message: the link closes */
+    {
+        unsigned char bad[14] = {0, 12, 0, 0, 0, 12, 0x10, 0x0B, 0, 12, 0, 1};
+        fake_net_raw_write(s, bad, 14);
+        tu_pump(1, 1);
+        assert_int_equal(tu_neighbors(h), 0);
+    }
+    fake_net_raw_close(s);
+}
+
+/* Conflict resolution order and "send back the newer copy". */
+static void test_conflicts(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET s = raw_neighbor(&la, "hostile");
+    xrec x;
+    GUID id;
+    char buf[32];
+    unsigned char junk[8192];
+    (void)st;
+    x_default(&x, h, 0x77);
+    id = x_guid(x.id);
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "payload");
+    fake_net_raw_read(s, junk, sizeof junk);
+    /* rule 1: higher version wins */
+    x.version = 3; x.data = "v3"; x.modified += 10; x.modby = "bob";
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "v3");
+    /* lower version: ignored, and our newer copy goes back to the sender */
+    fake_net_raw_read(s, junk, sizeof junk);
+    x.version = 2; x.data = "v2";
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "v3");
+    {
+        size_t n = fake_net_raw_read(s, junk, sizeof junk), i;
+        int sawFlood = 0;
+        for (i = 0; i + 8 <= n; i++) if (junk[i + 6] == 0x10 && junk[i + 7] == 0x0B) sawFlood = 1;
+        assert_true(sawFlood);
+    }
+    /* rule 3: same version, both modified: the higher modifier ID wins */
+    x.version = 3; x.modby = "zed"; x.data = "zed";
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "zed");
+    x.modby = "carol"; x.data = "carol"; x.modified += 100;
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "zed");
+    /* rule 4: same modifier: the later modification wins */
+    x.modby = "zed"; x.data = "later";
+    x_flood(s, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "later");
+    fake_net_raw_close(s);
+}
+
+/* What we put on the wire for a local record, read by the test's decoder. */
+static void test_record_wire_form(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET s = raw_neighbor(&la, "hostile");
+    unsigned char in[8192], id16[16];
+    size_t n, i;
+    GUID id;
+    (void)st;
+    fake_net_raw_read(s, in, sizeof in); /* WELCOME etc. */
+    id = add(h, &T1, "wire");
+    tu_pump(1, 1);
+    n = fake_net_raw_read(s, in, sizeof in);
+    assert_true(n > 14);
+    assert_int_equal(in[2 + 4], 0x10);
+    assert_int_equal(in[2 + 5], 0x0B);
+    assert_int_equal(in[2 + 9], 12); /* record offset */
+    i = 2 + 12;
+    assert_int_equal(in[i + 0], 0x11); /* type, textual byte order */
+    assert_int_equal(in[i + 4], 0x22);
+    x_id_for("alice", id16, 0);
+    assert_memory_equal(in + i + 16, id16, 8); /* the ID's high half folds MD5(creator) */
+    assert_int_equal(in[i + 35], 1);   /* version 1 */
+    assert_int_equal(in[i + 39], 0);   /* flags */
+    assert_int_equal(in[i + 43], 6);   /* creator length: "alice" + NUL */
+    assert_int_equal(in[i + 44], 'a'); /* UTF-16LE */
+    assert_int_equal(in[i + 45], 0);
+    (void)id;
+    fake_net_raw_close(s);
+}
+
+#ifndef _WIN32
+/* A child adds records and reports each acknowledged one on a pipe; it is
+ * killed with SIGKILL at a random moment; the database must open and hold
+ * every acknowledged record. */
+static void test_crash_kill9(void **st)
+{
+    int round;
+    (void)st;
+    assert_int_equal(PeerGraphShutdown(), S_OK);
+    srand(12345);
+    for (round = 0; round < 25; round++) {
+        int fds[2];
+        pid_t pid;
+        static GUID acked[20000];
+        int nacked = 0, i;
+        HGRAPH h;
+        PEER_VERSION_DATA vd;
+        assert_int_equal(pipe(fds), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            HGRAPH c;
+            close(fds[0]);
+            assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
+            PeerGraphStartup(PEER_GRAPH_VERSION, &vd);
+            if (round == 0) {
+                PEER_GRAPH_PROPERTIES p;
+                memset(&p, 0, sizeof p);
+                p.dwSize = sizeof p;
+                p.pwzGraphId = (PWSTR)L"crash";
+                p.pwzCreatorId = (PWSTR)L"alice";
+                PeerGraphDelete(L"crash", L"alice", L"crashdb");
+                if (PeerGraphCreate(&p, L"crashdb", NULL, &c) != S_OK) _exit(3);
+            } else if (PeerGraphOpen(L"crash", L"alice", L"crashdb", NULL, 0, NULL, &c) != S_OK)
+                _exit(4);
+            for (;;) {
+                PEER_RECORD r;
+                GUID id;
+                static char d[300];
+                ULONGLONG exp = 134116992000000000ULL * 2;
+                memset(&r, 0, sizeof r);
+                r.dwSize = sizeof r;
+                r.type = T1;
+                r.ftExpiration.dwLowDateTime = (DWORD)exp;
+                r.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
+                memset(d, 'c', sizeof d);
+                r.data.cbData = 1 + (ULONG)(rand() % 299);
+                r.data.pbData = (PBYTE)d;
+                if (PeerGraphAddRecord(c, &r, &id) != S_OK) _exit(5);
+                if (write(fds[1], &id, sizeof id) != (ssize_t)sizeof id) _exit(6);
+                PeerGraphService(NULL, 0, PeerGraphGetTickCount());
+            }
+        }
+        close(fds[1]);
+        {
+            struct timespec ts;
+            ts.tv_sec = 0;
+            ts.tv_nsec = (long)(1 + rand() % 40) * 1000000L;
+            nanosleep(&ts, NULL);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        for (;;) {
+            ssize_t k = read(fds[0], &acked[nacked], sizeof(GUID));
+            if (k != (ssize_t)sizeof(GUID) || nacked + 1 >= 20000) break;
+            nacked++;
+        }
+        close(fds[0]);
+        assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
+        assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+        assert_int_equal(PeerGraphOpen(L"crash", L"alice", L"crashdb", NULL, 0, NULL, &h), S_OK);
+        for (i = 0; i < nacked; i++) {
+            PPEER_RECORD got;
+            assert_int_equal(PeerGraphGetRecord(h, &acked[i], &got), S_OK);
+            PeerGraphFreeData(got);
+        }
+        assert_int_equal(PeerGraphClose(h), S_OK);
+        assert_int_equal(PeerGraphShutdown(), S_OK);
+    }
+    {
+        PEER_VERSION_DATA vd;
+        assert_int_equal(PeerGraphSetNetShim(fake_net_shim()), S_OK);
+        assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK); /* for teardown */
+    }
+}
+#endif
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_api_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attributes_and_search, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_import, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flood_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flood_ring, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_late_join, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_offline_resync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistence_and_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
+#ifndef _WIN32
+        cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
+#endif
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
