@@ -231,6 +231,50 @@ static void test_attributes_and_search(void **st)
     assert_int_equal(PeerGraphSearchRecords(h, NULL, &en), E_INVALIDARG);
 }
 
+/* Open with a sync precedence: that type is solicited first and raises
+ * PEER_GRAPH_EVENT_SYNCHRONIZED (filtered by type); peer time round-trips. */
+static void test_sync_precedence_and_peer_time(void **st)
+{
+    HGRAPH a = tu_create(L"prec", L"alice"), b;
+    PEER_ADDRESS la = tu_listen(a);
+    ULONGLONG cid;
+    GUID prec[1];
+    PEER_GRAPH_EVENT_REGISTRATION reg[2];
+    HPEEREVENT e;
+    PPEER_GRAPH_EVENT_DATA d;
+    FILETIME u, p, back;
+    int syncs = 0;
+    (void)st;
+    add(a, &T1, "one");
+    add(a, &T2, "two");
+    prec[0] = T2;
+    PeerGraphDelete(L"prec", L"bob", L"precdb");
+    assert_int_equal(PeerGraphOpen(L"prec", L"bob", L"precdb", NULL, 1, NULL, &b), E_INVALIDARG);
+    assert_int_equal(PeerGraphOpen(L"prec", L"bob", L"precdb", NULL, 0, prec, &b), E_INVALIDARG);
+    assert_int_equal(PeerGraphOpen(L"prec", L"bob", L"precdb", NULL, 1, prec, &b), PEER_S_GRAPH_DATA_CREATED);
+    reg[0].eventType = PEER_GRAPH_EVENT_SYNCHRONIZED;
+    reg[0].pType = (GUID *)&T2;
+    reg[1].eventType = PEER_GRAPH_EVENT_SYNCHRONIZED;
+    reg[1].pType = (GUID *)&T1; /* never prioritized: never raised */
+    assert_int_equal(PeerGraphRegisterEvent(b, NULL, 2, reg, &e), S_OK);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(10, 1);
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_SYNCHRONIZED)) != NULL) {
+        assert_int_equal(d->synchronizedData.dwSize, sizeof d->synchronizedData);
+        assert_memory_equal(&d->synchronizedData.recordType, &T2, sizeof(GUID));
+        syncs++;
+        PeerGraphFreeData(d);
+    }
+    assert_int_equal(syncs, 1);
+    /* peer time: UTC minus the delta learned from alice (clocks agree here) */
+    u.dwLowDateTime = 0x12345678;
+    u.dwHighDateTime = 0x01DC0000;
+    assert_int_equal(PeerGraphUniversalTimeToPeerTime(b, &u, &p), S_OK);
+    assert_int_equal(PeerGraphPeerTimeToUniversalTime(b, &p, &back), S_OK);
+    assert_memory_equal(&u, &back, sizeof u);
+    assert_int_equal(PeerGraphUniversalTimeToPeerTime(b, NULL, &p), E_INVALIDARG);
+}
+
 /* Export from a joined node, wipe it, import into a fresh Open. */
 static void test_export_import(void **st)
 {
@@ -929,6 +973,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attributes_and_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_import, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_precedence_and_peer_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flood_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flood_ring, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_join, setup, teardown),
