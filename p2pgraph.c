@@ -124,16 +124,6 @@ static HRESULT md5(const void *pv, size_t cb, uint8_t out[16])
     return S_OK;
 }
 
-static void md5_2(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, uint8_t out[16])
-{
-    mbedtls_md_context_t ctx;
-    mbedtls_md_init(&ctx);
-    if (mbedtls_md_setup(&ctx, mbedtls_md_info_from_type(MBEDTLS_MD_MD5), 0) != 0 || mbedtls_md_starts(&ctx) != 0 ||
-        mbedtls_md_update(&ctx, a, na) != 0 || (nb && mbedtls_md_update(&ctx, b, nb) != 0) ||
-        mbedtls_md_finish(&ctx, out) != 0)
-        memset(out, 0, 16);
-    mbedtls_md_free(&ctx);
-}
 
 
 /* Decode one code point from a wchar_t string; returns chars consumed, 0 on
@@ -355,10 +345,12 @@ typedef struct pg_graph pg_graph;
 typedef struct pg_listener pg_listener;
 typedef struct pg_rec pg_rec;
 typedef struct pg_query pg_query;
+typedef struct pg_reg pg_reg;
 
 typedef struct pg_conn {
     int kind; /* OBJ_CONN */
     struct pg_conn *next;
+    struct pg_conn *gnext, *gprev; /* the graph's own list (c->graph) */
     ULONGLONG id;
     pg_graph *graph;        /* NULL before AUTH_INFO (inbound) or after the graph closed */
     pg_listener *listener;  /* inbound: the listener that accepted it */
@@ -392,6 +384,7 @@ typedef struct pg_conn {
     uint8_t *hash_send;     /* initiator: records the responder lacks */
     size_t hash_send_n;
     int poke;               /* needs processing at the next service */
+    int pending_counted;    /* counted in listener->pending (unauthenticated) */
     DWORD announced;        /* poll interest the host was told about */
 } pg_conn;
 
@@ -401,6 +394,7 @@ struct pg_listener {
     PEER_SOCKET s;
     SOCKADDR_IN6 bound;
     int refs;
+    ULONG pending;          /* accepted connections not yet bound to a graph */
     DWORD announced;
 };
 
@@ -433,6 +427,8 @@ struct pg_graph {
     GUID *sync_types;      /* prioritized record types given to Open */
     ULONG n_sync_types;
     int used_network;      /* Listen or Connect was called */
+    pg_conn *conns;        /* connections of this graph (via gnext) */
+    pg_reg *regs;          /* event registrations of this graph (via gnext) */
     /* records */
     pg_rec **recs;         /* hash table by record ID */
     size_t rec_cap, rec_count;
@@ -446,10 +442,12 @@ struct pg_graph {
     int log_dirty;
 };
 
-typedef struct pg_reg pg_reg;
 typedef struct pg_enum pg_enum;
 
 typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
+/* Open-addressing hash from a 64-bit key (never 0) to an object: sockets and
+ * the three kinds of handles. */
+typedef struct pg_map { sock_slot *slots; size_t cap, n; } pg_map;
 
 static struct {
     int started;
@@ -463,8 +461,8 @@ static struct {
     pg_listener *listeners;
     pg_reg *regs;
     pg_enum *enums;
-    sock_slot *socks;      /* open addressing, key = socket + 1 (0 = empty) */
-    size_t sock_cap, sock_n;
+    pg_map socks;          /* key = socket + 1 */
+    pg_map hgraphs, hregs, henums; /* key = handle */
     void (*poll_cb)(PVOID, PEER_SOCKET, DWORD);
     PVOID poll_ctx;
     PEER_POLL_FD *wait_want, *wait_ready; /* RunOnce scratch */
@@ -496,7 +494,7 @@ static uintptr_t new_handle(void) { return ++L.next_handle; }
 
 static uint64_t sock_key(PEER_SOCKET s) { return (uint64_t)s + 1; }
 
-static size_t sock_hash(uint64_t k, size_t cap)
+static size_t map_hash(uint64_t k, size_t cap)
 {
     k ^= k >> 33;
     k *= 0xff51afd7ed558ccdULL;
@@ -504,69 +502,72 @@ static size_t sock_hash(uint64_t k, size_t cap)
     return (size_t)k & (cap - 1);
 }
 
-static int sock_put(PEER_SOCKET s, void *obj);
+static int map_put(pg_map *m, uint64_t k, void *obj);
 
-static int sock_grow(void)
+static int map_grow(pg_map *m)
 {
-    size_t oldcap = L.sock_cap, i;
-    sock_slot *old = L.socks;
-    size_t ncap = oldcap ? oldcap * 2 : 64;
+    size_t oldcap = m->cap, i;
+    sock_slot *old = m->slots;
+    size_t ncap = oldcap ? oldcap * 2 : 16;
     sock_slot *n = (sock_slot *)pg_calloc(ncap, sizeof *n);
     if (!n) return 0;
-    L.socks = n;
-    L.sock_cap = ncap;
-    L.sock_n = 0;
+    m->slots = n;
+    m->cap = ncap;
+    m->n = 0;
     for (i = 0; i < oldcap; i++)
-        if (old[i].key) sock_put((PEER_SOCKET)(old[i].key - 1), old[i].obj);
+        if (old[i].key) map_put(m, old[i].key, old[i].obj);
     pg_free(old);
     return 1;
 }
 
-static int sock_put(PEER_SOCKET s, void *obj)
+static int map_put(pg_map *m, uint64_t k, void *obj)
 {
-    uint64_t k = sock_key(s);
     size_t i;
-    if ((L.sock_n + 1) * 2 > L.sock_cap && !sock_grow()) return 0;
-    for (i = sock_hash(k, L.sock_cap);; i = (i + 1) & (L.sock_cap - 1)) {
-        if (!L.socks[i].key || L.socks[i].key == k) {
-            if (!L.socks[i].key) L.sock_n++;
-            L.socks[i].key = k;
-            L.socks[i].obj = obj;
+    if ((m->n + 1) * 2 > m->cap && !map_grow(m)) return 0;
+    for (i = map_hash(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i].key || m->slots[i].key == k) {
+            if (!m->slots[i].key) m->n++;
+            m->slots[i].key = k;
+            m->slots[i].obj = obj;
             return 1;
         }
     }
 }
 
-static void *sock_get(PEER_SOCKET s)
+static void *map_get(const pg_map *m, uint64_t k)
 {
-    uint64_t k = sock_key(s);
     size_t i;
-    if (!L.sock_cap) return NULL;
-    for (i = sock_hash(k, L.sock_cap); L.socks[i].key; i = (i + 1) & (L.sock_cap - 1))
-        if (L.socks[i].key == k) return L.socks[i].obj;
+    if (!m->cap || !k) return NULL;
+    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i].key == k) return m->slots[i].obj;
     return NULL;
 }
 
-static void sock_del(PEER_SOCKET s)
+static void map_del(pg_map *m, uint64_t k)
 {
-    uint64_t k = sock_key(s);
     size_t i, j;
-    if (!L.sock_cap) return;
-    for (i = sock_hash(k, L.sock_cap); L.socks[i].key; i = (i + 1) & (L.sock_cap - 1))
-        if (L.socks[i].key == k) break;
-    if (!L.socks[i].key) return;
-    L.socks[i].key = 0;
-    L.sock_n--;
+    if (!m->cap) return;
+    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i].key == k) break;
+    if (!m->slots[i].key) return;
+    m->slots[i].key = 0;
+    m->n--;
     /* backward-shift deletion keeps probe chains intact */
-    for (j = (i + 1) & (L.sock_cap - 1); L.socks[j].key; j = (j + 1) & (L.sock_cap - 1)) {
-        size_t h = sock_hash(L.socks[j].key, L.sock_cap);
+    for (j = (i + 1) & (m->cap - 1); m->slots[j].key; j = (j + 1) & (m->cap - 1)) {
+        size_t h = map_hash(m->slots[j].key, m->cap);
         if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
-            L.socks[i] = L.socks[j];
-            L.socks[j].key = 0;
+            m->slots[i] = m->slots[j];
+            m->slots[j].key = 0;
             i = j;
         }
     }
 }
+
+static void map_free(pg_map *m) { pg_free(m->slots); memset(m, 0, sizeof *m); }
+
+static int sock_put(PEER_SOCKET s, void *obj) { return map_put(&L.socks, sock_key(s), obj); }
+static void *sock_get(PEER_SOCKET s) { return map_get(&L.socks, sock_key(s)); }
+static void sock_del(PEER_SOCKET s) { map_del(&L.socks, sock_key(s)); }
 
 /* Closes a socket the library owns: tells the host first (poll callback). */
 static void socket_close(PEER_SOCKET s, DWORD *announced)
@@ -577,14 +578,7 @@ static void socket_close(PEER_SOCKET s, DWORD *announced)
     SHIM->pfnClose(SHIM->pvContext, s);
 }
 
-static pg_graph *graph_from_handle(HGRAPH h)
-{
-    pg_graph *g;
-    if (!h) return NULL;
-    for (g = L.graphs; g; g = g->next)
-        if (g->handle == (uintptr_t)h) return g;
-    return NULL;
-}
+static pg_graph *graph_from_handle(HGRAPH h) { return (pg_graph *)map_get(&L.hgraphs, (uintptr_t)h); }
 
 /* ========================================================================= */
 /* 3. Events                                                                 */
@@ -598,6 +592,7 @@ static pg_graph *graph_from_handle(HGRAPH h)
 
 struct pg_reg {
     pg_reg *next;
+    pg_reg *gnext;          /* the graph's own list */
     uintptr_t handle;
     pg_graph *graph;
     HANDLE hEvent;
@@ -624,7 +619,7 @@ static int reg_wants(const pg_reg *r, PEER_GRAPH_EVENT_TYPE t, const GUID *recTy
 static void reg_push(pg_reg *r, PPEER_GRAPH_EVENT_DATA ev)
 {
     if (r->count == r->cap) {
-        ULONG ncap = r->cap ? r->cap * 2 : 16, i;
+        ULONG ncap = r->cap ? r->cap * 2 : 4, i;
         PPEER_GRAPH_EVENT_DATA *nr;
         if (ncap > PEER_MAX_EVENTS_QUEUED) ncap = PEER_MAX_EVENTS_QUEUED;
         if (r->count == ncap || !(nr = (PPEER_GRAPH_EVENT_DATA *)pg_alloc(ncap * sizeof *nr))) {
@@ -664,10 +659,10 @@ static void reg_free(pg_reg *r)
 static void emit(pg_graph *g, const PEER_GRAPH_EVENT_DATA *proto, const GUID *recType, const wchar_t *peer)
 {
     pg_reg *r;
-    for (r = L.regs; r; r = r->next) {
+    for (r = g->regs; r; r = r->gnext) {
         size_t extra = peer ? (wcslen(peer) + 1) * sizeof(wchar_t) : 0;
         PPEER_GRAPH_EVENT_DATA ev;
-        if (r->graph != g || !reg_wants(r, proto->eventType, recType)) continue;
+        if (!reg_wants(r, proto->eventType, recType)) continue;
         ev = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *ev + extra);
         if (!ev) { r->overflowed = 1; continue; }
         *ev = *proto;
@@ -700,8 +695,8 @@ static DWORD graph_compute_status(const pg_graph *g)
     const pg_conn *c;
     if (g->listener) st |= PEER_GRAPH_STATUS_LISTENING;
     if (g->synchronized) st |= PEER_GRAPH_STATUS_SYNCHRONIZED;
-    for (c = L.conns; c; c = c->next)
-        if (c->graph == g && !c->dead && c->state == CS_CONNECTED) { st |= PEER_GRAPH_STATUS_HAS_CONNECTIONS; break; }
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && c->state == CS_CONNECTED) { st |= PEER_GRAPH_STATUS_HAS_CONNECTIONS; break; }
     return st;
 }
 
@@ -737,14 +732,7 @@ struct pg_enum {
     uint8_t *ids;
 };
 
-static pg_enum *enum_from_handle(HPEERENUM h)
-{
-    pg_enum *e;
-    if (!h) return NULL;
-    for (e = L.enums; e; e = e->next)
-        if (e->handle == (uintptr_t)h) return e;
-    return NULL;
-}
+static pg_enum *enum_from_handle(HPEERENUM h) { return (pg_enum *)map_get(&L.henums, (uintptr_t)h); }
 
 static void enum_free(pg_enum *e)
 {
@@ -1059,7 +1047,7 @@ static void rec_unlink(pg_graph *g, pg_rec *r)
 
 static int rec_table_grow(pg_graph *g)
 {
-    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 256, i, oldcap = g->rec_cap;
+    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 8, i, oldcap = g->rec_cap;
     pg_rec **old = g->recs, **n = (pg_rec **)pg_calloc(ncap, sizeof *n);
     if (!n) return 0;
     g->recs = n;
@@ -2325,16 +2313,29 @@ static int meta_body(const pg_graph *g, pg_buf *body)
            put_u64b(body, g->left_pt);
 }
 
-/* Appends one entry to an open log stream. */
+/* Appends one entry to an open log stream, as one write. */
 static int log_write(FILE *f, int kind, const uint8_t *body, size_t n, ULONGLONG *pBytes)
 {
-    uint8_t hdr[5], sum[16];
-    put32(hdr, (uint32_t)(n + 1));
-    hdr[4] = (uint8_t)kind;
-    md5_2(hdr + 4, 1, body, n, sum);
-    if (fwrite(hdr, 1, 5, f) != 5 || (n && fwrite(body, 1, n, f) != n) || fwrite(sum, 1, 16, f) != 16) return 0;
-    if (pBytes) *pBytes += 21 + n;
-    return 1;
+    uint8_t small[1024], *e = n + 21 <= sizeof small ? small : (uint8_t *)pg_alloc(n + 21);
+    int ok;
+    if (!e) return 0;
+    put32(e, (uint32_t)(n + 1));
+    e[4] = (uint8_t)kind;
+    if (n) memcpy(e + 5, body, n);
+    md5(e + 4, n + 1, e + 5 + n);
+    ok = fwrite(e, 1, n + 21, f) == n + 21;
+    if (e != small) pg_free(e);
+    if (ok && pBytes) *pBytes += 21 + n;
+    return ok;
+}
+
+/* The log stream: unbuffered (each entry is already one write) so an idle
+ * graph holds no stdio buffer. */
+static FILE *log_open_append(const char *path)
+{
+    FILE *f = fopen(path, "ab");
+    if (f) setvbuf(f, NULL, _IONBF, 0);
+    return f;
 }
 
 static int file_sync(FILE *f)
@@ -2348,24 +2349,27 @@ static int file_sync(FILE *f)
 }
 
 /* Appends to g's log and hands it to the OS; E_* on failure (nothing
- * committed in memory by the caller then). */
-static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n)
+ * committed in memory by the caller then).  `durable` changes (this node's
+ * own records and settings) are fsynced within PEER_DB_SYNC_MS; others
+ * (records received from neighbors, which the graph can send again; expiry)
+ * reach the disk with the next durable change or at Close. */
+static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n, int durable)
 {
     if (!g->logf) return PEER_E_DATABASE_ACCESSDENIED;
     if (!log_write(g->logf, kind, body, n, &g->log_bytes) || fflush(g->logf) != 0) {
         clearerr(g->logf);
         return PEER_E_DATABASE_ACCESSDENIED;
     }
-    if (!g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; }
+    if (durable && !g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; }
     return S_OK;
 }
 
-static HRESULT db_save(pg_graph *g)
+static HRESULT db_save(pg_graph *g, int durable)
 {
     pg_buf body = {0};
     HRESULT hr;
     if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
-    hr = log_append(g, LE_META, body.p, body.len);
+    hr = log_append(g, LE_META, body.p, body.len, durable);
     buf_free(&body);
     return hr;
 }
@@ -2408,7 +2412,7 @@ static HRESULT db_rewrite(pg_graph *g)
 #else
     if (rename(tmp, g->db_path) != 0) goto done;
 #endif
-    g->logf = fopen(g->db_path, "ab");
+    g->logf = log_open_append(g->db_path);
     if (!g->logf) goto done;
     g->log_bytes = bytes;
     g->log_dirty = 0;
@@ -2605,7 +2609,7 @@ static HRESULT db_load(pg_graph *g)
     pg_free(buf);
     if (hr == S_OK) {
         if (g->db_torn_bytes || g->db_bad_entries) hr = db_rewrite(g);
-        else if (!(g->logf = fopen(g->db_path, "ab"))) hr = PEER_E_DATABASE_ACCESSDENIED;
+        else if (!(g->logf = log_open_append(g->db_path))) hr = PEER_E_DATABASE_ACCESSDENIED;
     }
     if (FAILED(hr)) rec_table_free(g);
     return hr;
@@ -2673,6 +2677,33 @@ static size_t conn_msg_limit(const pg_conn *c)
 /* emitted by the caller's state logic via conn_report_close.                 */
 /* ========================================================================= */
 
+/* Moves c to graph g's list (NULL: to no graph).  Unlinking keeps c->gnext,
+ * so a loop over a graph's list may unlink the current connection. */
+static void conn_set_graph(pg_conn *c, pg_graph *g)
+{
+    if (c->graph == g) return;
+    if (c->graph) {
+        if (c->gprev) c->gprev->gnext = c->gnext;
+        else c->graph->conns = c->gnext;
+        if (c->gnext) c->gnext->gprev = c->gprev;
+        c->gprev = NULL;
+    }
+    c->graph = g;
+    if (g) {
+        c->gprev = NULL;
+        c->gnext = g->conns;
+        if (g->conns) g->conns->gprev = c;
+        g->conns = c;
+    }
+}
+
+/* An accepted connection stops counting against its listener's limit. */
+static void conn_unpend(pg_conn *c)
+{
+    if (c->pending_counted && c->listener) c->listener->pending--;
+    c->pending_counted = 0;
+}
+
 static void conn_destroy_socket(pg_conn *c)
 {
     if (c->s != PEER_INVALID_SOCKET) {
@@ -2684,6 +2715,7 @@ static void conn_destroy_socket(pg_conn *c)
 static void conn_kill(pg_conn *c)
 {
     if (c->dead) return;
+    conn_unpend(c);
     conn_destroy_socket(c);
     c->dead = 1;
     L.sweep_needed = 1;
@@ -2710,7 +2742,7 @@ static void sweep(void)
     if (!L.sweep_needed) return;
     while (*pp) {
         pg_conn *c = *pp;
-        if (c->dead) { *pp = c->next; conn_free(c); }
+        if (c->dead) { *pp = c->next; conn_set_graph(c, NULL); conn_free(c); }
         else pp = &c->next;
     }
     L.sweep_needed = 0;
@@ -2720,8 +2752,8 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
 {
     const pg_conn *c;
     ULONG n = 0;
-    for (c = L.conns; c; c = c->next) {
-        if (c->graph != g || c->dead) continue;
+    for (c = g->conns; c; c = c->gnext) {
+        if (c->dead) continue;
         if (connectedNeighborsOnly && (c->state != CS_CONNECTED || c->direct)) continue;
         n++;
     }
@@ -2735,7 +2767,7 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (!g) return;
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
-    c->graph = NULL; /* no further events about it */
+    conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
 
@@ -2818,7 +2850,7 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     if (!c) return NULL;
     c->kind = OBJ_CONN;
     c->id = ++L.next_conn_id;
-    c->graph = g;
+    conn_set_graph(c, g);
     c->s = s;
     c->outbound = outbound;
     if (s != PEER_INVALID_SOCKET && !sock_put(s, c)) { pg_free(c); return NULL; }
@@ -2886,9 +2918,9 @@ static ULONG collect_referrals(const pg_graph *g, const pg_conn *except, SOCKADD
     ULONGLONG last = 0;
     while (n < max) {
         const pg_conn *best = NULL, *c;
-        for (c = L.conns; c; c = c->next) {
+        for (c = g->conns; c; c = c->gnext) {
             SOCKADDR_IN6 a;
-            if (c->graph != g || c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
+            if (c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
             if (except && c->remote_node == except->remote_node) continue;
             if (c->neighbor_seq <= last || !conn_reach_addr(c, &a)) continue;
             if (!best || c->neighbor_seq < best->neighbor_seq) best = c;
@@ -3103,7 +3135,7 @@ static void graph_set_synchronized(pg_graph *g)
 {
     if (g->synchronized) return;
     g->synchronized = 1;
-    db_save(g); /* best effort: a failed write only means Open will sync again */
+    db_save(g, 0); /* best effort: a lost write only means Open will sync again */
     graph_update_status(g);
 }
 
@@ -3138,9 +3170,9 @@ static ULONGLONG follow_referral(pg_graph *g, int hops)
         if (!skip && g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
             (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
             skip = 1; /* ourselves */
-        for (c = L.conns; c && !skip; c = c->next) {
+        for (c = g->conns; c && !skip; c = c->gnext) {
             SOCKADDR_IN6 ra;
-            if (c->graph == g && !c->dead && conn_reach_addr(c, &ra) && addr_eq(&ra, &g->refs[i].addr)) skip = 1;
+            if (!c->dead && conn_reach_addr(c, &ra) && addr_eq(&ra, &g->refs[i].addr)) skip = 1;
         }
         if (!skip) idx[cand++] = i;
     }
@@ -3164,10 +3196,10 @@ static int resolve_cross_connect(pg_conn *c)
 {
     pg_graph *g = c->graph;
     pg_conn *o;
-    for (o = L.conns; o; o = o->next) {
+    for (o = g->conns; o; o = o->gnext) {
         ULONGLONG initC, initO;
         pg_conn *loser;
-        if (o == c || o->graph != g || o->dead || o->state != CS_CONNECTED || o->direct) continue;
+        if (o == c || o->dead || o->state != CS_CONNECTED || o->direct) continue;
         if (o->remote_node != c->remote_node) continue;
         initC = c->outbound ? g->node_id : c->remote_node;
         initO = o->outbound ? g->node_id : o->remote_node;
@@ -3229,7 +3261,8 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
             conn_abort(c, S_OK);
         goto done;
     }
-    c->graph = match;
+    conn_set_graph(c, match);
+    conn_unpend(c);
     c->direct = type == 2;
     c->remote_peer = src;
     src = NULL;
@@ -3288,8 +3321,8 @@ static void on_connect(pg_conn *c, const uint8_t *m, size_t size)
         return;
     }
     /* 3. duplicate: this node is a neighbor over another connection */
-    for (o = L.conns; o; o = o->next)
-        if (o != c && o->graph == g && !o->dead && o->state == CS_CONNECTED && !o->direct && o->remote_node == node) {
+    for (o = g->conns; o; o = o->gnext)
+        if (o != c && !o->dead && o->state == CS_CONNECTED && !o->direct && o->remote_node == node) {
             send_refuse(c, REFUSE_DUPLICATE, S_OK);
             return;
         }
@@ -3352,8 +3385,8 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     conn_become_connected(c);
     if (resolve_cross_connect(c)) return;
     peer_time_update(g, c, get64(m + 16));
-    for (o = L.conns; o; o = o->next)
-        if (o->graph == g && !o->dead && o->state == CS_CONNECTED && !o->direct) send_ping(o);
+    for (o = g->conns; o; o = o->gnext)
+        if (!o->dead && o->state == CS_CONNECTED && !o->direct) send_ping(o);
     if (c->dead) return;
     if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
     if (!c->direct) {
@@ -3472,10 +3505,10 @@ static void on_pt2pt(pg_conn *c, const uint8_t *m, size_t size)
     /* Application data: one event per registration, bytes inside the block. */
     memset(&e, 0, sizeof e);
     e.eventType = PEER_GRAPH_EVENT_INCOMING_DATA;
-    for (r = L.regs; r; r = r->next) {
+    for (r = c->graph->regs; r; r = r->gnext) {
         PPEER_GRAPH_EVENT_DATA ev;
         size_t cb = size - doff;
-        if (r->graph != c->graph || !reg_wants(r, e.eventType, NULL)) continue;
+        if (!reg_wants(r, e.eventType, NULL)) continue;
         ev = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *ev + cb);
         if (!ev) { r->overflowed = 1; continue; }
         memset(ev, 0, sizeof *ev);
@@ -3520,8 +3553,8 @@ static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
     pg_conn *c;
     uint8_t *m = NULL;
     size_t size = 12 + r->len;
-    for (c = L.conns; c; c = c->next) {
-        if (c->graph != g || c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
+    for (c = g->conns; c; c = c->gnext) {
+        if (c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
         if (!m) {
             if (!(m = (uint8_t *)pg_alloc(size))) return;
             msg_header(m, size, MT_FLOOD);
@@ -3537,7 +3570,7 @@ static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
 /* Stores a new version (wire bytes already validated), persists it, and
  * tells the application.  The caller floods.  Returns the stored record or
  * NULL (*phr says why). */
-static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, HRESULT *phr)
+static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int durable, HRESULT *phr)
 {
     pg_rec *r, *old;
     rec_view v, ov;
@@ -3550,7 +3583,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, HRESULT
         rec_parse(old->wire, old->len, &ov);
         hadLive = !(ov.flags & RF_DELETED) && ov.expires > peer_time(g);
     }
-    hr = log_append(g, LE_REC, wire, len);
+    hr = log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
     r = rec_new(wire, len);
     if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
@@ -3570,7 +3603,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, HRESULT
 static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
 {
     HRESULT hr;
-    pg_rec *r = graph_store(g, wire, len, &hr);
+    pg_rec *r = graph_store(g, wire, len, 1, &hr);
     if (!r) return hr;
     graph_flood(g, r, NULL);
     return S_OK;
@@ -3640,7 +3673,7 @@ static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
     }
     if (cmp > 0) {
         HRESULT hr;
-        pg_rec *r = graph_store(g, m + roff, size - roff, &hr);
+        pg_rec *r = graph_store(g, m + roff, size - roff, 0, &hr);
         if (r) graph_flood(g, r, c);
     } else if (cmp < 0) {
         uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
@@ -4084,7 +4117,7 @@ static void graph_expire(pg_graph *g)
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
-                log_append(g, LE_DROP, r->id, 16);
+                log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
                 pg_free(r);
                 continue;
@@ -4194,7 +4227,7 @@ static void graph_info_received(pg_graph *g, const rec_view *v)
     g->presence_lifetime = life ? life : 300;
     g->presence_max = pmax;
     g->max_record = maxrec ? maxrec : PEER_DEFAULT_MAX_RECORD_SIZE;
-    db_save(g);
+    db_save(g, 0);
     {
         PEER_GRAPH_EVENT_DATA e;
         memset(&e, 0, sizeof e);
@@ -4430,7 +4463,7 @@ static void listener_release(pg_listener *l)
     for (c = L.conns; c; c = c->next)
         if (c->listener == l && !c->graph && !c->dead) conn_kill(c);
     for (c = L.conns; c; c = c->next)
-        if (c->listener == l) c->listener = NULL;
+        if (c->listener == l) { conn_unpend(c); c->listener = NULL; }
     for (pp = &L.listeners; *pp; pp = &(*pp)->next)
         if (*pp == l) { *pp = l->next; break; }
     socket_close(l->s, &l->announced);
@@ -4443,12 +4476,10 @@ static void listener_accept(pg_listener *l)
     for (i = 0; i < 64; i++) {
         PEER_SOCKET s;
         SOCKADDR_IN6 remote;
-        ULONG pending = 0;
+        ULONG pending = l->pending;
         pg_conn *c;
         HRESULT hr = SHIM->pfnAccept(SHIM->pvContext, l->s, &s, &remote);
         if (hr != S_OK) return;
-        for (c = L.conns; c; c = c->next)
-            if (c->listener == l && !c->graph && !c->dead && c->state != CS_CLOSING) pending++;
         if (pending >= PEER_MAX_PENDING_ACCEPTS) {
             SHIM->pfnClose(SHIM->pvContext, s);
             continue;
@@ -4456,6 +4487,8 @@ static void listener_accept(pg_listener *l)
         c = conn_new(NULL, s, 0);
         if (!c) { SHIM->pfnClose(SHIM->pvContext, s); return; }
         c->listener = l;
+        c->pending_counted = 1;
+        l->pending++;
         c->remote = remote;
         c->state = CS_AUTH_WAIT;
         c->deadline = L.now + auth_timer_ms(pending);
@@ -4653,24 +4686,23 @@ static void graph_close(pg_graph *g)
     pg_conn *c;
     pg_reg **rp;
     /* events stop now: registrations go first so closing emits nothing */
+    map_del(&L.hgraphs, g->handle);
     for (rp = &L.regs; *rp;) {
         pg_reg *r = *rp;
-        if (r->graph == g) { *rp = r->next; reg_free(r); }
+        if (r->graph == g) { *rp = r->next; map_del(&L.hregs, r->handle); reg_free(r); }
         else rp = &r->next;
     }
+    g->regs = NULL;
     if (g->used_network || g->synchronized) {
         g->left_pt = peer_time(g);
-        db_save(g);
+        db_save(g, 1);
     }
     if (g->logf) file_sync(g->logf);
-    for (c = L.conns; c; c = c->next) {
-        if (c->graph != g || c->dead) continue;
-        if (c->state == CS_CONNECTED) conn_disconnect(c, DISC_LEAVING, S_OK);
-        else conn_kill(c);
-        c->graph = NULL;
+    while ((c = g->conns) != NULL) {
+        if (!c->dead && c->state == CS_CONNECTED) conn_disconnect(c, DISC_LEAVING, S_OK);
+        else if (!c->dead) conn_kill(c);
+        conn_set_graph(c, NULL);
     }
-    for (c = L.conns; c; c = c->next)
-        if (c->graph == g) c->graph = NULL;
     if (g->listener) listener_release(g->listener);
     g->listener = NULL;
     {
@@ -4697,9 +4729,10 @@ HRESULT PeerGraphShutdown(void)
     while (L.listeners) { L.listeners->refs = 1; listener_release(L.listeners); }
     while (L.regs) { pg_reg *r = L.regs; L.regs = r->next; reg_free(r); }
     while (L.enums) { pg_enum *e = L.enums; L.enums = e->next; enum_free(e); }
-    pg_free(L.socks);
-    L.socks = NULL;
-    L.sock_cap = L.sock_n = 0;
+    map_free(&L.socks);
+    map_free(&L.hgraphs);
+    map_free(&L.hregs);
+    map_free(&L.henums);
     pg_free(L.wait_want);
     pg_free(L.wait_ready);
     L.wait_want = L.wait_ready = NULL;
@@ -4835,12 +4868,14 @@ static int graph_path_open(const char *path)
     return 0;
 }
 
-static void graph_link(pg_graph *g)
+static int graph_link(pg_graph *g)
 {
     g->handle = new_handle();
+    if (!map_put(&L.hgraphs, g->handle, g)) return 0;
     g->next = L.graphs;
     L.graphs = g;
     g->status = graph_compute_status(g);
+    return 1;
 }
 
 HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatabaseName,
@@ -4881,7 +4916,7 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
         pg_free(path);
         return hr;
     }
-    graph_link(g);
+    if (!graph_link(g)) { graph_free(g); return E_OUTOFMEMORY; }
     *phGraph = (HGRAPH)g->handle;
     return S_OK;
 }
@@ -4914,7 +4949,7 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
     }
     g->exp_deadline = (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) ? PEER_NO_DEADLINE : L.now;
     hr = g->synchronized ? S_OK : PEER_S_GRAPH_DATA_CREATED;
-    graph_link(g);
+    if (!graph_link(g)) { graph_free(g); return E_OUTOFMEMORY; }
     *phGraph = (HGRAPH)g->handle;
     return hr;
 }
@@ -4955,10 +4990,10 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
     g->listen_scope = dwScope;
     g->used_network = 1;
     /* tell the nodes we connected to where we can now be reached (U=1) */
-    for (c = L.conns; c; c = c->next)
-        if (c->graph == g && !c->dead && c->state == CS_CONNECTED && c->outbound && !c->direct) send_connect(c, 1);
-    for (c = L.conns; c; c = c->next)
-        if (c->graph == g && !c->dead && buf_used(&c->tx)) conn_try_send(c);
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && c->state == CS_CONNECTED && c->outbound && !c->direct) send_connect(c, 1);
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
     graph_update_status(g);
     finish_call();
     return S_OK;
@@ -4985,9 +5020,9 @@ HRESULT PeerGraphConnect(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress
             (addr_is_loopback(&pAddress->sin6) || addr_eq(&la, &pAddress->sin6)))
             return PEER_E_CONNECT_SELF;
     }
-    for (c = L.conns; c; c = c->next) {
+    for (c = g->conns; c; c = c->gnext) {
         SOCKADDR_IN6 ra;
-        if (c->graph != g || c->dead || c->direct) continue;
+        if (c->dead || c->direct) continue;
         if (c->state == CS_CONNECTED && conn_reach_addr(c, &ra) && addr_eq(&ra, &pAddress->sin6) &&
             (!pwzPeerId || wcs_eq(pwzPeerId, c->remote_peer)))
             return PEER_E_ALREADY_EXISTS;
@@ -5105,7 +5140,7 @@ HRESULT PeerGraphSetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES pGraphPrope
     g->comment = nc;
     g->presence_lifetime = pGraphProperties->ulPresenceLifetime ? pGraphProperties->ulPresenceLifetime : 300;
     g->presence_max = pGraphProperties->cPresenceMax;
-    db_save(g);
+    db_save(g, 1);
     graph_publish_info(g);
     finish_call();
     memset(&e, 0, sizeof e);
@@ -5132,8 +5167,8 @@ HRESULT PeerGraphGetNodeInfo(HGRAPH hGraph, ULONGLONG ullNodeId, PPEER_NODE_INFO
         if (g->listener) { one = g->listener->bound; addrs = &one; n = 1; }
     } else {
         const pg_conn *c;
-        for (c = L.conns; c; c = c->next)
-            if (c->graph == g && !c->dead && c->state == CS_CONNECTED && c->remote_node == ullNodeId) break;
+        for (c = g->conns; c; c = c->gnext)
+            if (!c->dead && c->state == CS_CONNECTED && c->remote_node == ullNodeId) break;
         if (!c) return PEER_E_NODE_NOT_FOUND;
         peer = c->remote_peer;
         if (c->n_raddr) { addrs = c->raddr; n = c->n_raddr; }
@@ -5189,33 +5224,33 @@ HRESULT PeerGraphRegisterEvent(HGRAPH hGraph, HANDLE hEvent, ULONG cEventRegistr
     r->graph = g;
     r->hEvent = hEvent;
     r->handle = new_handle();
+    if (!map_put(&L.hregs, r->handle, r)) { reg_free(r); return E_OUTOFMEMORY; }
     r->next = L.regs;
     L.regs = r;
+    r->gnext = g->regs;
+    g->regs = r;
     *phPeerEvent = (HPEEREVENT)r->handle;
     return S_OK;
 }
 
-static pg_reg *reg_from_handle(HPEEREVENT h)
-{
-    pg_reg *r;
-    for (r = L.regs; r; r = r->next)
-        if (r->handle == (uintptr_t)h) return r;
-    return NULL;
-}
+static pg_reg *reg_from_handle(HPEEREVENT h) { return (pg_reg *)map_get(&L.hregs, (uintptr_t)h); }
 
 HRESULT PeerGraphUnregisterEvent(HPEEREVENT hPeerEvent)
 {
     pg_reg **pp;
     REQUIRE_STARTED();
     if (!hPeerEvent) return E_INVALIDARG;
-    for (pp = &L.regs; *pp; pp = &(*pp)->next)
-        if ((*pp)->handle == (uintptr_t)hPeerEvent) {
-            pg_reg *r = *pp;
-            *pp = r->next;
-            reg_free(r);
-            return S_OK;
-        }
-    return PEER_E_EVENT_HANDLE_NOT_FOUND;
+    {
+        pg_reg *r = reg_from_handle(hPeerEvent), **gp;
+        if (!r) return PEER_E_EVENT_HANDLE_NOT_FOUND;
+        for (pp = &L.regs; *pp && *pp != r; pp = &(*pp)->next) {}
+        if (*pp) *pp = r->next;
+        for (gp = &r->graph->regs; *gp && *gp != r; gp = &(*gp)->gnext) {}
+        if (*gp) *gp = r->gnext;
+        map_del(&L.hregs, r->handle);
+        reg_free(r);
+        return S_OK;
+    }
 }
 
 HRESULT PeerGraphGetEventData(HPEEREVENT hPeerEvent, PPEER_GRAPH_EVENT_DATA *ppEventData)
@@ -5254,14 +5289,14 @@ HRESULT PeerGraphEnumConnections(HGRAPH hGraph, DWORD dwFlags, HPEERENUM *phPeer
         return E_INVALIDARG;
     e = (pg_enum *)pg_calloc(1, sizeof *e);
     if (!e) return E_OUTOFMEMORY;
-    for (c = L.conns; c; c = c->next)
-        if (c->graph == g && !c->dead && c->state == CS_CONNECTED) n++;
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && c->state == CS_CONNECTED) n++;
     e->items = (PEER_CONNECTION_INFO *)pg_calloc(n, sizeof *e->items);
     if (!e->items) { pg_free(e); return E_OUTOFMEMORY; }
-    for (c = L.conns; c; c = c->next) {
+    for (c = g->conns; c; c = c->gnext) {
         PEER_CONNECTION_INFO *ci;
         DWORD kind;
-        if (c->graph != g || c->dead || c->state != CS_CONNECTED) continue;
+        if (c->dead || c->state != CS_CONNECTED) continue;
         kind = c->direct ? PEER_CONNECTION_DIRECT : PEER_CONNECTION_NEIGHBOR;
         if (!(dwFlags & kind)) continue;
         ci = &e->items[e->n++];
@@ -5274,6 +5309,7 @@ HRESULT PeerGraphEnumConnections(HGRAPH hGraph, DWORD dwFlags, HPEERENUM *phPeer
         if (c->remote_peer && !(ci->pwzPeerId = pg_wcsdup(c->remote_peer))) { enum_free(e); return E_OUTOFMEMORY; }
     }
     e->handle = new_handle();
+    if (!map_put(&L.henums, e->handle, e)) { enum_free(e); return E_OUTOFMEMORY; }
     e->next = L.enums;
     L.enums = e;
     *phPeerEnum = (HPEERENUM)e->handle;
@@ -5372,14 +5408,15 @@ HRESULT PeerGraphEndEnumeration(HPEERENUM hPeerEnum)
     pg_enum **pp;
     REQUIRE_STARTED();
     if (!hPeerEnum) return E_INVALIDARG;
-    for (pp = &L.enums; *pp; pp = &(*pp)->next)
-        if ((*pp)->handle == (uintptr_t)hPeerEnum) {
-            pg_enum *e = *pp;
-            *pp = e->next;
-            enum_free(e);
-            return S_OK;
-        }
-    return PEER_E_NOT_FOUND;
+    {
+        pg_enum *e = enum_from_handle(hPeerEnum);
+        if (!e) return PEER_E_NOT_FOUND;
+        for (pp = &L.enums; *pp && *pp != e; pp = &(*pp)->next) {}
+        if (*pp) *pp = e->next;
+        map_del(&L.henums, e->handle);
+        enum_free(e);
+        return S_OK;
+    }
 }
 
 /* --- records API --- */
@@ -5495,7 +5532,7 @@ HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal)
         uint8_t id[16], type[16];
         memcpy(id, r->id, 16);
         memcpy(type, r->wire, 16);
-        if (FAILED(hr = log_append(g, LE_DROP, id, 16))) return hr;
+        if (FAILED(hr = log_append(g, LE_DROP, id, 16, 1))) return hr;
         rec_unlink(g, r);
         pg_free(r);
         emit_record(g, PEER_RECORD_DELETED, id, type);
@@ -5586,6 +5623,7 @@ static HRESULT enum_records(pg_graph *g, const GUID *type, const wchar_t *creato
     }
     e->n = (ULONG)n;
     e->handle = new_handle();
+    if (!map_put(&L.henums, e->handle, e)) { enum_free(e); return E_OUTOFMEMORY; }
     e->next = L.enums;
     L.enums = e;
     *phPeerEnum = (HPEERENUM)e->handle;
@@ -5723,7 +5761,7 @@ static void import_entry(void *pv, int kind, const uint8_t *body, size_t n)
             rec_parse(local->wire, local->len, &lv);
             if (rec_compare(&v, &lv) <= 0) return; /* ours is as new */
         }
-        if (!graph_store(g, body, n, &hr)) { if (hr == E_OUTOFMEMORY) ic->oom = 1; return; }
+        if (!graph_store(g, body, n, 1, &hr)) { if (hr == E_OUTOFMEMORY) ic->oom = 1; return; }
         ic->added++;
     }
 }
