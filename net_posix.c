@@ -14,6 +14,9 @@
  *  - errno becomes an HRESULT in one place, hr_from_errno().
  *  - No state: the table is const and pvContext is unused.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* accept4 */
+#endif
 #include "p2pgraph.h"
 
 #include <errno.h>
@@ -80,9 +83,21 @@ static HRESULT hr_from_errno(int err, int fConnect)
 }
 
 /* Non-blocking, close-on-exec, no SIGPIPE.  0 or an errno value. */
+/* Where the kernel can set the flags at creation (Linux: SOCK_NONBLOCK,
+ * SOCK_CLOEXEC, accept4), prepare_socket has nothing left to do but
+ * SO_NOSIGPIPE; elsewhere it uses fcntl. */
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC) && defined(__linux__)
+#define NET_SOCK_FLAGS (SOCK_NONBLOCK | SOCK_CLOEXEC)
+#define NET_HAVE_ACCEPT4 1
+#else
+#define NET_SOCK_FLAGS 0
+#endif
+
 static int prepare_socket(int fd)
 {
-    int fl = fcntl(fd, F_GETFL, 0);
+    int fl;
+    if (NET_SOCK_FLAGS) return 0;
+    fl = fcntl(fd, F_GETFL, 0);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return errno;
     fl = fcntl(fd, F_GETFD, 0);
@@ -165,7 +180,7 @@ static HRESULT net_listen(PVOID pvContext, const SOCKADDR_IN6 *pAddr, PEER_SOCKE
 #endif
     v6only = !IN6_IS_ADDR_UNSPECIFIED(&a.sin6_addr);
 
-    fd = socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+    fd = socket(AF_INET6, SOCK_STREAM | NET_SOCK_FLAGS, IPPROTO_TCP);
     if (fd < 0)
         return hr_from_errno(errno, 0);
     err = prepare_socket(fd);
@@ -200,7 +215,11 @@ static HRESULT net_accept(PVOID pvContext, PEER_SOCKET sListen, PEER_SOCKET *ps,
         return E_INVALIDARG;
     for (;;) {
         len = sizeof ss;
+#ifdef NET_HAVE_ACCEPT4
+        fd = accept4(sListen, (struct sockaddr *)&ss, &len, NET_SOCK_FLAGS);
+#else
         fd = accept(sListen, (struct sockaddr *)&ss, &len);
+#endif
         if (fd >= 0)
             break;
         switch (errno) {
@@ -254,7 +273,7 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
         salen = sizeof a6;
     }
 
-    fd = socket(sa->sa_family, SOCK_STREAM, IPPROTO_TCP);
+    fd = socket(sa->sa_family, SOCK_STREAM | NET_SOCK_FLAGS, IPPROTO_TCP);
     if (fd < 0)
         return hr_from_errno(errno, 1);
     if ((err = prepare_socket(fd)) != 0) {
