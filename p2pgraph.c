@@ -4908,6 +4908,10 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
     g->exp_deadline = L.now;
     hr = db_rewrite(g); /* a new file */
     if (SUCCEEDED(hr)) hr = graph_publish_info(g);
+    if (SUCCEEDED(hr) && g->log_dirty) { /* Create is durable when it returns */
+        file_sync(g->logf);
+        g->log_dirty = 0;
+    }
     if (FAILED(hr)) {
         char *path = g->db_path;
         g->db_path = NULL;
