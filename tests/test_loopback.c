@@ -270,6 +270,89 @@ static void run_fifty(int v4, int hostPoll)
 static void test_fifty_ipv6_runonce(void **st) { (void)st; run_fifty(0, 0); }
 static void test_fifty_ipv4_hostpoll(void **st) { (void)st; run_fifty(1, 1); }
 
+/* Records over real sockets: 10 nodes in a line, then closed into a ring; a
+ * record added at one end reaches all; a late joiner syncs everything; a
+ * delete propagates. */
+#define NREC 10
+static HGRAPH gr[NREC + 1];
+static GUID rid;
+static int want_present;
+static int rec_everywhere(void)
+{
+    int i;
+    for (i = 0; i < NREC + 1; i++) {
+        PPEER_RECORD r;
+        HRESULT hr;
+        if (!gr[i]) continue;
+        hr = PeerGraphGetRecord(gr[i], &rid, &r);
+        if (hr == S_OK) PeerGraphFreeData(r);
+        if ((hr == S_OK) != want_present) return 0;
+    }
+    return 1;
+}
+static int line_ready(void)
+{
+    int i;
+    for (i = 0; i < NREC; i++) {
+        DWORD s = 0;
+        PeerGraphGetStatus(gr[i], &s);
+        if (!(s & PEER_GRAPH_STATUS_SYNCHRONIZED)) return 0;
+    }
+    return 1;
+}
+static void run_records(int ring)
+{
+    static const GUID T = {0xabcdef01, 1, 2, {3, 4, 5, 6, 7, 8, 9, 10}};
+    PEER_ADDRESS a[NREC + 1];
+    ULONGLONG id;
+    PEER_RECORD r;
+    FILETIME u, pt;
+    ULONGLONG exp;
+    int i;
+    use_host_poll = ring;
+    memset(gr, 0, sizeof gr);
+    gr[0] = tu_create(L"recs", L"r0");
+    assert_int_equal(PeerGraphListen(gr[0], PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+    a[0] = addr_of(gr[0], 0);
+    for (i = 1; i < NREC; i++) {
+        wchar_t p[8];
+        DWORD s = 0;
+        swprintf(p, 8, L"r%d", i);
+        gr[i] = tu_open(L"recs", p);
+        assert_int_equal(PeerGraphConnect(gr[i], NULL, &a[i - 1], &id), S_OK);
+        while (!(s & PEER_GRAPH_STATUS_SYNCHRONIZED)) { step(); PeerGraphGetStatus(gr[i], &s); }
+        assert_int_equal(PeerGraphListen(gr[i], PEER_GRAPH_SCOPE_ANY, 0, 0), S_OK);
+        a[i] = addr_of(gr[i], 1);
+    }
+    if (ring) assert_int_equal(PeerGraphConnect(gr[0], NULL, &a[NREC - 1], &id), S_OK);
+    assert_true(run_until(line_ready, 5000));
+    /* one record at the far end */
+    u.dwLowDateTime = 0; u.dwHighDateTime = 0x7FFFFFFF;
+    assert_int_equal(PeerGraphUniversalTimeToPeerTime(gr[NREC - 1], &u, &pt), S_OK);
+    exp = ((ULONGLONG)pt.dwHighDateTime << 32) | pt.dwLowDateTime;
+    memset(&r, 0, sizeof r);
+    r.dwSize = sizeof r;
+    r.type = T;
+    r.ftExpiration.dwLowDateTime = (DWORD)exp;
+    r.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
+    r.data.cbData = 5;
+    r.data.pbData = (PBYTE)"hello";
+    assert_int_equal(PeerGraphAddRecord(gr[NREC - 1], &r, &rid), S_OK);
+    want_present = 1;
+    assert_true(run_until(rec_everywhere, 5000));
+    /* a late joiner syncs it */
+    gr[NREC] = tu_open(L"recs", L"late");
+    assert_int_equal(PeerGraphConnect(gr[NREC], NULL, &a[3], &id), S_OK);
+    assert_true(run_until(rec_everywhere, 5000));
+    /* deleted at the other end: gone everywhere */
+    assert_int_equal(PeerGraphDeleteRecord(gr[0], &rid, FALSE), S_OK);
+    want_present = 0;
+    assert_true(run_until(rec_everywhere, 5000));
+    for (i = 0; i < NREC + 1; i++) assert_int_equal(PeerGraphClose(gr[i]), S_OK);
+}
+static void test_records_line_runonce(void **st) { (void)st; run_records(0); }
+static void test_records_ring_hostpoll(void **st) { (void)st; run_records(1); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +363,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_real, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifty_ipv6_runonce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifty_ipv4_hostpoll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_line_runonce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_ring_hostpoll, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -275,6 +275,55 @@ static void test_sync_precedence_and_peer_time(void **st)
     assert_int_equal(PeerGraphUniversalTimeToPeerTime(b, NULL, &p), E_INVALIDARG);
 }
 
+/* A record much larger than a frame (here 200 KB, 13 frames) floods and
+ * syncs intact; RECORD_CHANGED registrations filter by record type. */
+static void test_large_record_and_type_filter(void **st)
+{
+    HGRAPH a = tu_create(L"big", L"alice"), b = tu_open(L"big", L"bob");
+    PEER_ADDRESS la = tu_listen(a);
+    PEER_GRAPH_EVENT_REGISTRATION reg = {PEER_GRAPH_EVENT_RECORD_CHANGED, (GUID *)&T2};
+    HPEEREVENT eT2;
+    ULONGLONG cid;
+    PEER_RECORD r;
+    GUID id, id2, small;
+    PPEER_RECORD got;
+    static unsigned char big[200000];
+    size_t i;
+    (void)st;
+    for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 7 + 3);
+    rec_init(&r, a, &T1, "x", 3600);
+    r.data.cbData = sizeof big;
+    r.data.pbData = big;
+    assert_int_equal(PeerGraphAddRecord(a, &r, &id), S_OK); /* before b joins: goes by sync */
+    assert_int_equal(PeerGraphRegisterEvent(b, NULL, 1, &reg, &eT2), S_OK);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(20, 1);
+    assert_int_equal(PeerGraphGetRecord(b, &id, &got), S_OK);
+    assert_int_equal(got->data.cbData, sizeof big);
+    assert_memory_equal(got->data.pbData, big, sizeof big);
+    PeerGraphFreeData(got);
+    big[12345] ^= 0xFF;
+    assert_int_equal(PeerGraphAddRecord(a, &r, &id2), S_OK); /* after: goes by flood */
+    small = add(a, &T2, "typed");
+    tu_pump(20, 1);
+    assert_int_equal(PeerGraphGetRecord(b, &id2, &got), S_OK);
+    assert_memory_equal(got->data.pbData, big, sizeof big);
+    PeerGraphFreeData(got);
+    /* the T2 registration saw only the T2 record */
+    {
+        PPEER_GRAPH_EVENT_DATA d;
+        int n = 0;
+        while (PeerGraphGetEventData(eT2, &d) == S_OK) {
+            assert_int_equal(d->eventType, PEER_GRAPH_EVENT_RECORD_CHANGED);
+            assert_memory_equal(&d->recordChangeData.recordType, &T2, sizeof(GUID));
+            assert_memory_equal(&d->recordChangeData.recordId, &small, sizeof(GUID));
+            n++;
+            PeerGraphFreeData(d);
+        }
+        assert_int_equal(n, 1);
+    }
+}
+
 /* Export from a joined node, wipe it, import into a fresh Open. */
 static void test_export_import(void **st)
 {
@@ -973,6 +1022,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attributes_and_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_import, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_record_and_type_filter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_precedence_and_peer_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flood_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flood_ring, setup, teardown),
