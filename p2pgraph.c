@@ -3612,28 +3612,7 @@ static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
 /* Connection utility ([MS-PPGRH] 3.1.7.33) in integer form. */
 static void conn_utility(pg_conn *c, int useful) { c->utility = c->utility - c->utility / 32 + (useful ? 128 : 0); }
 
-static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
-{
-    uint8_t e[20];
-    memcpy(e, id, 16);
-    put32(e + 16, useful ? 1 : 0);
-    if (!buf_append(&c->acks, e, 20)) return; /* an ACK is advisory: drop it */
-    if (buf_used(&c->acks) >= 20 * ACK_BATCH) {
-        size_t n = buf_used(&c->acks);
-        uint8_t *m = (uint8_t *)pg_alloc(12 + n);
-        if (m) {
-            msg_header(m, 12 + n, MT_ACK);
-            put16(m + 8, (unsigned)(n / 20));
-            put16(m + 10, 12);
-            memcpy(m + 12, c->acks.p + c->acks.off, n);
-            conn_send(c, m, 12 + n);
-            pg_free(m);
-        }
-        buf_consume(&c->acks, n);
-    }
-}
-
-/* Sends the ACKs gathered while reading. */
+/* Sends the ACK entries gathered so far as one ACK message. */
 static void conn_flush_acks(pg_conn *c)
 {
     size_t n = buf_used(&c->acks);
@@ -3649,6 +3628,17 @@ static void conn_flush_acks(pg_conn *c)
         pg_free(m);
     }
     buf_consume(&c->acks, n);
+}
+
+/* ACKs are gathered while reading and sent at the end of the read pass (or
+ * every ACK_BATCH entries). */
+static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
+{
+    uint8_t e[20];
+    memcpy(e, id, 16);
+    put32(e + 16, useful ? 1 : 0);
+    if (!buf_append(&c->acks, e, 20)) return; /* an ACK is advisory: drop it */
+    if (buf_used(&c->acks) >= 20 * ACK_BATCH) conn_flush_acks(c);
 }
 
 static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
