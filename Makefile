@@ -16,7 +16,7 @@ HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
 TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_loopback
 EXAMPLES = two_nodes poll_host epoll_host demo
-BENCHES  = connect
+BENCHES  = connect sync flood store
 
 TEST_BINS = $(addprefix build/,$(TEST_PROGS))
 ASAN_BINS = $(addprefix build/asan/,$(TEST_PROGS))

@@ -155,6 +155,7 @@ static int g_phase;
 static msglog *g_log;
 static size_t g_log_n, g_log_cap;
 static int g_log_on;
+static long long g_t0; /* the window's start, for the conversation's time stamps */
 
 static sockstat *ss_get(PEER_SOCKET s)
 {
@@ -303,11 +304,6 @@ static unsigned long long ts_sum_bytes(int type)
 {
     return g_ts[0][0][type].bytes + g_ts[0][1][type].bytes + g_ts[1][0][type].bytes + g_ts[1][1][type].bytes;
 }
-static unsigned long long ts_sum_msgs(int type)
-{
-    return g_ts[0][0][type].msgs + g_ts[0][1][type].msgs + g_ts[1][0][type].msgs + g_ts[1][1][type].msgs;
-}
-
 /* ------------------------------------------------------------------------- */
 /* host loop: GetPollFds + poll() + Service                                  */
 /* ------------------------------------------------------------------------- */
@@ -570,22 +566,11 @@ static void machine_info(void)
     printf("\n");
 }
 
-static void print_types(const char *indent)
-{
-    int t;
-    printf("%s%-13s %10s %12s %10s %12s\n", indent, "message", "B->A msgs", "B->A bytes", "A->B msgs", "A->B bytes");
-    for (t = 1; t < NTYPES; t++) {
-        unsigned long long m0 = ts_msgs(0, 0, t) + ts_msgs(1, 0, t), m1 = ts_msgs(0, 1, t) + ts_msgs(1, 1, t);
-        if (!m0 && !m1) continue;
-        printf("%s%-13s %10llu %12llu %10llu %12llu\n", indent, type_names[t], m0,
-               ts_bytes(0, 0, t) + ts_bytes(1, 0, t), m1, ts_bytes(0, 1, t) + ts_bytes(1, 1, t));
-    }
-}
-
 /* The sync conversation of phase ph from the message log: runs of the same
  * direction (ACK and PT2PT left out, they answer nothing), e.g.
  * "B:SOLICIT_HASH A:ADVERTISE B:REQUEST A:SYNC_END".  Returns the round
- * trips: initiator runs followed by a responder run. */
+ * trips: initiator runs followed by a responder run.  Each run is stamped with
+ * the ms since g_t0 at which its first message was sent. */
 static int conversation(int ph, char *out, size_t cap)
 {
     size_t i, o = 0;
@@ -608,7 +593,8 @@ static int conversation(int ph, char *out, size_t cap)
         }
         if (i == g_log_n) break;
         if (dir != lastDir) {
-            int n = snprintf(out + o, o < cap ? cap - o : 0, "%s%s:", o ? "  " : "", dir == 0 ? "B" : "A");
+            int n = snprintf(out + o, o < cap ? cap - o : 0, "%s%s@%.0f:", o ? "  " : "", dir == 0 ? "B" : "A",
+                             (double)(g_log[i].t - g_t0) / 1e6);
             if (n > 0) o += (size_t)n;
             if (dir == 1 && lastDir == 0) rtt++;
         } else if (ty != lastType) {
@@ -645,6 +631,7 @@ typedef struct round_res {
     double ms, open_ms;
     unsigned long long total, phase0, phase1, flood0, flood1, solicit_hash, advertise, request, ack, hs;
     unsigned long long flood_msgs1;
+    unsigned long recsB; /* B's records when it connects */
     int rtt0, rtt1;
     char conv0[512], conv1[512];
 } round_res;
@@ -802,9 +789,10 @@ int main(int argc, char **argv)
             x->open_ms = (double)(now_ns() - to) / 1e6;
             if (side) add_records(B, D);
             host_run_ms(120); /* B's fsync, off the clock */
+            x->recsB = db_info(B).cRecords;
             counters_reset();
             g_log_on = 1;
-            t0 = now_ns();
+            t0 = g_t0 = now_ns();
             if (FAILED(hr = PeerGraphConnect(B, PEER_A, &addr, &cid))) die_hr("PeerGraphConnect", hr);
             for (;;) {
                 if (now_ns() - t0 > STEP_LIMIT_NS) { fprintf(stderr, "bench_sync: re-sync did not finish\n"); return 1; }
@@ -899,21 +887,23 @@ int main(int argc, char **argv)
                "   the first SOLICIT_HASH; handshake (AUTH_INFO..WELCOME, PT2PT ping) and ACK bytes are apart.\n"
                "   MS-PPGRH baseline (Hash-based sync as specified): SOLICIT_HASH = 40 B per 10 records = 4 B per\n"
                "   record, %.0f bytes for %d records, whatever the difference.\n\n", 4.0 * H, H);
-        printf("   %5s %-7s %8s %8s %9s %9s %11s %9s %8s %8s %9s %5s %5s\n", "D", "ahead", "open ms", "sync ms",
-               "total B", "time B", "hash B", "SOL_HASH", "ADVERT", "REQUEST", "hashFLOOD", "RTT-t", "RTT-h");
+        printf("   %5s %-5s %7s %7s %9s %9s %9s %9s %7s %7s %7s %9s %5s %5s\n", "D", "ahead", "open ms", "sync ms",
+               "total B", "time B", "hash B", "SOL_HASH", "B/rec", "ADVERT", "REQUEST", "hashFLOOD", "RTT-t", "RTT-h");
         for (i = 0; i < nr; i++) {
             const round_res *x = &rr[i];
-            printf("   %5d %-7s %8.0f %8.1f %9llu %9llu %11llu %9llu %8llu %8llu %9llu %5d %5d\n", x->d,
+            printf("   %5d %-5s %7.0f %7.1f %9llu %9llu %9llu %9llu %7.2f %7llu %7llu %9llu %5d %5d\n", x->d,
                    x->bAhead ? "B" : "A", x->open_ms, x->ms, x->total, x->phase0, x->phase1, x->solicit_hash,
-                   x->advertise, x->request, x->flood1, x->rtt0, x->rtt1);
+                   (double)x->solicit_hash / x->recsB, x->advertise, x->request, x->flood1, x->rtt0, x->rtt1);
         }
-        printf("\n   sync conversations (B = initiator, A = responder; ACK/PT2PT omitted):\n");
+        printf("\n   sync conversations (B = initiator, A = responder; @ms since PeerGraphConnect; ACK/PT2PT omitted):\n");
         for (i = 0; i < nr; i++)
             printf("   D=%-4d %s ahead:  time: %s\n                  hash: %s\n", rr[i].d, rr[i].bAhead ? "B" : "A",
                    rr[i].conv0, rr[i].conv1);
         printf("\n   ideal for a difference of D: D x (16 B ID + 4 B version) to name them, plus the records.\n");
-        printf("   SOLICIT_HASH bytes vs the MS-PPGRH baseline of %.0f: ", 4.0 * H);
-        printf("%.3fx (the same 40-byte entry per 10 records)\n", (double)rr[0].solicit_hash / (4.0 * H));
+        printf("   SOLICIT_HASH (B/rec: its bytes per record B holds) = the MS-PPGRH baseline of 4 B per record:\n"
+               "   %.3fx at D=1000 (B ahead; 40-byte entries per 10 records + 20-byte header + 2-byte frames), and it\n"
+               "   is paid in full at every re-sync whatever D is.  Against the ideal D x 20 B for D=1: %.0fx.\n",
+               (double)rr[nr - 1].solicit_hash / (4.0 * rr[nr - 1].recsB), (double)rr[0].solicit_hash / 20.0);
         printf("\ntotal run time %.1f s\n", (double)(now_ns() - tstart) / 1e9);
     }
     free(join); free(raw); free(rawnw); free(wire); free(g_ss); free(g_log);
