@@ -28,10 +28,9 @@
  * library started by itself towards an address the busy node referred it to.
  * The demo follows such a referral if one happens.)
  *
- * Not shown yet: records.  Record publication and replication arrive with the
- * record store, which is not implemented in this release, so "synchronized"
- * here completes with nothing to copy and the demo is about graph formation
- * and departure.
+ * Then records: node5 publishes a chat-like record; every node gets it by
+ * flooding (RECORD_CHANGED added) and reads its text with PeerGraphGetRecord;
+ * node2 updates it and node4 deletes it, and both changes reach everyone.
  *
  * Exit status: 0 on success; 1 (with a message) if something fails or the
  * demo does not finish within its time limit.
@@ -40,6 +39,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #ifdef _WIN32
 #  include <direct.h>
 #  define make_dir(p) _mkdir(p)
@@ -66,6 +66,7 @@ typedef struct node {
     int joined;        /* its own connection reported PEER_CONNECTED */
     ULONGLONG connId;  /* its own (current) connection attempt */
     int disconnects;   /* PEER_DISCONNECTED events seen */
+    int rec_changes[5];/* RECORD_CHANGED seen, by PEER_RECORD_CHANGE_TYPE */
 } node;
 
 static node nodes[N_NODES];
@@ -223,9 +224,20 @@ static int on_event(node *n, const PEER_GRAPH_EVENT_DATA *d)
         printf(" conn=0x%llx %lu bytes\n", (unsigned long long)d->incomingData.ullConnectionId,
                (unsigned long)d->incomingData.data.cbData);
         break;
-    case PEER_GRAPH_EVENT_RECORD_CHANGED:
-        printf(" change=%d\n", (int)d->recordChangeData.changeType);
+    case PEER_GRAPH_EVENT_RECORD_CHANGED: {
+        static const char *const kinds[] = {"?", "added", "updated", "deleted", "expired"};
+        int ct = (int)d->recordChangeData.changeType;
+        PPEER_RECORD r = NULL;
+        printf(" %s", ct >= 1 && ct <= 4 ? kinds[ct] : "?");
+        if (ct >= 1 && ct <= 4) n->rec_changes[ct]++;
+        if (PeerGraphGetRecord(n->h, &d->recordChangeData.recordId, &r) == S_OK) {
+            printf(" \"%.*s\" (version %lu, by %ls)", (int)r->data.cbData, (const char *)r->data.pbData,
+                   (unsigned long)r->dwVersion, r->pwzModifiedById ? r->pwzModifiedById : r->pwzCreatorId);
+            PeerGraphFreeData(r);
+        }
+        printf("\n");
         break;
+    }
     case PEER_GRAPH_EVENT_SYNCHRONIZED:
         printf(" record type %08lx-...\n", (unsigned long)d->synchronizedData.recordType.Data1);
         break;
@@ -233,6 +245,16 @@ static int on_event(node *n, const PEER_GRAPH_EVENT_DATA *d)
         printf("\n");
         break;
     }
+    return 1;
+}
+
+/* Every node (still open) has seen `n` RECORD_CHANGED events of kind ct. */
+static int want_kind, want_count;
+static int records_seen(void)
+{
+    int i;
+    for (i = 0; i < N_NODES; i++)
+        if (nodes[i].h && nodes[i].rec_changes[want_kind] < want_count) return 0;
     return 1;
 }
 
@@ -384,7 +406,7 @@ int main(void)
 
     printf("p2pgraph demo: %d nodes of graph \"demo-graph\" in one process join over real TCP on [::1],\n"
            "one by one, into a tree; then node0 leaves and its neighbors see it go.\n"
-           "(Records are not shown: replication arrives with the record store, not yet implemented.)\n\n",
+           "Then a record published at node5 is flooded to all, updated at node2 and deleted at node4.\n\n",
            N_NODES);
 
     hr = PeerGraphStartup(PEER_GRAPH_VERSION, &version);
@@ -428,6 +450,55 @@ int main(void)
     links_formed = show_graph() / 2;
     printf("  %d links\n\n", links_formed);
 
+    /* records: published at a leaf, flooded to all; updated; deleted */
+    {
+        static const GUID chatType = {0x6d6f6564, 0x7032, 0x7067, {'c', 'h', 'a', 't', 0, 0, 0, 1}};
+        PEER_RECORD rec;
+        PPEER_RECORD got = NULL;
+        GUID id;
+        FILETIME utc, pt;
+        ULONGLONG exp = 0;
+        const char *hello = "hello from node5";
+        memset(&rec, 0, sizeof rec);
+        rec.dwSize = sizeof rec;
+        rec.type = chatType;
+        /* expiration is peer time: one hour from now, converted from UTC */
+        {
+            ULONGLONG u = ((ULONGLONG)time(NULL) + 11644473600ULL) * 10000000ULL; /* FILETIME units */
+            utc.dwLowDateTime = (DWORD)u;
+            utc.dwHighDateTime = (DWORD)(u >> 32);
+            PeerGraphUniversalTimeToPeerTime(nodes[5].h, &utc, &pt);
+            exp = (((ULONGLONG)pt.dwHighDateTime << 32) | pt.dwLowDateTime) + 3600ULL * 10000000ULL;
+        }
+        rec.ftExpiration.dwLowDateTime = (DWORD)exp;
+        rec.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
+        rec.data.cbData = (ULONG)strlen(hello);
+        rec.data.pbData = (PBYTE)hello;
+        rec.pwzAttributes = (PWSTR)L"<attributes><attribute name=\"room\" type=\"string\">lobby</attribute></attributes>";
+        printf("[%5lu ms] node5 publishes a record (PeerGraphAddRecord)\n", elapsed());
+        hr = PeerGraphAddRecord(nodes[5].h, &rec, &id);
+        if (FAILED(hr)) { printf("demo: PeerGraphAddRecord: %s\n", hr_name(hr)); goto done; }
+        want_kind = PEER_RECORD_ADDED;
+        want_count = 1;
+        if (!run_until(records_seen, NULL)) goto done;
+        printf("[%5lu ms] every node has it\n", elapsed());
+        if (PeerGraphGetRecord(nodes[2].h, &id, &got) != S_OK) { printf("demo: node2 lacks the record\n"); goto done; }
+        got->data.cbData = (ULONG)strlen("edited by node2");
+        got->data.pbData = (PBYTE)"edited by node2";
+        printf("[%5lu ms] node2 updates it (PeerGraphUpdateRecord)\n", elapsed());
+        hr = PeerGraphUpdateRecord(nodes[2].h, got);
+        PeerGraphFreeData(got);
+        if (FAILED(hr)) { printf("demo: PeerGraphUpdateRecord: %s\n", hr_name(hr)); goto done; }
+        want_kind = PEER_RECORD_UPDATED;
+        if (!run_until(records_seen, NULL)) goto done;
+        printf("[%5lu ms] node4 deletes it (PeerGraphDeleteRecord)\n", elapsed());
+        hr = PeerGraphDeleteRecord(nodes[4].h, &id, FALSE);
+        if (FAILED(hr)) { printf("demo: PeerGraphDeleteRecord: %s\n", hr_name(hr)); goto done; }
+        want_kind = PEER_RECORD_DELETED;
+        if (!run_until(records_seen, NULL)) goto done;
+        printf("[%5lu ms] the record was added, updated and deleted on all %d nodes\n\n", elapsed(), N_NODES);
+    }
+
     /* departure: node0 closes; its neighbors get DISCONNECT (reason LEAVING) */
     {
         HPEERENUM en;
@@ -447,8 +518,8 @@ int main(void)
     ends = show_graph();
     printf("  %d links (the library does not yet re-link the parts on its own; a host may Connect them)\n\n",
            ends / 2);
-    printf("summary: %d nodes formed a graph of %d links over real sockets in %d ms; node0 left and its %d "
-           "neighbors saw it go (%lu ms in all).\n",
+    printf("summary: %d nodes formed a graph of %d links over real sockets in %d ms, replicated a record's add, "
+           "update and delete to every node; node0 left and its %d neighbors saw it go (%lu ms in all).\n",
            N_NODES, links_formed, ms_formed, leaver_neighbors, elapsed());
     ok = 1;
 done:
