@@ -329,8 +329,10 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 
 /* p2pgraph capability bits, carried in AUTH_INFO.Reserved2 (initiator) and
  * WELCOME.Reserved2 (responder, only when the initiator sent them). */
-#define EXT_REASONS 0x01 /* REFUSE may carry codes 0x80.. in answer to AUTH_INFO */
-#define EXT_ALL     EXT_REASONS
+#define EXT_REASONS  0x01 /* REFUSE may carry codes 0x80.. in answer to AUTH_INFO */
+#define EXT_PIPELINE 0x02 /* the initiator may send all Sync All / Time requests at once */
+#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE)
+#define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 
 /* MS-PPGRH message types. */
 enum {
@@ -371,7 +373,10 @@ typedef struct pg_conn {
     HRESULT close_reason;   /* recorded when the close starts */
     ULONGLONG t_connect_pt; /* local peer time when CONNECT was sent */
     ULONGLONG neighbor_seq; /* order in which neighbors were added */
-    int sync, sync_step;    /* initiator-side synchronization progress */
+    int sync, sync_step;    /* initiator-side synchronization: requests sent */
+    int sync_done;          /* ... and answered (final SYNC_ENDs) */
+    pg_buf solq;            /* responder: solicitations waiting for the current answer */
+    int solq_n;
     int referral_hops;      /* how many referrals led to this attempt */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
@@ -437,7 +442,8 @@ struct pg_graph {
     ULONG rejected_records;/* FLOODed records that failed validation */
     /* database file */
     FILE *logf;
-    ULONGLONG log_bytes, log_dirty_since, db_torn_bytes;
+    ULONGLONG log_bytes, log_dirty_since, db_torn_bytes, meta_pending_since;
+    int meta_pending;      /* a non-durable metadata change not yet written */
     ULONG db_bad_entries;
     int log_dirty;
 };
@@ -2378,12 +2384,21 @@ static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n, 
     return S_OK;
 }
 
+/* Writes the graph's metadata.  A non-durable save (synchronized flag,
+ * properties learned from the graph) is only noted: db_maintain writes it
+ * within META_DELAY_MS, or the next durable save or Close does. */
+#define META_DELAY_MS 1000u
 static HRESULT db_save(pg_graph *g, int durable)
 {
     pg_buf body = {0};
     HRESULT hr;
+    if (!durable) {
+        if (!g->meta_pending) { g->meta_pending = 1; g->meta_pending_since = L.now; }
+        return S_OK;
+    }
     if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
     hr = log_append(g, LE_META, body.p, body.len, durable);
+    if (SUCCEEDED(hr)) g->meta_pending = 0;
     buf_free(&body);
     return hr;
 }
@@ -2430,6 +2445,7 @@ static HRESULT db_rewrite(pg_graph *g)
     if (!g->logf) goto done;
     g->log_bytes = bytes;
     g->log_dirty = 0;
+    g->meta_pending = 0;
     hr = S_OK;
 done:
     if (f) { fclose(f); remove(tmp); }
@@ -2632,6 +2648,11 @@ static HRESULT db_load(pg_graph *g)
 /* fsync and compaction, from PeerGraphService. */
 static void db_maintain(pg_graph *g)
 {
+    if (g->meta_pending && L.now >= g->meta_pending_since + META_DELAY_MS) {
+        pg_buf body = {0};
+        if (meta_body(g, &body) && SUCCEEDED(log_append(g, LE_META, body.p, body.len, 0))) g->meta_pending = 0;
+        buf_free(&body);
+    }
     if (g->logf && g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) {
         db_rewrite(g); /* on failure the old log stays valid */
         return;
@@ -2740,6 +2761,7 @@ static void conn_free(pg_conn *c)
     buf_free(&c->rx);
     buf_free(&c->tx);
     buf_free(&c->acks);
+    buf_free(&c->solq);
     pg_free(c->out_ids);
     pg_free(c->hash_send);
     pg_free(c->want_peer);
@@ -3106,36 +3128,54 @@ static void send_solicit(pg_conn *c, int include, const GUID *types, ULONG n)
 }
 
 /* The Sync All / Time-based sequence (digest 5.8): step k < 2 + prioritized
- * asks for one type; the step after asks for "everything else"; the one after
- * that ends.  Called when the link comes up (step 0) and on each final
- * SYNC_END; a prioritized type finishing raises PEER_GRAPH_EVENT_SYNCHRONIZED. */
-static void sync_next(pg_conn *c)
+ * asks for one type (Graph Info, Presence, then each prioritized type); step
+ * 2 + prioritized asks for "everything else"; its SYNC_END ends the sync.  A
+ * prioritized type's SYNC_END raises PEER_GRAPH_EVENT_SYNCHRONIZED.  With a
+ * p2pgraph responder that agreed to EXT_PIPELINE every request goes out at
+ * once (PROTOCOL.md section 4); otherwise one per SYNC_END, as the spec has it. */
+static void sync_send_step(pg_conn *c, ULONG k)
 {
     pg_graph *g = c->graph;
-    ULONG fixedN = 2 + g->n_sync_types, k = (ULONG)c->sync_step;
-    GUID one;
-    if (k >= 3 && k - 1 < fixedN) { /* step k-1 was a prioritized type */
-        PEER_GRAPH_EVENT_DATA e;
-        memset(&e, 0, sizeof e);
-        e.eventType = PEER_GRAPH_EVENT_SYNCHRONIZED;
-        e.synchronizedData.dwSize = sizeof e.synchronizedData;
-        e.synchronizedData.recordType = g->sync_types[k - 3];
-        emit(g, &e, &e.synchronizedData.recordType, NULL);
-    }
+    ULONG fixedN = 2 + g->n_sync_types;
     if (k < fixedN) {
-        one = k == 0 ? GUID_GRAPH_INFO_TYPE : k == 1 ? GUID_PRESENCE_TYPE : g->sync_types[k - 2];
-        c->sync_step++;
+        GUID one = k == 0 ? GUID_GRAPH_INFO_TYPE : k == 1 ? GUID_PRESENCE_TYPE : g->sync_types[k - 2];
         send_solicit(c, 1, &one, 1);
-    } else if (k == fixedN) {
+    } else {
         GUID *ex = (GUID *)pg_alloc(sizeof(GUID) * fixedN);
         ULONG i;
         if (!ex) { conn_abort(c, E_OUTOFMEMORY); return; }
         ex[0] = GUID_GRAPH_INFO_TYPE;
         ex[1] = GUID_PRESENCE_TYPE;
         for (i = 0; i < g->n_sync_types; i++) ex[2 + i] = g->sync_types[i];
-        c->sync_step++;
         send_solicit(c, 0, ex, fixedN);
         pg_free(ex);
+    }
+}
+
+static void sync_start(pg_conn *c, int type)
+{
+    ULONG total = 3 + c->graph->n_sync_types, k;
+    c->sync = type;
+    c->sync_step = 0;
+    c->sync_done = 0;
+    for (k = 0; k < ((c->ext & EXT_PIPELINE) ? total : 1) && !c->dead; k++) sync_send_step(c, (ULONG)c->sync_step++);
+}
+
+/* A final SYNC_END for the oldest outstanding request. */
+static void sync_next(pg_conn *c)
+{
+    pg_graph *g = c->graph;
+    ULONG fixedN = 2 + g->n_sync_types, done = (ULONG)c->sync_done++;
+    if (done >= 2 && done < fixedN) { /* a prioritized type is complete */
+        PEER_GRAPH_EVENT_DATA e;
+        memset(&e, 0, sizeof e);
+        e.eventType = PEER_GRAPH_EVENT_SYNCHRONIZED;
+        e.synchronizedData.dwSize = sizeof e.synchronizedData;
+        e.synchronizedData.recordType = g->sync_types[done - 2];
+        emit(g, &e, &e.synchronizedData.recordType, NULL);
+    }
+    if (done + 1 < fixedN + 1) {
+        if ((ULONG)c->sync_step <= done + 1) sync_send_step(c, (ULONG)c->sync_step++); /* sequential mode */
     } else {
         int wasTime = c->sync == SYNC_TIME;
         c->sync = SYNC_NONE;
@@ -3409,9 +3449,7 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
         if (g->synchronized && graph_conn_count(g, 1) > 1) {
             sync_hash_start(c);
         } else {
-            c->sync = g->synchronized ? SYNC_TIME : SYNC_NEW;
-            c->sync_step = 0;
-            sync_next(c);
+            sync_start(c, g->synchronized ? SYNC_TIME : SYNC_NEW);
         }
     }
     return;
@@ -3750,6 +3788,8 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
     c->out_end = 1;
 }
 
+static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size);
+
 /* Sends queued sync FLOODs while the send queue has room (fairness: a big
  * sync never fills the queue past PEER_SYNC_WATERMARK). */
 static void conn_pump_out(pg_conn *c)
@@ -3795,8 +3835,22 @@ static void conn_pump_out(pg_conn *c)
         c->out_ids = NULL;
         c->out_n = c->out_i = 0;
         c->out_end = 0;
+        if (c->solq_n && !c->dead) { /* the next queued solicitation */
+            const uint8_t *q = c->solq.p + c->solq.off;
+            size_t qs = get32(q);
+            uint8_t *copy = (uint8_t *)pg_alloc(qs);
+            if (!copy) { conn_abort(c, E_OUTOFMEMORY); return; }
+            memcpy(copy, q, qs);
+            buf_consume(&c->solq, qs);
+            c->solq_n--;
+            if (copy[5] == MT_SOLICIT_HASH) on_solicit_hash(c, copy, qs);
+            else on_solicit(c, copy, qs, copy[5]);
+            pg_free(copy);
+            if (!c->dead && c->out_end) conn_pump_out(c);
+            return;
+        }
     }
-    conn_try_send(c);
+    /* the caller sends: several answers go out in one write */
 }
 
 /* --- Hash-based sync (3.1.7.31, 3.1.5.2.7-.11) ---
@@ -4311,7 +4365,10 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
         if (c->direct || !solicit_valid(m, size, type == MT_SOLICIT_NEW ? 12 : 20) ||
             (type == MT_SOLICIT_HASH && !solicit_hash_valid(m, size)))
             conn_abort(c, PEER_E_PROTOCOL_ERROR);
-        else if (type == MT_SOLICIT_HASH)
+        else if (c->out_end || c->solq_n) { /* answering one already: keep it in order */
+            if (c->solq_n >= SOLQ_MAX || !buf_append(&c->solq, m, size)) conn_abort(c, PEER_E_PROTOCOL_ERROR);
+            else c->solq_n++;
+        } else if (type == MT_SOLICIT_HASH)
             on_solicit_hash(c, m, size);
         else
             on_solicit(c, m, size, type); /* answered by conn_pump_out */
@@ -4375,7 +4432,7 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
 
 /* Reads what is there (bounded per call so one busy peer cannot starve the
  * others). */
-static void conn_on_readable(pg_conn *c)
+static void conn_on_readable(pg_conn *c, int drain)
 {
     uint8_t buf[16384];
     size_t total = 0;
@@ -4395,6 +4452,9 @@ static void conn_on_readable(pg_conn *c)
         }
         total += (size_t)k;
         conn_feed(c, buf, (size_t)k);
+        /* With readiness from the host (level-triggered), a short read means
+         * drained for now: the socket is reported again if more arrives. */
+        if (!drain && (size_t)k < sizeof buf) break;
     }
     conn_flush_acks(c);
 }
@@ -4527,7 +4587,9 @@ static void conn_on_timer(pg_conn *c)
     }
 }
 
-static void conn_service(pg_conn *c, DWORD ev)
+/* `drain`: readiness is unknown (PeerGraphService with no list), so read
+ * until the socket says EAGAIN. */
+static void conn_service(pg_conn *c, DWORD ev, int drain)
 {
     if (c->dead) return;
     if (c->state == CS_TCP_CONNECTING) {
@@ -4535,9 +4597,9 @@ static void conn_service(pg_conn *c, DWORD ev)
             conn_on_connect_result(c);
         return;
     }
-    if (ev & (PEER_POLL_READ | PEER_POLL_ERROR)) conn_on_readable(c);
-    if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+    if (ev & (PEER_POLL_READ | PEER_POLL_ERROR)) conn_on_readable(c, drain || (ev & PEER_POLL_ERROR));
     if (!c->dead && c->out_end) conn_pump_out(c);
+    if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
 }
 
 /* Tells the poll callback about interest changes. */
@@ -4570,13 +4632,13 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
     ULONG i;
     if (!ready) {
         for (l = L.listeners; l; l = l->next) listener_accept(l);
-        for (c = L.conns; c; c = c->next) conn_service(c, PEER_POLL_READ | PEER_POLL_WRITE);
+        for (c = L.conns; c; c = c->next) conn_service(c, PEER_POLL_READ | PEER_POLL_WRITE, 1);
     } else {
         for (i = 0; i < n; i++) {
             void *o = sock_get(ready[i].s);
             if (!o || !ready[i].dwEvents) continue;
             if (*(int *)o == OBJ_LISTENER) listener_accept((pg_listener *)o);
-            else conn_service((pg_conn *)o, ready[i].dwEvents);
+            else conn_service((pg_conn *)o, ready[i].dwEvents, 0);
         }
     }
     for (c = L.conns; c; c = c->next) {
@@ -4614,6 +4676,7 @@ static ULONGLONG next_deadline(void)
     for (g = L.graphs; g; g = g->next) {
         if (g->exp_deadline < d) d = g->exp_deadline;
         if (g->log_dirty && g->log_dirty_since + PEER_DB_SYNC_MS < d) d = g->log_dirty_since + PEER_DB_SYNC_MS;
+        if (g->meta_pending && g->meta_pending_since + META_DELAY_MS < d) d = g->meta_pending_since + META_DELAY_MS;
     }
     return d;
 }

@@ -435,7 +435,9 @@ HRESULT PeerGraphGetPollFds(PEER_POLL_FD *pFds, ULONG cMax, ULONG *pcFds, ULONGL
  * socket is tried without blocking (a game calling once per frame).  ullNow is
  * the host's monotonic time in milliseconds; the library reads no clock of its
  * own, and API calls made between two services use the last ullNow.
- * Entries for sockets the library no longer owns are ignored.
+ * Entries for sockets the library no longer owns are ignored.  Readiness is
+ * taken as level-triggered (poll, select, epoll without EPOLLET): a socket
+ * read only partly is reported again by the host's next wait.
  * Returns S_OK; E_INVALIDARG (pReady NULL with cReady > 0);
  * PEER_E_NOT_INITIALIZED.  Network errors never fail this call: they close
  * the connection concerned and are reported as events.

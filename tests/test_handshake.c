@@ -218,7 +218,7 @@ static void test_initiator_wire_and_sync(void **st)
     static rxbuf r;
     static msg a, c, m;
     PPEER_GRAPH_EVENT_DATA d;
-    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 1, 0, 0x10, 0, 0x1a, 0, 0x20,
+    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 3, 0, 0x10, 0, 0x1a, 0, 0x20,
                                               'T', 'e', 's', 't', 'G', 'r', 'a', 'p', 'h', 0, 'A', 'l', 'i', 'c', 'e', 0,
                                               'B', 'o', 'b', 0};
     static const unsigned char graph_info[16] = {0, 0, 1, 0}, presence[16] = {0, 0, 4, 0};
@@ -310,6 +310,84 @@ static void test_initiator_wire_and_sync(void **st)
     assert_int_equal(fake_net_raw_eof(s), 1);
     fake_net_raw_close(s);
     fake_net_raw_close(l);
+}
+
+/* EXT_PIPELINE: a responder that echoes bit 0x02 gets every Sync All request
+ * at once; answered one by one, the sync completes. */
+static void test_pipelined_sync_initiator(void **st)
+{
+    HGRAPH h = tu_open(L"G", L"Alice");
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET l = raw_node(&addr), s;
+    static rxbuf r;
+    static msg a, c, m;
+    ULONGLONG id;
+    DWORD status;
+    int i;
+    (void)st;
+    s = connect_to_raw(h, NULL, l, &addr, &id, &r, &a, &c);
+    assert_int_equal(a.b[9], 3); /* we offer reasons and pipelining */
+    m_welcome(&m, 0x55, 0, NULL, 0, "Bob", 3);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s, &r, &m) > 0); /* Ping */
+    assert_int_equal(m.b[5], 0x0D);
+    for (i = 0; i < 3; i++) { /* Graph Info, Presence, everything else: all at once */
+        assert_true(recv_msg(s, &r, &m) > 0);
+        assert_int_equal(m.b[5], 0x06);
+        assert_int_equal(m.b[8], i < 2 ? 1 : 0);
+    }
+    assert_int_equal(recv_msg(s, &r, &m), 0);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+        assert_int_equal(status & PEER_GRAPH_STATUS_SYNCHRONIZED, 0);
+        m_sync_end(&m);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+    }
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+}
+
+/* A responder answers solicitations that arrive back to back in order, one
+ * SYNC_END each (and holds at most 16 waiting). */
+static void test_responder_queues_solicitations(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"Bob");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET s = fake_net_raw_connect(&la.sin6);
+    static rxbuf r;
+    static msg m;
+    int i, floods = 0, ends = 0;
+    (void)st;
+    memset(&r, 0, sizeof r);
+    m_auth(&m, 1, 0, "G", "Alice", NULL);
+    send_msg(s, &m);
+    m_connect(&m, 0x01, 0x77, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s, &r, &m) > 0); /* WELCOME */
+    for (i = 0; i < 3; i++) { /* all types, three times */
+        hdr(&m, 6); p8(&m, 0); p8(&m, 0); p16(&m, 12); fin(&m);
+        send_msg(s, &m);
+    }
+    tu_pump(3, 1);
+    while (recv_msg(s, &r, &m) > 0) {
+        if (m.b[5] == 0x0B) { assert_int_equal(floods, ends); floods++; } /* one FLOOD per answer, before its end */
+        else if (m.b[5] == 0x0C) ends++;
+    }
+    assert_int_equal(floods, 3);
+    assert_int_equal(ends, 3);
+    /* 17 waiting at once: the 17th is one too many */
+    for (i = 0; i < 18; i++) {
+        hdr(&m, 6); p8(&m, 0); p8(&m, 0); p16(&m, 12); fin(&m);
+        send_msg(s, &m);
+    }
+    tu_pump(1, 1);
+    assert_int_equal(tu_neighbors(h), 0);
+    fake_net_raw_close(s);
 }
 
 /* Responder: AUTH_INFO + CONNECT in, WELCOME out with the right fields. */
@@ -1065,6 +1143,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_initiator_wire_and_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responder_welcome_and_disconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_sync_initiator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_responder_queues_solicitations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_busy_follows_referrals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timers, setup, teardown),
