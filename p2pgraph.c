@@ -990,8 +990,11 @@ static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
 
 static HRESULT attr_validate(const wchar_t *xml);
 
-/* [MS-PPGRH] 3.1.7.27 on a parsed record; 1 if valid for graph g. */
-static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
+/* [MS-PPGRH] 3.1.7.27 on a parsed record; 1 if valid for graph g.  `full`
+ * 0 skips the two costly checks (record ID against MD5(creator), attribute
+ * XML) for records read back from our own checksummed file: they passed
+ * them when they were stored. */
+static int rec_validate_ex(const pg_graph *g, const rec_view *v, uint64_t peerNow, int full)
 {
     uint8_t fold[8];
     if (v->n_creator < 2 || v->n_creator > PEER_MAX_ID_CHARS || !u16_valid(v->creator, v->n_creator)) return 0;
@@ -1001,7 +1004,7 @@ static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
         if (memcmp(v->id, GRAPH_INFO_ID, 16)) return 0;
     } else if (!memcmp(v->type, "\0\0\2\0", 4) && guid_is_internal(v->type)) {
         if (memcmp(v->id, SIGNATURE_ID, 16)) return 0;
-    } else {
+    } else if (full) {
         creator_fold(v->creator, v->n_creator, fold);
         if (memcmp(fold, v->id, 8)) return 0;
     }
@@ -1013,7 +1016,7 @@ static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
     if (v->flags & ~(RF_DELETED | RF_AUTOREFRESH)) return 0;
     if ((uint64_t)v->n_data + 2 * (uint64_t)v->n_attr > g->max_record) return 0;
     if (v->modified == v->created && v->n_modby != 0) return 0;
-    if (v->n_attr) {
+    if (v->n_attr && full) {
         wchar_t *a;
         HRESULT hr;
         if (!u16_valid(v->attr, v->n_attr)) return 0;
@@ -1023,6 +1026,11 @@ static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
         if (hr != S_OK) return 0;
     }
     return 1;
+}
+
+static int rec_validate(const pg_graph *g, const rec_view *v, uint64_t peerNow)
+{
+    return rec_validate_ex(g, v, peerNow, 1);
 }
 
 /* Conflict resolution: >0 if a is newer than b, 0 if the same, <0 older. */
@@ -2525,6 +2533,13 @@ static HRESULT file_read_all(FILE *f, uint8_t **pbuf, size_t *pn)
 {
     uint8_t *buf = NULL;
     size_t n = 0, cap = 0;
+    long len;
+    /* one allocation of the file's size when it can be known (plus one byte
+     * so that the loop below sees the end without growing) */
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        cap = (size_t)len + 1;
+        if (!(buf = (uint8_t *)pg_alloc(cap))) return E_OUTOFMEMORY;
+    }
     for (;;) {
         size_t k;
         if (n == cap) {
@@ -2600,7 +2615,7 @@ static void rec_prune(pg_graph *g)
             pg_rec *r = *pp;
             rec_view v;
             rec_parse(r->wire, r->len, &v);
-            if (!rec_validate(g, &v, now) || (guid_is_internal(v.type) && v.type[2] != 1)) {
+            if (!rec_validate_ex(g, &v, now, 0) || (guid_is_internal(v.type) && v.type[2] != 1)) {
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
@@ -2627,6 +2642,7 @@ static HRESULT db_load(pg_graph *g)
     lc.g = g;
     lc.have_meta = lc.oom = 0;
     hr = PEER_E_INVALID_DATABASE;
+    while (g->rec_cap * 3 / 4 < n / 256 && rec_table_grow(g)) {} /* about one record per 256+ bytes */
     if (n >= 8 && memcmp(buf, LOG_MAGIC, 8) == 0) {
         log_walk(buf, n, load_entry, &lc, &g->db_bad_entries, &g->db_torn_bytes);
         if (lc.oom) hr = E_OUTOFMEMORY;
