@@ -53,7 +53,7 @@ build/asan/test_%: build/gen/search_module.inc tests/test_%.c $(TEST_SUPPORT_SRC
 build/ex_%: examples/%.c build/libp2pgraph.a
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
 
-build/bench_%: bench/%.c build/libp2pgraph.a
+build/bench_%: bench/%.c bench/bench_util.h build/libp2pgraph.a
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
 
 examples: $(addprefix build/ex_,$(EXAMPLES))

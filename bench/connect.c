@@ -31,20 +31,7 @@ int main(void)
 }
 #else
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
 #include <arpa/inet.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -53,8 +40,10 @@ int main(void)
 #endif
 #endif
 
+#define BENCH_NAME "bench_connect"
+#include "bench_util.h"
+
 #define DB_DIR_N "build/tmp-bench-connect"
-#define DB_DIR_W L"build/tmp-bench-connect"
 #define GRAPH_ID L"bench-connect"
 #define ECHO_BYTES 32
 #define RUN_LIMIT_NS (30LL * 1000000000LL)   /* give up on a run after 30 s */
@@ -69,24 +58,6 @@ int main(void)
 /* helpers                                                                   */
 /* ------------------------------------------------------------------------- */
 
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-static ULONGLONG now_ms(void) { return (ULONGLONG)(now_ns() / 1000000LL); }
-
-static void *xcalloc(size_t n, size_t cb)
-{
-    void *p = calloc(n ? n : 1, cb ? cb : 1);
-    if (!p) {
-        fprintf(stderr, "bench_connect: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 static long heap_in_use(void)
 {
 #ifdef HAVE_MALLINFO2
@@ -95,12 +66,6 @@ static long heap_in_use(void)
 #else
     return -1;
 #endif
-}
-
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL, 0);
-    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 typedef struct stats {
@@ -150,24 +115,17 @@ static void kcount_delta(stats *st, kcount a)
     st->syn_retrans = a.syn < 0 || b.syn < 0 ? -1 : b.syn - a.syn;
 }
 
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Per-connection durations (ns) of the completed connections -> stats. */
 static void summarize(stats *st, long long *dur, int n)
 {
     double sum = 0;
     int i;
     if (n == 0) return;
-    qsort(dur, (size_t)n, sizeof *dur, cmp_ll);
+    sort_ll(dur, n);
     for (i = 0; i < n; i++) sum += (double)dur[i];
     st->mean_ms = sum / n / 1e6;
-    /* nearest rank */
-    st->p50_ms = (double)dur[(n * 50 + 99) / 100 - 1] / 1e6;
-    st->p99_ms = (double)dur[(n * 99 + 99) / 100 - 1] / 1e6;
+    st->p50_ms = pct_ms(dur, n, 50);
+    st->p99_ms = pct_ms(dur, n, 99);
     st->max_ms = (double)dur[n - 1] / 1e6;
 }
 
@@ -181,7 +139,6 @@ enum { C_CONNECTING, C_WRITING, C_READING, C_DONE, C_FAILED };
 static void raw_run(int K, int backlog, long long limitNs, stats *st, long long *dur)
 {
     struct sockaddr_in6 sa;
-    socklen_t sl = sizeof sa;
     int lfd, one = 1, i, left, nsrv = 0;
     int *cfd = (int *)xcalloc((size_t)K, sizeof(int));
     int *cst = (int *)xcalloc((size_t)K, sizeof(int));
@@ -204,16 +161,7 @@ static void raw_run(int K, int backlog, long long limitNs, stats *st, long long 
     st->reps = 1;
     st->attempts = K;
     memset(msg, 'x', sizeof msg);
-    lfd = socket(AF_INET6, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    if (lfd < 0 || set_nonblock(lfd) < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, backlog) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
-        perror("bench_connect: raw listener");
-        exit(2);
-    }
+    lfd = loopback_listener(&sa, backlog, 1);
 
     kc = kcount_now();
     tstart = now_ns();
@@ -360,81 +308,6 @@ static void count_failure(p2p_result *res, HRESULT hr)
     }
 }
 
-static void die_hr(const char *what, int i, HRESULT hr)
-{
-    fprintf(stderr, "bench_connect: %s #%d failed: 0x%08lX\n", what, i, (unsigned long)(uint32_t)hr);
-    exit(2);
-}
-
-/* Host poll scratch, allocated before the heap baseline. */
-typedef struct host_poll {
-    PEER_POLL_FD *want, *ready;
-    struct pollfd *pf;
-    ULONG cap;
-} host_poll;
-
-static void host_poll_grow(host_poll *hp, ULONG cap)
-{
-    if (cap <= hp->cap) return;
-    free(hp->want); free(hp->ready); free(hp->pf);
-    hp->want = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp->want);
-    hp->ready = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp->ready);
-    hp->pf = (struct pollfd *)xcalloc(cap, sizeof *hp->pf);
-    hp->cap = cap;
-}
-
-/* One host step: GetPollFds + poll() + Service.  Returns the number of
- * ready sockets and, in *pWantWrite / *pDeadline, what the library asked. */
-static ULONG host_step(host_poll *hp, int maxWaitMs, int *pWantWrite, ULONGLONG *pDeadline, p2p_result *acct)
-{
-    long long ta = now_ns(), tb, tc;
-    ULONG n = 0, nr = 0, i;
-    ULONGLONG dl = PEER_NO_DEADLINE, t;
-    int timeout, r, ww = 0;
-    HRESULT hr;
-    for (;;) {
-        hr = PeerGraphGetPollFds(hp->want, hp->cap, &n, &dl);
-        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
-        host_poll_grow(hp, n + 64);
-    }
-    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", 0, hr);
-    tb = now_ns();
-    t = now_ms();
-    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
-    for (i = 0; i < n; i++) {
-        hp->pf[i].fd = hp->want[i].s;
-        hp->pf[i].events = (short)(((hp->want[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
-                                   ((hp->want[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
-        hp->pf[i].revents = 0;
-        if (hp->want[i].dwEvents & PEER_POLL_WRITE) ww = 1;
-    }
-    r = poll(hp->pf, n, timeout);
-    if (r < 0 && errno != EINTR) {
-        perror("bench_connect: poll");
-        exit(2);
-    }
-    tc = now_ns();
-    for (i = 0; i < n && r > 0; i++) {
-        short re = hp->pf[i].revents;
-        if (!re) continue;
-        hp->ready[nr].s = hp->pf[i].fd;
-        hp->ready[nr].dwEvents = ((re & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) | ((re & POLLOUT) ? PEER_POLL_WRITE : 0) |
-                                 ((re & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
-        nr++;
-    }
-    hr = PeerGraphService(hp->ready, nr, now_ms());
-    if (FAILED(hr)) die_hr("PeerGraphService", 0, hr);
-    if (acct) {
-        long long td = now_ns();
-        acct->getpollfds_ms += (double)(tb - ta) / 1e6;
-        acct->poll_ms += (double)(tc - tb) / 1e6;
-        acct->service_ms += (double)(td - tc) / 1e6;
-    }
-    if (pWantWrite) *pWantWrite = ww;
-    if (pDeadline) *pDeadline = dl;
-    return nr;
-}
-
 static void db_name(wchar_t *out, size_t n, char kind, int i) { swprintf(out, n, L"bc-%c%d", kind, i); }
 static void peer_name(wchar_t *out, size_t n, char kind, int i) { swprintf(out, n, L"%s%d", kind == 'r' ? L"resp" : L"init", i); }
 
@@ -466,7 +339,7 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
     res->responders = R;
     host_poll_grow(hp, (ULONG)(3 * K + 2 * R + 64));
 
-    if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr("PeerGraphStartup", 0, hr);
+    if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr_at("PeerGraphStartup", 0, hr);
     res->heap_base = heap_in_use();
 
     /* --- graphs (not timed) --- */
@@ -483,17 +356,17 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
         p.pwzGraphId = (PWSTR)GRAPH_ID;
         p.pwzCreatorId = rpeer[i];
         p.cPresenceMax = (ULONG)-1;
-        if (FAILED(hr = PeerGraphCreate(&p, db, NULL, &resp[i]))) die_hr("PeerGraphCreate", i, hr);
+        if (FAILED(hr = PeerGraphCreate(&p, db, NULL, &resp[i]))) die_hr_at("PeerGraphCreate", i, hr);
         if (i == 0) {
             PPEER_NODE_INFO ni = NULL;
-            if (FAILED(hr = PeerGraphListen(resp[0], PEER_GRAPH_SCOPE_LOOPBACK, 0, 0))) die_hr("PeerGraphListen", 0, hr);
-            if (FAILED(hr = PeerGraphGetNodeInfo(resp[0], 0, &ni)) || ni->cAddresses < 1) die_hr("PeerGraphGetNodeInfo", 0, hr);
+            if (FAILED(hr = PeerGraphListen(resp[0], PEER_GRAPH_SCOPE_LOOPBACK, 0, 0))) die_hr_at("PeerGraphListen", 0, hr);
+            if (FAILED(hr = PeerGraphGetNodeInfo(resp[0], 0, &ni)) || ni->cAddresses < 1) die_hr_at("PeerGraphGetNodeInfo", 0, hr);
             addr = ni->pAddresses[0];
             PeerGraphFreeData(ni);
             memset(&addr.sin6.sin6_addr, 0, sizeof addr.sin6.sin6_addr);
             addr.sin6.sin6_addr.s6_addr[15] = 1; /* [::1] */
         } else if (FAILED(hr = PeerGraphListen(resp[i], PEER_GRAPH_SCOPE_LOOPBACK, 0, ntohs(addr.sin6.sin6_port))))
-            die_hr("PeerGraphListen", i, hr);
+            die_hr_at("PeerGraphListen", i, hr);
     }
     reg.eventType = PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION;
     reg.pType = NULL;
@@ -503,12 +376,12 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
         db_name(db, 32, 'i', i);
         PeerGraphDelete(GRAPH_ID, pid, db);
         hr = PeerGraphOpen(GRAPH_ID, pid, db, NULL, 0, NULL, &init[i]);
-        if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr("PeerGraphOpen", i, hr);
-        if (FAILED(hr = PeerGraphRegisterEvent(init[i], NULL, 1, &reg, &ev[i]))) die_hr("PeerGraphRegisterEvent", i, hr);
+        if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr_at("PeerGraphOpen", i, hr);
+        if (FAILED(hr = PeerGraphRegisterEvent(init[i], NULL, 1, &reg, &ev[i]))) die_hr_at("PeerGraphRegisterEvent", i, hr);
     }
     res->create_ms = (double)(now_ns() - tc) / 1e6;
     /* bring the library's clock (the last ullNow) past the slow graph creation */
-    host_step(hp, 0, NULL, NULL, NULL);
+    host_step(hp, 0);
     res->heap_graphs = heap_in_use();
 
     /* --- K concurrent handshakes (timed) --- */
@@ -525,9 +398,10 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
             pend[npend++] = i;
     }
     res->connect_calls_ms = (double)(now_ns() - tstart) / 1e6;
+    hp->getpollfds_ns = hp->poll_ns = hp->service_ns = 0;
     while (npend > 0 && now_ns() - tstart < RUN_LIMIT_NS) {
         long long te;
-        host_step(hp, 100, NULL, NULL, res);
+        host_step(hp, 100);
         res->loop_iterations++;
         te = now_ns();
         for (j = 0; j < npend;) {
@@ -556,6 +430,9 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
         }
         res->event_poll_ms += (double)(now_ns() - te) / 1e6;
     }
+    res->getpollfds_ms = (double)hp->getpollfds_ns / 1e6;
+    res->poll_ms = (double)hp->poll_ns / 1e6;
+    res->service_ms = (double)hp->service_ns / 1e6;
     kcount_delta(&res->st, kc);
     for (j = 0; j < npend; j++) count_failure(res, PEER_E_TIMEOUT); /* never resolved within RUN_LIMIT */
     res->st.ok = nd;
@@ -568,9 +445,9 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
         long long ts = now_ns();
         int quiet = 0, synced = 0;
         while (now_ns() - ts < SETTLE_LIMIT_NS) {
-            int ww = 0;
-            ULONGLONG dl = 0;
-            ULONG nr = host_step(hp, 20, &ww, &dl, NULL);
+            ULONG nr = host_step(hp, 20);
+            int ww = hp->want_write;
+            ULONGLONG dl = hp->deadline;
             if (!synced) {
                 synced = 1;
                 for (i = 0; i < K && synced; i++) {
@@ -622,30 +499,6 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
 /* report                                                                    */
 /* ------------------------------------------------------------------------- */
 
-static void machine_info(void)
-{
-    struct utsname u;
-    char line[512], model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10)) {
-                char *p = strchr(line, ':');
-                if (p) {
-                    p++;
-                    while (*p == ' ') p++;
-                    p[strcspn(p, "\n")] = 0;
-                    snprintf(model, sizeof model, "%s", p);
-                }
-                break;
-            }
-        fclose(f);
-    }
-    printf("machine: %ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
-    if (uname(&u) == 0) printf(", %s %s %s", u.sysname, u.release, u.machine);
-    printf("\n");
-}
-
 static const char *hr_name(HRESULT hr)
 {
     switch (hr) {
@@ -669,14 +522,9 @@ static const char *hr_name(HRESULT hr)
  * the percentiles rest on enough samples. */
 static int reps_for(int K) { return K >= 1000 ? 1 : K >= 100 ? 5 : K >= 20 ? 10 : 25; }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    sort_d(v, n);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
@@ -763,19 +611,14 @@ int main(int argc, char **argv)
     memset(&hp, 0, sizeof hp);
 
     /* K concurrent connections with both ends here need 2K descriptors + slack */
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) { perror("getrlimit"); return 2; }
-    before = rl.rlim_cur;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) { perror("setrlimit"); getrlimit(RLIMIT_NOFILE, &rl); }
+    switch (raise_nofile(&rl, &before)) {
+    case -1: perror("getrlimit"); return 2;
+    case -2: perror("setrlimit"); break;
     }
     maxK = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000 ? 500000 : (int)((rl.rlim_cur - 64) / 2);
 
     printf("bench_connect: K concurrent connections over [::1], one process, one thread, one poll() loop\n");
-    printf("command:");
-    for (i = 0; i < argc; i++) printf(" %s", argv[i]);
-    printf("\n");
-    machine_info();
+    print_command_machine(argc, argv);
     printf("RLIMIT_NOFILE: %llu (was %llu); largest K possible: %d\n", (unsigned long long)rl.rlim_cur,
            (unsigned long long)before, maxK);
     for (i = 0; i < nk; i++)
@@ -785,9 +628,7 @@ int main(int argc, char **argv)
             ks[i] = maxK;
         }
 
-    mkdir("build", 0755);
-    mkdir(DB_DIR_N, 0755);
-    if (FAILED(PeerGraphSetDatabaseDirectory(DB_DIR_W))) { fprintf(stderr, "bench_connect: database dir\n"); return 2; }
+    if (setup_db_dir(DB_DIR_N) != 0) return 2;
 
     /* warm-up (discarded): first use of the stack, the allocator, the disk */
     {
@@ -895,7 +736,7 @@ int main(int argc, char **argv)
             printf("  %d concurrent connections complete: %s (%d/%d)\n", ks[i], p2p[i].st.failed == 0 ? "MET" : "MISSED",
                    p2p[i].st.ok, p2p[i].st.attempts);
     free(ks); free(raw); free(raw_lib); free(p2p);
-    free(hp.want); free(hp.ready); free(hp.pf);
+    host_poll_free(&hp);
     return 0;
 }
 #endif

@@ -36,21 +36,11 @@ int main(void)
 }
 #else
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
 #include <arpa/inet.h>
+
+#define BENCH_NAME "bench_flood"
+#include "bench_util.h"
 
 #define DB_DIR_N "build/tmp-bench-flood"
 #define GRAPH_ID L"bench-flood"
@@ -66,50 +56,6 @@ static const GUID REC_TYPE = {0xf100d000, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2
 /* ------------------------------------------------------------------------- */
 /* helpers                                                                   */
 /* ------------------------------------------------------------------------- */
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-static ULONGLONG now_ms(void) { return (ULONGLONG)(now_ns() / 1000000LL); }
-
-static void *xcalloc(size_t n, size_t cb)
-{
-    void *p = calloc(n ? n : 1, cb ? cb : 1);
-    if (!p) {
-        fprintf(stderr, "bench_flood: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static void die_hr(const char *what, int i, HRESULT hr)
-{
-    fprintf(stderr, "bench_flood: %s #%d failed: 0x%08lX\n", what, i, (unsigned long)(uint32_t)hr);
-    exit(2);
-}
-
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL, 0);
-    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_ms(const long long *v, int n, int p) /* nearest rank over a sorted array */
-{
-    int k = (n * p + 99) / 100;
-    if (n == 0) return 0;
-    if (k < 1) k = 1;
-    return (double)v[k - 1] / 1e6;
-}
 
 static uint64_t rng_state = 1;
 static uint32_t rnd(void) /* xorshift64*: reproducible from -s */
@@ -254,82 +200,14 @@ static void install_counting_shim(void)
     s.pfnSend = cs_send;
     s.pfnConnect = cs_connect;
     s.pfnAccept = cs_accept;
-    if (FAILED(hr = PeerGraphSetNetShim(&s))) die_hr("PeerGraphSetNetShim", 0, hr);
+    if (FAILED(hr = PeerGraphSetNetShim(&s))) die_hr_at("PeerGraphSetNetShim", 0, hr);
 }
 
 /* ------------------------------------------------------------------------- */
 /* host loop: GetPollFds + poll() + Service                                  */
 /* ------------------------------------------------------------------------- */
 
-typedef struct host_poll {
-    PEER_POLL_FD *want, *ready;
-    struct pollfd *pf;
-    ULONG cap;
-} host_poll;
 static host_poll hp;
-static double g_service_max_ms; /* the longest PeerGraphService call since the last reset */
-static long g_service_slow;     /* calls over 10 ms */
-
-static void host_poll_grow(ULONG cap)
-{
-    if (cap <= hp.cap) return;
-    free(hp.want); free(hp.ready); free(hp.pf);
-    hp.want = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp.want);
-    hp.ready = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp.ready);
-    hp.pf = (struct pollfd *)xcalloc(cap, sizeof *hp.pf);
-    hp.cap = cap;
-}
-
-static ULONG host_step(int maxWaitMs)
-{
-    ULONG n = 0, nr = 0, i;
-    ULONGLONG dl = PEER_NO_DEADLINE, t;
-    int timeout, r;
-    long long ts;
-    double d;
-    HRESULT hr;
-    if (!hp.cap) host_poll_grow(256);
-    for (;;) {
-        hr = PeerGraphGetPollFds(hp.want, hp.cap, &n, &dl);
-        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
-        host_poll_grow(n + 256);
-    }
-    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", 0, hr);
-    t = now_ms();
-    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
-    for (i = 0; i < n; i++) {
-        hp.pf[i].fd = hp.want[i].s;
-        hp.pf[i].events = (short)(((hp.want[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
-                                  ((hp.want[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
-        hp.pf[i].revents = 0;
-    }
-    r = poll(hp.pf, n, timeout);
-    if (r < 0 && errno != EINTR) {
-        perror("bench_flood: poll");
-        exit(2);
-    }
-    for (i = 0; i < n && r > 0; i++) {
-        short re = hp.pf[i].revents;
-        if (!re) continue;
-        hp.ready[nr].s = hp.pf[i].fd;
-        hp.ready[nr].dwEvents = ((re & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) | ((re & POLLOUT) ? PEER_POLL_WRITE : 0) |
-                                ((re & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
-        nr++;
-    }
-    ts = now_ns();
-    hr = PeerGraphService(hp.ready, nr, now_ms());
-    d = (double)(now_ns() - ts) / 1e6;
-    if (d > g_service_max_ms) g_service_max_ms = d;
-    if (d > 10) g_service_slow++;
-    if (FAILED(hr)) die_hr("PeerGraphService", 0, hr);
-    return nr;
-}
-
-static void host_run_ms(int ms)
-{
-    long long end = now_ns() + (long long)ms * 1000000LL;
-    while (now_ns() < end) host_step(5);
-}
 
 /* ------------------------------------------------------------------------- */
 /* machine: raw TCP ping-pong of 64 bytes, both ends in one poll() loop      */
@@ -338,20 +216,10 @@ static void host_run_ms(int ms)
 static void raw_pingpong(long long *rtt, int rounds)
 {
     struct sockaddr_in6 sa;
-    socklen_t sl = sizeof sa;
     int lfd, cfd, sfd, one = 1, i;
     uint8_t buf[PING_BYTES], msg[PING_BYTES];
     memset(msg, 'p', sizeof msg);
-    lfd = socket(AF_INET6, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
-        perror("bench_flood: raw listener");
-        exit(2);
-    }
+    lfd = loopback_listener(&sa, 4, 0);
     cfd = socket(AF_INET6, SOCK_STREAM, 0);
     if (cfd < 0 || connect(cfd, (struct sockaddr *)&sa, sizeof sa) < 0 || (sfd = accept(lfd, NULL, NULL)) < 0) {
         perror("bench_flood: raw connect");
@@ -412,35 +280,17 @@ static int g_n;
 static unsigned char *adj; /* N x N, links as read back */
 static const char *g_dbdir = DB_DIR_N;
 
-static ULONGLONG peer_now(HGRAPH h)
-{
-    FILETIME u, p;
-    ULONGLONG utc = g_plat.pfnUtcNow(g_plat.pvContext);
-    HRESULT hr;
-    u.dwLowDateTime = (DWORD)utc;
-    u.dwHighDateTime = (DWORD)(utc >> 32);
-    if (FAILED(hr = PeerGraphUniversalTimeToPeerTime(h, &u, &p))) die_hr("PeerGraphUniversalTimeToPeerTime", 0, hr);
-    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
-}
-
 static void node_listen(int i)
 {
     PPEER_NODE_INFO ni = NULL;
     HRESULT hr;
-    if (FAILED(hr = PeerGraphListen(nodes[i].h, PEER_GRAPH_SCOPE_LOOPBACK, 0, 0))) die_hr("PeerGraphListen", i, hr);
-    if (FAILED(hr = PeerGraphGetNodeInfo(nodes[i].h, 0, &ni)) || ni->cAddresses < 1) die_hr("PeerGraphGetNodeInfo", i, hr);
+    if (FAILED(hr = PeerGraphListen(nodes[i].h, PEER_GRAPH_SCOPE_LOOPBACK, 0, 0))) die_hr_at("PeerGraphListen", i, hr);
+    if (FAILED(hr = PeerGraphGetNodeInfo(nodes[i].h, 0, &ni)) || ni->cAddresses < 1) die_hr_at("PeerGraphGetNodeInfo", i, hr);
     nodes[i].addr = ni->pAddresses[0];
     PeerGraphFreeData(ni);
     memset(&nodes[i].addr.sin6.sin6_addr, 0, sizeof nodes[i].addr.sin6.sin6_addr);
     nodes[i].addr.sin6.sin6_addr.s6_addr[15] = 1;
     nodes[i].listening = 1;
-}
-
-static DWORD status_of(HGRAPH h)
-{
-    DWORD s = 0;
-    PeerGraphGetStatus(h, &s);
-    return s;
 }
 
 /* Pops every queued event of every node; RECORD_CHANGED(ADDED) for *want
@@ -581,7 +431,6 @@ static void raw_send_all(int fd, const uint8_t *p, size_t n)
 static void raw_flood(int N, const int *origins, int M, int mirror, long long *lat)
 {
     struct sockaddr_in6 sa;
-    socklen_t sl = sizeof sa;
     int lfd, one = 1, i, j, k, nfd = 0, maxfd = 0;
     int *fds = (int *)xcalloc((size_t)N * PEER_MAX_NEIGHBORS * 2 + 2, sizeof(int));
     int *nbfd = (int *)xcalloc((size_t)N * (size_t)N, sizeof(int)); /* node i's fd to node j, -1 none */
@@ -591,16 +440,7 @@ static void raw_flood(int N, const int *origins, int M, int mirror, long long *l
     struct pollfd *pf;
     char path[300];
     for (i = 0; i < N * N; i++) nbfd[i] = -1;
-    lfd = socket(AF_INET6, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 64) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
-        perror("bench_flood: raw listener");
-        exit(2);
-    }
+    lfd = loopback_listener(&sa, 64, 0);
     for (i = 0; i < N; i++)
         for (j = i + 1; j < N; j++) {
             int c, a;
@@ -728,7 +568,7 @@ static void raw_flood(int N, const int *origins, int M, int mirror, long long *l
             if (!any) break;
         }
     }
-    qsort(lat, (size_t)M, sizeof *lat, cmp_ll);
+    sort_ll(lat, M);
     for (i = 0; i < nfd; i++) close(fds[i]);
     if (mirror)
         for (i = 0; i < N; i++) {
@@ -795,14 +635,14 @@ static void run_n(int N, int M, flood_res *res)
             p.pwzGraphId = (PWSTR)GRAPH_ID;
             p.pwzCreatorId = x->peer;
             p.cPresenceMax = (ULONG)-1;
-            if (FAILED(hr = PeerGraphCreate(&p, x->db, NULL, &x->h))) die_hr("PeerGraphCreate", i, hr);
+            if (FAILED(hr = PeerGraphCreate(&p, x->db, NULL, &x->h))) die_hr_at("PeerGraphCreate", i, hr);
         } else {
             hr = PeerGraphOpen(GRAPH_ID, x->peer, x->db, NULL, 0, NULL, &x->h);
-            if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr("PeerGraphOpen", i, hr);
+            if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr_at("PeerGraphOpen", i, hr);
         }
-        if (FAILED(hr = PeerGraphRegisterEvent(x->h, NULL, 2, regs, &x->ev))) die_hr("PeerGraphRegisterEvent", i, hr);
+        if (FAILED(hr = PeerGraphRegisterEvent(x->h, NULL, 2, regs, &x->ev))) die_hr_at("PeerGraphRegisterEvent", i, hr);
     }
-    host_step(0);
+    host_step(&hp, 0);
     node_listen(0);
 
     /* --- a random tree: node i joins an earlier node with room --- */
@@ -817,7 +657,7 @@ static void run_n(int N, int M, flood_res *res)
                 if (nodes[j].deg < PEER_MAX_NEIGHBORS) cand[nc++] = j;
         if (!nc) { fprintf(stderr, "bench_flood: no room for node %d\n", i); exit(2); }
         p = cand[rnd_below(nc)];
-        if (FAILED(hr = PeerGraphConnect(nodes[i].h, nodes[p].peer, &nodes[p].addr, &cid))) die_hr("PeerGraphConnect", i, hr);
+        if (FAILED(hr = PeerGraphConnect(nodes[i].h, nodes[p].peer, &nodes[p].addr, &cid))) die_hr_at("PeerGraphConnect", i, hr);
         npc = 1;
         memset(pc, 0, sizeof *pc);
         pc[0].from = i;
@@ -829,7 +669,7 @@ static void run_n(int N, int M, flood_res *res)
                         (unsigned long)(uint32_t)pc[0].hr);
                 exit(2);
             }
-            host_step(50);
+            host_step(&hp, 50);
             poll_conn_events(pc, npc);
         }
         nodes[i].deg++;
@@ -871,7 +711,7 @@ static void run_n(int N, int M, flood_res *res)
             int open = 0;
             for (k = 0; k < npc; k++) open += !pc[k].state;
             if (!open || now_ns() - t0 > STEP_LIMIT_NS) break;
-            host_step(50);
+            host_step(&hp, 50);
             poll_conn_events(pc, npc);
         }
         for (k = 0; k < npc; k++) {
@@ -881,7 +721,7 @@ static void run_n(int N, int M, flood_res *res)
         }
         free(pairs);
     }
-    host_run_ms(300); /* syncs finish, logs fsynced */
+    host_run_ms(&hp, 300); /* syncs finish, logs fsynced */
     drain_events(NULL, 0);
     res->links = read_links();
     res->build_ms = (double)(now_ns() - tb) / 1e6;
@@ -904,8 +744,8 @@ static void run_n(int N, int M, flood_res *res)
 
     /* --- M records, one at a time --- */
     counters_reset();
-    g_service_max_ms = 0;
-    g_service_slow = 0;
+    hp.service_max_ms = 0;
+    hp.service_slow = 0;
     for (k = 0; k < M; k++) {
         int o = origins[k] = rnd_below(N), left;
         PEER_RECORD r;
@@ -914,23 +754,17 @@ static void run_n(int N, int M, flood_res *res)
         ULONGLONG exp = peer_now(nodes[o].h) + 3600ULL * 10000000ULL;
         long long t0, tlast = 0;
         for (j = 0; j < PAYLOAD; j++) data[j] = (uint8_t)(k * 7 + j);
-        memset(&r, 0, sizeof r);
-        r.dwSize = sizeof r;
-        r.type = REC_TYPE;
-        r.ftExpiration.dwLowDateTime = (DWORD)exp;
-        r.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
-        r.data.cbData = PAYLOAD;
-        r.data.pbData = data;
+        init_record(&r, &REC_TYPE, exp, data, PAYLOAD);
         for (i = 0; i < N; i++) nodes[i].got = 0;
         nodes[o].got = 1;
         eccSum += eccentricity(o, dist, queue);
         t0 = now_ns();
-        if (FAILED(hr = PeerGraphAddRecord(nodes[o].h, &r, &id))) die_hr("PeerGraphAddRecord", o, hr);
+        if (FAILED(hr = PeerGraphAddRecord(nodes[o].h, &r, &id))) die_hr_at("PeerGraphAddRecord", o, hr);
         left = N - 1;
         while (left > 0) {
             long long t;
             if (now_ns() - t0 > RECORD_LIMIT_NS) break;
-            host_step(50);
+            host_step(&hp, 50);
             t = now_ns();
             drain_events(&id, t);
             for (left = 0, i = 0; i < N; i++) left += !nodes[i].got;
@@ -943,13 +777,13 @@ static void run_n(int N, int M, flood_res *res)
         }
         lat[nlat++] = tlast - t0;
     }
-    host_run_ms(50); /* trailing ACKs */
+    host_run_ms(&hp, 50); /* trailing ACKs */
     drain_events(NULL, 0);
-    res->service_max_ms = g_service_max_ms;
-    res->service_slow = g_service_slow;
+    res->service_max_ms = hp.service_max_ms;
+    res->service_slow = hp.service_slow;
     res->ecc_mean = eccSum / M;
-    qsort(lat, (size_t)nlat, sizeof *lat, cmp_ll);
-    qsort(deliv, (size_t)ndeliv, sizeof *deliv, cmp_ll);
+    sort_ll(lat, nlat);
+    sort_ll(deliv, ndeliv);
     res->p50 = pct_ms(lat, nlat, 50);
     res->p99 = pct_ms(lat, nlat, 99);
     res->max = nlat ? (double)lat[nlat - 1] / 1e6 : 0;
@@ -970,7 +804,7 @@ static void run_n(int N, int M, flood_res *res)
 
     /* --- tear down --- */
     for (i = 0; i < N; i++) PeerGraphClose(nodes[i].h);
-    host_run_ms(50);
+    host_run_ms(&hp, 50);
     for (i = 0; i < N; i++) PeerGraphDelete(GRAPH_ID, nodes[i].peer, nodes[i].db);
 
     /* --- the machine: the same flood by hand over the same links --- */
@@ -985,30 +819,6 @@ static void run_n(int N, int M, flood_res *res)
     adj = NULL;
 }
 
-static void machine_info(void)
-{
-    struct utsname u;
-    char line[512], model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10)) {
-                char *p = strchr(line, ':');
-                if (p) {
-                    p++;
-                    while (*p == ' ') p++;
-                    p[strcspn(p, "\n")] = 0;
-                    snprintf(model, sizeof model, "%s", p);
-                }
-                break;
-            }
-        fclose(f);
-    }
-    printf("machine: %ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
-    if (uname(&u) == 0) printf(", %s %s %s", u.sysname, u.release, u.machine);
-    printf("\n");
-}
-
 int main(int argc, char **argv)
 {
     int M = 200, nn = 0, i, *ns = (int *)xcalloc((size_t)argc + 2, sizeof(int));
@@ -1018,7 +828,6 @@ int main(int argc, char **argv)
     long long *rtt = (long long *)xcalloc(PING_ROUNDS, sizeof *rtt), tstart = now_ns();
     flood_res *res;
     double rtt50, rtt99;
-    wchar_t wdir[1100];
 
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) M = atoi(argv[++i]);
@@ -1034,29 +843,20 @@ int main(int argc, char **argv)
     }
     if (!nn) { ns[0] = 10; ns[1] = 100; nn = 2; }
     if (M < 1) M = 1;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    raise_nofile(&rl, NULL);
     res = (flood_res *)xcalloc((size_t)nn, sizeof *res);
 
     printf("bench_flood: flooding through N nodes over [::1], one process, one thread, one poll() loop\n");
-    printf("command:");
-    for (i = 0; i < argc; i++) printf(" %s", argv[i]);
-    printf("\n");
-    machine_info();
+    print_command_machine(argc, argv);
     printf("records: %d-byte payload; %d per N, each added at a random node after the previous one reached every node;"
            " databases in %s\n", PAYLOAD, M, g_dbdir);
 
-    if (!strcmp(g_dbdir, DB_DIR_N)) mkdir("build", 0755);
-    mkdir(g_dbdir, 0755);
-    swprintf(wdir, sizeof wdir / sizeof wdir[0], L"%s", g_dbdir);
-    if (FAILED(PeerGraphSetDatabaseDirectory(wdir))) { fprintf(stderr, "bench_flood: database dir\n"); return 2; }
+    if (setup_db_dir(g_dbdir) != 0) return 2;
     install_counting_shim();
-    if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr("PeerGraphStartup", 0, hr);
+    if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr_at("PeerGraphStartup", 0, hr);
 
     raw_pingpong(rtt, PING_ROUNDS);
-    qsort(rtt, PING_ROUNDS, sizeof *rtt, cmp_ll);
+    sort_ll(rtt, PING_ROUNDS);
     rtt50 = pct_ms(rtt, PING_ROUNDS, 50);
     rtt99 = pct_ms(rtt, PING_ROUNDS, 99);
     for (i = 0; i < nn; i++) run_n(ns[i], M, &res[i]);
@@ -1118,7 +918,7 @@ int main(int argc, char **argv)
     for (i = 0; i < nn; i++) printf("  N=%d: %.1f ms, %ld", res[i].n, res[i].service_max_ms, res[i].service_slow);
     printf("\n\ntotal run time %.1f s\n", (double)(now_ns() - tstart) / 1e9);
     free(ns); free(rtt); free(res); free(g_ss);
-    free(hp.want); free(hp.ready); free(hp.pf);
+    host_poll_free(&hp);
     return 0;
 }
 #endif

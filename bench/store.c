@@ -37,19 +37,12 @@ int main(void)
 #else
 
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
 #include <mbedtls/md.h>
 
+#define BENCH_NAME "bench_store"
+#include "bench_util.h"
+
 #define DB_DIR_N "build/tmp-bench-store"
-#define DB_DIR_W L"build/tmp-bench-store"
 #define GRAPH_ID L"bench-store"
 #define PEER_A L"nodeA"
 #define PAYLOAD 256
@@ -57,50 +50,6 @@ int main(void)
 #define LOG_ENTRY_OVERHEAD 21 /* u32 length + u8 kind + MD5 */
 
 static const GUID REC_TYPE = {0x5704e000, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2c, 0x4e, 0x55, 0x01, 0x04}};
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-static ULONGLONG now_ms(void) { return (ULONGLONG)(now_ns() / 1000000LL); }
-
-static void *xcalloc(size_t n, size_t cb)
-{
-    void *p = calloc(n ? n : 1, cb ? cb : 1);
-    if (!p) {
-        fprintf(stderr, "bench_store: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static void die_hr(const char *what, HRESULT hr)
-{
-    fprintf(stderr, "bench_store: %s failed: 0x%08lX\n", what, (unsigned long)(uint32_t)hr);
-    exit(2);
-}
-
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* nearest-rank percentile (per mille) of a sorted array, in microseconds */
-static double pm_us(const long long *v, int n, int pm)
-{
-    long long k = ((long long)n * pm + 999) / 1000;
-    if (n == 0) return 0;
-    if (k < 1) k = 1;
-    return (double)v[k - 1] / 1e3;
-}
 
 typedef struct add_res {
     double secs, rate;
@@ -110,12 +59,12 @@ typedef struct add_res {
 
 static void summarize(add_res *r, long long *lat, int n, long long total)
 {
-    qsort(lat, (size_t)n, sizeof *lat, cmp_ll);
+    sort_ll(lat, n);
     r->secs = (double)total / 1e9;
     r->rate = n / r->secs;
-    r->p50 = pm_us(lat, n, 500);
-    r->p99 = pm_us(lat, n, 990);
-    r->p999 = pm_us(lat, n, 999);
+    r->p50 = pctile(lat, n, 500) / 1e3;
+    r->p99 = pctile(lat, n, 990) / 1e3;
+    r->p999 = pctile(lat, n, 999) / 1e3;
     r->max = (double)lat[n - 1] / 1e3;
 }
 
@@ -220,19 +169,6 @@ static int find_db_file(const char *dbname, char *out, size_t cap)
 /* the library                                                               */
 /* ------------------------------------------------------------------------- */
 
-static PEER_NET_SHIM g_plat;
-
-static ULONGLONG peer_now(HGRAPH h)
-{
-    FILETIME u, p;
-    ULONGLONG utc = g_plat.pfnUtcNow(g_plat.pvContext);
-    HRESULT hr;
-    u.dwLowDateTime = (DWORD)utc;
-    u.dwHighDateTime = (DWORD)(utc >> 32);
-    if (FAILED(hr = PeerGraphUniversalTimeToPeerTime(h, &u, &p))) die_hr("PeerGraphUniversalTimeToPeerTime", hr);
-    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
-}
-
 static HGRAPH create_graph(const wchar_t *db)
 {
     PEER_GRAPH_PROPERTIES p;
@@ -249,16 +185,6 @@ static HGRAPH create_graph(const wchar_t *db)
     return h;
 }
 
-static PEER_DATABASE_INFO db_info(HGRAPH h)
-{
-    PEER_DATABASE_INFO di;
-    HRESULT hr;
-    memset(&di, 0, sizeof di);
-    di.dwSize = sizeof di;
-    if (FAILED(hr = PeerGraphGetDatabaseInfo(h, &di))) die_hr("PeerGraphGetDatabaseInfo", hr);
-    return di;
-}
-
 /* R AddRecords into h; withService: PeerGraphService after every add, and
  * one at least SYNC_MS after the last so that the final fsync is counted. */
 static void lib_adds(HGRAPH h, int R, int withService, add_res *res, long long *lat)
@@ -271,13 +197,7 @@ static void lib_adds(HGRAPH h, int R, int withService, add_res *res, long long *
     int i, k;
     HRESULT hr;
     memset(res, 0, sizeof *res);
-    memset(&r, 0, sizeof r);
-    r.dwSize = sizeof r;
-    r.type = REC_TYPE;
-    r.ftExpiration.dwLowDateTime = (DWORD)exp;
-    r.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
-    r.data.cbData = PAYLOAD;
-    r.data.pbData = data;
+    init_record(&r, &REC_TYPE, exp, data, PAYLOAD);
     if (withService) PeerGraphService(NULL, 0, now_ms());
     t0 = now_ns();
     for (i = 0; i < R; i++) {
@@ -299,30 +219,6 @@ static void lib_adds(HGRAPH h, int R, int withService, add_res *res, long long *
     }
     t = now_ns();
     summarize(res, lat, R, t - t0);
-}
-
-static void machine_info(void)
-{
-    struct utsname u;
-    char line[512], model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10)) {
-                char *p = strchr(line, ':');
-                if (p) {
-                    p++;
-                    while (*p == ' ') p++;
-                    p[strcspn(p, "\n")] = 0;
-                    snprintf(model, sizeof model, "%s", p);
-                }
-                break;
-            }
-        fclose(f);
-    }
-    printf("machine: %ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
-    if (uname(&u) == 0) printf(", %s %s %s", u.sysname, u.release, u.machine);
-    printf("\n");
 }
 
 static void print_add(const char *what, const add_res *r, const char *extra)
@@ -363,17 +259,11 @@ int main(int argc, char **argv)
     closeMs = (double *)xcalloc((size_t)OPENS, sizeof *closeMs);
 
     printf("bench_store: the record store on disk (add rate with the durability rule, open, size), one thread\n");
-    printf("command:");
-    for (i = 0; i < argc; i++) printf(" %s", argv[i]);
-    printf("\n");
-    machine_info();
+    print_command_machine(argc, argv);
     printf("records: %d x %d-byte payload; graph ID \"%ls\", creator \"%ls\"; database dir %s\n", R, PAYLOAD, GRAPH_ID,
            PEER_A, DB_DIR_N);
 
-    mkdir("build", 0755);
-    mkdir(DB_DIR_N, 0755);
-    if (FAILED(PeerGraphSetDatabaseDirectory(DB_DIR_W))) { fprintf(stderr, "bench_store: database dir\n"); return 2; }
-    g_plat = *PeerGraphGetPlatformNetShim();
+    if (setup_db_dir(DB_DIR_N) != 0) return 2;
     if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr("PeerGraphStartup", hr);
 
     /* record size as the library stores it: from a first record */
@@ -458,10 +348,10 @@ int main(int argc, char **argv)
             rd[i] = (double)readNs[i] / 1e6;
             md[i] = (double)md5Ns[i] / 1e6;
         }
-        qsort(o, (size_t)OPENS, sizeof o[0], cmp_d);
-        qsort(c, (size_t)OPENS, sizeof c[0], cmp_d);
-        qsort(rd, (size_t)OPENS, sizeof rd[0], cmp_d);
-        qsort(md, (size_t)OPENS, sizeof md[0], cmp_d);
+        sort_d(o, OPENS);
+        sort_d(c, OPENS);
+        sort_d(rd, OPENS);
+        sort_d(md, OPENS);
         printf("  %-44s %9s %9s %9s\n", "", "min", "median", "max");
         printf("  %-44s %9.1f %9.1f %9.1f\n", "machine: read() the file (buffer pre-faulted)", rd[0], rd[OPENS / 2], rd[OPENS - 1]);
         printf("  %-44s %9.1f %9.1f %9.1f\n", "machine: read() + MD5 of every entry", md[0], md[OPENS / 2], md[OPENS - 1]);

@@ -39,24 +39,13 @@ int main(void)
 }
 #else
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
 #include <arpa/inet.h>
 
+#define BENCH_NAME "bench_sync"
+#include "bench_util.h"
+
 #define DB_DIR_N "build/tmp-bench-sync"
-#define DB_DIR_W L"build/tmp-bench-sync"
 #define GRAPH_ID L"bench-sync"
 #define PEER_A L"nodeA"
 #define PEER_B L"nodeB"
@@ -67,55 +56,6 @@ int main(void)
 #define STEP_LIMIT_NS (60LL * 1000000000LL) /* give up on one wait after 60 s */
 
 static const GUID REC_TYPE = {0x5e1ec7ed, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2c, 0x4e, 0x55, 0x01, 0x02}};
-
-/* ------------------------------------------------------------------------- */
-/* helpers                                                                   */
-/* ------------------------------------------------------------------------- */
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-static ULONGLONG now_ms(void) { return (ULONGLONG)(now_ns() / 1000000LL); }
-
-static void *xcalloc(size_t n, size_t cb)
-{
-    void *p = calloc(n ? n : 1, cb ? cb : 1);
-    if (!p) {
-        fprintf(stderr, "bench_sync: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static void die_hr(const char *what, HRESULT hr)
-{
-    fprintf(stderr, "bench_sync: %s failed: 0x%08lX\n", what, (unsigned long)(uint32_t)hr);
-    exit(2);
-}
-
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL, 0);
-    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* nearest-rank percentile of a sorted array */
-static double pct_ms(const long long *v, int n, int p)
-{
-    int k = (n * p + 99) / 100;
-    if (n == 0) return 0;
-    if (k < 1) k = 1;
-    return (double)v[k - 1] / 1e6;
-}
 
 /* ------------------------------------------------------------------------- */
 /* counting shim: wraps the platform shim, decodes MS-PPGRH frames per socket */
@@ -308,84 +248,11 @@ static unsigned long long ts_sum_bytes(int type)
 /* host loop: GetPollFds + poll() + Service                                  */
 /* ------------------------------------------------------------------------- */
 
-typedef struct host_poll {
-    PEER_POLL_FD *want, *ready;
-    struct pollfd *pf;
-    ULONG cap;
-} host_poll;
 static host_poll hp;
-
-static void host_poll_grow(ULONG cap)
-{
-    if (cap <= hp.cap) return;
-    free(hp.want); free(hp.ready); free(hp.pf);
-    hp.want = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp.want);
-    hp.ready = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp.ready);
-    hp.pf = (struct pollfd *)xcalloc(cap, sizeof *hp.pf);
-    hp.cap = cap;
-}
-
-/* One host step; returns the number of ready sockets. */
-static ULONG host_step(int maxWaitMs)
-{
-    ULONG n = 0, nr = 0, i;
-    ULONGLONG dl = PEER_NO_DEADLINE, t;
-    int timeout, r;
-    HRESULT hr;
-    if (!hp.cap) host_poll_grow(64);
-    for (;;) {
-        hr = PeerGraphGetPollFds(hp.want, hp.cap, &n, &dl);
-        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
-        host_poll_grow(n + 64);
-    }
-    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", hr);
-    t = now_ms();
-    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
-    for (i = 0; i < n; i++) {
-        hp.pf[i].fd = hp.want[i].s;
-        hp.pf[i].events = (short)(((hp.want[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
-                                  ((hp.want[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
-        hp.pf[i].revents = 0;
-    }
-    r = poll(hp.pf, n, timeout);
-    if (r < 0 && errno != EINTR) {
-        perror("bench_sync: poll");
-        exit(2);
-    }
-    for (i = 0; i < n && r > 0; i++) {
-        short re = hp.pf[i].revents;
-        if (!re) continue;
-        hp.ready[nr].s = hp.pf[i].fd;
-        hp.ready[nr].dwEvents = ((re & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) | ((re & POLLOUT) ? PEER_POLL_WRITE : 0) |
-                                ((re & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
-        nr++;
-    }
-    hr = PeerGraphService(hp.ready, nr, now_ms());
-    if (FAILED(hr)) die_hr("PeerGraphService", hr);
-    return nr;
-}
-
-/* Runs the loop for about ms milliseconds. */
-static void host_run_ms(int ms)
-{
-    long long end = now_ns() + (long long)ms * 1000000LL;
-    while (now_ns() < end) host_step(5);
-}
 
 /* ------------------------------------------------------------------------- */
 /* graphs and records                                                        */
 /* ------------------------------------------------------------------------- */
-
-static ULONGLONG peer_now(HGRAPH h)
-{
-    FILETIME u, p;
-    ULONGLONG utc = g_plat.pfnUtcNow(g_plat.pvContext);
-    HRESULT hr;
-    u.dwLowDateTime = (DWORD)utc;
-    u.dwHighDateTime = (DWORD)(utc >> 32);
-    if (FAILED(hr = PeerGraphUniversalTimeToPeerTime(h, &u, &p))) die_hr("PeerGraphUniversalTimeToPeerTime", hr);
-    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
-}
 
 static unsigned long g_rec_seq;
 
@@ -401,32 +268,9 @@ static void add_records(HGRAPH h, int n)
     for (i = 0; i < n; i++) {
         unsigned long s = ++g_rec_seq;
         for (k = 0; k < PAYLOAD; k++) data[k] = (uint8_t)(s * 2654435761u >> ((k % 4) * 8)) ^ (uint8_t)k;
-        memset(&r, 0, sizeof r);
-        r.dwSize = sizeof r;
-        r.type = REC_TYPE;
-        r.ftExpiration.dwLowDateTime = (DWORD)exp;
-        r.ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
-        r.data.cbData = PAYLOAD;
-        r.data.pbData = data;
+        init_record(&r, &REC_TYPE, exp, data, PAYLOAD);
         if (FAILED(hr = PeerGraphAddRecord(h, &r, &id))) die_hr("PeerGraphAddRecord", hr);
     }
-}
-
-static PEER_DATABASE_INFO db_info(HGRAPH h)
-{
-    PEER_DATABASE_INFO di;
-    HRESULT hr;
-    memset(&di, 0, sizeof di);
-    di.dwSize = sizeof di;
-    if (FAILED(hr = PeerGraphGetDatabaseInfo(h, &di))) die_hr("PeerGraphGetDatabaseInfo", hr);
-    return di;
-}
-
-static DWORD status_of(HGRAPH h)
-{
-    DWORD s = 0;
-    PeerGraphGetStatus(h, &s);
-    return s;
 }
 
 static HGRAPH create_a(PEER_ADDRESS *addr)
@@ -458,7 +302,7 @@ static void close_graph(HGRAPH h)
 {
     HRESULT hr;
     if (FAILED(hr = PeerGraphClose(h))) die_hr("PeerGraphClose", hr);
-    host_run_ms(20);
+    host_run_ms(&hp, 20);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -469,7 +313,6 @@ static void close_graph(HGRAPH h)
 static long long raw_transfer(int J, int recBytes, int withWrite)
 {
     struct sockaddr_in6 sa;
-    socklen_t sl = sizeof sa;
     int lfd, cfd, sfd = -1, one = 1, fd = -1;
     size_t total = (size_t)J * (size_t)recBytes, sent = 0, got = 0, written = 0;
     uint8_t *src = (uint8_t *)xcalloc(total, 1), *dst = (uint8_t *)xcalloc(total, 1);
@@ -478,16 +321,7 @@ static long long raw_transfer(int J, int recBytes, int withWrite)
     size_t i;
     for (i = 0; i < total; i++) src[i] = (uint8_t)(i * 131u);
     snprintf(path, sizeof path, "%s/raw-%d.bin", DB_DIR_N, (int)getpid());
-    lfd = socket(AF_INET6, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 16) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0 || set_nonblock(lfd) < 0) {
-        perror("bench_sync: raw listener");
-        exit(2);
-    }
+    lfd = loopback_listener(&sa, 16, 1);
     if (withWrite && (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644)) < 0) {
         perror("bench_sync: raw file");
         exit(2);
@@ -541,30 +375,6 @@ static long long raw_transfer(int J, int recBytes, int withWrite)
 /* ------------------------------------------------------------------------- */
 /* report helpers                                                            */
 /* ------------------------------------------------------------------------- */
-
-static void machine_info(void)
-{
-    struct utsname u;
-    char line[512], model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "model name", 10)) {
-                char *p = strchr(line, ':');
-                if (p) {
-                    p++;
-                    while (*p == ' ') p++;
-                    p[strcspn(p, "\n")] = 0;
-                    snprintf(model, sizeof model, "%s", p);
-                }
-                break;
-            }
-        fclose(f);
-    }
-    printf("machine: %ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
-    if (uname(&u) == 0) printf(", %s %s %s", u.sysname, u.release, u.machine);
-    printf("\n");
-}
 
 /* The sync conversation of phase ph from the message log: runs of the same
  * direction (ACK and PT2PT left out, they answer nothing), e.g.
@@ -668,10 +478,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_sync: need J >= 1, REPS >= 1, H >= J + 1111\n");
         return 2;
     }
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    raise_nofile(&rl, NULL);
     join = (long long *)xcalloc((size_t)REPS, sizeof *join);
     raw = (long long *)xcalloc((size_t)REPS, sizeof *raw);
     rawnw = (long long *)xcalloc((size_t)REPS, sizeof *rawnw);
@@ -679,19 +486,14 @@ int main(int argc, char **argv)
     memset(joinBytes, 0, sizeof joinBytes);
 
     printf("bench_sync: join + Sync All, and Time+Hash re-sync, over [::1], one process, one thread, one poll() loop\n");
-    printf("command:");
-    for (i = 0; i < argc; i++) printf(" %s", argv[i]);
-    printf("\n");
-    machine_info();
+    print_command_machine(argc, argv);
     printf("records: %d-byte payload, 16-byte ID; graph ID \"%ls\", peer IDs \"%ls\" / \"%ls\"\n", PAYLOAD, GRAPH_ID,
            PEER_A, PEER_B);
 
-    mkdir("build", 0755);
-    mkdir(DB_DIR_N, 0755);
-    if (FAILED(PeerGraphSetDatabaseDirectory(DB_DIR_W))) { fprintf(stderr, "bench_sync: database dir\n"); return 2; }
+    if (setup_db_dir(DB_DIR_N) != 0) return 2;
     install_counting_shim();
     if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr("PeerGraphStartup", hr);
-    host_poll_grow(64);
+    host_poll_grow(&hp, 64);
 
     /* ---------------- part 1: join + Sync All of J records ---------------- */
     A = create_a(&addr);
@@ -700,7 +502,7 @@ int main(int argc, char **argv)
         add_records(A, J);
         addA_ms = (double)(now_ns() - t) / 1e6;
     }
-    host_run_ms(150); /* the log's fsync, off the clock */
+    host_run_ms(&hp, 150); /* the log's fsync, off the clock */
     for (r = -1; r < REPS; r++) { /* r = -1: warm-up, discarded */
         wchar_t db[32];
         ULONGLONG cid;
@@ -710,16 +512,16 @@ int main(int argc, char **argv)
         PeerGraphDelete(GRAPH_ID, PEER_B, db);
         hr = PeerGraphOpen(GRAPH_ID, PEER_B, db, NULL, 0, NULL, &B);
         if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr("PeerGraphOpen (fresh B)", hr);
-        host_step(0);
+        host_step(&hp, 0);
         counters_reset();
         t0 = now_ns();
         if (FAILED(hr = PeerGraphConnect(B, PEER_A, &addr, &cid))) die_hr("PeerGraphConnect", hr);
         while (!(status_of(B) & PEER_GRAPH_STATUS_SYNCHRONIZED)) {
             if (now_ns() - t0 > STEP_LIMIT_NS) { fprintf(stderr, "bench_sync: join did not finish\n"); return 1; }
-            host_step(100);
+            host_step(&hp, 100);
         }
         t1 = now_ns() - t0;
-        host_run_ms(10); /* trailing ACKs */
+        host_run_ms(&hp, 10); /* trailing ACKs */
         di = db_info(B);
         if (di.cRecords != db_info(A).cRecords) {
             fprintf(stderr, "bench_sync: B holds %lu records, A %lu\n", (unsigned long)di.cRecords,
@@ -750,11 +552,11 @@ int main(int argc, char **argv)
         add_records(A, H - J - 1111); /* the rounds add 1111 more */
         addA2_ms = (double)(now_ns() - t) / 1e6;
     }
-    host_run_ms(150);
+    host_run_ms(&hp, 150);
     PeerGraphDelete(GRAPH_ID, PEER_B, L"sbh");
     hr = PeerGraphOpen(GRAPH_ID, PEER_B, L"sbh", NULL, 0, NULL, &B);
     if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr("PeerGraphOpen (B for part 2)", hr);
-    host_step(0);
+    host_step(&hp, 0);
     counters_reset();
     {
         ULONGLONG cid;
@@ -762,10 +564,10 @@ int main(int argc, char **argv)
         if (FAILED(hr = PeerGraphConnect(B, PEER_A, &addr, &cid))) die_hr("PeerGraphConnect", hr);
         while (!(status_of(B) & PEER_GRAPH_STATUS_SYNCHRONIZED)) {
             if (now_ns() - t0 > STEP_LIMIT_NS) { fprintf(stderr, "bench_sync: full sync did not finish\n"); return 1; }
-            host_step(100);
+            host_step(&hp, 100);
         }
         full_ms = (double)(now_ns() - t0) / 1e6;
-        host_run_ms(10);
+        host_run_ms(&hp, 10);
         fullBytes = g_sent;
         fullFlood = ts_sum_bytes(T_FLOOD);
         fullAck = ts_sum_bytes(T_ACK);
@@ -788,7 +590,7 @@ int main(int argc, char **argv)
             if (hr != S_OK) die_hr("PeerGraphOpen (B again)", hr);
             x->open_ms = (double)(now_ns() - to) / 1e6;
             if (side) add_records(B, D);
-            host_run_ms(120); /* B's fsync, off the clock */
+            host_run_ms(&hp, 120); /* B's fsync, off the clock */
             x->recsB = db_info(B).cRecords;
             counters_reset();
             g_log_on = 1;
@@ -796,11 +598,11 @@ int main(int argc, char **argv)
             if (FAILED(hr = PeerGraphConnect(B, PEER_A, &addr, &cid))) die_hr("PeerGraphConnect", hr);
             for (;;) {
                 if (now_ns() - t0 > STEP_LIMIT_NS) { fprintf(stderr, "bench_sync: re-sync did not finish\n"); return 1; }
-                host_step(100);
+                host_step(&hp, 100);
                 if (hash_done() && db_info(A).cRecords == db_info(B).cRecords) break;
             }
             x->ms = (double)(now_ns() - t0) / 1e6;
-            host_run_ms(10); /* trailing ACKs */
+            host_run_ms(&hp, 10); /* trailing ACKs */
             g_log_on = 0;
             x->total = g_sent;
             {
@@ -830,7 +632,7 @@ int main(int argc, char **argv)
     }
     di = db_info(A);
     PeerGraphClose(A);
-    host_run_ms(20);
+    host_run_ms(&hp, 20);
     PeerGraphDelete(GRAPH_ID, PEER_A, L"sa");
     PeerGraphDelete(GRAPH_ID, PEER_B, L"sbh");
     PeerGraphShutdown();
@@ -840,9 +642,9 @@ int main(int argc, char **argv)
         double p50, p99, mx, rp50, rp99, np50, np99, payload = (double)J * PAYLOAD, pid = (double)J * (PAYLOAD + ID_BYTES);
         unsigned long long w50;
         int t;
-        qsort(join, (size_t)nJoin, sizeof *join, cmp_ll);
-        qsort(raw, (size_t)nJoin, sizeof *raw, cmp_ll);
-        qsort(rawnw, (size_t)nJoin, sizeof *rawnw, cmp_ll);
+        sort_ll(join, nJoin);
+        sort_ll(raw, nJoin);
+        sort_ll(rawnw, nJoin);
         p50 = pct_ms(join, nJoin, 50);
         p99 = pct_ms(join, nJoin, 99);
         mx = (double)join[nJoin - 1] / 1e6;
@@ -907,7 +709,7 @@ int main(int argc, char **argv)
         printf("\ntotal run time %.1f s\n", (double)(now_ns() - tstart) / 1e9);
     }
     free(join); free(raw); free(rawnw); free(wire); free(g_ss); free(g_log);
-    free(hp.want); free(hp.ready); free(hp.pf);
+    host_poll_free(&hp);
     return 0;
 }
 #endif

@@ -1,0 +1,318 @@
+/*
+ * bench/bench_util.h - helpers shared by the benchmark programs (POSIX only).
+ *
+ * Define BENCH_NAME (e.g. "bench_sync", used as the prefix of error
+ * messages) before including this header, after "p2pgraph.h".
+ */
+#ifndef BENCH_UTIL_H
+#define BENCH_UTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#ifndef BENCH_NAME
+#error "define BENCH_NAME before including bench_util.h"
+#endif
+
+/* Monotonic wall clock in nanoseconds. */
+static inline long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Monotonic wall clock in milliseconds (the library's ullNow). */
+static inline ULONGLONG now_ms(void) { return (ULONGLONG)(now_ns() / 1000000LL); }
+
+/* calloc that never returns NULL (nor takes a zero size); exits on failure. */
+static inline void *xcalloc(size_t n, size_t cb)
+{
+    void *p = calloc(n ? n : 1, cb ? cb : 1);
+    if (!p) {
+        fprintf(stderr, BENCH_NAME ": out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* Reports a failed library call (graph #i when i >= 0) and exits. */
+static inline void die_hr_at(const char *what, int i, HRESULT hr)
+{
+    if (i >= 0) fprintf(stderr, BENCH_NAME ": %s #%d failed: 0x%08lX\n", what, i, (unsigned long)(uint32_t)hr);
+    else fprintf(stderr, BENCH_NAME ": %s failed: 0x%08lX\n", what, (unsigned long)(uint32_t)hr);
+    exit(2);
+}
+
+/* Reports a failed library call and exits. */
+static inline void die_hr(const char *what, HRESULT hr) { die_hr_at(what, -1, hr); }
+
+/* Makes fd non-blocking; -1 on failure. */
+static inline int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL, 0);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* qsort comparator for long long. */
+static inline int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* qsort comparator for double. */
+static inline int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts n long longs ascending. */
+static inline void sort_ll(long long *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_ll); }
+
+/* Sorts n doubles ascending. */
+static inline void sort_d(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_d); }
+
+/* Nearest-rank percentile (pm per mille) of n sorted values, in their unit; 0 if n == 0. */
+static inline double pctile(const long long *v, int n, int pm)
+{
+    long long k = ((long long)n * pm + 999) / 1000;
+    if (n == 0) return 0;
+    if (k < 1) k = 1;
+    return (double)v[k - 1];
+}
+
+/* Nearest-rank percentile (p percent) of n sorted ns samples, in ms. */
+static inline double pct_ms(const long long *v, int n, int p) { return pctile(v, n, 10 * p) / 1e6; }
+
+/* Raises the soft RLIMIT_NOFILE to the hard one; *rl: the limit now, *before
+ * (if non-NULL): the one found.  0 ok, -1 getrlimit or -2 setrlimit failed. */
+static inline int raise_nofile(struct rlimit *rl, rlim_t *before)
+{
+    rlim_t was;
+    if (getrlimit(RLIMIT_NOFILE, rl) != 0) return -1;
+    was = rl->rlim_cur;
+    if (before) *before = was;
+    if (rl->rlim_cur >= rl->rlim_max) return 0;
+    rl->rlim_cur = rl->rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, rl) == 0) return 0;
+    rl->rlim_cur = was;
+    return -2;
+}
+
+/* Creates dir (and build/ for a dir under it) and makes it the library's
+ * database directory; prints an error and returns -1 on failure. */
+static inline int setup_db_dir(const char *dir)
+{
+    wchar_t w[1100];
+    if (!strncmp(dir, "build/", 6)) mkdir("build", 0755);
+    mkdir(dir, 0755);
+    swprintf(w, sizeof w / sizeof w[0], L"%s", dir);
+    if (FAILED(PeerGraphSetDatabaseDirectory(w))) {
+        fprintf(stderr, BENCH_NAME ": database dir\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Prints the "command:" line and the "machine:" line (CPU model, uname). */
+static inline void print_command_machine(int argc, char **argv)
+{
+    struct utsname u;
+    char line[512], model[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    int i;
+    printf("command:");
+    for (i = 0; i < argc; i++) printf(" %s", argv[i]);
+    printf("\n");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *p = strchr(line, ':');
+                if (p) {
+                    p++;
+                    while (*p == ' ') p++;
+                    p[strcspn(p, "\n")] = 0;
+                    snprintf(model, sizeof model, "%s", p);
+                }
+                break;
+            }
+        fclose(f);
+    }
+    printf("machine: %ld CPUs online, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
+    if (uname(&u) == 0) printf(", %s %s %s", u.sysname, u.release, u.machine);
+    printf("\n");
+}
+
+/* A TCP listener on [::1], ephemeral port (in *sa), SO_REUSEADDR; exits on failure. */
+static inline int loopback_listener(struct sockaddr_in6 *sa, int backlog, int nonblock)
+{
+    socklen_t sl = sizeof *sa;
+    int one = 1, fd = socket(AF_INET6, SOCK_STREAM, 0);
+    memset(sa, 0, sizeof *sa);
+    sa->sin6_family = AF_INET6;
+    sa->sin6_addr = in6addr_loopback;
+    if (fd < 0 || (nonblock && set_nonblock(fd) < 0) || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, backlog) < 0 ||
+        getsockname(fd, (struct sockaddr *)sa, &sl) < 0) {
+        perror(BENCH_NAME ": raw listener");
+        exit(2);
+    }
+    return fd;
+}
+
+/* The library's time stamp (peer time) for now, as graph h sees it. */
+static inline ULONGLONG peer_now(HGRAPH h)
+{
+    const PEER_NET_SHIM *pl = PeerGraphGetPlatformNetShim();
+    FILETIME u, p;
+    ULONGLONG utc = pl->pfnUtcNow(pl->pvContext);
+    HRESULT hr;
+    u.dwLowDateTime = (DWORD)utc;
+    u.dwHighDateTime = (DWORD)(utc >> 32);
+    if (FAILED(hr = PeerGraphUniversalTimeToPeerTime(h, &u, &p))) die_hr("PeerGraphUniversalTimeToPeerTime", hr);
+    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
+}
+
+/* PeerGraphGetStatus of h (0 on failure). */
+static inline DWORD status_of(HGRAPH h)
+{
+    DWORD s = 0;
+    PeerGraphGetStatus(h, &s);
+    return s;
+}
+
+/* PeerGraphGetDatabaseInfo of h; exits on failure. */
+static inline PEER_DATABASE_INFO db_info(HGRAPH h)
+{
+    PEER_DATABASE_INFO di;
+    HRESULT hr;
+    memset(&di, 0, sizeof di);
+    di.dwSize = sizeof di;
+    if (FAILED(hr = PeerGraphGetDatabaseInfo(h, &di))) die_hr("PeerGraphGetDatabaseInfo", hr);
+    return di;
+}
+
+/* Fills r: record type, expiration (peer time) and payload of cb bytes at data. */
+static inline void init_record(PEER_RECORD *r, const GUID *type, ULONGLONG exp, uint8_t *data, ULONG cb)
+{
+    memset(r, 0, sizeof *r);
+    r->dwSize = sizeof *r;
+    r->type = *type;
+    r->ftExpiration.dwLowDateTime = (DWORD)exp;
+    r->ftExpiration.dwHighDateTime = (DWORD)(exp >> 32);
+    r->data.cbData = cb;
+    r->data.pbData = data;
+}
+
+/* ------------------------------------------------------------------------- */
+/* host loop: PeerGraphGetPollFds + poll() + PeerGraphService                */
+/* ------------------------------------------------------------------------- */
+
+typedef struct host_poll {
+    PEER_POLL_FD *want, *ready;
+    struct pollfd *pf;
+    ULONG cap;
+    /* what the last step saw */
+    int want_write;         /* the library asked for PEER_POLL_WRITE on some socket */
+    ULONGLONG deadline;     /* the library's next deadline (PEER_NO_DEADLINE: none) */
+    /* sums over steps, for the caller to reset */
+    long long getpollfds_ns, poll_ns, service_ns; /* service_ns includes turning revents into PEER_POLL_FDs */
+    double service_max_ms;  /* the longest PeerGraphService call */
+    long service_slow;      /* PeerGraphService calls over 10 ms */
+} host_poll;
+
+/* Makes room for cap sockets (contents are not kept). */
+static inline void host_poll_grow(host_poll *hp, ULONG cap)
+{
+    if (cap <= hp->cap) return;
+    free(hp->want); free(hp->ready); free(hp->pf);
+    hp->want = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp->want);
+    hp->ready = (PEER_POLL_FD *)xcalloc(cap, sizeof *hp->ready);
+    hp->pf = (struct pollfd *)xcalloc(cap, sizeof *hp->pf);
+    hp->cap = cap;
+}
+
+/* Frees the scratch of hp. */
+static inline void host_poll_free(host_poll *hp)
+{
+    free(hp->want); free(hp->ready); free(hp->pf);
+    memset(hp, 0, sizeof *hp);
+}
+
+/* One host step, waiting at most maxWaitMs; returns the number of ready sockets. */
+static inline ULONG host_step(host_poll *hp, int maxWaitMs)
+{
+    long long ta = now_ns(), tb, tc, td, te;
+    ULONG n = 0, nr = 0, i;
+    ULONGLONG dl = PEER_NO_DEADLINE, t;
+    int timeout, r, ww = 0;
+    double d;
+    HRESULT hr;
+    if (!hp->cap) host_poll_grow(hp, 64);
+    for (;;) {
+        hr = PeerGraphGetPollFds(hp->want, hp->cap, &n, &dl);
+        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
+        host_poll_grow(hp, n + 64);
+    }
+    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", hr);
+    tb = now_ns();
+    t = now_ms();
+    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
+    for (i = 0; i < n; i++) {
+        hp->pf[i].fd = hp->want[i].s;
+        hp->pf[i].events = (short)(((hp->want[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
+                                   ((hp->want[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
+        hp->pf[i].revents = 0;
+        if (hp->want[i].dwEvents & PEER_POLL_WRITE) ww = 1;
+    }
+    r = poll(hp->pf, n, timeout);
+    if (r < 0 && errno != EINTR) {
+        perror(BENCH_NAME ": poll");
+        exit(2);
+    }
+    tc = now_ns();
+    for (i = 0; i < n && r > 0; i++) {
+        short re = hp->pf[i].revents;
+        if (!re) continue;
+        hp->ready[nr].s = hp->pf[i].fd;
+        hp->ready[nr].dwEvents = ((re & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) | ((re & POLLOUT) ? PEER_POLL_WRITE : 0) |
+                                 ((re & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
+        nr++;
+    }
+    td = now_ns();
+    hr = PeerGraphService(hp->ready, nr, now_ms());
+    te = now_ns();
+    if (FAILED(hr)) die_hr("PeerGraphService", hr);
+    d = (double)(te - td) / 1e6;
+    if (d > hp->service_max_ms) hp->service_max_ms = d;
+    if (d > 10) hp->service_slow++;
+    hp->getpollfds_ns += tb - ta;
+    hp->poll_ns += tc - tb;
+    hp->service_ns += te - tc;
+    hp->want_write = ww;
+    hp->deadline = dl;
+    return nr;
+}
+
+/* Runs the host loop for about ms milliseconds. */
+static inline void host_run_ms(host_poll *hp, int ms)
+{
+    long long end = now_ns() + (long long)ms * 1000000LL;
+    while (now_ns() < end) host_step(hp, 5);
+}
+
+#endif /* BENCH_UTIL_H */
