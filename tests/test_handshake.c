@@ -390,6 +390,99 @@ static void test_responder_queues_solicitations(void **st)
     fake_net_raw_close(s);
 }
 
+/* A raw neighbor connected to listening graph h (AUTH_INFO + CONNECT read
+ * back as a WELCOME). */
+static PEER_SOCKET raw_neighbor_of(PEER_ADDRESS *la, rxbuf *r, ULONGLONG node)
+{
+    PEER_SOCKET s = fake_net_raw_connect(&la->sin6);
+    static msg m;
+    memset(r, 0, sizeof *r);
+    m_auth(&m, 1, 0, "G", "Alice", NULL);
+    send_msg(s, &m);
+    m_connect(&m, 0x01, node, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s, r, &m) > 0);
+    assert_int_equal(m.b[5], 3);
+    return s;
+}
+
+/* Malformed or out-of-place record-layer messages (ACK, SOLICIT_*, ADVERTISE,
+ * REQUEST) close that one link with PEER_E_PROTOCOL_ERROR; another link of
+ * the same graph carries on. */
+static void test_bad_sync_messages(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"Bob");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_ADDRESS la = tu_listen(h);
+    static rxbuf r, r2;
+    static msg m;
+    PEER_SOCKET keep = raw_neighbor_of(&la, &r2, 900);
+    int k;
+    (void)st;
+    for (k = 0; k < 9; k++) {
+        PEER_SOCKET s = raw_neighbor_of(&la, &r, 1000 + (ULONGLONG)k);
+        PPEER_GRAPH_EVENT_DATA d;
+        while ((d = conn_event(e)) != NULL) PeerGraphFreeData(d);
+        switch (k) {
+        case 0: hdr(&m, 0x0E); p16(&m, 5); p16(&m, 12); fin(&m); break;              /* ACK: 5 entries, none there */
+        case 1: hdr(&m, 0x0E); p16(&m, 0); p16(&m, 200); fin(&m); break;             /* ACK offset past the end */
+        case 2: hdr(&m, 0x06); p8(&m, 2); p8(&m, 0); p16(&m, 12); fin(&m); break;     /* inclusion count 2 */
+        case 3: hdr(&m, 0x06); p8(&m, 1); p8(&m, 1); p16(&m, 12); fin(&m); break;     /* inclusion and exclusion */
+        case 4: hdr(&m, 0x07); p8(&m, 0); p8(&m, 0); p16(&m, 20); fin(&m); break;     /* SOLICIT_TIME too short */
+        case 5: hdr(&m, 0x08); p8(&m, 0); p8(&m, 0); p16(&m, 20); p32(&m, 3); p16(&m, 20); p16(&m, 0); fin(&m); break; /* 3 hash entries, none there */
+        case 6: hdr(&m, 0x08); p8(&m, 0); p8(&m, 0); p16(&m, 20); p32(&m, 0); p16(&m, 20); p16(&m, 0); fin(&m); break; /* hash count 0 */
+        case 7: hdr(&m, 0x09); p32(&m, 0); p32(&m, 0); p16(&m, 24); p16(&m, 0); p32(&m, 24); fin(&m); break; /* ADVERTISE unasked */
+        case 8: hdr(&m, 0x0A); p32(&m, 0); p32(&m, 16); fin(&m); break;              /* REQUEST unasked */
+        }
+        send_msg(s, &m);
+        tu_pump(1, 1);
+        d = conn_event(e);
+        assert_non_null(d);
+        assert_int_equal(d->connectionChangeData.status, PEER_DISCONNECTED);
+        assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+        PeerGraphFreeData(d);
+        assert_true(fake_net_raw_eof(s) != 0);
+        fake_net_raw_close(s);
+        assert_int_equal(tu_neighbors(h), 1); /* the other link stays */
+    }
+    /* the surviving link still syncs */
+    hdr(&m, 6); p8(&m, 0); p8(&m, 0); p16(&m, 12); fin(&m);
+    send_msg(keep, &m);
+    tu_pump(1, 1);
+    do assert_true(recv_msg(keep, &r2, &m) > 0); while (m.b[5] != 0x0C);
+    fake_net_raw_close(keep);
+}
+
+/* Garbage in every byte of a SOLICIT_HASH: the responder answers or closes
+ * the link; never crashes, never leaks; the graph carries on. */
+static void test_garbage_in_solicit_hash(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"Bob");
+    PEER_ADDRESS la = tu_listen(h);
+    static rxbuf r;
+    static msg good, m;
+    size_t i;
+    int v;
+    (void)st;
+    hdr(&good, 0x08); p8(&good, 0); p8(&good, 0); p16(&good, 20); p32(&good, 2); p16(&good, 20); p16(&good, 0);
+    for (i = 0; i < 80; i++) p8(&good, (unsigned)(i * 37));
+    fin(&good);
+    for (i = 0; i < good.n; i++) {
+        for (v = 0; v < 2; v++) {
+            PEER_SOCKET s = raw_neighbor_of(&la, &r, 5000 + i * 2 + (size_t)v);
+            m = good;
+            m.b[i] = v ? 0xFF : (unsigned char)(m.b[i] ^ 0x01);
+            send_msg(s, &m);
+            tu_pump(1, 1);
+            fake_net_raw_close(s);
+            tu_pump(2, PEER_LINGER_MS);
+        }
+    }
+    assert_int_equal(tu_neighbors(h), 0);
+    assert_int_equal(fake_net_open_sockets(), 1);
+}
+
 /* Responder: AUTH_INFO + CONNECT in, WELCOME out with the right fields. */
 static void test_responder_welcome_and_disconnect(void **st)
 {
@@ -1144,6 +1237,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_initiator_wire_and_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responder_welcome_and_disconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_sync_initiator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_sync_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_in_solicit_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responder_queues_solicitations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_busy_follows_referrals, setup, teardown),
