@@ -3,7 +3,6 @@
  * events and enumerations, on the fake network and synthetic clock.
  */
 #include "testutil.h"
-#include <mbedtls/md.h>
 
 static int setup(void **st) { (void)st; tu_start_fake(); return 0; }
 static int teardown(void **st) { (void)st; tu_stop_fake(); return 0; }
@@ -146,35 +145,15 @@ static void test_create_duplicate_delete_open(void **st)
     assert_int_equal(PeerGraphDelete(p.pwzGraphId, L"alice", L"cdo"), S_OK);
 }
 
-/* The documented file name: <dir>/<name>.<first 8 bytes of MD5(graph NUL peer)>.p2pg */
-static void db_file_path(const char *graph, const char *peer, const char *name, char *out, size_t n)
-{
-    unsigned char buf[256], h[16];
-    size_t lg = strlen(graph), lp = strlen(peer);
-    memcpy(buf, graph, lg);
-    buf[lg] = 0;
-    memcpy(buf + lg + 1, peer, lp);
-    assert_int_equal(mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), buf, lg + lp + 1, h), 0);
-    snprintf(out, n, "%s/%s.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", TU_DBDIR_N, name, h[0], h[1], h[2], h[3], h[4],
-             h[5], h[6], h[7]);
-}
-
 static void test_corrupt_database(void **st)
 {
-    PEER_GRAPH_PROPERTIES p;
-    HGRAPH h;
+    HGRAPH h = tu_create_db(L"corrupt", L"alice", L"cdb", 0);
     FILE *f;
     char path[512];
     long size;
     (void)st;
-    memset(&p, 0, sizeof p);
-    p.dwSize = sizeof p;
-    p.pwzGraphId = (PWSTR)L"corrupt";
-    p.pwzCreatorId = (PWSTR)L"alice";
-    PeerGraphDelete(L"corrupt", L"alice", L"cdb");
-    assert_int_equal(PeerGraphCreate(&p, L"cdb", NULL, &h), S_OK);
     assert_int_equal(PeerGraphClose(h), S_OK);
-    db_file_path("corrupt", "alice", "cdb", path, sizeof path);
+    tu_db_file_path("corrupt", "alice", "cdb", path, sizeof path);
     f = fopen(path, "r+b");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);

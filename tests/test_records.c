@@ -151,15 +151,7 @@ static void test_api_rules(void **st)
     PeerGraphFreeData(got);
     /* max record size of a small graph */
     {
-        PEER_GRAPH_PROPERTIES p;
-        HGRAPH s;
-        memset(&p, 0, sizeof p);
-        p.dwSize = sizeof p;
-        p.pwzGraphId = (PWSTR)L"small";
-        p.pwzCreatorId = (PWSTR)L"alice";
-        p.dwMaxRecordSize = 4096;
-        PeerGraphDelete(L"small", L"alice", L"smalldb");
-        assert_int_equal(PeerGraphCreate(&p, L"smalldb", NULL, &s), S_OK);
+        HGRAPH s = tu_create_db(L"small", L"alice", L"smalldb", 4096);
         memset(big, 'x', sizeof big - 1);
         rec_init(&r, s, &T1, big, 3600);
         assert_int_equal(PeerGraphAddRecord(s, &r, &id), PEER_E_MAX_RECORD_SIZE_EXCEEDED);
@@ -558,19 +550,12 @@ static void test_expiration(void **st)
 /* Records survive Close/Open; local deletes too; a torn tail is dropped. */
 static void test_persistence_and_torn_tail(void **st)
 {
-    PEER_GRAPH_PROPERTIES p;
-    HGRAPH h;
+    HGRAPH h = tu_create_db(L"persist", L"alice", L"pdb", 0);
     GUID ids[20];
     int i;
     char buf[16], want[16];
     PEER_DATABASE_INFO di;
     (void)st;
-    memset(&p, 0, sizeof p);
-    p.dwSize = sizeof p;
-    p.pwzGraphId = (PWSTR)L"persist";
-    p.pwzCreatorId = (PWSTR)L"alice";
-    PeerGraphDelete(L"persist", L"alice", L"pdb");
-    assert_int_equal(PeerGraphCreate(&p, L"pdb", NULL, &h), S_OK);
     for (i = 0; i < 20; i++) { sprintf(want, "p%d", i); ids[i] = add(h, &T1, want); }
     assert_int_equal(PeerGraphDeleteRecord(h, &ids[3], TRUE), S_OK);
     assert_int_equal(PeerGraphClose(h), S_OK);
@@ -583,12 +568,8 @@ static void test_persistence_and_torn_tail(void **st)
     /* a torn write at the end */
     {
         char path[512];
-        unsigned char hsh[16], cat[64];
         FILE *f;
-        memcpy(cat, "persist\0alice", 13);
-        mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), cat, 13, hsh);
-        snprintf(path, sizeof path, "%s/pdb.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", TU_DBDIR_N, hsh[0], hsh[1], hsh[2],
-                 hsh[3], hsh[4], hsh[5], hsh[6], hsh[7]);
+        tu_db_file_path("persist", "alice", "pdb", path, sizeof path);
         f = fopen(path, "ab");
         assert_non_null(f);
         fwrite("\x00\x00\x01\x00\x02partial", 1, 12, f);

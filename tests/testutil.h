@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include "p2pgraph.h"
 #include "fake_net.h"
+#include <mbedtls/md.h>
 #ifdef _WIN32
 #include <direct.h>
 #define tu_mkdir(p) _mkdir(p)
@@ -68,6 +69,36 @@ static inline HGRAPH tu_create(const wchar_t *graphId, const wchar_t *peerId)
     p.pwzFriendlyName = (PWSTR)L"test graph";
     p.cPresenceMax = (ULONG)-1;
     tu_dbname(db, 32);
+    PeerGraphDelete(graphId, peerId, db);
+    assert_int_equal(PeerGraphCreate(&p, db, NULL, &h), S_OK);
+    return h;
+}
+
+/* The documented database file name:
+ * <dir>/<name>.<first 8 bytes of MD5(graph NUL peer)>.p2pg */
+static inline void tu_db_file_path(const char *graph, const char *peer, const char *name, char *out, size_t n)
+{
+    unsigned char buf[256], h[16];
+    size_t lg = strlen(graph), lp = strlen(peer);
+    memcpy(buf, graph, lg);
+    buf[lg] = 0;
+    memcpy(buf + lg + 1, peer, lp);
+    assert_int_equal(mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), buf, lg + lp + 1, h), 0);
+    snprintf(out, n, "%s/%s.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", TU_DBDIR_N, name, h[0], h[1], h[2], h[3], h[4],
+             h[5], h[6], h[7]);
+}
+
+/* Creates graph `graphId` with creator `peerId` in database `db` (a stale
+ * one is deleted first); dwMaxRecordSize as given (0 = default). */
+static inline HGRAPH tu_create_db(const wchar_t *graphId, const wchar_t *peerId, const wchar_t *db, DWORD maxRecord)
+{
+    PEER_GRAPH_PROPERTIES p;
+    HGRAPH h = NULL;
+    memset(&p, 0, sizeof p);
+    p.dwSize = sizeof p;
+    p.pwzGraphId = (PWSTR)graphId;
+    p.pwzCreatorId = (PWSTR)peerId;
+    p.dwMaxRecordSize = maxRecord;
     PeerGraphDelete(graphId, peerId, db);
     assert_int_equal(PeerGraphCreate(&p, db, NULL, &h), S_OK);
     return h;
