@@ -3009,6 +3009,17 @@ static int read_addrs(const uint8_t *p, ULONG n, SOCKADDR_IN6 *out)
     return 1;
 }
 
+/* Adds the n PEER_IN6_ADDRESS entries at p to g's Referral List (WELCOME,
+ * REFUSE, DISCONNECT); 0 if one is not IPv6 (the message is malformed). */
+static int referrals_from(pg_graph *g, const uint8_t *p, ULONG n)
+{
+    SOCKADDR_IN6 refs[255];
+    ULONG i;
+    if (n > 255 || !read_addrs(p, n, refs)) return 0;
+    for (i = 0; i < n; i++) referral_add(g, &refs[i]);
+    return 1;
+}
+
 static void send_simple(pg_conn *c, int type, uint8_t b8, const SOCKADDR_IN6 *addrs, ULONG n)
 {
     /* REFUSE (code) and DISCONNECT (reason): header, code, count, offset, addresses. */
@@ -3424,7 +3435,6 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     unsigned n, aoff, poff, foff;
     wchar_t *peer;
     int inv = 0;
-    ULONG i;
     pg_conn *o;
     if (size < 32) goto bad;
     n = m[24];
@@ -3441,11 +3451,7 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     c->remote_peer = peer;
     c->remote_node = get64(m + 8);
     c->ext &= m[25];
-    if (n) {
-        SOCKADDR_IN6 refs[255];
-        if (!read_addrs(m + aoff, n, refs)) goto bad;
-        for (i = 0; i < n; i++) referral_add(g, &refs[i]);
-    }
+    if (n && !referrals_from(g, m + aoff, n)) goto bad;
     /* The responder has accepted; if we cannot keep the link, say goodbye. */
     if (c->remote_node == g->node_id || (c->want_peer && !wcs_eq(c->want_peer, peer))) {
         send_simple(c, MT_DISCONNECT, DISC_APP, NULL, 0);
@@ -3494,12 +3500,7 @@ static void on_refuse(pg_conn *c, const uint8_t *m, size_t size)
     default: goto bad;
     }
     if (code >= 0x80 && !(c->ext & EXT_REASONS)) goto bad;
-    if (n) {
-        SOCKADDR_IN6 refs[255];
-        ULONG i;
-        if (!read_addrs(m + aoff, n, refs)) goto bad;
-        for (i = 0; i < n; i++) referral_add(g, &refs[i]);
-    }
+    if (n && !referrals_from(g, m + aoff, n)) goto bad;
     if (code == REFUSE_BUSY && !c->direct) next = follow_referral(g, hops);
     c->close_reason = hr;
     conn_report_close(c, hr, next);
@@ -3519,12 +3520,7 @@ static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
     n = m[9];
     aoff = get16(m + 10);
     if (n * 20 + aoff > size || reason < 1 || reason > 3) goto bad;
-    if (n && c->graph) {
-        SOCKADDR_IN6 refs[255];
-        ULONG i;
-        if (aoff < 12 || !read_addrs(m + aoff, n, refs)) goto bad;
-        for (i = 0; i < n; i++) referral_add(c->graph, &refs[i]);
-    }
+    if (n && c->graph && (aoff < 12 || !referrals_from(c->graph, m + aoff, n))) goto bad;
     conn_abort(c, c->state == CS_CONNECTED ? S_OK : PEER_E_CONNECTION_REFUSED);
     return;
 bad:
@@ -3553,7 +3549,7 @@ static int solicit_hash_valid(const uint8_t *m, size_t size)
     hc = get32(m + 12);
     hoff = get16(m + 16);
     if ((inc + exc) * 16 + toff > hoff) return 0;
-    return hc <= (size - (hoff < size ? hoff : size)) / 40 && hoff <= size;
+    return hoff <= size && (uint64_t)hc * 40 + hoff <= size; /* Hash Count·0x28 + offset (digest defect 21) */
 }
 
 static void on_pt2pt(pg_conn *c, const uint8_t *m, size_t size)
