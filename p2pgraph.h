@@ -646,9 +646,9 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
  * over-long peer ID); E_OUTOFMEMORY; PEER_E_ALREADY_EXISTS (a neighbor link
  * to that node exists, or a connection to that address and peer ID is in
  * progress: wait for its event); PEER_E_CONNECT_SELF (the address is this
- * graph's own listener); PEER_E_TOO_MANY_CONNECTIONS is not used: at
- * PEER_MAX_CONNECTIONS_PER_GRAPH the call returns E_OUTOFMEMORY;
- * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ * graph's own listener); E_OUTOFMEMORY also when the graph already holds
+ * PEER_MAX_CONNECTIONS_PER_GRAPH connections (close some or wait for
+ * attempts to end); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphConnect(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress, ULONGLONG *pullConnectionId);
 
@@ -678,9 +678,9 @@ HRESULT PeerGraphGetStatus(HGRAPH hGraph, DWORD *pdwStatus);
 /*
  * PeerGraphGetProperties: an allocated copy (PeerGraphFreeData).  Returns
  * S_OK; E_INVALIDARG; E_OUTOFMEMORY; PEER_E_GRAPH_NOT_READY (never
- * synchronized); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.  Until the
- * record store lands, a node that joined by Open knows only the graph ID and
- * the defaults (pwzCreatorId NULL).
+ * synchronized); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.  A node that
+ * joined by Open learns the creator's properties from the Graph Info record
+ * during its first synchronization (PROPERTY_CHANGED is queued then).
  */
 HRESULT PeerGraphGetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES *ppGraphProperties);
 
