@@ -14,19 +14,23 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LIB_SRCS = p2pgraph.c net_posix.c
 HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
-TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_loopback
+TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_data test_loopback
 EXAMPLES = two_nodes poll_host epoll_host demo
-BENCHES  = connect sync flood store
+BENCHES  = connect sync flood store data
 
 TEST_BINS = $(addprefix build/,$(TEST_PROGS))
 ASAN_BINS = $(addprefix build/asan/,$(TEST_PROGS))
 
-.PHONY: all deps test test-native test-asan valgrind demo examples bench clean check-clang
+.PHONY: all deps deps-bench test test-native test-asan valgrind demo examples bench clean check-clang
 
 all: build/libp2pgraph.a examples $(TEST_BINS)
 
 deps:
 	@sh scripts/install-deps.sh
+
+# bench_data also measures ENet: only `make bench` (and build/bench_data) need libenet-dev.
+deps-bench: deps
+	@sh scripts/install-deps.sh libenet-dev
 
 build/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -56,9 +60,12 @@ build/ex_%: examples/%.c build/libp2pgraph.a
 build/bench_%: bench/%.c bench/bench_util.h build/libp2pgraph.a
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
 
+build/bench_data: bench/data.c bench/bench_util.h build/libp2pgraph.a | deps-bench
+	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS) -lenet
+
 examples: $(addprefix build/ex_,$(EXAMPLES))
 
-bench: deps $(addprefix build/bench_,$(BENCHES))
+bench: deps-bench $(addprefix build/bench_,$(BENCHES))
 
 test: deps
 	@$(MAKE) --no-print-directory test-native test-asan

@@ -331,7 +331,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
  * WELCOME.Reserved2 (responder, only when the initiator sent them). */
 #define EXT_REASONS  0x01 /* REFUSE may carry codes 0x80.. in answer to AUTH_INFO */
 #define EXT_PIPELINE 0x02 /* the initiator may send all Sync All / Time requests at once */
-#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE)
+#define EXT_FRAGMENT 0x04 /* PT2PT data above one frame goes as 16 KB fragments */
+#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT)
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 
 /* MS-PPGRH message types. */
@@ -348,6 +349,16 @@ typedef struct pg_listener pg_listener;
 typedef struct pg_rec pg_rec;
 typedef struct pg_query pg_query;
 typedef struct pg_reg pg_reg;
+
+/* One PeerGraphSendData message, framed and ready for the socket.  `unit`
+ * is the size of the pieces that must go out whole (a fragment, or the whole
+ * message when it is not fragmented). */
+typedef struct pg_appmsg {
+    struct pg_appmsg *next;
+    size_t len, unit;
+    ULONG counted;          /* what it counts against the data queue limit */
+    uint8_t data[1];
+} pg_appmsg;
 
 typedef struct pg_conn {
     int kind; /* OBJ_CONN */
@@ -391,6 +402,23 @@ typedef struct pg_conn {
     int poke;               /* needs processing at the next service */
     int pending_counted;    /* counted in listener->pending (unauthenticated) */
     DWORD announced;        /* poll interest the host was told about */
+    /* application data out (section 8b) */
+    pg_appmsg *appq, *appq_tail;
+    size_t app_off;         /* bytes of appq written */
+    size_t app_unit_end;    /* != 0: writing appq up to here, nothing may cut in */
+    ULONG app_queued, app_limit;
+    int want_ready;         /* SendData refused: SEND_READY owed */
+    int tx_to_tail;         /* conn_send appends to `tail` (after the data) */
+    pg_buf tail;            /* framed messages that go after the data (DISCONNECT) */
+    /* application data in: the event block being filled */
+    PPEER_GRAPH_EVENT_DATA in_ev;
+    GUID in_type;
+    size_t in_total, in_off;/* whole data size; bytes filled */
+    size_t in_msg_left;     /* payload bytes of the current PT2PT still to come */
+    int in_active;          /* a fragmented message is being reassembled */
+    int in_skip;            /* the current PT2PT is a Ping (bytes dropped) */
+    int in_last;            /* the current PT2PT completes the data */
+    int in_divert;          /* frame bytes go to pt2pt_data, not rx */
 } pg_conn;
 
 struct pg_listener {
@@ -446,6 +474,9 @@ struct pg_graph {
     int meta_pending;      /* a non-durable metadata change not yet written */
     ULONG db_bad_entries;
     int log_dirty;
+    /* application data */
+    ULONG data_limit;      /* data queue limit for new connections */
+    int rx_paused;         /* a registration holds too much incoming data */
 };
 
 typedef struct pg_enum pg_enum;
@@ -623,6 +654,7 @@ struct pg_reg {
     PPEER_GRAPH_EVENT_DATA *ring;
     ULONG cap, head, count;
     int overflowed;
+    size_t data_bytes;      /* bytes of INCOMING_DATA events queued */
 };
 
 static int reg_wants(const pg_reg *r, PEER_GRAPH_EVENT_TYPE t, const GUID *recType)
@@ -636,7 +668,8 @@ static int reg_wants(const pg_reg *r, PEER_GRAPH_EVENT_TYPE t, const GUID *recTy
     return 0;
 }
 
-static void reg_push(pg_reg *r, PPEER_GRAPH_EVENT_DATA ev)
+/* Queues ev (taking it); 0 if it had to be dropped (queue full or no memory). */
+static int reg_push(pg_reg *r, PPEER_GRAPH_EVENT_DATA ev)
 {
     if (r->count == r->cap) {
         ULONG ncap = r->cap ? r->cap * 2 : 4, i;
@@ -645,7 +678,7 @@ static void reg_push(pg_reg *r, PPEER_GRAPH_EVENT_DATA ev)
         if (r->count == ncap || !(nr = (PPEER_GRAPH_EVENT_DATA *)pg_alloc(ncap * sizeof *nr))) {
             r->overflowed = 1;
             pg_free(ev);
-            return;
+            return 0;
         }
         for (i = 0; i < r->count; i++) nr[i] = r->ring[(r->head + i) % r->cap];
         pg_free(r->ring);
@@ -658,6 +691,7 @@ static void reg_push(pg_reg *r, PPEER_GRAPH_EVENT_DATA ev)
 #ifdef _WIN32
     if (r->hEvent) SetEvent(r->hEvent);
 #endif
+    return 1;
 }
 
 static void reg_free(pg_reg *r)
@@ -2741,6 +2775,7 @@ static void conn_set_graph(pg_conn *c, pg_graph *g)
     }
     c->graph = g;
     if (g) {
+        if (!c->app_limit) c->app_limit = g->data_limit;
         c->gprev = NULL;
         c->gnext = g->conns;
         if (g->conns) g->conns->gprev = c;
@@ -2772,8 +2807,13 @@ static void conn_kill(pg_conn *c)
     L.sweep_needed = 1;
 }
 
+static void app_drop(pg_conn *c);
+
 static void conn_free(pg_conn *c)
 {
+    app_drop(c);
+    pg_free(c->in_ev);
+    buf_free(&c->tail);
     buf_free(&c->rx);
     buf_free(&c->tx);
     buf_free(&c->acks);
@@ -2831,19 +2871,58 @@ static void conn_abort(pg_conn *c, HRESULT hr)
     conn_kill(c);
 }
 
+static void app_sent(pg_conn *c);
+
+static int conn_has_output(const pg_conn *c)
+{
+    return buf_used(&c->tx) || c->appq || buf_used(&c->tail);
+}
+
+/* Writes what the socket takes.  Graph messages (tx) go first, but only
+ * between application units: a unit (a fragment, or a whole unfragmented
+ * message) is never cut.  While a sync answer is being pumped, one
+ * application unit per call, so the two share the link. */
 static void conn_try_send(pg_conn *c)
 {
-    while (!c->dead && buf_used(&c->tx)) {
-        size_t n = buf_used(&c->tx);
-        long k = SHIM->pfnSend(SHIM->pvContext, c->s, c->tx.p + c->tx.off, (ULONG)(n > 0x40000000 ? 0x40000000 : n));
+    int units = 0;
+    while (!c->dead) {
+        const uint8_t *p;
+        size_t n;
+        long k;
+        int app;
+        if (c->app_unit_end) {
+            app = 1;
+            p = c->appq->data + c->app_off;
+            n = c->app_unit_end - c->app_off;
+        } else if (buf_used(&c->tx)) {
+            app = 0;
+            p = c->tx.p + c->tx.off;
+            n = buf_used(&c->tx);
+        } else if (c->appq && !(units && c->out_end)) {
+            size_t e = c->app_off + c->appq->unit;
+            c->app_unit_end = e < c->appq->len ? e : c->appq->len;
+            continue;
+        } else if (!c->appq && buf_used(&c->tail)) {
+            if (!buf_append(&c->tx, c->tail.p + c->tail.off, buf_used(&c->tail))) { conn_abort(c, E_OUTOFMEMORY); return; }
+            buf_free(&c->tail);
+            continue;
+        } else
+            break;
+        k = SHIM->pfnSend(SHIM->pvContext, c->s, p, (ULONG)(n > 0x40000000 ? 0x40000000 : n));
         if (k == PEER_NET_WOULDBLOCK || k == 0) return;
         if (k < 0) {
             conn_abort(c, PEER_E_CONNECTION_FAILED);
             return;
         }
-        buf_consume(&c->tx, (size_t)k);
+        if (c->state == CS_CLOSING) c->deadline = L.now + PEER_LINGER_MS; /* progress: keep lingering */
+        if (!app) { buf_consume(&c->tx, (size_t)k); continue; }
+        c->app_off += (size_t)k;
+        if (c->app_off < c->app_unit_end) continue;
+        c->app_unit_end = 0;
+        units++;
+        if (c->app_off == c->appq->len) app_sent(c);
     }
-    if (!c->dead && c->state == CS_CLOSING && !c->half_closed && !buf_used(&c->tx)) {
+    if (!c->dead && c->state == CS_CLOSING && !c->half_closed && !conn_has_output(c)) {
         SHIM->pfnShutdownSend(SHIM->pvContext, c->s);
         c->half_closed = 1;
     }
@@ -2855,6 +2934,7 @@ static void conn_try_send(pg_conn *c)
 static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
 {
     size_t off = 0;
+    pg_buf *dst = c->tx_to_tail ? &c->tail : &c->tx;
     if (c->dead || c->state == CS_CLOSING || c->s == PEER_INVALID_SOCKET) return 0;
     if (big ? buf_used(&c->tx) > PEER_MAX_SEND_QUEUE
             : buf_used(&c->tx) + len + 2 * (len / PEER_FRAME_SEND_SIZE + 1) > PEER_MAX_SEND_QUEUE) {
@@ -2865,7 +2945,7 @@ static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
         size_t k = len - off > PEER_FRAME_SEND_SIZE ? PEER_FRAME_SEND_SIZE : len - off;
         uint8_t fh[2];
         put16(fh, (unsigned)k);
-        if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, msg + off, k)) {
+        if (!buf_append(dst, fh, 2) || !buf_append(dst, msg + off, k)) {
             conn_abort(c, E_OUTOFMEMORY);
             return 0;
         }
@@ -2893,7 +2973,9 @@ static DWORD conn_interest(const pg_conn *c)
 {
     if (c->dead || c->s == PEER_INVALID_SOCKET) return 0;
     if (c->state == CS_TCP_CONNECTING) return PEER_POLL_WRITE;
-    return PEER_POLL_READ | (buf_used(&c->tx) ? PEER_POLL_WRITE : 0);
+    if (c->state == CS_CONNECTED && c->graph && c->graph->rx_paused) /* the host is behind on events */
+        return conn_has_output(c) ? PEER_POLL_WRITE : 0;
+    return PEER_POLL_READ | (conn_has_output(c) ? PEER_POLL_WRITE : 0);
 }
 
 static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
@@ -2918,6 +3000,237 @@ static ULONGLONG auth_timer_ms(ULONG n)
 {
     double s = 20.0 + 280.0 * exp(-(double)n / 10.0);
     return (ULONGLONG)(s * 1000.0);
+}
+
+/* ========================================================================= */
+/* 8b. Application data (PeerGraphSendData, INCOMING_DATA)                   */
+/* Out: each SendData builds one framed buffer (a PT2PT message, or between  */
+/* p2pgraph nodes a chain of PT2PT fragments of one frame each) and queues   */
+/* it on the connection, counted against the connection's data limit; the   */
+/* writer (conn_try_send) interleaves graph messages between units.  In: a   */
+/* PT2PT's payload is copied straight into the PEER_GRAPH_EVENT_DATA block   */
+/* that the host will receive (one copy), fragments appending to it.  When a */
+/* registration holds PEER_MAX_INCOMING_DATA bytes the graph stops reading   */
+/* its connections until the host catches up (TCP pushes back).             */
+/* ========================================================================= */
+
+#define FRAG_MORE     0x0001u  /* PT2PT Reserved2 (EXT_FRAGMENT): more fragments follow */
+#define FRAG_FIRST_HDR 32u     /* first fragment: 28 + 4-byte total data size */
+#define PT2PT_DIVERT_MIN 4096u /* PT2PTs from this size are received without rx */
+
+static void app_drop(pg_conn *c)
+{
+    while (c->appq) {
+        pg_appmsg *m = c->appq;
+        c->appq = m->next;
+        pg_free(m);
+    }
+    c->appq_tail = NULL;
+    c->app_off = c->app_unit_end = 0;
+    c->app_queued = 0;
+}
+
+/* The head message is fully written. */
+static void app_sent(pg_conn *c)
+{
+    pg_appmsg *m = c->appq;
+    c->appq = m->next;
+    if (!c->appq) c->appq_tail = NULL;
+    c->app_off = 0;
+    c->app_queued -= m->counted;
+    pg_free(m);
+    if (c->want_ready && c->app_queued <= c->app_limit / 2 && c->graph && c->state == CS_CONNECTED) {
+        PEER_GRAPH_EVENT_DATA e;
+        c->want_ready = 0;
+        memset(&e, 0, sizeof e);
+        e.eventType = PEER_GRAPH_EVENT_SEND_READY;
+        e.sendReadyData.dwSize = sizeof e.sendReadyData;
+        e.sendReadyData.ullConnectionId = c->id;
+        e.sendReadyData.cbQueued = c->app_queued;
+        e.sendReadyData.cbLimit = c->app_limit;
+        emit(c->graph, &e, NULL, NULL);
+    }
+}
+
+static void pt2pt_header(uint8_t *m, size_t size, unsigned doff, unsigned flags, const GUID *t)
+{
+    msg_header(m, size, MT_PT2PT);
+    put16(m + 8, doff);
+    put16(m + 10, flags);
+    guid_put(m + 12, t);
+}
+
+/* Builds the framed form of one SendData message.  Fragments are full
+ * frames (one PT2PT each) except the last. */
+static pg_appmsg *app_build(const pg_conn *c, const GUID *t, const uint8_t *d, size_t cb)
+{
+    size_t len, unit, off = 0;
+    pg_appmsg *m;
+    uint8_t *p;
+    if (!(c->ext & EXT_FRAGMENT) || 28 + cb <= PEER_FRAME_SEND_SIZE) {
+        size_t msz = 28 + cb, frames = (msz + PEER_FRAME_SEND_SIZE - 1) / PEER_FRAME_SEND_SIZE, done = 0;
+        uint8_t h[28];
+        len = msz + 2 * frames;
+        if (!(m = (pg_appmsg *)pg_alloc(offsetof(pg_appmsg, data) + len))) return NULL;
+        pt2pt_header(h, msz, 28, 0, t);
+        p = m->data;
+        while (done < msz) { /* frames over the concatenation header + data */
+            size_t k = msz - done > PEER_FRAME_SEND_SIZE ? PEER_FRAME_SEND_SIZE : msz - done, i = 0;
+            put16(p, (unsigned)k);
+            p += 2;
+            if (done < 28) {
+                i = 28 - done < k ? 28 - done : k;
+                memcpy(p, h + done, i);
+            }
+            if (k > i) memcpy(p + i, d + (done + i - 28), k - i);
+            p += k;
+            done += k;
+        }
+        unit = len;
+    } else {
+        size_t first = PEER_FRAME_SEND_SIZE - FRAG_FIRST_HDR, rest = PEER_FRAME_SEND_SIZE - 28, nfr;
+        nfr = 1 + (cb - first + rest - 1) / rest;
+        len = 2 * nfr + 28 * nfr + 4 + cb;
+        if (!(m = (pg_appmsg *)pg_alloc(offsetof(pg_appmsg, data) + len))) return NULL;
+        p = m->data;
+        while (off < cb) {
+            size_t hdr = off ? 28 : FRAG_FIRST_HDR, k = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
+            int more = off + k < cb;
+            put16(p, (unsigned)(hdr + k));
+            pt2pt_header(p + 2, hdr + k, (unsigned)hdr, more ? FRAG_MORE : 0, t);
+            if (!off) put32(p + 2 + 28, (uint32_t)cb);
+            memcpy(p + 2 + hdr, d + off, k);
+            p += 2 + hdr + k;
+            off += k;
+        }
+        unit = 2 + PEER_FRAME_SEND_SIZE;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->unit = unit;
+    m->counted = (ULONG)(cb + PEER_DATA_MSG_OVERHEAD);
+    return m;
+}
+
+/* Recomputes whether g's connections may be read (see the section comment). */
+static void graph_update_rx_pause(pg_graph *g)
+{
+    const pg_reg *r;
+    int paused = 0;
+    for (r = g->regs; r && !paused; r = r->gnext)
+        paused = r->data_bytes > PEER_MAX_INCOMING_DATA ||
+                 (r->data_bytes && r->count >= PEER_MAX_EVENTS_QUEUED / 2);
+    g->rx_paused = paused;
+}
+
+/* Hands the finished data block to the registrations that want it (the
+ * copies first, then the block itself to the first one).  A registration
+ * that cannot take it fails the connection: data is never lost silently. */
+static void pt2pt_deliver(pg_conn *c)
+{
+    PPEER_GRAPH_EVENT_DATA ev = c->in_ev;
+    pg_graph *g = c->graph;
+    pg_reg *r, *first = NULL;
+    size_t cb = c->in_total;
+    int ok = 1;
+    c->in_ev = NULL;
+    c->in_active = 0;
+    if (!ev) return;
+    if (!g) { pg_free(ev); return; }
+    ev->incomingData.data.pbData = cb ? (PBYTE)(ev + 1) : NULL;
+    for (r = g->regs; r; r = r->gnext) {
+        PPEER_GRAPH_EVENT_DATA e;
+        if (!reg_wants(r, PEER_GRAPH_EVENT_INCOMING_DATA, NULL)) continue;
+        if (!first) { first = r; continue; }
+        if (!(e = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *e + cb))) { ok = 0; continue; }
+        memcpy(e, ev, sizeof *e + cb);
+        e->incomingData.data.pbData = cb ? (PBYTE)(e + 1) : NULL;
+        if (reg_push(r, e)) r->data_bytes += cb;
+        else ok = 0;
+    }
+    if (first && reg_push(first, ev)) first->data_bytes += cb;
+    else if (first) ok = 0;
+    else pg_free(ev);
+    graph_update_rx_pause(g);
+    if (!ok) conn_abort(c, E_OUTOFMEMORY);
+}
+
+static int graph_wants(const pg_graph *g, PEER_GRAPH_EVENT_TYPE t)
+{
+    const pg_reg *r;
+    for (r = g->regs; r; r = r->gnext)
+        if (reg_wants(r, t, NULL)) return 1;
+    return 0;
+}
+
+/* Starts a received PT2PT of `size` bytes whose first `have` bytes (at
+ * least its Data Offset) are at m.  Returns the Data Offset, or 0 when the
+ * message was bad and the connection is closed. */
+static unsigned pt2pt_begin(pg_conn *c, const uint8_t *m, size_t size, size_t have)
+{
+    unsigned doff, flags;
+    GUID t;
+    size_t len;
+    if (size < 28 || have < 28) goto bad;
+    doff = get16(m + 8);
+    flags = get16(m + 10);
+    if (doff > size || doff < 28 || doff > have) goto bad;
+    guid_get(&t, m + 12);
+    len = size - doff;
+    c->in_skip = c->in_last = 0;
+    c->in_msg_left = len;
+    if (!memcmp(&t, &GUID_PING, sizeof t)) { c->in_skip = 1; return doff; } /* Ping: dropped */
+    if (c->in_active) { /* the next fragment of the data being reassembled */
+        if (memcmp(&t, &c->in_type, sizeof t) || c->in_off + len > c->in_total) goto bad;
+        if (!(flags & FRAG_MORE)) {
+            if (c->in_off + len != c->in_total) goto bad;
+            c->in_last = 1;
+        }
+        return doff;
+    }
+    if ((c->ext & EXT_FRAGMENT) && (flags & FRAG_MORE)) {
+        if (doff < FRAG_FIRST_HDR) goto bad;
+        c->in_total = get32(m + 28);
+        if (c->in_total > PEER_MAX_DATA_SIZE || len > c->in_total) goto bad;
+        c->in_active = 1;
+    } else {
+        if (len > PEER_MAX_DATA_SIZE) goto bad;
+        c->in_total = len;
+        c->in_last = 1;
+    }
+    c->in_type = t;
+    c->in_off = 0;
+    pg_free(c->in_ev);
+    c->in_ev = NULL;
+    if (c->graph && graph_wants(c->graph, PEER_GRAPH_EVENT_INCOMING_DATA)) {
+        PPEER_GRAPH_EVENT_DATA ev = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *ev + c->in_total);
+        if (!ev) { conn_abort(c, E_OUTOFMEMORY); return 0; }
+        memset(ev, 0, sizeof *ev);
+        ev->eventType = PEER_GRAPH_EVENT_INCOMING_DATA;
+        ev->incomingData.dwSize = sizeof ev->incomingData;
+        ev->incomingData.ullConnectionId = c->id;
+        ev->incomingData.type = t;
+        ev->incomingData.data.cbData = (ULONG)c->in_total;
+        c->in_ev = ev;
+    } /* else nobody listens: the bytes are counted and dropped */
+    return doff;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+    return 0;
+}
+
+/* Payload bytes of the current PT2PT (never more than in_msg_left). */
+static void pt2pt_data(pg_conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->in_skip) {
+        if (c->in_ev && n) memcpy((uint8_t *)(c->in_ev + 1) + c->in_off, p, n);
+        c->in_off += n;
+    }
+    c->in_msg_left -= n;
+    if (c->in_msg_left) return;
+    c->in_divert = 0;
+    if (c->in_skip) c->in_skip = 0;
+    else if (c->in_last) pt2pt_deliver(c);
 }
 
 /* ========================================================================= */
@@ -3052,7 +3365,9 @@ static void conn_disconnect(pg_conn *c, int reason, HRESULT hrEvent)
     if (c->dead || c->state == CS_CLOSING) return;
     if (c->state == CS_CONNECTED) {
         if (c->graph) n = collect_referrals(c->graph, c, refs, PEER_REFERRALS_SENT);
+        c->tx_to_tail = c->appq != NULL; /* data accepted by SendData goes first */
         send_simple(c, MT_DISCONNECT, (uint8_t)reason, refs, n);
+        c->tx_to_tail = 0;
     }
     conn_close_after_flush(c, hrEvent);
 }
@@ -3395,10 +3710,22 @@ static void on_connect(pg_conn *c, const uint8_t *m, size_t size)
         c->n_raddr = n;
     } else
         pg_free(addrs);
-    /* 2. direct connections: not accepted in this release */
-    if ((flags & 0x04) || c->direct) { send_refuse(c, REFUSE_DIRECT_DISALLOWED, S_OK); return; }
     if (node == g->node_id) { /* our own CONNECT came back */
         send_refuse(c, (c->ext & EXT_REASONS) ? REFUSE_X_SELF : REFUSE_DUPLICATE, S_OK);
+        return;
+    }
+    /* 2. direct connections: accepted while the application is registered
+     * for DIRECT_CONNECTION (and under the connection limit); no referrals,
+     * no neighbor checks */
+    if ((flags & 0x04) || c->direct) {
+        if (c->state == CS_CONNECTED) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+        c->direct = 1;
+        if (!graph_wants(g, PEER_GRAPH_EVENT_DIRECT_CONNECTION) || graph_conn_count(g, 0) > PEER_MAX_CONNECTIONS_PER_GRAPH) {
+            send_refuse(c, REFUSE_DIRECT_DISALLOWED, S_OK);
+            return;
+        }
+        send_welcome(c, 0);
+        if (!c->dead) conn_become_connected(c);
         return;
     }
     /* 3. duplicate: this node is a neighbor over another connection */
@@ -3459,6 +3786,7 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
         return;
     }
     conn_become_connected(c);
+    if (c->direct) return; /* application data only (digest 5.4, INFERRED) */
     if (resolve_cross_connect(c)) return;
     peer_time_update(g, c, get64(m + 16));
     for (o = g->conns; o; o = o->gnext)
@@ -3521,6 +3849,7 @@ static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
     aoff = get16(m + 10);
     if (n * 20 + aoff > size || reason < 1 || reason > 3) goto bad;
     if (n && c->graph && (aoff < 12 || !referrals_from(c->graph, m + aoff, n))) goto bad;
+    if (c->in_active) goto bad; /* DISCONNECT inside fragmented data */
     conn_abort(c, c->state == CS_CONNECTED ? S_OK : PEER_E_CONNECTION_REFUSED);
     return;
 bad:
@@ -3552,44 +3881,13 @@ static int solicit_hash_valid(const uint8_t *m, size_t size)
     return hoff <= size && (uint64_t)hc * 40 + hoff <= size; /* Hash Count·0x28 + offset (digest defect 21) */
 }
 
+/* A whole PT2PT in the reassembly buffer (small ones; big ones are diverted
+ * into their event block as they arrive, see conn_feed). */
 static void on_pt2pt(pg_conn *c, const uint8_t *m, size_t size)
 {
-    unsigned doff;
-    GUID t;
-    PEER_GRAPH_EVENT_DATA e;
-    pg_reg *r;
-    if (size < 28) goto bad;
-    doff = get16(m + 8);
-    if (doff > size || doff < 28) goto bad;
-    t.Data1 = get32(m + 12);
-    t.Data2 = (uint16_t)get16(m + 16);
-    t.Data3 = (uint16_t)get16(m + 18);
-    memcpy(t.Data4, m + 20, 8);
-    if (!memcmp(&t, &GUID_PING, sizeof t)) return; /* Ping: dropped silently */
-    /* Application data: one event per registration, bytes inside the block. */
-    memset(&e, 0, sizeof e);
-    e.eventType = PEER_GRAPH_EVENT_INCOMING_DATA;
-    for (r = c->graph->regs; r; r = r->gnext) {
-        PPEER_GRAPH_EVENT_DATA ev;
-        size_t cb = size - doff;
-        if (!reg_wants(r, e.eventType, NULL)) continue;
-        ev = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *ev + cb);
-        if (!ev) { r->overflowed = 1; continue; }
-        memset(ev, 0, sizeof *ev);
-        ev->eventType = PEER_GRAPH_EVENT_INCOMING_DATA;
-        ev->incomingData.dwSize = sizeof ev->incomingData;
-        ev->incomingData.ullConnectionId = c->id;
-        ev->incomingData.type = t;
-        ev->incomingData.data.cbData = (ULONG)cb;
-        ev->incomingData.data.pbData = cb ? (PBYTE)(ev + 1) : NULL;
-        if (cb) memcpy(ev + 1, m + doff, cb);
-        reg_push(r, ev);
-    }
-    return;
-bad:
-    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+    unsigned doff = pt2pt_begin(c, m, size, size);
+    if (doff) pt2pt_data(c, m + doff, size - doff);
 }
-
 
 /* --- publishing, flooding, receiving --- */
 
@@ -3802,15 +4100,22 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
 
 static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size);
 
+/* How far a sync answer fills tx: less while application data waits, so
+ * the two alternate (see conn_try_send). */
+static size_t sync_watermark(const pg_conn *c)
+{
+    return c->appq ? PEER_SYNC_WATERMARK / 8 : PEER_SYNC_WATERMARK;
+}
+
 /* Sends queued sync FLOODs while the send queue has room (fairness: a big
- * sync never fills the queue past PEER_SYNC_WATERMARK). */
+ * sync never fills the queue past sync_watermark). */
 static void conn_pump_out(pg_conn *c)
 {
     pg_graph *g = c->graph;
     uint64_t now;
     if (!c->out_end || c->dead || c->state != CS_CONNECTED || !g) return;
     now = peer_time(g);
-    while (c->out_i < c->out_n && buf_used(&c->tx) < PEER_SYNC_WATERMARK && !c->dead) {
+    while (c->out_i < c->out_n && buf_used(&c->tx) < sync_watermark(c) && !c->dead) {
         const pg_rec *r = rec_find(g, c->out_ids + 16 * c->out_i++);
         uint8_t hdr[12];
         size_t size;
@@ -4424,17 +4729,35 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
             continue;
         }
         k = n < c->frame_left ? n : c->frame_left;
-        if (!buf_append(&c->rx, p, k)) { conn_abort(c, E_OUTOFMEMORY); return; }
+        if (c->in_divert) { /* payload of a big PT2PT: straight into its event block */
+            if (k > c->in_msg_left) k = c->in_msg_left;
+            pt2pt_data(c, p, k);
+            if (c->dead) return;
+        } else if (!buf_append(&c->rx, p, k)) {
+            conn_abort(c, E_OUTOFMEMORY);
+            return;
+        }
         p += k;
         n -= k;
         c->frame_left -= (unsigned)k;
         if (!c->frame_left) c->fhdr_len = 0;
         /* dispatch every complete message */
-        while (!c->dead && buf_used(&c->rx) >= 4) {
+        while (!c->dead && !c->in_divert && buf_used(&c->rx) >= 4) {
             const uint8_t *mp = c->rx.p + c->rx.off;
-            size_t sz = get32(mp);
+            size_t sz = get32(mp), have = buf_used(&c->rx);
             if (sz < MSG_HDR || sz > conn_msg_limit(c)) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
-            if (buf_used(&c->rx) < sz) break;
+            if (have < sz) {
+                /* A big PT2PT whose header is here: the rest bypasses rx. */
+                if (sz >= PT2PT_DIVERT_MIN && have >= 28 && c->state == CS_CONNECTED && mp[4] == PEER_VERSION_BYTE &&
+                    mp[5] == MT_PT2PT && get16(mp + 8) <= have) {
+                    unsigned doff = pt2pt_begin(c, mp, sz, have);
+                    if (!doff) return;
+                    c->in_divert = 1;
+                    pt2pt_data(c, mp + doff, have - doff);
+                    buf_consume(&c->rx, have);
+                }
+                break;
+            }
             conn_dispatch(c, mp, sz);
             if (c->dead) return;
             buf_consume(&c->rx, sz);
@@ -4446,10 +4769,12 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
  * others). */
 static void conn_on_readable(pg_conn *c, int drain)
 {
-    uint8_t buf[16384];
+    static uint8_t buf[65536]; /* single-threaded library: one read buffer */
     size_t total = 0;
     while (!c->dead && total < 262144) {
-        long k = SHIM->pfnRecv(SHIM->pvContext, c->s, buf, sizeof buf);
+        long k;
+        if (c->state == CS_CONNECTED && c->graph && c->graph->rx_paused) break; /* host behind on events */
+        k = SHIM->pfnRecv(SHIM->pvContext, c->s, buf, sizeof buf);
         if (k == PEER_NET_WOULDBLOCK) break;
         if (k == 0) { /* orderly end of stream */
             if (c->state == CS_CLOSING) conn_kill(c);
@@ -4611,7 +4936,7 @@ static void conn_service(pg_conn *c, DWORD ev, int drain)
     }
     if (ev & (PEER_POLL_READ | PEER_POLL_ERROR)) conn_on_readable(c, drain || (ev & PEER_POLL_ERROR));
     if (!c->dead && c->out_end) conn_pump_out(c);
-    if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+    if (!c->dead && conn_has_output(c)) conn_try_send(c);
 }
 
 /* Tells the poll callback about interest changes. */
@@ -4661,7 +4986,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         }
         if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
         if (!c->dead && c->out_end) conn_pump_out(c);
-        if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+        if (!c->dead && conn_has_output(c)) conn_try_send(c);
     }
     {
         pg_graph *g;
@@ -4670,7 +4995,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
             db_maintain(g);
         }
         for (c = L.conns; c; c = c->next) /* what expiry and refresh queued */
-            if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+            if (!c->dead && conn_has_output(c)) conn_try_send(c);
     }
 }
 
@@ -4682,7 +5007,7 @@ static ULONGLONG next_deadline(void)
     for (c = L.conns; c; c = c->next) {
         if (c->dead) continue;
         if (c->poke) return L.now;
-        if (c->out_end && buf_used(&c->tx) < PEER_SYNC_WATERMARK) return L.now;
+        if (c->out_end && buf_used(&c->tx) < sync_watermark(c)) return L.now;
         if (c->deadline < d) d = c->deadline;
     }
     for (g = L.graphs; g; g = g->next) {
@@ -4803,7 +5128,7 @@ HRESULT PeerGraphShutdown(void)
     while (L.graphs) graph_close(L.graphs);
     /* one non-blocking attempt to get the DISCONNECTs out */
     for (c = L.conns; c; c = c->next)
-        if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+        if (!c->dead && conn_has_output(c)) conn_try_send(c);
     for (c = L.conns; c; c = c->next) conn_kill(c);
     sweep();
     while (L.listeners) { L.listeners->refs = 1; listener_release(L.listeners); }
@@ -4936,6 +5261,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->presence_lifetime = 300;
     g->presence_max = (ULONG)-1;
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
+    g->data_limit = PEER_DEFAULT_DATA_QUEUE;
     do g->node_id = random64(); while (!g->node_id);
     return g;
 }
@@ -5077,7 +5403,7 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead && c->state == CS_CONNECTED && c->outbound && !c->direct) send_connect(c, 1);
     for (c = g->conns; c; c = c->gnext)
-        if (!c->dead && buf_used(&c->tx)) conn_try_send(c);
+        if (!c->dead && conn_has_output(c)) conn_try_send(c);
     graph_update_status(g);
     finish_call();
     return S_OK;
@@ -5287,8 +5613,9 @@ HRESULT PeerGraphRegisterEvent(HGRAPH hGraph, HANDLE hEvent, ULONG cEventRegistr
     if (hEvent) return E_INVALIDARG;
 #endif
     for (i = 0; i < cEventRegistrations; i++)
-        if (pEventRegistrations[i].eventType < PEER_GRAPH_EVENT_STATUS_CHANGED ||
-            pEventRegistrations[i].eventType > PEER_GRAPH_EVENT_SYNCHRONIZED)
+        if ((pEventRegistrations[i].eventType < PEER_GRAPH_EVENT_STATUS_CHANGED ||
+             pEventRegistrations[i].eventType > PEER_GRAPH_EVENT_SYNCHRONIZED) &&
+            pEventRegistrations[i].eventType != PEER_GRAPH_EVENT_SEND_READY)
             return E_INVALIDARG;
     r = (pg_reg *)pg_calloc(1, sizeof *r);
     if (!r) return E_OUTOFMEMORY;
@@ -5326,13 +5653,17 @@ HRESULT PeerGraphUnregisterEvent(HPEEREVENT hPeerEvent)
     if (!hPeerEvent) return E_INVALIDARG;
     {
         pg_reg *r = reg_from_handle(hPeerEvent), **gp;
+        pg_graph *g;
         if (!r) return PEER_E_EVENT_HANDLE_NOT_FOUND;
+        g = r->graph;
         for (pp = &L.regs; *pp && *pp != r; pp = &(*pp)->next) {}
         if (*pp) *pp = r->next;
         for (gp = &r->graph->regs; *gp && *gp != r; gp = &(*gp)->gnext) {}
         if (*gp) *gp = r->gnext;
         map_del(&L.hregs, r->handle);
         reg_free(r);
+        graph_update_rx_pause(g); /* its undelivered data no longer holds reading */
+        finish_call();
         return S_OK;
     }
 }
@@ -5358,6 +5689,111 @@ HRESULT PeerGraphGetEventData(HPEEREVENT hPeerEvent, PPEER_GRAPH_EVENT_DATA *ppE
     *ppEventData = r->ring[r->head];
     r->head = (r->head + 1) % r->cap;
     r->count--;
+    if ((*ppEventData)->eventType == PEER_GRAPH_EVENT_INCOMING_DATA) {
+        r->data_bytes -= (*ppEventData)->incomingData.data.cbData;
+        if (r->graph->rx_paused) { /* reading may resume */
+            graph_update_rx_pause(r->graph);
+            if (!r->graph->rx_paused) finish_call();
+        }
+    }
+    return S_OK;
+}
+
+/* A live connection of g by ID (any state), or NULL. */
+static pg_conn *graph_conn_find(const pg_graph *g, ULONGLONG id)
+{
+    pg_conn *c;
+    for (c = g->conns; c; c = c->gnext)
+        if (c->id == id && !c->dead) return c;
+    return NULL;
+}
+
+HRESULT PeerGraphOpenDirectConnection(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress,
+                                      ULONGLONG *pullConnectionId)
+{
+    pg_graph *g;
+    pg_conn *c;
+    HRESULT hr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pullConnectionId || !peer_address_valid(pAddress) || !pwzPeerId || !wcs_valid(pwzPeerId, PEER_MAX_ID_CHARS, 0))
+        return E_INVALIDARG;
+    if (g->listener && wcs_eq(pwzPeerId, g->peer_id)) {
+        SOCKADDR_IN6 la = g->listener->bound;
+        if (addr_port(&la) == addr_port(&pAddress->sin6) &&
+            (addr_is_loopback(&pAddress->sin6) || addr_eq(&la, &pAddress->sin6)))
+            return PEER_E_CONNECT_SELF;
+    }
+    c = graph_start_connect(g, pwzPeerId, &pAddress->sin6, 1, 0, &hr);
+    if (!c) { finish_call(); return hr; }
+    *pullConnectionId = c->id;
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *pType, ULONG cbData, PVOID pvData)
+{
+    pg_graph *g;
+    pg_conn *c;
+    pg_appmsg *m;
+    ULONG cost;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pType || (cbData && !pvData) || cbData > PEER_MAX_DATA_SIZE || !memcmp(pType, &GUID_PING, sizeof *pType))
+        return E_INVALIDARG;
+    c = graph_conn_find(g, ullConnectionId);
+    if (!c || c->state != CS_CONNECTED) return PEER_E_CONNECTION_NOT_FOUND;
+    cost = cbData + PEER_DATA_MSG_OVERHEAD;
+    if (c->app_queued && (c->app_queued >= c->app_limit || cost > c->app_limit - c->app_queued)) {
+        c->want_ready = 1;
+        return PEER_E_SEND_QUEUE_FULL;
+    }
+    if (!(m = app_build(c, pType, (const uint8_t *)pvData, cbData))) return E_OUTOFMEMORY;
+    if (c->appq_tail) c->appq_tail->next = m;
+    else c->appq = m;
+    c->appq_tail = m;
+    c->app_queued += m->counted;
+    conn_try_send(c);
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
+{
+    pg_graph *g;
+    pg_conn *c;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    c = graph_conn_find(g, ullConnectionId);
+    if (!c || !c->direct || c->state == CS_CLOSING) return PEER_E_CONNECTION_NOT_FOUND;
+    if (c->state == CS_CONNECTED) conn_disconnect(c, DISC_APP, S_OK);
+    else conn_abort(c, E_ABORT);
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphSetDataQueueLimit(HGRAPH hGraph, ULONGLONG ullConnectionId, ULONG cbLimit)
+{
+    pg_graph *g;
+    pg_conn *c;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (cbLimit < PEER_MIN_DATA_QUEUE || cbLimit > PEER_MAX_DATA_QUEUE) return E_INVALIDARG;
+    if (!ullConnectionId) { g->data_limit = cbLimit; return S_OK; }
+    if (!(c = graph_conn_find(g, ullConnectionId))) return PEER_E_CONNECTION_NOT_FOUND;
+    c->app_limit = cbLimit;
+    return S_OK;
+}
+
+HRESULT PeerGraphGetDataQueue(HGRAPH hGraph, ULONGLONG ullConnectionId, ULONG *pcbQueued, ULONG *pcbLimit)
+{
+    pg_graph *g;
+    const pg_conn *c;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!(c = graph_conn_find(g, ullConnectionId))) return PEER_E_CONNECTION_NOT_FOUND;
+    if (pcbQueued) *pcbQueued = c->app_queued;
+    if (pcbLimit) *pcbLimit = c->app_limit;
     return S_OK;
 }
 

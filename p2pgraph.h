@@ -87,6 +87,7 @@ typedef struct sockaddr_in6 SOCKADDR_IN6;
 #  define S_OK ((HRESULT)0)
 #  define S_FALSE ((HRESULT)1)
 #  define E_FAIL ((HRESULT)0x80004005L)
+#  define E_ABORT ((HRESULT)0x80004004L)
 #  define E_ACCESSDENIED ((HRESULT)0x80070005L)
 #  define E_OUTOFMEMORY ((HRESULT)0x8007000EL)
 #  define E_INVALIDARG ((HRESULT)0x80070057L)
@@ -149,6 +150,9 @@ typedef void *HPEERENUM, **PHPEERENUM;
 #ifndef PEER_E_ALREADY_EXISTS
 #define PEER_E_ALREADY_EXISTS              P2PG_HR(0x800700B7) /* HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS) */
 #define PEER_E_NOT_FOUND                   P2PG_HR(0x80070490)
+/* p2pgraph extension: PeerGraphSendData found the connection's queue full
+ * (HRESULT_FROM_WIN32(WSAEWOULDBLOCK)); wait for PEER_GRAPH_EVENT_SEND_READY. */
+#define PEER_E_SEND_QUEUE_FULL             P2PG_HR(0x80072733)
 #endif
 
 /*
@@ -182,7 +186,11 @@ typedef enum peer_graph_event_type_tag {
     PEER_GRAPH_EVENT_INCOMING_DATA = 6,
     PEER_GRAPH_EVENT_CONNECTION_REQUIRED = 7,
     PEER_GRAPH_EVENT_NODE_CHANGED = 8,
-    PEER_GRAPH_EVENT_SYNCHRONIZED = 9
+    PEER_GRAPH_EVENT_SYNCHRONIZED = 9,
+    /* p2pgraph extension: a connection whose PeerGraphSendData returned
+     * PEER_E_SEND_QUEUE_FULL has drained to half its queue limit or less;
+     * data is sendReadyData. */
+    PEER_GRAPH_EVENT_SEND_READY = 0x100
 } PEER_GRAPH_EVENT_TYPE;
 
 typedef enum peer_graph_status_flags_tag {
@@ -331,6 +339,14 @@ typedef struct peer_event_synchronized_data_tag {
     GUID recordType;
 } PEER_EVENT_SYNCHRONIZED_DATA, *PPEER_EVENT_SYNCHRONIZED_DATA;
 
+/* p2pgraph extension (PEER_GRAPH_EVENT_SEND_READY). */
+typedef struct peer_event_send_ready_data_tag {
+    DWORD dwSize;
+    ULONGLONG ullConnectionId;
+    ULONG cbQueued;         /* application bytes still queued on it */
+    ULONG cbLimit;          /* its queue limit */
+} PEER_EVENT_SEND_READY_DATA, *PPEER_EVENT_SEND_READY_DATA;
+
 typedef struct peer_event_node_change_data_tag {
     DWORD dwSize;
     PEER_NODE_CHANGE_TYPE changeType;
@@ -355,6 +371,7 @@ typedef struct peer_graph_event_data_tag {
         PEER_EVENT_CONNECTION_CHANGE_DATA connectionChangeData;
         PEER_EVENT_NODE_CHANGE_DATA nodeChangeData;
         PEER_EVENT_SYNCHRONIZED_DATA synchronizedData;
+        PEER_EVENT_SEND_READY_DATA sendReadyData; /* p2pgraph extension */
     } P2PG_UNION_NAME;
 } PEER_GRAPH_EVENT_DATA, *PPEER_GRAPH_EVENT_DATA;
 
@@ -376,7 +393,13 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_MIN_RECORD_SIZE         1024u
 #define PEER_MESSAGE_OVERHEAD        65536u /* allowance above dwMaxRecordSize for a message */
 #define PEER_MAX_SYNC_MESSAGE        (64u * 1024u * 1024u) /* a hash-sync list may reach this (20 B per record) */
-#define PEER_MAX_SEND_QUEUE          (1024u * 1024u) /* queued bytes per connection */
+#define PEER_MAX_SEND_QUEUE          (1024u * 1024u) /* graph messages (records, sync, ACKs) queued per connection */
+#define PEER_MAX_DATA_SIZE           (16u * 1024u * 1024u) /* PeerGraphSendData cbData */
+#define PEER_DEFAULT_DATA_QUEUE      (1024u * 1024u) /* application bytes queued per connection (settable) */
+#define PEER_MIN_DATA_QUEUE          4096u
+#define PEER_MAX_DATA_QUEUE          (256u * 1024u * 1024u)
+#define PEER_DATA_MSG_OVERHEAD       32u    /* queue bytes counted per SendData message beyond cbData */
+#define PEER_MAX_INCOMING_DATA       (4u * 1024u * 1024u) /* undelivered INCOMING_DATA bytes per registration before reading pauses */
 #define PEER_MAX_CONNECTIONS_PER_GRAPH 1024 /* neighbor + direct + in progress */
 #define PEER_MAX_PENDING_ACCEPTS     256    /* unauthenticated inbound per listener */
 #define PEER_MAX_EVENTS_QUEUED       65536  /* per registration; further events are dropped and counted */
@@ -749,6 +772,83 @@ HRESULT PeerGraphGetEventData(HPEEREVENT hPeerEvent, PPEER_GRAPH_EVENT_DATA *ppE
  * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphEnumConnections(HGRAPH hGraph, DWORD dwFlags, HPEERENUM *phPeerEnum);
+
+/*
+ * PeerGraphOpenDirectConnection: starts a direct (private, non-flooding)
+ * connection to the node pwzPeerId (required: several identities may share an
+ * address) listening at pAddress (as for PeerGraphConnect).  Returns at once
+ * with *pullConnectionId; the outcome arrives as
+ * PEER_GRAPH_EVENT_DIRECT_CONNECTION: PEER_CONNECTED (the ID now works with
+ * PeerGraphSendData), or PEER_CONNECTION_FAILED with the reasons listed for
+ * PeerGraphConnect; PEER_E_CONNECTION_REFUSED when the remote application is
+ * not registered for PEER_GRAPH_EVENT_DIRECT_CONNECTION (it then refuses
+ * direct connections, as on Windows).  Several direct connections to one node
+ * may coexist.  Direct links never carry records or synchronization and do
+ * not count as neighbors.
+ * Returns S_OK; E_INVALIDARG (NULL or malformed peer ID, address or out
+ * pointer); PEER_E_CONNECT_SELF (our own peer ID at our own listener);
+ * E_OUTOFMEMORY (also at PEER_MAX_CONNECTIONS_PER_GRAPH);
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphOpenDirectConnection(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress,
+                                      ULONGLONG *pullConnectionId);
+
+/*
+ * PeerGraphSendData: queues cbData bytes of application data of type *pType
+ * (any GUID but the protocol's reserved Ping type) on a CONNECTED neighbor or
+ * direct connection, and writes what the socket takes at once.  The receiver
+ * gets one PEER_GRAPH_EVENT_INCOMING_DATA per call (if registered for it),
+ * in order; 0 bytes is allowed.  Data is never dropped silently: it arrives,
+ * or the connection fails and both sides get a DISCONNECTED event.
+ * Flow control: each connection queues at most its limit of application
+ * bytes (PEER_DEFAULT_DATA_QUEUE, see PeerGraphSetDataQueueLimit; each
+ * message counts cbData + PEER_DATA_MSG_OVERHEAD); one message is always
+ * accepted into an empty queue, so the bound is max(limit, one message).
+ * A receiver that does not take its events stops being read (TCP pushes back
+ * to the sender) once PEER_MAX_INCOMING_DATA bytes wait in a registration.
+ * Large messages are cut into 16 KB pieces between p2pgraph nodes so that
+ * records and sync on the same neighbor link are not held up (PROTOCOL.md).
+ * Returns S_OK; E_INVALIDARG (NULL pType, the Ping type, NULL pvData with
+ * cbData > 0, cbData > PEER_MAX_DATA_SIZE); PEER_E_SEND_QUEUE_FULL (nothing
+ * queued: retry after PEER_GRAPH_EVENT_SEND_READY or when
+ * PeerGraphGetDataQueue shows room); PEER_E_CONNECTION_NOT_FOUND (no such
+ * connection in this graph, not yet CONNECTED, or closing/closed);
+ * E_OUTOFMEMORY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *pType, ULONG cbData,
+                          PVOID pvData);
+
+/*
+ * PeerGraphCloseDirectConnection: closes a direct connection (or cancels one
+ * in progress).  Data already accepted by PeerGraphSendData is sent first,
+ * then DISCONNECT; the remote sees all of it, then DIRECT_CONNECTION
+ * PEER_DISCONNECTED.  If the remote does not read for PEER_LINGER_MS the rest
+ * is dropped and the socket closed.  Locally DIRECT_CONNECTION
+ * PEER_DISCONNECTED (hr S_OK) is queued at once, or PEER_CONNECTION_FAILED
+ * with E_ABORT for an attempt in progress.
+ * Returns S_OK; PEER_E_CONNECTION_NOT_FOUND (unknown, a neighbor connection,
+ * or already closed); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId);
+
+/*
+ * PeerGraphSetDataQueueLimit (p2pgraph extension): the application-data queue
+ * limit of one connection, or with ullConnectionId 0 the default for this
+ * graph's future connections.  Lowering it below what is queued drops
+ * nothing; SendData refuses until the queue is under it.
+ * Returns S_OK; E_INVALIDARG (cbLimit outside PEER_MIN_DATA_QUEUE ..
+ * PEER_MAX_DATA_QUEUE); PEER_E_CONNECTION_NOT_FOUND; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetDataQueueLimit(HGRAPH hGraph, ULONGLONG ullConnectionId, ULONG cbLimit);
+
+/*
+ * PeerGraphGetDataQueue (p2pgraph extension): application bytes queued on a
+ * connection (counted as SendData counts them) and its limit.  Either out
+ * pointer may be NULL.  Returns S_OK; PEER_E_CONNECTION_NOT_FOUND;
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetDataQueue(HGRAPH hGraph, ULONGLONG ullConnectionId, ULONG *pcbQueued, ULONG *pcbLimit);
 
 /* PeerGraphGetItemCount: items left in the enumeration.  S_OK; E_INVALIDARG;
  * PEER_E_NOT_FOUND (unknown handle); PEER_E_NOT_INITIALIZED. */
