@@ -92,7 +92,7 @@ static void check_data(PPEER_GRAPH_EVENT_DATA d, ULONGLONG conn, const GUID *t, 
     assert_int_equal(d->incomingData.data.cbData, n);
     if (!n) { assert_null(d->incomingData.data.pbData); return; }
     for (i = 0; i < n; i++)
-        if (d->incomingData.data.pbData[i] != pat(seq, i)) fail_msg("message %u differs at byte %zu", seq, i);
+        if (d->incomingData.data.pbData[i] != pat(seq, i)) fail_msg("message %u differs at byte %lu", seq, (unsigned long)i);
 }
 
 static ULONG queued(HGRAPH h, ULONGLONG id)
