@@ -419,6 +419,8 @@ typedef struct pg_conn {
     int in_skip;            /* the current PT2PT is a Ping (bytes dropped) */
     int in_last;            /* the current PT2PT completes the data */
     int in_divert;          /* frame bytes go to pt2pt_data, not rx */
+    struct pg_conn *dnext;  /* L.dirty list */
+    int dirty;
 } pg_conn;
 
 struct pg_listener {
@@ -477,6 +479,7 @@ struct pg_graph {
     /* application data */
     ULONG data_limit;      /* data queue limit for new connections */
     int rx_paused;         /* a registration holds too much incoming data */
+    pg_graph *idnext;      /* L.gids chain */
 };
 
 typedef struct pg_enum pg_enum;
@@ -500,6 +503,7 @@ static struct {
     pg_enum *enums;
     pg_map socks;          /* key = socket + 1 */
     pg_map hgraphs, hregs, henums; /* key = handle */
+    pg_map gids;            /* key = graph_idkey(graph ID, peer ID): chains via idnext */
     void (*poll_cb)(PVOID, PEER_SOCKET, DWORD);
     PVOID poll_ctx;
     PEER_POLL_FD *wait_want, *wait_ready; /* RunOnce scratch */
@@ -508,7 +512,19 @@ static struct {
     uint64_t rng;          /* fast_random64 state */
     int rng_seeded;
     int sweep_needed;
+    ULONGLONG min_deadline; /* no timer of any connection or graph is due before this */
+    struct pg_conn *dirty;  /* connections given output since the last flush (via dnext) */
 } L;
+
+/* Timers anywhere (connection deadlines, expiry, database flushes) lower
+ * L.min_deadline through this; the service loop scans connections and
+ * graphs only once it is reached, and recomputes it exactly then. */
+static void wake_at(ULONGLONG t)
+{
+    if (t < L.min_deadline) L.min_deadline = t;
+}
+#define conn_set_deadline(c, t) do { (c)->deadline = (t); wake_at((c)->deadline); } while (0)
+#define graph_set_expiry(g, t) do { (g)->exp_deadline = (t); wake_at((g)->exp_deadline); } while (0)
 
 #define SHIM (&L.shim)
 
@@ -630,6 +646,17 @@ static void socket_close(PEER_SOCKET s, DWORD *announced)
 }
 
 static pg_graph *graph_from_handle(HGRAPH h) { return (pg_graph *)map_get(&L.hgraphs, (uintptr_t)h); }
+
+/* FNV-1a over both IDs: finds the graph an AUTH_INFO names without walking
+ * every open graph. */
+static uint64_t graph_idkey(const wchar_t *gid, const wchar_t *pid)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *gid; gid++) h = (h ^ (uint64_t)*gid) * 0x100000001b3ULL;
+    h = (h ^ 0xFFFF) * 0x100000001b3ULL;
+    for (; *pid; pid++) h = (h ^ (uint64_t)*pid) * 0x100000001b3ULL;
+    return h ? h : 1;
+}
 
 /* ========================================================================= */
 /* 3. Events                                                                 */
@@ -2422,7 +2449,8 @@ static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n, 
         clearerr(g->logf);
         return PEER_E_DATABASE_ACCESSDENIED;
     }
-    if (durable && !g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; }
+    if (durable && !g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; wake_at(L.now + PEER_DB_SYNC_MS); }
+    if (g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) wake_at(L.now); /* compaction due */
     return S_OK;
 }
 
@@ -2435,7 +2463,7 @@ static HRESULT db_save(pg_graph *g, int durable)
     pg_buf body = {0};
     HRESULT hr;
     if (!durable) {
-        if (!g->meta_pending) { g->meta_pending = 1; g->meta_pending_since = L.now; }
+        if (!g->meta_pending) { g->meta_pending = 1; g->meta_pending_since = L.now; wake_at(L.now + META_DELAY_MS); }
         return S_OK;
     }
     if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
@@ -2878,6 +2906,22 @@ static int conn_has_output(const pg_conn *c)
     return buf_used(&c->tx) || c->appq || buf_used(&c->tail);
 }
 
+static size_t sync_watermark(const pg_conn *c);
+
+/* A sync answer in progress with room in tx needs another pump now. */
+static void conn_check_pump(const pg_conn *c)
+{
+    if (!c->dead && c->out_end && buf_used(&c->tx) < sync_watermark(c)) wake_at(L.now);
+}
+
+static void conn_mark_dirty(pg_conn *c)
+{
+    if (c->dirty) return;
+    c->dirty = 1;
+    c->dnext = L.dirty;
+    L.dirty = c;
+}
+
 /* Writes what the socket takes.  Graph messages (tx) go first, but only
  * between application units: a unit (a fragment, or a whole unfragmented
  * message) is never cut.  While a sync answer is being pumped, one
@@ -2914,7 +2958,7 @@ static void conn_try_send(pg_conn *c)
             conn_abort(c, PEER_E_CONNECTION_FAILED);
             return;
         }
-        if (c->state == CS_CLOSING) c->deadline = L.now + PEER_LINGER_MS; /* progress: keep lingering */
+        if (c->state == CS_CLOSING) conn_set_deadline(c, L.now + PEER_LINGER_MS); /* progress: keep lingering */
         if (!app) { buf_consume(&c->tx, (size_t)k); continue; }
         c->app_off += (size_t)k;
         if (c->app_off < c->app_unit_end) continue;
@@ -2951,6 +2995,7 @@ static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
         }
         off += k;
     }
+    conn_mark_dirty(c);
     return 1;
 }
 static int conn_send(pg_conn *c, const uint8_t *msg, size_t len) { return conn_send_ex(c, msg, len, 0); }
@@ -2965,7 +3010,7 @@ static void conn_close_after_flush(pg_conn *c, HRESULT hr)
     c->close_reason = hr;
     conn_report_close(c, hr, 0);
     c->state = CS_CLOSING;
-    c->deadline = L.now + PEER_LINGER_MS;
+    conn_set_deadline(c, L.now + PEER_LINGER_MS);
     conn_try_send(c);
 }
 
@@ -2984,6 +3029,7 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     if (!c) return NULL;
     c->kind = OBJ_CONN;
     c->id = ++L.next_conn_id;
+    wake_at(L.now); /* its first timer check (deadline 0 until set) */
     conn_set_graph(c, g);
     c->s = s;
     c->outbound = outbound;
@@ -3521,7 +3567,7 @@ static void sync_next(pg_conn *c)
     } else {
         int wasTime = c->sync == SYNC_TIME;
         c->sync = SYNC_NONE;
-        if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
+        if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
         graph_set_synchronized(g);
         if (wasTime) sync_hash_start(c); /* then compare everything by hash */
     }
@@ -3644,10 +3690,13 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
         (dst && !wcs_valid(dst, PEER_MAX_ID_CHARS, 0)))
         goto bad;
     c->ext = ext;
-    for (g = L.graphs; g; g = g->next) {
+    if (dst) /* the common case: by hash */
+        for (g = (pg_graph *)map_get(&L.gids, graph_idkey(gid, dst)); g && !match; g = g->idnext)
+            if (g->listener == c->listener && wcs_eq(g->graph_id, gid) && wcs_eq(dst, g->peer_id)) match = g;
+    for (g = match ? NULL : L.graphs; g; g = g->next) {
         if (g->listener != c->listener || !wcs_eq(g->graph_id, gid)) continue;
         graphSeen = 1;
-        if (!dst || wcs_eq(dst, g->peer_id)) { match = g; break; }
+        if (!dst) { match = g; break; }
     }
     if (!match) {
         if (ext & EXT_REASONS) {
@@ -3663,7 +3712,7 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
     c->remote_peer = src;
     src = NULL;
     c->state = CS_CONNECT_WAIT; /* authenticated (null security) */
-    c->deadline = L.now + PEER_CONNECT_TIMER_MS;
+    conn_set_deadline(c, L.now + PEER_CONNECT_TIMER_MS);
     goto done;
 badmem:
     if (!inv) { conn_abort(c, E_OUTOFMEMORY); goto done; }
@@ -3748,7 +3797,7 @@ static void on_connect(pg_conn *c, const uint8_t *m, size_t size)
     send_welcome(c, (flags & 0x01) != 0);
     if (c->dead) return;
     conn_become_connected(c);
-    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
+    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
@@ -3792,7 +3841,7 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     for (o = g->conns; o; o = o->gnext)
         if (!o->dead && o->state == CS_CONNECTED && !o->direct) send_ping(o);
     if (c->dead) return;
-    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) g->exp_deadline = L.now;
+    if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
     if (!c->direct) {
         /* Sync All the first time; Time-based (then Hash) when coming back;
          * Hash only for a further neighbor while connected (PROTOCOL.md S5). */
@@ -4437,7 +4486,7 @@ static ULONGLONG pt_to_deadline(const pg_graph *g, uint64_t pt)
 static void graph_arm_expiry(pg_graph *g, uint64_t expires)
 {
     ULONGLONG d = pt_to_deadline(g, expires);
-    if (d < g->exp_deadline) g->exp_deadline = d;
+    if (d < g->exp_deadline) graph_set_expiry(g, d);
 }
 
 static HRESULT graph_refresh(pg_graph *g, pg_rec *r);
@@ -4511,7 +4560,7 @@ static void graph_expire(pg_graph *g)
         if (rd < L.now + 4000) rd = L.now + 4000;
         if (rd < d) d = rd;
     }
-    g->exp_deadline = d;
+    graph_set_expiry(g, d);
 }
 
 /* --- Graph Info record (2.2.3.1): the creator's properties, replicated --- */
@@ -4808,7 +4857,7 @@ static void conn_on_connect_result(pg_conn *c)
     send_connect(c, 0);
     if (c->dead) return;
     c->state = CS_CONNECT_SENT;
-    c->deadline = L.now + PEER_CONNECT_TIMER_MS;
+    conn_set_deadline(c, L.now + PEER_CONNECT_TIMER_MS);
     conn_try_send(c);
 }
 
@@ -4831,7 +4880,7 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
     if (FAILED(hr)) {
         /* reported as an event at the next service, like any failure */
         c->close_reason = hr;
-        c->deadline = L.now;
+        conn_set_deadline(c, L.now);
     } else {
         c->s = s;
         if (!sock_put(s, c)) {
@@ -4841,8 +4890,9 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
             *phr = E_OUTOFMEMORY;
             return NULL;
         }
-        c->deadline = L.now + auth_timer_ms(graph_conn_count(g, 0) - 1);
+        conn_set_deadline(c, L.now + auth_timer_ms(graph_conn_count(g, 0) - 1));
         c->poke = 1; /* check the connect at the next service even without readiness */
+        wake_at(L.now);
     }
     g->used_network = 1;
     *phr = S_OK;
@@ -4892,7 +4942,7 @@ static void listener_accept(pg_listener *l)
         l->pending++;
         c->remote = remote;
         c->state = CS_AUTH_WAIT;
-        c->deadline = L.now + auth_timer_ms(pending);
+        conn_set_deadline(c, L.now + auth_timer_ms(pending));
     }
 }
 
@@ -4937,6 +4987,7 @@ static void conn_service(pg_conn *c, DWORD ev, int drain)
     if (ev & (PEER_POLL_READ | PEER_POLL_ERROR)) conn_on_readable(c, drain || (ev & PEER_POLL_ERROR));
     if (!c->dead && c->out_end) conn_pump_out(c);
     if (!c->dead && conn_has_output(c)) conn_try_send(c);
+    conn_check_pump(c);
 }
 
 /* Tells the poll callback about interest changes. */
@@ -4955,11 +5006,28 @@ static void announce_interest(void)
     }
 }
 
+static void flush_dirty(void);
+
 /* Ends every public call that may have changed state. */
 static void finish_call(void)
 {
+    flush_dirty();
     sweep();
     announce_interest();
+}
+
+/* Writes out what connections were given during this call (floods relayed
+ * to neighbors, answers): one pass over the dirty list, not over every
+ * connection. */
+static void flush_dirty(void)
+{
+    while (L.dirty) {
+        pg_conn *c = L.dirty;
+        L.dirty = c->dnext;
+        c->dirty = 0;
+        if (!c->dead && conn_has_output(c)) conn_try_send(c);
+        conn_check_pump(c);
+    }
 }
 
 static void service_all(const PEER_POLL_FD *ready, ULONG n)
@@ -4978,6 +5046,10 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
             else conn_service((pg_conn *)o, ready[i].dwEvents, 0);
         }
     }
+    flush_dirty();
+    if (L.now < L.min_deadline) return;
+    /* something is due: scan everything once and recompute the next time */
+    L.min_deadline = PEER_NO_DEADLINE;
     for (c = L.conns; c; c = c->next) {
         if (c->dead) continue;
         if (c->poke) {
@@ -4987,35 +5059,26 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
         if (!c->dead && c->out_end) conn_pump_out(c);
         if (!c->dead && conn_has_output(c)) conn_try_send(c);
+        if (c->dead) continue;
+        wake_at(c->deadline);
+        conn_check_pump(c);
     }
     {
         pg_graph *g;
         for (g = L.graphs; g; g = g->next) {
             if (g->exp_deadline <= L.now) graph_expire(g);
             db_maintain(g);
+            wake_at(g->exp_deadline);
+            if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
+            if (g->meta_pending) wake_at(g->meta_pending_since + META_DELAY_MS);
         }
-        for (c = L.conns; c; c = c->next) /* what expiry and refresh queued */
-            if (!c->dead && conn_has_output(c)) conn_try_send(c);
     }
+    flush_dirty(); /* what expiry and refresh queued */
 }
 
 static ULONGLONG next_deadline(void)
 {
-    ULONGLONG d = PEER_NO_DEADLINE;
-    const pg_conn *c;
-    const pg_graph *g;
-    for (c = L.conns; c; c = c->next) {
-        if (c->dead) continue;
-        if (c->poke) return L.now;
-        if (c->out_end && buf_used(&c->tx) < sync_watermark(c)) return L.now;
-        if (c->deadline < d) d = c->deadline;
-    }
-    for (g = L.graphs; g; g = g->next) {
-        if (g->exp_deadline < d) d = g->exp_deadline;
-        if (g->log_dirty && g->log_dirty_since + PEER_DB_SYNC_MS < d) d = g->log_dirty_since + PEER_DB_SYNC_MS;
-        if (g->meta_pending && g->meta_pending_since + META_DELAY_MS < d) d = g->meta_pending_since + META_DELAY_MS;
-    }
-    return d;
+    return L.dirty ? L.now : L.min_deadline;
 }
 
 /* ========================================================================= */
@@ -5092,6 +5155,17 @@ static void graph_close(pg_graph *g)
     pg_reg **rp;
     /* events stop now: registrations go first so closing emits nothing */
     map_del(&L.hgraphs, g->handle);
+    {
+        uint64_t k = graph_idkey(g->graph_id, g->peer_id);
+        pg_graph **ip = NULL, *h = (pg_graph *)map_get(&L.gids, k);
+        if (h == g) {
+            if (g->idnext) map_put(&L.gids, k, g->idnext); /* cannot fail: the key exists */
+            else map_del(&L.gids, k);
+        } else if (h) {
+            for (ip = &h->idnext; *ip && *ip != g; ip = &(*ip)->idnext) {}
+            if (*ip) *ip = g->idnext;
+        }
+    }
     for (rp = &L.regs; *rp;) {
         pg_reg *r = *rp;
         if (r->graph == g) { *rp = r->next; map_del(&L.hregs, r->handle); reg_free(r); }
@@ -5130,12 +5204,15 @@ HRESULT PeerGraphShutdown(void)
     for (c = L.conns; c; c = c->next)
         if (!c->dead && conn_has_output(c)) conn_try_send(c);
     for (c = L.conns; c; c = c->next) conn_kill(c);
+    L.dirty = NULL; /* every connection is dead now */
+    L.min_deadline = 0;
     sweep();
     while (L.listeners) { L.listeners->refs = 1; listener_release(L.listeners); }
     while (L.regs) { pg_reg *r = L.regs; L.regs = r->next; reg_free(r); }
     while (L.enums) { pg_enum *e = L.enums; L.enums = e->next; enum_free(e); }
     map_free(&L.socks);
     map_free(&L.hgraphs);
+    map_free(&L.gids);
     map_free(&L.hregs);
     map_free(&L.henums);
     pg_free(L.wait_want);
@@ -5262,6 +5339,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->presence_max = (ULONG)-1;
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
+    wake_at(0); /* first expiry pass */
     do g->node_id = random64(); while (!g->node_id);
     return g;
 }
@@ -5276,8 +5354,15 @@ static int graph_path_open(const char *path)
 
 static int graph_link(pg_graph *g)
 {
+    uint64_t k = graph_idkey(g->graph_id, g->peer_id);
     g->handle = new_handle();
-    if (!map_put(&L.hgraphs, g->handle, g)) return 0;
+    g->idnext = (pg_graph *)map_get(&L.gids, k);
+    if (!map_put(&L.gids, k, g)) return 0;
+    if (!map_put(&L.hgraphs, g->handle, g)) {
+        if (g->idnext) map_put(&L.gids, k, g->idnext);
+        else map_del(&L.gids, k);
+        return 0;
+    }
     g->next = L.graphs;
     L.graphs = g;
     g->status = graph_compute_status(g);
@@ -5311,7 +5396,7 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
         graph_free(g);
         return E_OUTOFMEMORY;
     }
-    g->exp_deadline = L.now;
+    graph_set_expiry(g, L.now);
     hr = db_rewrite(g); /* a new file */
     if (SUCCEEDED(hr)) hr = graph_publish_info(g);
     if (SUCCEEDED(hr) && g->log_dirty) { /* Create is durable when it returns */
@@ -5357,7 +5442,7 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
         hr = db_rewrite(g); /* a new, empty, unsynchronized database */
         if (FAILED(hr)) { graph_free(g); return hr; }
     }
-    g->exp_deadline = (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) ? PEER_NO_DEADLINE : L.now;
+    graph_set_expiry(g, (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) ? PEER_NO_DEADLINE : L.now);
     hr = g->synchronized ? S_OK : PEER_S_GRAPH_DATA_CREATED;
     if (!graph_link(g)) { graph_free(g); return E_OUTOFMEMORY; }
     *phGraph = (HGRAPH)g->handle;
