@@ -332,7 +332,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_REASONS  0x01 /* REFUSE may carry codes 0x80.. in answer to AUTH_INFO */
 #define EXT_PIPELINE 0x02 /* the initiator may send all Sync All / Time requests at once */
 #define EXT_FRAGMENT 0x04 /* PT2PT data above one frame goes as 16 KB fragments */
-#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT)
+#define EXT_SYNC_NOACK 0x08 /* the initiator does not ACK FLOODs while its sync runs */
+#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK)
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 
 /* MS-PPGRH message types. */
@@ -4088,7 +4089,9 @@ static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
         }
     }
     conn_utility(c, cmp > 0);
-    conn_queue_ack(c, v.id, cmp > 0);
+    /* A sync answer needs no ACK between p2pgraph nodes (utility is about
+     * which link brings new floods first; PROTOCOL.md section 4). */
+    if (!((c->ext & EXT_SYNC_NOACK) && c->sync != SYNC_NONE)) conn_queue_ack(c, v.id, cmp > 0);
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);

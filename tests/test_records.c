@@ -5,7 +5,7 @@
  * the database file (reopen, torn tail), hostile FLOODs, the wire form, and a
  * crash test (a child killed with SIGKILL while writing).
  */
-#include "testutil.h"
+#include "rawpeer.h"
 #include <mbedtls/md.h>
 #ifndef _WIN32
 #include <signal.h>
@@ -764,6 +764,58 @@ static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph)
     return s;
 }
 
+/* ACKs during a sync: a plain responder gets one per FLOOD (MS-PPGRH); a
+ * p2pgraph responder that offered capability 0x08 gets none until the
+ * sync is over (PROTOCOL.md section 4); after it, FLOODs are ACKed again. */
+static void sync_ack_case(unsigned ext, int acksDuringSync)
+{
+    HGRAPH h = tu_open(L"hostile", L"alice");
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET l = raw_node(&addr), s;
+    PEER_ADDRESS pa = peer_addr(addr);
+    ULONGLONG id;
+    static rxbuf r;
+    static msg m;
+    xrec x;
+    int acks = 0, i;
+    DWORD status;
+    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
+    tu_pump(2, 1);
+    s = fake_net_raw_accept(l);
+    memset(&r, 0, sizeof r);
+    assert_true(recv_msg(s, &r, &m) > 0); /* AUTH_INFO */
+    assert_true(recv_msg(s, &r, &m) > 0); /* CONNECT */
+    m_welcome(&m, 0x4242, 0, NULL, 0, "mallory", ext);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    x_default(&x, h, 1);
+    x_flood(s, &x); /* an answer to the first solicitation */
+    while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
+    assert_int_equal(acks, acksDuringSync);
+    for (i = 0; i < 3; i++) {
+        m_sync_end(&m);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+    }
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    acks = 0;
+    while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
+    x_default(&x, h, 2);
+    x_flood(s, &x);
+    while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
+    assert_int_equal(acks, 1);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+static void test_sync_ack_policy(void **st)
+{
+    (void)st;
+    sync_ack_case(0, 1);
+    sync_ack_case(0x08, 0);
+}
+
 /* Every validation rule: the bad record never reaches the database nor the
  * application; the link stays up; a good record still gets through. */
 static void test_hostile_floods(void **st)
@@ -1016,6 +1068,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
 #ifndef _WIN32
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
 #endif
