@@ -333,7 +333,9 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_PIPELINE 0x02 /* the initiator may send all Sync All / Time requests at once */
 #define EXT_FRAGMENT 0x04 /* PT2PT data above one frame goes as 16 KB fragments */
 #define EXT_SYNC_NOACK 0x08 /* the initiator does not ACK FLOODs while its sync runs */
-#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK)
+#define EXT_BATCH    0x10 /* sync answers travel as compact BATCH messages */
+#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH)
+#define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 
 /* MS-PPGRH message types. */
@@ -777,8 +779,8 @@ static DWORD graph_compute_status(const pg_graph *g)
     const pg_conn *c;
     if (g->listener) st |= PEER_GRAPH_STATUS_LISTENING;
     if (g->synchronized) st |= PEER_GRAPH_STATUS_SYNCHRONIZED;
-    for (c = g->conns; c; c = c->gnext)
-        if (!c->dead && c->state == CS_CONNECTED) { st |= PEER_GRAPH_STATUS_HAS_CONNECTIONS; break; }
+    for (c = g->conns; c; c = c->gnext) /* neighbors: a direct link is not membership */
+        if (!c->dead && c->state == CS_CONNECTED && !c->direct) { st |= PEER_GRAPH_STATUS_HAS_CONNECTIONS; break; }
     return st;
 }
 
@@ -4053,18 +4055,18 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
     if (buf_used(&c->acks) >= 20 * ACK_BATCH) conn_flush_acks(c);
 }
 
-static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
+/* One record received from a neighbor (a FLOOD's, or one of a BATCH):
+ * validate, keep the newer version and pass it on, or send ours back when
+ * it is newer; ACK unless the record answers our own sync between
+ * p2pgraph nodes (utility is about which link brings new floods first). */
+static void flood_in(pg_conn *c, const uint8_t *rec, size_t len)
 {
     pg_graph *g = c->graph;
-    unsigned roff;
     rec_view v, lv;
     pg_rec *local;
     int cmp = 1;
-    if (size < 16 || get16(m + 10) != 0) goto bad;
-    roff = get16(m + 8);
-    if (roff < 12 || roff > size) goto bad;
     /* a record that fails validation is dropped; the link stays (3.1.7.27) */
-    if (!rec_parse(m + roff, size - roff, &v) || !rec_validate(g, &v, peer_time(g))) {
+    if (!rec_parse(rec, len, &v) || !rec_validate(g, &v, peer_time(g))) {
         g->rejected_records++;
         return;
     }
@@ -4075,7 +4077,7 @@ static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
     }
     if (cmp > 0) {
         HRESULT hr;
-        pg_rec *r = graph_store(g, m + roff, size - roff, 0, &hr);
+        pg_rec *r = graph_store(g, rec, len, 0, &hr);
         if (r) graph_flood(g, r, c);
     } else if (cmp < 0) {
         uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
@@ -4089,10 +4091,214 @@ static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
         }
     }
     conn_utility(c, cmp > 0);
-    /* A sync answer needs no ACK between p2pgraph nodes (utility is about
-     * which link brings new floods first; PROTOCOL.md section 4). */
     if (!((c->ext & EXT_SYNC_NOACK) && c->sync != SYNC_NONE)) conn_queue_ack(c, v.id, cmp > 0);
+}
+
+static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
+{
+    unsigned roff;
+    if (size < 16 || get16(m + 10) != 0) goto bad;
+    roff = get16(m + 8);
+    if (roff < 12 || roff > size) goto bad;
+    flood_in(c, m + roff, size - roff);
     return;
+bad:
+    conn_abort(c, PEER_E_PROTOCOL_ERROR);
+}
+
+/* --- BATCH (EXT_BATCH): sync answers without MS-PPGRH's per-record cost ---
+ * Message: header (type 0x80), u16 count, u16 0, then `count` compact
+ * records.  A compact record is the PEER_RECORD's fields in order, where a
+ * field equal to the previous record's of the same message (or the graph's
+ * own ID for the graph ID) is left out, lengths and times are varints and
+ * times are deltas.  Decoding rebuilds the exact MS-PPGRH bytes, so what is
+ * stored and flooded on is unchanged.  Layout in PROTOCOL.md section 4. */
+#define CR_TYPE 0x01
+#define CR_CREATOR 0x02
+#define CR_MODBY 0x04
+#define CR_SEC 0x08
+#define CR_GID 0x10
+#define CR_PROTO 0x20
+#define CR_ATTR 0x40
+#define BATCH_TARGET 16000u     /* bytes of compact records per BATCH */
+#define BATCH_MAX_RECORD 65536u /* bigger records travel as FLOODs */
+
+static int vput(pg_buf *b, uint64_t v)
+{
+    uint8_t t[10];
+    size_t n = 0;
+    do {
+        t[n] = (uint8_t)(v & 0x7F);
+        v >>= 7;
+        if (v) t[n] |= 0x80;
+        n++;
+    } while (v);
+    return buf_append(b, t, n);
+}
+static int vget(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    int sh = 0;
+    *v = 0;
+    while (*i < n && sh < 64) {
+        uint8_t b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7F) << sh;
+        if (!(b & 0x80)) return 1;
+        sh += 7;
+    }
+    return 0;
+}
+static uint64_t zz(uint64_t a, uint64_t b) /* zigzag of a - b */
+{
+    int64_t d = (int64_t)(a - b);
+    return ((uint64_t)d << 1) ^ (uint64_t)(d >> 63);
+}
+static uint64_t unzz(uint64_t base, uint64_t z) { return base + (uint64_t)((z >> 1) ^ (0 - (z & 1))); }
+
+static int same_bytes(const uint8_t *a, uint32_t na, const uint8_t *b, uint32_t nb, size_t unit)
+{
+    return na == nb && (!na || !memcmp(a, b, na * unit));
+}
+
+/* Appends r (parsed as v) to a batch; prev is the previous record of the
+ * same message (NULL for the first); gid/ngid the graph ID's wire units. */
+static int crec_put(pg_buf *b, const rec_view *v, const rec_view *prev, const uint8_t *gid, uint32_t ngid)
+{
+    uint8_t f = 0, fl[4];
+    if (prev && !memcmp(v->type, prev->type, 16)) f |= CR_TYPE;
+    if (prev && same_bytes(v->creator, v->n_creator, prev->creator, prev->n_creator, 2)) f |= CR_CREATOR;
+    if (prev && same_bytes(v->modby, v->n_modby, prev->modby, prev->n_modby, 2)) f |= CR_MODBY;
+    if (prev && same_bytes(v->sec, v->n_sec, prev->sec, prev->n_sec, 1)) f |= CR_SEC;
+    if (same_bytes(v->gid, v->n_gid, gid, ngid, 2)) f |= CR_GID;
+    if (prev && v->proto == prev->proto) f |= CR_PROTO;
+    if (prev && same_bytes(v->attr, v->n_attr, prev->attr, prev->n_attr, 2)) f |= CR_ATTR;
+    put16(fl, v->proto);
+    if (!buf_append(b, &f, 1)) return 0;
+    if (!(f & CR_TYPE) && !buf_append(b, v->type, 16)) return 0;
+    if (!buf_append(b, v->id, 16) || !vput(b, v->version) || !buf_append(b, &v->flags, 1)) return 0;
+    if (!(f & CR_CREATOR) && (!vput(b, v->n_creator) || !buf_append(b, v->creator, 2 * (size_t)v->n_creator))) return 0;
+    if (!(f & CR_MODBY) && (!vput(b, v->n_modby) || !buf_append(b, v->modby, 2 * (size_t)v->n_modby))) return 0;
+    if (!(f & CR_SEC) && (!vput(b, v->n_sec) || !buf_append(b, v->sec, v->n_sec))) return 0;
+    if (!vput(b, zz(v->created, prev ? prev->created : 0)) || !vput(b, zz(v->expires, v->created)) ||
+        !vput(b, zz(v->modified, v->created)))
+        return 0;
+    if (!(f & CR_GID) && (!vput(b, v->n_gid) || !buf_append(b, v->gid, 2 * (size_t)v->n_gid))) return 0;
+    if (!(f & CR_PROTO) && !buf_append(b, fl, 2)) return 0;
+    if (!vput(b, v->n_data) || !buf_append(b, v->data, v->n_data)) return 0;
+    if (!(f & CR_ATTR) && (!vput(b, v->n_attr) || !buf_append(b, v->attr, 2 * (size_t)v->n_attr))) return 0;
+    return 1;
+}
+
+/* Reads a length-prefixed field (units of `unit` bytes) of a compact record. */
+static int crec_field(const uint8_t *p, size_t n, size_t *i, size_t unit, const uint8_t **s, uint32_t *cnt)
+{
+    uint64_t k;
+    if (!vget(p, n, i, &k) || k > (n - *i) / unit) return 0;
+    *s = p + *i;
+    *cnt = (uint32_t)k;
+    *i += (size_t)k * unit;
+    return 1;
+}
+
+/* Decodes one compact record at p[*i..n) into v (fields point into p, the
+ * previous record's view or gid); 0 if malformed. */
+static int crec_get(const uint8_t *p, size_t n, size_t *i, rec_view *v, const rec_view *prev, const uint8_t *gid,
+                    uint32_t ngid)
+{
+    uint8_t f;
+    uint64_t x;
+    if (*i >= n) return 0;
+    f = p[(*i)++];
+    if ((f & 0x80) || (!prev && (f & (CR_TYPE | CR_CREATOR | CR_MODBY | CR_SEC | CR_PROTO | CR_ATTR)))) return 0;
+    if (f & CR_TYPE) v->type = prev->type;
+    else { if (n - *i < 16) return 0; v->type = p + *i; *i += 16; }
+    if (n - *i < 16) return 0;
+    v->id = p + *i;
+    *i += 16;
+    if (!vget(p, n, i, &x) || x > 0xFFFFFFFFu || *i >= n) return 0;
+    v->version = (uint32_t)x;
+    v->flags = p[(*i)++];
+    if (f & CR_CREATOR) { v->creator = prev->creator; v->n_creator = prev->n_creator; }
+    else if (!crec_field(p, n, i, 2, &v->creator, &v->n_creator)) return 0;
+    if (f & CR_MODBY) { v->modby = prev->modby; v->n_modby = prev->n_modby; }
+    else if (!crec_field(p, n, i, 2, &v->modby, &v->n_modby)) return 0;
+    if (f & CR_SEC) { v->sec = prev->sec; v->n_sec = prev->n_sec; }
+    else if (!crec_field(p, n, i, 1, &v->sec, &v->n_sec)) return 0;
+    if (!vget(p, n, i, &x)) return 0;
+    v->created = unzz(prev ? prev->created : 0, x);
+    if (!vget(p, n, i, &x)) return 0;
+    v->expires = unzz(v->created, x);
+    if (!vget(p, n, i, &x)) return 0;
+    v->modified = unzz(v->created, x);
+    if (f & CR_GID) { v->gid = gid; v->n_gid = ngid; }
+    else if (!crec_field(p, n, i, 2, &v->gid, &v->n_gid)) return 0;
+    if (f & CR_PROTO) v->proto = prev->proto;
+    else { if (n - *i < 2) return 0; v->proto = get16(p + *i); *i += 2; }
+    if (!crec_field(p, n, i, 1, &v->data, &v->n_data)) return 0;
+    if (f & CR_ATTR) { v->attr = prev->attr; v->n_attr = prev->n_attr; }
+    else if (!crec_field(p, n, i, 2, &v->attr, &v->n_attr)) return 0;
+    return 1;
+}
+
+/* The MS-PPGRH bytes of a view (the inverse of rec_parse). */
+static int rec_wire_of(const rec_view *v, pg_buf *out)
+{
+    uint8_t t[24];
+    out->off = out->len = 0;
+    if (!buf_append(out, v->type, 16) || !buf_append(out, v->id, 16)) return 0;
+    put32(t, v->version);
+    t[4] = t[5] = t[6] = 0;
+    t[7] = v->flags;
+    if (!buf_append(out, t, 8)) return 0;
+    put32(t, v->n_creator);
+    if (!buf_append(out, t, 4) || !buf_append(out, v->creator, 2 * (size_t)v->n_creator)) return 0;
+    put32(t, v->n_modby);
+    if (!buf_append(out, t, 4) || !buf_append(out, v->modby, 2 * (size_t)v->n_modby)) return 0;
+    put32(t, v->n_sec);
+    if (!buf_append(out, t, 4) || !buf_append(out, v->sec, v->n_sec)) return 0;
+    put64(t, v->created);
+    put64(t + 8, v->expires);
+    put64(t + 16, v->modified);
+    if (!buf_append(out, t, 24)) return 0;
+    put32(t, v->n_gid);
+    if (!buf_append(out, t, 4) || !buf_append(out, v->gid, 2 * (size_t)v->n_gid)) return 0;
+    put16(t, v->proto);
+    put32(t + 2, v->n_data);
+    if (!buf_append(out, t, 6) || !buf_append(out, v->data, v->n_data)) return 0;
+    put32(t, v->n_attr);
+    return buf_append(out, t, 4) && buf_append(out, v->attr, 2 * (size_t)v->n_attr);
+}
+
+/* The graph ID as record wire units (what CR_GID stands for). */
+static uint8_t *graph_gid_units(const pg_graph *g, uint32_t *units)
+{
+    uint8_t *u;
+    *units = u16_units(g->graph_id);
+    u = (uint8_t *)pg_alloc(2 * (size_t)*units);
+    if (u) u16_write(u, g->graph_id);
+    return u;
+}
+
+static void on_batch(pg_conn *c, const uint8_t *m, size_t size)
+{
+    rec_view v, prev;
+    unsigned count, k;
+    size_t i = 12;
+    uint32_t ngid;
+    uint8_t *gid;
+    pg_buf w = {0};
+    if (!(c->ext & EXT_BATCH) || c->direct || size < 12 || get16(m + 10) != 0) goto bad;
+    count = get16(m + 8);
+    if (!(gid = graph_gid_units(c->graph, &ngid))) { conn_abort(c, E_OUTOFMEMORY); return; }
+    for (k = 0; k < count && !c->dead; k++) {
+        if (!crec_get(m, size, &i, &v, k ? &prev : NULL, gid, ngid)) break;
+        if (!rec_wire_of(&v, &w)) { conn_abort(c, E_OUTOFMEMORY); break; }
+        flood_in(c, w.p, w.len);
+        prev = v;
+    }
+    buf_free(&w);
+    pg_free(gid);
+    if (c->dead) return;
+    if (k == count && i == size) return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
 }
@@ -4161,18 +4367,48 @@ static size_t sync_watermark(const pg_conn *c)
 
 /* Sends queued sync FLOODs while the send queue has room (fairness: a big
  * sync never fills the queue past sync_watermark). */
+/* Sends the BATCH being built (nb records) and starts the next. */
+static void batch_flush(pg_conn *c, pg_buf *b, unsigned *nb)
+{
+    if (!*nb) return;
+    msg_header(b->p + b->off, buf_used(b), MT_BATCH);
+    put16(b->p + b->off + 8, *nb);
+    put16(b->p + b->off + 10, 0);
+    if (!c->dead) conn_send_big(c, b->p + b->off, buf_used(b));
+    b->off = b->len = 0;
+    *nb = 0;
+}
+
 static void conn_pump_out(pg_conn *c)
 {
     pg_graph *g = c->graph;
     uint64_t now;
+    pg_buf batch = {0};
+    rec_view prev;
+    unsigned nb = 0;
+    uint32_t ngid = 0;
+    uint8_t *gid = NULL;
     if (!c->out_end || c->dead || c->state != CS_CONNECTED || !g) return;
     now = peer_time(g);
-    while (c->out_i < c->out_n && buf_used(&c->tx) < sync_watermark(c) && !c->dead) {
+    if ((c->ext & EXT_BATCH) && !(gid = graph_gid_units(g, &ngid))) { conn_abort(c, E_OUTOFMEMORY); return; }
+    while (c->out_i < c->out_n && buf_used(&c->tx) + buf_used(&batch) < sync_watermark(c) && !c->dead) {
         const pg_rec *r = rec_find(g, c->out_ids + 16 * c->out_i++);
         uint8_t hdr[12];
         size_t size;
+        rec_view v;
         if (!r || r->expires <= now) continue;
         size = 12 + r->len;
+        if (gid && r->len <= BATCH_MAX_RECORD && rec_parse(r->wire, r->len, &v)) {
+            if (!nb) { /* a new BATCH: header now, count at the end */
+                uint8_t h[12] = {0};
+                if (!buf_append(&batch, h, 12)) { conn_abort(c, E_OUTOFMEMORY); break; }
+            }
+            if (!crec_put(&batch, &v, nb ? &prev : NULL, gid, ngid)) { conn_abort(c, E_OUTOFMEMORY); break; }
+            prev = v;
+            if (++nb == 0xFFFF || buf_used(&batch) >= BATCH_TARGET) batch_flush(c, &batch, &nb);
+            continue;
+        }
+        batch_flush(c, &batch, &nb); /* keep the order */
         if (size <= PEER_FRAME_SEND_SIZE) { /* the common case: frame it directly */
             uint8_t fh[2];
             msg_header(hdr, size, MT_FLOOD);
@@ -4194,6 +4430,9 @@ static void conn_pump_out(pg_conn *c)
             pg_free(mm);
         }
     }
+    batch_flush(c, &batch, &nb);
+    buf_free(&batch);
+    pg_free(gid);
     if (c->out_i >= c->out_n && !c->dead) {
         uint8_t e[12];
         msg_header(e, 12, MT_SYNC_END);
@@ -4696,7 +4935,7 @@ static HRESULT graph_refresh(pg_graph *g, pg_rec *r)
 static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
 {
     int type = m[5];
-    if (m[4] != PEER_VERSION_BYTE || type < MT_AUTH_INFO || type > MT_ACK) {
+    if (m[4] != PEER_VERSION_BYTE || ((type < MT_AUTH_INFO || type > MT_ACK) && !(type == MT_BATCH && (c->ext & EXT_BATCH)))) {
         conn_abort(c, PEER_E_PROTOCOL_ERROR);
         return;
     }
@@ -4755,6 +4994,7 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
     case MT_ACK:
         on_ack(c, m, size);
         break;
+    case MT_BATCH: on_batch(c, m, size); break;
     case MT_ADVERTISE: on_advertise(c, m, size); break;
     case MT_REQUEST: on_request(c, m, size); break;
     default: /* AUTH_INFO, WELCOME, REFUSE on an established link */

@@ -195,7 +195,7 @@ typedef enum peer_graph_event_type_tag {
 
 typedef enum peer_graph_status_flags_tag {
     PEER_GRAPH_STATUS_LISTENING = 0x0001,
-    PEER_GRAPH_STATUS_HAS_CONNECTIONS = 0x0002,
+    PEER_GRAPH_STATUS_HAS_CONNECTIONS = 0x0002, /* at least one CONNECTED neighbor (direct links do not count) */
     PEER_GRAPH_STATUS_SYNCHRONIZED = 0x0004
 } PEER_GRAPH_STATUS_FLAGS;
 

@@ -64,7 +64,7 @@ static const GUID REC_TYPE = {0x5e1ec7ed, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2
 #define NTYPES 16
 static const char *const type_names[NTYPES] = {"?", "AUTH_INFO", "CONNECT", "WELCOME", "REFUSE", "DISCONNECT",
                                                "SOLICIT_NEW", "SOLICIT_TIME", "SOLICIT_HASH", "ADVERTISE",
-                                               "REQUEST", "FLOOD", "SYNC_END", "PT2PT", "ACK", "?"};
+                                               "REQUEST", "FLOOD", "SYNC_END", "PT2PT", "ACK", "BATCH"};
 enum { T_SOLICIT_NEW = 6, T_SOLICIT_TIME, T_SOLICIT_HASH, T_ADVERTISE, T_REQUEST, T_FLOOD, T_SYNC_END, T_PT2PT,
        T_ACK };
 
@@ -172,7 +172,7 @@ static void account(sockstat *st, const uint8_t *p, size_t n)
                 if (st->hlen == 6) {
                     uint32_t size = ((uint32_t)st->hdr[0] << 24) | ((uint32_t)st->hdr[1] << 16) |
                                     ((uint32_t)st->hdr[2] << 8) | st->hdr[3];
-                    st->type = st->hdr[5] < NTYPES ? st->hdr[5] : 0;
+                    st->type = st->hdr[5] < NTYPES - 1 ? st->hdr[5] : st->hdr[5] == 0x80 ? NTYPES - 1 : 0; /* 0x80: p2pgraph BATCH */
                     st->msg_left = size > 6 ? size - 6 : 0;
                     msg_start(st, dir, size);
                     if (!st->msg_left) st->hlen = 0;
@@ -674,10 +674,12 @@ int main(int argc, char **argv)
             if (joinBytes[t])
                 printf("     %-13s %10.0f  (%.1f per record)\n", type_names[t], (double)joinBytes[t] / nJoin,
                        (double)joinBytes[t] / nJoin / J);
-        printf("   per record: FLOOD frame = 2 (frame length) + 12 (FLOOD header) + %.0f (record: 90 fixed + UTF-16\n"
-               "   creator \"%ls\" %d + graph ID %d + payload %d); + 20 ACK entry back (ACK header 12 + frame 2 per 64).\n",
-               recWire, PEER_A, (int)(2 * (wcslen(PEER_A) + 1)), (int)(2 * (wcslen(GRAPH_ID) + 1)), PAYLOAD);
-        printf("   floor of this format for these IDs: %.1f B per record = %.3fx payload+IDs\n",
+        printf("   Between two p2pgraph nodes the sync answer travels as BATCH messages (capability 0x10,\n"
+               "   PROTOCOL.md section 4) and is not ACKed (0x08).  Against a plain MS-PPGRH peer each record is a\n"
+               "   FLOOD: 2 (frame length) + 12 (FLOOD header) + %.0f (record: 90 fixed + UTF-16 creator \"%ls\" %d +\n"
+               "   graph ID %d + payload %d) + 20 ACK entry back (ACK header 12 + frame 2 per 64) = %.1f B per record\n"
+               "   = %.3fx payload+IDs, the floor of that format for these IDs.\n",
+               recWire, PEER_A, (int)(2 * (wcslen(PEER_A) + 1)), (int)(2 * (wcslen(GRAPH_ID) + 1)), PAYLOAD,
                2 + 12 + recWire + 20 + 14.0 / 64, (2 + 12 + recWire + 20 + 14.0 / 64) / (PAYLOAD + ID_BYTES));
 
         printf("\n2. Re-sync of two %d-record databases (A grown by %d more AddRecords in %.0f ms = %.0f records/s,"

@@ -602,7 +602,7 @@ static PEER_SOCKET raw_direct(PEER_ADDRESS *ba, rxbuf *r, unsigned ext, ULONGLON
     assert_true(recv_msg(s, r, &m) > 0);
     assert_int_equal(m.b[5], 3);          /* WELCOME */
     assert_int_equal(m.b[24], 0);         /* no referrals on a direct link */
-    assert_int_equal(m.b[25], ext & 15);  /* capabilities echoed */
+    assert_int_equal(m.b[25], ext & 0x1f); /* capabilities echoed */
     return s;
 }
 

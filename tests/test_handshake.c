@@ -59,7 +59,7 @@ static void test_initiator_wire_and_sync(void **st)
     static rxbuf r;
     static msg a, c, m;
     PPEER_GRAPH_EVENT_DATA d;
-    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 15, 0, 0x10, 0, 0x1a, 0, 0x20,
+    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 0x1f, 0, 0x10, 0, 0x1a, 0, 0x20,
                                               'T', 'e', 's', 't', 'G', 'r', 'a', 'p', 'h', 0, 'A', 'l', 'i', 'c', 'e', 0,
                                               'B', 'o', 'b', 0};
     static const unsigned char graph_info[16] = {0, 0, 1, 0}, presence[16] = {0, 0, 4, 0};
@@ -167,7 +167,7 @@ static void test_pipelined_sync_initiator(void **st)
     int i;
     (void)st;
     s = connect_to_raw(h, NULL, l, &addr, &id, &r, &a, &c);
-    assert_int_equal(a.b[9], 15); /* we offer reasons, pipelining, data fragments, ACK-less sync */
+    assert_int_equal(a.b[9], 0x1f); /* reasons, pipelining, data fragments, ACK-less sync, batches */
     m_welcome(&m, 0x55, 0, NULL, 0, "Bob", 3);
     send_msg(s, &m);
     tu_pump(1, 1);

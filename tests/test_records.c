@@ -816,6 +816,173 @@ static void test_sync_ack_policy(void **st)
     sync_ack_case(0x08, 0);
 }
 
+/* ---- compact records (capability 0x10), encoded here independently ---- */
+static void wv(wbuf *w, ULONGLONG v)
+{
+    do { unsigned b = (unsigned)(v & 0x7F); v >>= 7; w8(w, v ? b | 0x80 : b); } while (v);
+}
+static void wzz(wbuf *w, ULONGLONG a, ULONGLONG b)
+{
+    ULONGLONG d = a - b;
+    wv(w, (d << 1) ^ ((d >> 63) ? ~(ULONGLONG)0 : 0));
+}
+static void wvstr(wbuf *w, const char *s)
+{
+    size_t i, n = strlen(s);
+    if (!n) { wv(w, 0); return; }
+    wv(w, n + 1);
+    for (i = 0; i <= n; i++) { w8(w, (unsigned char)s[i]); w8(w, 0); }
+}
+/* Appends x, sharing with prev (same message) whatever is equal. */
+static void x_crec(wbuf *w, const xrec *x, const xrec *prev, int gidIsGraph)
+{
+    unsigned f = 0;
+    if (prev && !memcmp(x->type, prev->type, 16)) f |= 0x01;
+    if (prev && !strcmp(x->creator, prev->creator)) f |= 0x02;
+    if (prev && !strcmp(x->modby, prev->modby)) f |= 0x04;
+    if (prev) f |= 0x08; /* both without security data */
+    if (gidIsGraph) f |= 0x10;
+    if (prev && x->proto == prev->proto) f |= 0x20;
+    if (prev && !strcmp(x->attr, prev->attr)) f |= 0x40;
+    w8(w, f);
+    if (!(f & 0x01)) { memcpy(w->b + w->n, x->type, 16); w->n += 16; }
+    memcpy(w->b + w->n, x->id, 16);
+    w->n += 16;
+    wv(w, x->version);
+    w8(w, x->flags);
+    if (!(f & 0x02)) wvstr(w, x->creator);
+    if (!(f & 0x04)) wvstr(w, x->modby);
+    if (!(f & 0x08)) wv(w, 0);
+    wzz(w, x->created, prev ? prev->created : 0);
+    wzz(w, x->expires, x->created);
+    wzz(w, x->modified, x->created);
+    if (!(f & 0x10)) wvstr(w, x->graph);
+    if (!(f & 0x20)) { w8(w, x->proto >> 8); w8(w, x->proto & 0xFF); }
+    wv(w, strlen(x->data));
+    memcpy(w->b + w->n, x->data, strlen(x->data));
+    w->n += strlen(x->data);
+    if (!(f & 0x40)) wvstr(w, x->attr);
+}
+/* Sends a BATCH message holding body (count records). */
+static void x_batch(PEER_SOCKET s, const wbuf *body, unsigned count)
+{
+    static msg m;
+    hdr(&m, 0x80);
+    p16(&m, count);
+    p16(&m, 0);
+    memcpy(m.b + m.n, body->b, body->n);
+    m.n += body->n;
+    fin(&m);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+}
+/* A library initiator joining through a raw responder with capabilities ext. */
+static PEER_SOCKET raw_responder(HGRAPH h, unsigned ext, PEER_SOCKET *listener, rxbuf *r)
+{
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET s;
+    PEER_ADDRESS pa;
+    ULONGLONG id;
+    static msg m;
+    *listener = raw_node(&addr);
+    pa = peer_addr(addr);
+    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
+    tu_pump(2, 1);
+    s = fake_net_raw_accept(*listener);
+    memset(r, 0, sizeof *r);
+    assert_true(recv_msg(s, r, &m) > 0); /* AUTH_INFO */
+    assert_true(recv_msg(s, r, &m) > 0); /* CONNECT */
+    m_welcome(&m, 0x4343, 0, NULL, 0, "mallory", ext);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    return s;
+}
+
+/* BATCH: records sharing fields are rebuilt to the exact MS-PPGRH form
+ * (what GetRecord returns matches); a record of another graph inside is
+ * dropped like a bad FLOOD; a malformed BATCH, or one on a link that did
+ * not negotiate it, closes that link with PEER_E_PROTOCOL_ERROR. */
+static void test_batch_messages(void **st)
+{
+    HGRAPH h = tu_open(L"hostile", L"alice");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_SOCKET l, s;
+    static rxbuf r;
+    xrec x1, x2, x3;
+    wbuf w;
+    PPEER_RECORD pr;
+    GUID id;
+    int bad;
+    (void)st;
+    s = raw_responder(h, 0x18, &l, &r);
+    x_default(&x1, h, 1);
+    x_default(&x2, h, 2);
+    x2.data = "second, sharing type, creator, times base";
+    x2.created += 12345;
+    x2.modified = x2.created + 7;
+    x_default(&x3, h, 3);
+    x3.graph = "other";
+    w.n = 0;
+    x_crec(&w, &x1, NULL, 1);
+    x_crec(&w, &x2, &x1, 1);
+    x_crec(&w, &x3, &x2, 0);
+    x_batch(s, &w, 3);
+    {
+        static msg m;
+        int i;
+        for (i = 0; i < 3; i++) { m_sync_end(&m); send_msg(s, &m); tu_pump(1, 1); } /* the sync completes */
+    }
+    id = x_guid(x1.id);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &pr), S_OK);
+    assert_int_equal(pr->data.cbData, 7);
+    assert_memory_equal(pr->data.pbData, "payload", 7);
+    assert_string_equal(pr->pwzCreatorId, L"mallory");
+    PeerGraphFreeData(pr);
+    id = x_guid(x2.id);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &pr), S_OK);
+    assert_int_equal(pr->data.cbData, strlen(x2.data));
+    assert_memory_equal(pr->data.pbData, x2.data, strlen(x2.data));
+    {
+        ULONGLONG c = ((ULONGLONG)pr->ftCreation.dwHighDateTime << 32) | pr->ftCreation.dwLowDateTime;
+        ULONGLONG mo = ((ULONGLONG)pr->ftLastModified.dwHighDateTime << 32) | pr->ftLastModified.dwLowDateTime;
+        assert_true(c == x2.created);
+        assert_true(mo == x2.created + 7);
+    }
+    PeerGraphFreeData(pr);
+    id = x_guid(x3.id);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &pr), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(count_record_events(e, PEER_RECORD_ADDED), 2);
+    assert_true(fake_net_is_open(s) && !fake_net_raw_eof(s));
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+    tu_pump(2, 1);
+    for (bad = 0; bad < 5; bad++) {
+        PPEER_GRAPH_EVENT_DATA d, last = NULL;
+        s = raw_responder(h, bad == 4 ? 0x08 : 0x18, &l, &r);
+        x_default(&x1, h, (unsigned char)(10 + bad));
+        w.n = 0;
+        x_crec(&w, &x1, NULL, 1);
+        switch (bad) {
+        case 0: x_batch(s, &w, 2); break;                   /* fewer records than counted */
+        case 1: w8(&w, 0); x_batch(s, &w, 1); break;        /* bytes after the last record */
+        case 2: w.n -= 3; x_batch(s, &w, 1); break;          /* truncated */
+        case 3: w.b[0] |= 0x02; x_batch(s, &w, 1); break;    /* "same as previous" in the first */
+        default: x_batch(s, &w, 1); break;                  /* BATCH not negotiated */
+        }
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (last) PeerGraphFreeData(last);
+            last = d;
+        }
+        assert_non_null(last);
+        assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
+        assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+        PeerGraphFreeData(last);
+        fake_net_raw_close(s);
+        fake_net_raw_close(l);
+        tu_pump(1, 1);
+    }
+}
+
 /* Every validation rule: the bad record never reaches the database nor the
  * application; the link stays up; a good record still gets through. */
 static void test_hostile_floods(void **st)
@@ -1069,6 +1236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
 #ifndef _WIN32
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
 #endif
