@@ -483,6 +483,14 @@ struct pg_graph {
     ULONG data_limit;      /* data queue limit for new connections */
     int rx_paused;         /* a registration holds too much incoming data */
     pg_graph *idnext;      /* L.gids chain */
+    /* presence and graph maintenance (section 9c) */
+    wchar_t *node_attrs;   /* PeerGraphSetNodeAttributes */
+    int force_presence;    /* PeerGraphSetPresence(TRUE) */
+    uint8_t presence_id[16];
+    int have_presence_id;
+    ULONGLONG maint_deadline, presence_deadline;
+    int maint_due;         /* run graph maintenance at the next service */
+    ULONG maint_connected_ms, maint_idle_ms; /* the Graph Maintenance timer */
 };
 
 typedef struct pg_enum pg_enum;
@@ -805,7 +813,7 @@ static void graph_update_status(pg_graph *g)
 /* all, as on Windows.                                                        */
 /* ========================================================================= */
 
-enum { ENUM_CONNECTIONS = 0, ENUM_RECORDS };
+enum { ENUM_CONNECTIONS = 0, ENUM_RECORDS, ENUM_NODES };
 struct pg_enum {
     pg_enum *next;
     uintptr_t handle;
@@ -2883,11 +2891,15 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
     return n;
 }
 
+static void graph_poke_maintenance(pg_graph *g);
+
 /* Tells the application how a connection of its graph ended, once. */
 static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
 {
     pg_graph *g = c->graph;
     if (!g) return;
+    if (!c->direct && (c->state == CS_CONNECTED || (c->outbound && !graph_conn_count(g, 1))))
+        graph_poke_maintenance(g); /* a neighbor lost, or an attempt failed while we have none */
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
     conn_set_graph(c, NULL); /* no further events about it */
@@ -3582,6 +3594,7 @@ static void graph_set_synchronized(pg_graph *g)
     g->synchronized = 1;
     db_save(g, 0); /* best effort: a lost write only means Open will sync again */
     graph_update_status(g);
+    graph_poke_maintenance(g); /* presence can be published now */
 }
 
 /* Peer time from WELCOME (digest 5.4 step 6). */
@@ -3662,6 +3675,10 @@ static void conn_become_connected(pg_conn *c)
     c->state = CS_CONNECTED;
     c->deadline = PEER_NO_DEADLINE;
     c->neighbor_seq = ++g->neighbor_seq;
+    if (!c->direct) {
+        g->n_neighbors_ever++;
+        graph_poke_maintenance(g); /* first WELCOME; presence addresses may change */
+    }
     emit_conn(g, c, PEER_CONNECTED, S_OK, 0);
     graph_update_status(g);
 }
@@ -3960,6 +3977,8 @@ static void emit_record(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *
 
 static void graph_arm_expiry(pg_graph *g, uint64_t expires);
 static void graph_info_received(pg_graph *g, const rec_view *v);
+static int rec_is_presence(const uint8_t *type);
+static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len);
 
 /* Sends a FLOOD of r on every CONNECTED neighbor link except `except`. */
 static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
@@ -3999,12 +4018,17 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     }
     hr = log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
+    /* a deleted presence carries no payload: the node it names is in the old one */
+    if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, old->wire, old->len);
     r = rec_new(wire, len);
     if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
     graph_arm_expiry(g, r->expires);
     if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
     else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
-    if (!(r->flags & RF_DELETED) || hadLive) emit_record(g, ct, r->id, r->wire);
+    if (!(r->flags & RF_DELETED) || hadLive) {
+        emit_record(g, ct, r->id, r->wire);
+        if (rec_is_presence(r->wire) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, r->wire, r->len);
+    }
     if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
         rec_parse(r->wire, r->len, &v);
         graph_info_received(g, &v);
@@ -4785,6 +4809,7 @@ static void graph_expire(pg_graph *g)
                 g->rec_bytes -= r->len;
                 log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
+                if (notify && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
                 pg_free(r);
                 continue;
             }
@@ -5143,6 +5168,427 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
 }
 
 /* ========================================================================= */
+/* 9c. Presence, nodes and graph maintenance                                 */
+/* A node is known to the others by its Presence record (node ID, attribute  */
+/* string, listening addresses; autorefreshed).  NODE_CHANGED events follow  */
+/* the presence records of other nodes as they arrive, change, are deleted   */
+/* or expire.  Graph maintenance ([MS-PPGRH] 3.1.7.16) runs on its timer     */
+/* and on triggers (listening, first WELCOME, a neighbor link lost): presence */
+/* maintenance, then connection maintenance: below the minimum (or below the  */
+/* ideal count on the timer) connect to a random known node; above the ideal  */
+/* count on the timer drop the least useful link.  Signature, contacts and   */
+/* partition repair are not implemented yet.                                 */
+/* ========================================================================= */
+
+static const GUID GUID_PRESENCE_TYPE_G = {0x00000400, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+
+typedef struct presence_view {
+    ULONGLONG node;
+    const uint8_t *attrs;   /* UTF-16 units incl. NUL, or NULL */
+    uint32_t n_attrs;
+    uint32_t n_addrs;
+    const uint8_t *addrs;   /* 32 bytes each */
+} presence_view;
+
+static int rec_is_presence(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 4 && guid_is_internal(type); }
+
+static int presence_parse(const rec_view *v, presence_view *pv)
+{
+    const uint8_t *p = v->data;
+    size_t n = v->n_data, i = 12;
+    if (n < 16) return 0;
+    pv->node = get64(p);
+    pv->n_attrs = get32(p + 8);
+    if (pv->n_attrs > (n - 12) / 2 || pv->n_attrs > 65536) return 0;
+    pv->attrs = pv->n_attrs ? p + 12 : NULL;
+    if (pv->n_attrs && !u16_valid(pv->attrs, pv->n_attrs)) return 0;
+    i += 2 * (size_t)pv->n_attrs;
+    if (n - i < 4) return 0;
+    pv->n_addrs = get32(p + i);
+    i += 4;
+    if (pv->n_addrs > (n - i) / 32) return 0;
+    pv->addrs = p + i;
+    return i + 32 * (size_t)pv->n_addrs == n;
+}
+
+/* PEER_ADDRESS on the wire (PROTOCOL.md P1): size 0x20, family 0x0017, port,
+ * flow info (big-endian), the 16 address bytes, 4 zero bytes. */
+static void peer_addr_put(uint8_t *p, const SOCKADDR_IN6 *a)
+{
+    put32(p, 0x20);
+    put16(p + 4, 0x0017);
+    memcpy(p + 6, &a->sin6_port, 2);
+    put32(p + 8, 0);
+    memcpy(p + 12, a->sin6_addr.s6_addr, 16);
+    put32(p + 28, 0);
+}
+static int peer_addr_get(const uint8_t *p, SOCKADDR_IN6 *a)
+{
+    if (get32(p) != 0x20 || get16(p + 4) != 0x0017) return 0;
+    addr_make(a, p + 12, get16(p + 6));
+    return 1;
+}
+
+/* Where others can reach us: the bound address, or when bound to [::] the
+ * local addresses of our neighbor links (with the listening port), else
+ * [::1]. */
+static ULONG presence_addrs(const pg_graph *g, SOCKADDR_IN6 *out, ULONG max)
+{
+    const pg_conn *c;
+    ULONG n = 0, i;
+    if (!g->listener || !max) return 0;
+    if (!addr_is_unspecified(&g->listener->bound)) { out[0] = g->listener->bound; return 1; }
+    for (c = g->conns; c && n < max; c = c->gnext) {
+        SOCKADDR_IN6 a;
+        if (c->dead || c->state != CS_CONNECTED || c->s == PEER_INVALID_SOCKET || !local_listen_addr(g, c, &a)) continue;
+        if (addr_is_unspecified(&a)) continue;
+        for (i = 0; i < n && !addr_eq(&out[i], &a); i++) {}
+        if (i == n) out[n++] = a;
+    }
+    if (!n) {
+        static const uint8_t lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        addr_make(&out[0], lo, addr_port(&g->listener->bound));
+        n = 1;
+    }
+    return n;
+}
+
+/* Our live presence record, if any. */
+static pg_rec *presence_own(const pg_graph *g)
+{
+    pg_rec *r = g->have_presence_id ? rec_find(g, g->presence_id) : NULL;
+    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    return r;
+}
+
+#define PRESENCE_MAX_ADDRS 16
+
+static HRESULT presence_publish(pg_graph *g)
+{
+    SOCKADDR_IN6 a[PRESENCE_MAX_ADDRS];
+    ULONG na = presence_addrs(g, a, PRESENCE_MAX_ADDRS), i;
+    uint32_t nattr = g->node_attrs ? u16_units(g->node_attrs) : 0;
+    size_t n = 8 + 4 + 2 * (size_t)nattr + 4 + 32 * (size_t)na, len;
+    uint8_t *p = (uint8_t *)pg_alloc(n), type[16], *wire;
+    pg_rec *old = g->have_presence_id ? rec_find(g, g->presence_id) : NULL;
+    uint64_t now = peer_time(g), life = (g->presence_lifetime ? g->presence_lifetime : 300) * FT_SECOND;
+    PEER_DATA d;
+    HRESULT hr;
+    if (!p) return E_OUTOFMEMORY;
+    put64(p, g->node_id);
+    put32(p + 8, nattr);
+    if (nattr) u16_write(p + 12, g->node_attrs);
+    put32(p + 12 + 2 * (size_t)nattr, na);
+    for (i = 0; i < na; i++) peer_addr_put(p + 16 + 2 * (size_t)nattr + 32 * i, &a[i]);
+    d.cbData = (ULONG)n;
+    d.pbData = p;
+    guid_put(type, &GUID_PRESENCE_TYPE_G);
+    if (!g->have_presence_id) { rec_new_id(g->peer_id, g->presence_id); g->have_presence_id = 1; }
+    if (old) {
+        rec_view v;
+        rec_parse(old->wire, old->len, &v);
+        wire = rec_build(g, type, g->presence_id, v.version + 1, RF_AUTOREFRESH, g->peer_id, g->peer_id, NULL, v.created,
+                         now + life, now > v.modified ? now : v.modified + 1, &d, NULL, &len);
+    } else
+        wire = rec_build(g, type, g->presence_id, 1, RF_AUTOREFRESH, g->peer_id, NULL, NULL, now, now + life, now, &d,
+                         NULL, &len);
+    pg_free(p);
+    if (!wire) return E_OUTOFMEMORY;
+    hr = graph_publish(g, wire, len);
+    pg_free(wire);
+    return hr;
+}
+
+/* Deletes our presence record (leaving, or no longer listening). */
+static void presence_delete(pg_graph *g)
+{
+    pg_rec *old = presence_own(g);
+    rec_view v;
+    uint8_t *wire;
+    size_t len;
+    PEER_DATA d;
+    uint64_t now = peer_time(g);
+    if (!old) return;
+    rec_parse(old->wire, old->len, &v);
+    d.cbData = 0; /* a deleted record carries no payload */
+    d.pbData = NULL;
+    wire = rec_build(g, v.type, v.id, v.version + 1, RF_DELETED, g->peer_id, g->peer_id, NULL, v.created, v.expires,
+                     now > v.modified ? now : v.modified + 1, &d, NULL, &len);
+    if (wire) graph_publish(g, wire, len);
+    pg_free(wire);
+}
+
+/* Does our presence record say what it should (addresses, attributes)? */
+static int presence_current(const pg_graph *g, const pg_rec *r)
+{
+    rec_view v;
+    presence_view pv;
+    SOCKADDR_IN6 a[PRESENCE_MAX_ADDRS];
+    ULONG na = presence_addrs(g, a, PRESENCE_MAX_ADDRS), i;
+    if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.n_addrs != na) return 0;
+    if (g->node_attrs ? !(pv.attrs && u16_eq(pv.attrs, pv.n_attrs, g->node_attrs)) : pv.attrs != NULL) return 0;
+    for (i = 0; i < na; i++) {
+        uint8_t w[32];
+        peer_addr_put(w, &a[i]);
+        if (memcmp(w, pv.addrs + 32 * i, 32)) return 0;
+    }
+    return 1;
+}
+
+static ULONG presence_count(const pg_graph *g)
+{
+    uint64_t now = peer_time(g);
+    ULONG n = 0;
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext)
+            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now) n++;
+    }
+    return n;
+}
+
+/* Presence maintenance ([MS-PPGRH] 3.1.7.17, digest 5.19); `timer`: the
+ * Presence timer fired. */
+static void presence_maintain(pg_graph *g, int timer)
+{
+    pg_rec *own = presence_own(g);
+    ULONG max = g->presence_max;
+    if (!g->synchronized) return; /* nothing to publish into yet */
+    if (own && !g->listener) { presence_delete(g); return; }
+    if (!g->listener) return;
+    if (!own && (max == (ULONG)-1 || g->force_presence)) { presence_publish(g); return; }
+    if (own && !presence_current(g, own)) { presence_publish(g); return; } /* addresses or attributes changed */
+    if (max != 0 && max != (ULONG)-1 && !g->force_presence) {
+        ULONG n = presence_count(g);
+        int act = (own && n > max + 10) || (!own && n < max);
+        if (!act) return;
+        if (timer) {
+            if (own) presence_delete(g);
+            else presence_publish(g);
+        } else if (g->presence_deadline == PEER_NO_DEADLINE) {
+            g->presence_deadline = L.now + 30000 + random64() % 150001; /* uniform 30..180 s */
+            wake_at(g->presence_deadline);
+        }
+    }
+}
+
+/* NODE_CHANGED for a presence record of another node that changed: ct is
+ * the record change (added, updated, deleted, expired). */
+static void node_event(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *v)
+{
+    PEER_GRAPH_EVENT_DATA e;
+    presence_view pv;
+    wchar_t *peer;
+    if (!presence_parse(v, &pv)) return;
+    if (pv.node == g->node_id) return; /* our own record: see SetNodeAttributes */
+    memset(&e, 0, sizeof e);
+    e.eventType = PEER_GRAPH_EVENT_NODE_CHANGED;
+    e.nodeChangeData.dwSize = sizeof e.nodeChangeData;
+    e.nodeChangeData.changeType = ct == PEER_RECORD_ADDED     ? PEER_NODE_CHANGE_CONNECTED
+                                  : ct == PEER_RECORD_UPDATED ? PEER_NODE_CHANGE_UPDATED
+                                                              : PEER_NODE_CHANGE_DISCONNECTED;
+    e.nodeChangeData.ullNodeId = pv.node;
+    peer = u16_dup(v->creator, v->n_creator);
+    emit(g, &e, NULL, peer);
+    pg_free(peer);
+    /* a node we could connect to appeared while we are short of neighbors */
+    if (ct == PEER_RECORD_ADDED && g->n_neighbors_ever && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS)
+        graph_poke_maintenance(g);
+}
+
+/* Called by graph_store / graph_expire for every presence record change. */
+static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len)
+{
+    rec_view v;
+    if (rec_parse(wire, len, &v)) node_event(g, ct, &v);
+}
+
+static void graph_poke_maintenance(pg_graph *g)
+{
+    g->maint_due = 1;
+    wake_at(L.now);
+}
+
+/* A candidate for a new neighbor: a node of a presence record or a referral
+ * entry that is not us and not already connected or being connected to. */
+static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLONG node)
+{
+    const pg_conn *c;
+    for (c = g->conns; c; c = c->gnext) {
+        SOCKADDR_IN6 ra;
+        if (c->dead || c->direct) continue;
+        if (node && c->remote_node == node) return 1;
+        if (conn_reach_addr(c, &ra) && addr_eq(&ra, a)) return 1;
+        if (c->outbound && addr_eq(&c->remote, a)) return 1;
+    }
+    return 0;
+}
+
+/* Starts one connection to a random candidate; 1 if one was started. */
+static int graph_connect_random(pg_graph *g)
+{
+    typedef struct { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; } cand;
+    cand *cs = NULL;
+    size_t n = 0, cap = 0, i;
+    uint64_t now = peer_time(g);
+    int started = 0;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            rec_view v;
+            presence_view pv;
+            SOCKADDR_IN6 a;
+            if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
+            if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
+            if (n == cap) {
+                cand *nc = (cand *)pg_realloc(cs, (cap = cap ? cap * 2 : 16) * sizeof *cs);
+                if (!nc) { pg_free(cs); return 0; }
+                cs = nc;
+            }
+            cs[n].a = a;
+            cs[n].peer = v.creator;
+            cs[n].npeer = v.n_creator;
+            cs[n].ref = 0;
+            n++;
+        }
+    }
+    for (i = 0; i < g->n_refs; i++) {
+        SOCKADDR_IN6 la;
+        if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0)) continue;
+        if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
+            (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
+            continue;
+        if (n == cap) {
+            cand *nc = (cand *)pg_realloc(cs, (cap = cap ? cap * 2 : 16) * sizeof *cs);
+            if (!nc) { pg_free(cs); return 0; }
+            cs = nc;
+        }
+        cs[n].a = g->refs[i].addr;
+        cs[n].peer = NULL;
+        cs[n].npeer = 0;
+        cs[n].ref = (int)i + 1;
+        n++;
+    }
+    if (n) {
+        size_t k = (size_t)(random64() % n);
+        wchar_t *peer = cs[k].peer ? u16_dup(cs[k].peer, cs[k].npeer) : NULL;
+        HRESULT hr;
+        if (cs[k].ref) g->refs[cs[k].ref - 1].attempted = 1;
+        if ((!cs[k].peer || peer) && graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr)) started = 1;
+        pg_free(peer);
+    }
+    pg_free(cs);
+    return started;
+}
+
+/* Connection maintenance ([MS-PPGRH] 3.1.7.14, digest 5.18.2). */
+static void conn_maintain(pg_graph *g, int timer)
+{
+    pg_conn *c, *least = NULL;
+    ULONG n = graph_conn_count(g, 1), pending = 0;
+    for (c = g->conns; c; c = c->gnext) {
+        if (c->dead || c->direct) continue;
+        if (c->state == CS_CONNECTED) {
+            if (!least || c->utility < least->utility) least = c;
+        } else if (c->outbound && c->state != CS_CLOSING)
+            pending++;
+    }
+    if (n > PEER_IDEAL_NEIGHBORS && timer && least) {
+        conn_disconnect(least, DISC_LEAST_USEFUL, S_OK);
+        graph_poke_maintenance(g); /* "after we disconnect a link" */
+        return;
+    }
+    if (pending) return; /* one attempt at a time */
+    if (n == 0 || (n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever) || (n < PEER_IDEAL_NEIGHBORS && timer)) {
+        if (!graph_connect_random(g) && n == 0 && g->n_neighbors_ever) {
+            PEER_GRAPH_EVENT_DATA e; /* long-term repair is the application's: it must find a node */
+            memset(&e, 0, sizeof e);
+            e.eventType = PEER_GRAPH_EVENT_CONNECTION_REQUIRED;
+            emit(g, &e, NULL, NULL);
+        }
+    }
+}
+
+/* Graph maintenance in its strict order; `timer`: the Graph Maintenance
+ * timer fired (not a trigger). */
+static void graph_maintain(pg_graph *g, int timer)
+{
+    g->maint_due = 0;
+    if (!g->used_network) return;
+    if (timer) { /* referrals tried before may have room by now */
+        ULONG i;
+        for (i = 0; i < g->n_refs; i++) g->refs[i].attempted = 0;
+    }
+    presence_maintain(g, 0);
+    conn_maintain(g, timer);
+    g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->maint_connected_ms : g->maint_idle_ms);
+    wake_at(g->maint_deadline);
+}
+
+/* From the service loop's timer scan. */
+static void graph_maintenance_timers(pg_graph *g)
+{
+    if (g->presence_deadline <= L.now) {
+        g->presence_deadline = PEER_NO_DEADLINE;
+        presence_maintain(g, 1);
+    }
+    if (g->maint_deadline <= L.now) graph_maintain(g, 1);
+    else if (g->maint_due) graph_maintain(g, 0);
+    wake_at(g->maint_deadline);
+    wake_at(g->presence_deadline);
+}
+
+/* PEER_NODE_INFO from a presence record: size, and the block at dst. */
+static size_t node_info_size(const rec_view *v, const presence_view *pv)
+{
+    return sizeof(PEER_NODE_INFO) + pv->n_addrs * sizeof(PEER_ADDRESS) +
+           sizeof(wchar_t) * (u16_wchars(v->creator, v->n_creator) + (pv->attrs ? u16_wchars(pv->attrs, pv->n_attrs) : 0));
+}
+static void node_info_fill(const rec_view *v, const presence_view *pv, PPEER_NODE_INFO ni)
+{
+    uint8_t *cur = (uint8_t *)(ni + 1);
+    ULONG i;
+    memset(ni, 0, sizeof *ni);
+    ni->dwSize = sizeof *ni;
+    ni->ullNodeId = pv->node;
+    ni->pAddresses = pv->n_addrs ? (PPEER_ADDRESS)cur : NULL;
+    for (i = 0; i < pv->n_addrs; i++) {
+        PEER_ADDRESS a;
+        memset(&a, 0, sizeof a);
+        a.dwSize = sizeof a;
+        if (!peer_addr_get(pv->addrs + 32 * i, &a.sin6)) continue; /* skipped: not IPv6 */
+        memcpy(cur, &a, sizeof a);
+        cur += sizeof a;
+        ni->cAddresses++;
+    }
+    cur = (uint8_t *)(ni + 1) + pv->n_addrs * sizeof(PEER_ADDRESS);
+    ni->pwzPeerId = (PWSTR)cur;
+    u16_to_wcs(ni->pwzPeerId, v->creator, v->n_creator);
+    cur += sizeof(wchar_t) * u16_wchars(v->creator, v->n_creator);
+    if (pv->attrs) {
+        ni->pwzAttributes = (PWSTR)cur;
+        u16_to_wcs(ni->pwzAttributes, pv->attrs, pv->n_attrs);
+    }
+}
+
+/* The live presence record of node `node`, parsed; NULL if none. */
+static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv)
+{
+    uint64_t now = peer_time(g);
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext)
+            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now && rec_parse(r->wire, r->len, v) &&
+                presence_parse(v, pv) && pv->node == node)
+                return r;
+    }
+    return NULL;
+}
+
+/* ========================================================================= */
 /* 10. Listeners                                                             */
 /* One socket per (bound address, port), shared by the graphs listening on   */
 /* it.  Accepted connections belong to no graph until their AUTH_INFO names */
@@ -5310,6 +5756,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         pg_graph *g;
         for (g = L.graphs; g; g = g->next) {
             if (g->exp_deadline <= L.now) graph_expire(g);
+            graph_maintenance_timers(g);
             db_maintain(g);
             wake_at(g->exp_deadline);
             if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
@@ -5385,6 +5832,7 @@ static void graph_free(pg_graph *g)
     pg_free(g->friendly);
     pg_free(g->comment);
     pg_free(g->sync_types);
+    pg_free(g->node_attrs);
     rec_table_free(g);
     if (g->logf) fclose(g->logf);
     pg_free(g);
@@ -5415,6 +5863,7 @@ static void graph_close(pg_graph *g)
         else rp = &r->next;
     }
     g->regs = NULL;
+    presence_delete(g); /* flooded below, before the DISCONNECTs */
     if (g->used_network || g->synchronized) {
         g->left_pt = peer_time(g);
         db_save(g, 1);
@@ -5582,6 +6031,9 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->presence_max = (ULONG)-1;
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
+    g->maint_deadline = g->presence_deadline = PEER_NO_DEADLINE;
+    g->maint_connected_ms = PEER_MAINT_CONNECTED_MS;
+    g->maint_idle_ms = PEER_MAINT_IDLE_MS;
     wake_at(0); /* first expiry pass */
     do g->node_id = random64(); while (!g->node_id);
     return g;
@@ -5771,6 +6223,7 @@ HRESULT PeerGraphConnect(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress
     c = graph_start_connect(g, pwzPeerId, &pAddress->sin6, 0, 0, &hr);
     if (!c) { finish_call(); return hr; }
     *pullConnectionId = c->id;
+    graph_poke_maintenance(g); /* arms the Graph Maintenance timer */
     finish_call();
     return S_OK;
 }
@@ -5905,6 +6358,15 @@ HRESULT PeerGraphGetNodeInfo(HGRAPH hGraph, ULONGLONG ullNodeId, PPEER_NODE_INFO
         if (g->listener) { one = g->listener->bound; addrs = &one; n = 1; }
     } else {
         const pg_conn *c;
+        rec_view v;
+        presence_view pv;
+        if (presence_of_node(g, ullNodeId, &v, &pv)) { /* what the node publishes */
+            ni = (PPEER_NODE_INFO)pg_alloc(node_info_size(&v, &pv));
+            if (!ni) return E_OUTOFMEMORY;
+            node_info_fill(&v, &pv, ni);
+            *ppNodeInfo = ni;
+            return S_OK;
+        }
         for (c = g->conns; c; c = c->gnext)
             if (!c->dead && c->state == CS_CONNECTED && c->remote_node == ullNodeId) break;
         if (!c) return PEER_E_NODE_NOT_FOUND;
@@ -6174,7 +6636,8 @@ HRESULT PeerGraphGetItemCount(HPEERENUM hPeerEnum, ULONG *pCount)
     return S_OK;
 }
 
-/* Next records of a record enumeration: the ones still live now. */
+/* Next items of a records or nodes enumeration (records looked up again:
+ * what was deleted or expired since the snapshot is skipped). */
 static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
 {
     ULONG want = *pCount, k = 0, i, pos;
@@ -6186,9 +6649,11 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
     for (pos = e->pos; pos < e->n && k < want; pos++) {
         const pg_rec *r = rec_find(e->graph, e->ids + 16 * pos);
         rec_view v;
+        presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
         rec_parse(r->wire, r->len, &v);
-        size += (rec_api_size(&v) + 7) & ~(size_t)7;
+        if (e->kind == ENUM_NODES && !presence_parse(&v, &pv)) continue;
+        size += ((e->kind == ENUM_NODES ? node_info_size(&v, &pv) : rec_api_size(&v)) + 7) & ~(size_t)7;
         k++;
     }
     *pppvItems = NULL;
@@ -6200,8 +6665,16 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
     for (i = 0; e->pos < pos; e->pos++) {
         const pg_rec *r = rec_find(e->graph, e->ids + 16 * e->pos);
         rec_view v;
+        presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
         rec_parse(r->wire, r->len, &v);
+        if (e->kind == ENUM_NODES) {
+            if (!presence_parse(&v, &pv)) continue;
+            node_info_fill(&v, &pv, (PPEER_NODE_INFO)cur);
+            arr[i++] = cur;
+            cur += (node_info_size(&v, &pv) + 7) & ~(size_t)7;
+            continue;
+        }
         rec_to_api(&v, (PPEER_RECORD)cur);
         arr[i++] = cur;
         cur += (rec_api_size(&v) + 7) & ~(size_t)7;
@@ -6221,7 +6694,7 @@ HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvIte
     REQUIRE_STARTED();
     if (!hPeerEnum || !pCount || !pppvItems) return E_INVALIDARG;
     if (!(e = enum_from_handle(hPeerEnum))) return PEER_E_NOT_FOUND;
-    if (e->kind == ENUM_RECORDS) {
+    if (e->kind == ENUM_RECORDS || e->kind == ENUM_NODES) {
         if (!e->graph) {
             *pCount = 0; /* the graph was closed: the enumeration is over */
             *pppvItems = NULL;
@@ -6233,13 +6706,15 @@ HRESULT PeerGraphGetNextItem(HPEERENUM hPeerEnum, ULONG *pCount, PVOID **pppvIte
     if (*pCount < k) k = *pCount;
     *pppvItems = NULL;
     if (!k) { *pCount = 0; return S_OK; }
-    size = k * sizeof(PVOID);
-    for (i = 0; i < k; i++) size += sizeof(PEER_CONNECTION_INFO) + wsize(e->items[e->pos + i].pwzPeerId);
+    size = k * sizeof(PVOID) + 8;
+    for (i = 0; i < k; i++) size += ((sizeof(PEER_CONNECTION_INFO) + wsize(e->items[e->pos + i].pwzPeerId) + 7) & ~(size_t)7);
     arr = (PVOID *)pg_alloc(size);
     if (!arr) return E_OUTOFMEMORY;
     cur = (uint8_t *)(arr + k);
     for (i = 0; i < k; i++) {
-        PEER_CONNECTION_INFO *ci = (PEER_CONNECTION_INFO *)cur;
+        PEER_CONNECTION_INFO *ci;
+        cur += (8 - ((uintptr_t)cur & 7)) & 7; /* each item 8-byte aligned */
+        ci = (PEER_CONNECTION_INFO *)cur;
         *ci = e->items[e->pos + i];
         cur += sizeof *ci;
         ci->pwzPeerId = wplace(&cur, e->items[e->pos + i].pwzPeerId);
@@ -6425,7 +6900,7 @@ HRESULT PeerGraphGetRecord(HGRAPH hGraph, const GUID *pRecordId, PPEER_RECORD *p
 /* Snapshot of the IDs of live records matching a filter (type, creator,
  * compiled query).  Internal record types are listed only when asked for by
  * type. */
-static HRESULT enum_records(pg_graph *g, const GUID *type, const wchar_t *creator, const pg_query *q,
+static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar_t *creator, const pg_query *q,
                             HPEERENUM *phPeerEnum)
 {
     pg_enum *e;
@@ -6435,7 +6910,7 @@ static HRESULT enum_records(pg_graph *g, const GUID *type, const wchar_t *creato
     if (type) guid_put(tw, type);
     e = (pg_enum *)pg_calloc(1, sizeof *e);
     if (!e) return E_OUTOFMEMORY;
-    e->kind = ENUM_RECORDS;
+    e->kind = kind;
     e->graph = g;
     e->ids = (uint8_t *)pg_alloc(16 * (g->rec_count ? g->rec_count : 1));
     if (!e->ids) { pg_free(e); return E_OUTOFMEMORY; }
@@ -6485,7 +6960,52 @@ HRESULT PeerGraphEnumRecords(HGRAPH hGraph, const GUID *pRecordType, PCWSTR pwzP
     if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
     if (!phPeerEnum || (pwzPeerId && !wcs_valid(pwzPeerId, PEER_MAX_ID_CHARS, 0))) return E_INVALIDARG;
     if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
-    return enum_records(g, pRecordType, pwzPeerId, NULL, phPeerEnum);
+    return enum_records(g, ENUM_RECORDS, pRecordType, pwzPeerId, NULL, phPeerEnum);
+}
+
+HRESULT PeerGraphEnumNodes(HGRAPH hGraph, PCWSTR pwzPeerId, HPEERENUM *phPeerEnum)
+{
+    pg_graph *g;
+    HRESULT hr;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!phPeerEnum || (pwzPeerId && !wcs_valid(pwzPeerId, PEER_MAX_ID_CHARS, 0))) return E_INVALIDARG;
+    if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
+    hr = enum_records(g, ENUM_NODES, &GUID_PRESENCE_TYPE_G, pwzPeerId, NULL, phPeerEnum);
+    return hr;
+}
+
+HRESULT PeerGraphSetPresence(HGRAPH hGraph, BOOL fPresent)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    g->force_presence = fPresent ? 1 : 0;
+    presence_maintain(g, 0);
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphSetNodeAttributes(HGRAPH hGraph, PCWSTR pwzAttributes)
+{
+    pg_graph *g;
+    wchar_t *a = NULL;
+    PEER_GRAPH_EVENT_DATA e;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (pwzAttributes && !wcs_valid(pwzAttributes, PEER_MAX_NODE_ATTRIBUTES_CHARS, 1)) return E_INVALIDARG;
+    if (pwzAttributes && *pwzAttributes && !(a = pg_wcsdup(pwzAttributes))) return E_OUTOFMEMORY;
+    pg_free(g->node_attrs);
+    g->node_attrs = a;
+    presence_maintain(g, 0); /* republishes a presence record we have */
+    memset(&e, 0, sizeof e);
+    e.eventType = PEER_GRAPH_EVENT_NODE_CHANGED;
+    e.nodeChangeData.dwSize = sizeof e.nodeChangeData;
+    e.nodeChangeData.changeType = PEER_NODE_CHANGE_UPDATED;
+    e.nodeChangeData.ullNodeId = 0; /* the local node, as the Windows sample reads it */
+    emit(g, &e, NULL, g->peer_id);
+    finish_call();
+    return S_OK;
 }
 
 HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phPeerEnum)
@@ -6498,7 +7018,7 @@ HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phP
     if (!pwzCriteria || !phPeerEnum) return E_INVALIDARG;
     if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
     if ((hr = query_compile(pwzCriteria, &q)) != S_OK) return hr;
-    hr = enum_records(g, NULL, NULL, q, phPeerEnum);
+    hr = enum_records(g, ENUM_RECORDS, NULL, NULL, q, phPeerEnum);
     query_free(q);
     return hr;
 }

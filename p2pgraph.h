@@ -385,6 +385,7 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_MAX_ID_CHARS            256    /* graph ID / peer ID, UTF-16 units incl. NUL */
 #define PEER_MAX_FRIENDLY_NAME_CHARS 256
 #define PEER_MAX_COMMENT_CHARS       512
+#define PEER_MAX_NODE_ATTRIBUTES_CHARS 4096 /* PeerGraphSetNodeAttributes, UTF-16 units incl. NUL */
 #define PEER_MAX_DATABASE_NAME_CHARS 200
 #define PEER_FRAME_SEND_SIZE         16379  /* payload bytes per frame we send */
 #define PEER_FRAME_MAX_SIZE          32768  /* largest frame payload accepted */
@@ -412,6 +413,8 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_LINGER_MS               2000u  /* a closing connection flushes DISCONNECT for at most this */
 #define PEER_SYNC_WATERMARK          (256u * 1024u) /* a sync answer queues FLOODs up to this many bytes */
 #define PEER_DB_SYNC_MS              100u   /* a database change is fsynced within this (see PeerGraphService) */
+#define PEER_MAINT_CONNECTED_MS      300000u /* Graph Maintenance timer with neighbors ([MS-PPGRH] 3.1.2) */
+#define PEER_MAINT_IDLE_MS           30000u  /* ... and without */
 
 /* ------------------------------------------------------------------------- */
 /* Host-driven I/O                                                            */
@@ -720,13 +723,43 @@ HRESULT PeerGraphSetProperties(HGRAPH hGraph, PPEER_GRAPH_PROPERTIES pGraphPrope
 /*
  * PeerGraphGetNodeInfo: ullNodeId 0 = the local node: its peer ID, node ID
  * and listening addresses (the bound address with the real port; [::] when
- * listening dual-stack).  A neighbor's node ID gives its peer ID and the
- * addresses it advertised.  Returns S_OK and an allocated PEER_NODE_INFO
+ * listening dual-stack).  Another node's ID gives what its Presence record
+ * says (peer ID, addresses, attributes), or for a neighbor without one its
+ * peer ID and the addresses it advertised.  Returns S_OK and an allocated PEER_NODE_INFO
  * (PeerGraphFreeData); E_INVALIDARG; E_OUTOFMEMORY; PEER_E_NODE_NOT_FOUND
- * (not the local node nor a connected neighbor); PEER_E_INVALID_GRAPH;
+ * (not the local node, a node with presence, nor a neighbor); PEER_E_INVALID_GRAPH;
  * PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphGetNodeInfo(HGRAPH hGraph, ULONGLONG ullNodeId, PPEER_NODE_INFO *ppNodeInfo);
+
+/*
+ * PeerGraphEnumNodes: a snapshot of the nodes that publish presence (their
+ * Presence records: every listening node by default, see cPresenceMax),
+ * optionally only those of one peer ID.  Items are PEER_NODE_INFO* (node ID,
+ * peer ID, listening addresses, attribute string).  Returns S_OK;
+ * E_INVALIDARG; E_OUTOFMEMORY; PEER_E_GRAPH_NOT_READY (not synchronized yet:
+ * wait for the SYNCHRONIZED status); PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphEnumNodes(HGRAPH hGraph, PCWSTR pwzPeerId, HPEERENUM *phPeerEnum);
+
+/*
+ * PeerGraphSetPresence: TRUE publishes this node's Presence record whatever
+ * cPresenceMax says (once the node listens and is synchronized); FALSE
+ * returns to the graph's policy (a published record stays until the policy
+ * removes it).  Returns S_OK; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetPresence(HGRAPH hGraph, BOOL fPresent);
+
+/*
+ * PeerGraphSetNodeAttributes: the local node's free-form attribute string,
+ * carried in its Presence record (NULL or "" clears it); other nodes see
+ * NODE_CHANGED / PEER_NODE_CHANGE_UPDATED, the local registrations get one
+ * with ullNodeId 0.  Returns S_OK; E_INVALIDARG (longer than
+ * PEER_MAX_NODE_ATTRIBUTES_CHARS); E_OUTOFMEMORY; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetNodeAttributes(HGRAPH hGraph, PCWSTR pwzAttributes);
 
 /* ------------------------------------------------------------------------- */
 /* Events                                                                     */

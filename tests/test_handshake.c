@@ -509,7 +509,7 @@ static void test_timers(void **st)
     assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id2), S_OK);
     tu_pump(1, 1);
     assert_int_equal(PeerGraphGetPollFds(NULL, 0, &n, &dl), E_NOT_SUFFICIENT_BUFFER);
-    assert_true(dl > fake_net_now() + 290000 && dl <= fake_net_now() + 300000);
+    assert_true(dl > fake_net_now() && dl <= fake_net_now() + 300000); /* the auth timer, or graph maintenance first */
     tu_pump(1, 290000);
     assert_null(conn_event(e));
     tu_pump(1, 10000);

@@ -233,6 +233,14 @@ static int tree_done(void)
     return all;
 }
 
+static int all_have_two(void)
+{
+    int i;
+    for (i = 0; i < N50; i++)
+        if (tu_neighbors(g50[i]) < PEER_MIN_NEIGHBORS) return 0;
+    return 1;
+}
+
 static int all_alone(void)
 {
     int i;
@@ -256,9 +264,12 @@ static void run_fifty(int v4, int hostPoll)
         g50[i] = tu_open(L"fifty", p);
     }
     assert_true(run_until(tree_done, 20000));
+    assert_true(run_until(all_have_two, 20000)); /* connection maintenance fills the leaves up */
     for (i = 0; i < N50; i++) {
         ULONG want = (i ? 1u : 0u) + (ULONG)((3 * i + 1 < N50) + (3 * i + 2 < N50) + (3 * i + 3 < N50));
-        assert_int_equal(tu_neighbors(g50[i]), want);
+        ULONG got = tu_neighbors(g50[i]);
+        assert_true(got >= want); /* the tree's links, plus what connection maintenance added */
+        assert_true(got >= PEER_MIN_NEIGHBORS && got <= PEER_MAX_NEIGHBORS);
     }
     /* the root leaves: its three children see it go */
     assert_int_equal(PeerGraphClose(g50[0]), S_OK);

@@ -1,0 +1,252 @@
+/*
+ * test_graph.c - the self-maintaining graph on the fake network and the
+ * synthetic clock: presence records, EnumNodes / GetNodeInfo /
+ * SetNodeAttributes / SetPresence, NODE_CHANGED events, and connection
+ * maintenance: 100 nodes joining through one seed end up as one connected
+ * graph with 2..7 neighbors each and every node visible everywhere; when 30%
+ * leave at once the survivors reconnect.
+ */
+#include "rawpeer.h"
+
+static int setup(void **st) { (void)st; tu_start_fake(); return 0; }
+static int teardown(void **st) { (void)st; tu_stop_fake(); return 0; }
+
+static ULONG count_nodes(HGRAPH h, const wchar_t *peer)
+{
+    HPEERENUM en;
+    ULONG n = 0;
+    assert_int_equal(PeerGraphEnumNodes(h, peer, &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    return n;
+}
+
+static HPEEREVENT reg_nodes(HGRAPH h)
+{
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NODE_CHANGED, NULL};
+    HPEEREVENT e;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    return e;
+}
+
+/* Counts NODE_CHANGED events of a type about `node` (0 = any), draining e. */
+static int node_events(HPEEREVENT e, PEER_NODE_CHANGE_TYPE ct, ULONGLONG node, const wchar_t *peer)
+{
+    PPEER_GRAPH_EVENT_DATA d;
+    int n = 0;
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_NODE_CHANGED)) != NULL) {
+        assert_int_equal(d->nodeChangeData.dwSize, sizeof d->nodeChangeData);
+        if (d->nodeChangeData.changeType == ct && (!node || d->nodeChangeData.ullNodeId == node)) {
+            if (peer) assert_true(wcscmp(d->nodeChangeData.pwzPeerId, peer) == 0);
+            n++;
+        }
+        PeerGraphFreeData(d);
+    }
+    return n;
+}
+
+/* Joins h to the node at a; pumps until h is synchronized, then listens. */
+static PEER_ADDRESS join(HGRAPH h, PEER_ADDRESS *a)
+{
+    ULONGLONG id;
+    DWORD st = 0;
+    int i;
+    HPEEREVENT ev = tu_register_all(h);
+    assert_int_equal(PeerGraphConnect(h, NULL, a, &id), S_OK);
+    for (i = 0; i < 2000 && !(st & PEER_GRAPH_STATUS_SYNCHRONIZED); i++) { /* busy nodes: retried on the 30 s timer */
+        tu_pump(1, i < 50 ? 10 : 100);
+        assert_int_equal(PeerGraphGetStatus(h, &st), S_OK);
+    }
+    if (!(st & PEER_GRAPH_STATUS_SYNCHRONIZED)) {
+        PPEER_GRAPH_EVENT_DATA d;
+        print_message("not synchronized: status %lx, %lu neighbors; attempts:\n", (unsigned long)st,
+                      (unsigned long)tu_neighbors(h));
+        while ((d = tu_event(ev, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            print_message("  connection %llu status %d reason %lx\n", (unsigned long long)d->connectionChangeData.ullConnectionId,
+                          d->connectionChangeData.status, (unsigned long)d->connectionChangeData.hrConnectionFailedReason);
+            PeerGraphFreeData(d);
+        }
+    }
+    assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    assert_int_equal(PeerGraphUnregisterEvent(ev), S_OK);
+    return tu_listen(h);
+}
+
+/* Presence: every listening node is enumerable everywhere with its peer ID,
+ * address and attributes; attribute changes and departures are NODE_CHANGED
+ * events; SetPresence / EnumNodes argument rules. */
+static void test_presence_and_nodes(void **st)
+{
+    HGRAPH a = tu_create(L"G", L"A"), b = tu_open(L"G", L"B"), c = tu_open(L"G", L"C");
+    HPEEREVENT ea = reg_nodes(a), ec = reg_nodes(c), eb = reg_nodes(b);
+    PEER_ADDRESS aa = tu_listen(a), ba, ca;
+    HPEERENUM en;
+    PEER_NODE_INFO **items;
+    PPEER_NODE_INFO ni;
+    ULONG n = 10, i;
+    ULONGLONG nb = local_node(b);
+    (void)st;
+    assert_int_equal(PeerGraphEnumNodes(b, NULL, &en), PEER_E_GRAPH_NOT_READY);
+    ba = join(b, &aa);
+    ca = join(c, &aa);
+    tu_pump(10, 10);
+    assert_int_equal(count_nodes(a, NULL), 3);
+    assert_int_equal(count_nodes(b, NULL), 3);
+    assert_int_equal(count_nodes(c, NULL), 3);
+    assert_int_equal(count_nodes(c, L"B"), 1);
+    assert_int_equal(count_nodes(c, L"nobody"), 0);
+    assert_int_equal(node_events(ea, PEER_NODE_CHANGE_CONNECTED, nb, L"B"), 1);
+    assert_int_equal(PeerGraphEnumNodes(c, L"B", &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    assert_int_equal(n, 1);
+    assert_true(items[0]->ullNodeId == nb);
+    assert_true(wcscmp(items[0]->pwzPeerId, L"B") == 0);
+    assert_int_equal(items[0]->cAddresses, 1);
+    assert_int_equal(fake_net_port(&items[0]->pAddresses[0].sin6), fake_net_port(&ba.sin6));
+    assert_null(items[0]->pwzAttributes);
+    PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    /* attributes travel in the presence record */
+    node_events(ec, PEER_NODE_CHANGE_UPDATED, 0, NULL);
+    assert_int_equal(PeerGraphSetNodeAttributes(b, L"<role>host</role>"), S_OK);
+    assert_int_equal(node_events(eb, PEER_NODE_CHANGE_UPDATED, 0, L"B"), 1); /* local: node ID 0 */
+    tu_pump(5, 10);
+    assert_int_equal(node_events(ec, PEER_NODE_CHANGE_UPDATED, nb, L"B"), 1);
+    assert_int_equal(PeerGraphGetNodeInfo(c, nb, &ni), S_OK);
+    assert_true(wcscmp(ni->pwzPeerId, L"B") == 0);
+    assert_true(ni->pwzAttributes && wcscmp(ni->pwzAttributes, L"<role>host</role>") == 0);
+    assert_int_equal(ni->cAddresses, 1);
+    PeerGraphFreeData(ni);
+    assert_int_equal(PeerGraphGetNodeInfo(c, 0x1234, &ni), PEER_E_NODE_NOT_FOUND);
+    assert_int_equal(PeerGraphSetPresence(c, TRUE), S_OK);
+    assert_int_equal(PeerGraphSetPresence(NULL, TRUE), PEER_E_INVALID_GRAPH);
+    assert_int_equal(PeerGraphEnumNodes(c, NULL, NULL), E_INVALIDARG);
+    /* B leaves: its presence is deleted, the others see it go */
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    tu_pump(5, 10);
+    assert_int_equal(node_events(ea, PEER_NODE_CHANGE_DISCONNECTED, nb, L"B"), 1);
+    assert_int_equal(node_events(ec, PEER_NODE_CHANGE_DISCONNECTED, nb, L"B"), 1);
+    assert_int_equal(count_nodes(a, NULL), 2);
+    assert_int_equal(count_nodes(c, NULL), 2);
+    (void)ca;
+    for (i = 0; i < 2; i++) tu_pump(1, 10);
+}
+
+/* ---- many nodes ---- */
+
+#define NN 100
+static HGRAPH gs[NN];
+static ULONGLONG ids[NN];
+
+static int index_of_node(ULONGLONG id)
+{
+    int i;
+    for (i = 0; i < NN; i++)
+        if (gs[i] && ids[i] == id) return i;
+    return -1;
+}
+
+/* Neighbor node IDs of graph i into out (max 16); returns the count. */
+static ULONG neighbor_ids(int i, ULONGLONG *out)
+{
+    HPEERENUM en;
+    PEER_CONNECTION_INFO **items;
+    ULONG n = 16, k;
+    assert_int_equal(PeerGraphEnumConnections(gs[i], PEER_CONNECTION_NEIGHBOR, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    for (k = 0; k < n; k++) out[k] = items[k]->ullNodeId;
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    return n;
+}
+
+/* Every live node has 2..7 neighbors and all live nodes form one component. */
+static int check_mesh(int verbose)
+{
+    int seen[NN] = {0}, stack[NN], sp = 0, live = 0, reached = 0, i, ok = 1;
+    for (i = 0; i < NN; i++) {
+        ULONGLONG nb[16];
+        ULONG n;
+        if (!gs[i]) continue;
+        live++;
+        n = neighbor_ids(i, nb);
+        if (n < PEER_MIN_NEIGHBORS || n > PEER_MAX_NEIGHBORS) {
+            if (verbose) print_message("node %d has %lu neighbors\n", i, (unsigned long)n);
+            ok = 0;
+        }
+    }
+    for (i = 0; i < NN && !gs[i]; i++) {}
+    if (i == NN) return 0;
+    seen[i] = 1;
+    stack[sp++] = i;
+    while (sp) {
+        ULONGLONG nb[16];
+        int cur = stack[--sp];
+        ULONG n = neighbor_ids(cur, nb), k;
+        reached++;
+        for (k = 0; k < n; k++) {
+            int j = index_of_node(nb[k]);
+            if (j >= 0 && !seen[j]) { seen[j] = 1; stack[sp++] = j; }
+        }
+    }
+    if (reached != live) {
+        if (verbose) print_message("one component holds %d of %d nodes\n", reached, live);
+        ok = 0;
+    }
+    return ok;
+}
+
+/* Pumps in steps of stepMs until check_mesh holds (at most maxSteps). */
+static int settle(int maxSteps, ULONGLONG stepMs)
+{
+    int i;
+    for (i = 0; i < maxSteps; i++) {
+        tu_pump(1, stepMs);
+        if (i % 10 == 9 && check_mesh(0)) return 1;
+    }
+    return check_mesh(1);
+}
+
+static void test_hundred_nodes_through_one_seed(void **st)
+{
+    PEER_ADDRESS seed;
+    int i, left = 0;
+    ULONG live;
+    (void)st;
+    gs[0] = tu_create(L"big", L"n0");
+    seed = tu_listen(gs[0]);
+    ids[0] = local_node(gs[0]);
+    for (i = 1; i < NN; i++) {
+        wchar_t p[16];
+        swprintf(p, 16, L"n%d", i);
+        gs[i] = tu_open(L"big", p);
+        ids[i] = local_node(gs[i]);
+        join(gs[i], &seed);
+    }
+    /* the graph maintenance timer (300 s) brings everyone to the ideal count */
+    assert_true(settle(200, 5000));
+    for (i = 0; i < NN; i++) assert_int_equal(count_nodes(gs[i], NULL), NN);
+    /* 30% leave at once; the survivors repair the graph */
+    for (i = 1; i < NN; i += 3) {
+        assert_int_equal(PeerGraphClose(gs[i]), S_OK);
+        gs[i] = NULL;
+        left++;
+    }
+    assert_true(left >= 30);
+    assert_true(settle(200, 5000));
+    live = NN - (ULONG)left;
+    for (i = 0; i < NN; i++)
+        if (gs[i]) assert_int_equal(count_nodes(gs[i], NULL), live);
+    for (i = 0; i < NN; i++)
+        if (gs[i]) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    tu_pump(3, 3000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_presence_and_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hundred_nodes_through_one_seed, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
