@@ -337,6 +337,12 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH)
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
+#define APP_BURST     65536u /* application data written in one go when no graph message waits */
+#define APP_BATCH_MAX 65536u /* small messages share buffers up to this size */
+#define APP_SMALL     4096u  /* messages up to this size (framed) are batched */
+#define BLK_MIN       16384u /* blocks from this size go through the block cache */
+#define BLK_CACHE_N   32     /* ... which holds at most this many */
+#define BLK_CACHE_BYTES (2u * 1024u * 1024u) /* ... and this many bytes */
 
 /* MS-PPGRH message types. */
 enum {
@@ -358,8 +364,9 @@ typedef struct pg_reg pg_reg;
  * message when it is not fragmented). */
 typedef struct pg_appmsg {
     struct pg_appmsg *next;
-    size_t len, unit;
+    size_t len, unit, cap;  /* cap: bytes allocated for data */
     ULONG counted;          /* what it counts against the data queue limit */
+    int batch;              /* small messages appended back to back */
     uint8_t data[1];
 } pg_appmsg;
 
@@ -411,6 +418,7 @@ typedef struct pg_conn {
     size_t app_unit_end;    /* != 0: writing appq up to here, nothing may cut in */
     ULONG app_queued, app_limit;
     int want_ready;         /* SendData refused: SEND_READY owed */
+    unsigned long app_epoch;/* L.epoch when SendData last wrote at once */
     int tx_to_tail;         /* conn_send appends to `tail` (after the data) */
     pg_buf tail;            /* framed messages that go after the data (DISCONNECT) */
     /* application data in: the event block being filled */
@@ -422,6 +430,7 @@ typedef struct pg_conn {
     int in_skip;            /* the current PT2PT is a Ping (bytes dropped) */
     int in_last;            /* the current PT2PT completes the data */
     int in_divert;          /* frame bytes go to pt2pt_data, not rx */
+    size_t in_cap;          /* bytes allocated for in_ev */
     struct pg_conn *dnext;  /* L.dirty list */
     int dirty;
 } pg_conn;
@@ -507,6 +516,11 @@ static struct {
     ULONGLONG now;
     uintptr_t next_handle;
     ULONGLONG next_conn_id;
+    unsigned long epoch;     /* PeerGraphService calls so far (SendData coalescing) */
+    struct { void *p; size_t cap; } bcache[BLK_CACHE_N]; /* freed data blocks kept for reuse */
+    size_t bcache_bytes;
+    struct { void *p; size_t cap; } bout[8];   /* big event blocks handed to the host */
+    unsigned bout_i;
     pg_graph *graphs;
     pg_conn *conns;
     pg_listener *listeners;
@@ -2847,11 +2861,12 @@ static void conn_kill(pg_conn *c)
 }
 
 static void app_drop(pg_conn *c);
+static void blk_free(void *p, size_t cap);
 
 static void conn_free(pg_conn *c)
 {
     app_drop(c);
-    pg_free(c->in_ev);
+    blk_free(c->in_ev, c->in_cap);
     buf_free(&c->tail);
     buf_free(&c->rx);
     buf_free(&c->tx);
@@ -2958,8 +2973,11 @@ static void conn_try_send(pg_conn *c)
             p = c->tx.p + c->tx.off;
             n = buf_used(&c->tx);
         } else if (c->appq && !(units && c->out_end)) {
-            size_t e = c->app_off + c->appq->unit;
-            c->app_unit_end = e < c->appq->len ? e : c->appq->len;
+            /* nothing of the graph waits: write up to APP_BURST (whole units) */
+            const pg_appmsg *m = c->appq;
+            size_t span = m->batch ? m->len : m->unit < APP_BURST ? (APP_BURST / m->unit) * m->unit : m->unit;
+            size_t e = c->app_off + span;
+            c->app_unit_end = e < m->len ? e : m->len;
             continue;
         } else if (!c->appq && buf_used(&c->tail)) {
             if (!buf_append(&c->tx, c->tail.p + c->tail.off, buf_used(&c->tail))) { conn_abort(c, E_OUTOFMEMORY); return; }
@@ -3044,6 +3062,7 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     if (!c) return NULL;
     c->kind = OBJ_CONN;
     c->id = ++L.next_conn_id;
+    c->app_epoch = L.epoch - 1;
     wake_at(L.now); /* its first timer check (deadline 0 until set) */
     conn_set_graph(c, g);
     c->s = s;
@@ -3076,6 +3095,57 @@ static ULONGLONG auth_timer_ms(ULONG n)
 /* ========================================================================= */
 
 #define FRAG_MORE     0x0001u  /* PT2PT Reserved2 (EXT_FRAGMENT): more fragments follow */
+
+/* Big data blocks (sent messages, INCOMING_DATA events the host frees with
+ * PeerGraphFreeData) are kept in a small cache (BLK_CACHE_BYTES at most)
+ * and reused, so a steady stream does not make the C library hand memory
+ * back to the OS and fault it in again for every message. */
+static void *blk_alloc(size_t n, size_t *cap)
+{
+    unsigned i, best = BLK_CACHE_N;
+    for (i = 0; i < BLK_CACHE_N; i++)
+        if (L.bcache[i].p && L.bcache[i].cap >= n && L.bcache[i].cap <= 2 * n + 65536 &&
+            (best == BLK_CACHE_N || L.bcache[i].cap < L.bcache[best].cap))
+            best = i;
+    if (best < BLK_CACHE_N) {
+        void *p = L.bcache[best].p;
+        *cap = L.bcache[best].cap;
+        L.bcache[best].p = NULL;
+        L.bcache_bytes -= *cap;
+        return p;
+    }
+    *cap = n;
+    return pg_alloc(n);
+}
+static void blk_free(void *p, size_t cap)
+{
+    unsigned i;
+    if (!p) return;
+    if (cap >= BLK_MIN && L.bcache_bytes + cap <= BLK_CACHE_BYTES)
+        for (i = 0; i < BLK_CACHE_N; i++)
+            if (!L.bcache[i].p) {
+                L.bcache[i].p = p;
+                L.bcache[i].cap = cap;
+                L.bcache_bytes += cap;
+                return;
+            }
+    pg_free(p);
+}
+/* An event block the host will free with PeerGraphFreeData. */
+static void blk_handed_out(void *p, size_t cap)
+{
+    if (cap < BLK_MIN) return;
+    L.bout[L.bout_i].p = p;
+    L.bout[L.bout_i].cap = cap;
+    L.bout_i = (L.bout_i + 1) % 8;
+}
+static void blk_release_all(void)
+{
+    unsigned i;
+    for (i = 0; i < BLK_CACHE_N; i++) { pg_free(L.bcache[i].p); L.bcache[i].p = NULL; }
+    L.bcache_bytes = 0;
+    memset(L.bout, 0, sizeof L.bout);
+}
 #define FRAG_FIRST_HDR 32u     /* first fragment: 28 + 4-byte total data size */
 #define PT2PT_DIVERT_MIN 4096u /* PT2PTs from this size are received without rx */
 
@@ -3084,7 +3154,7 @@ static void app_drop(pg_conn *c)
     while (c->appq) {
         pg_appmsg *m = c->appq;
         c->appq = m->next;
-        pg_free(m);
+        blk_free(m, offsetof(pg_appmsg, data) + m->cap);
     }
     c->appq_tail = NULL;
     c->app_off = c->app_unit_end = 0;
@@ -3099,7 +3169,7 @@ static void app_sent(pg_conn *c)
     if (!c->appq) c->appq_tail = NULL;
     c->app_off = 0;
     c->app_queued -= m->counted;
-    pg_free(m);
+    blk_free(m, offsetof(pg_appmsg, data) + m->cap);
     if (c->want_ready && c->app_queued <= c->app_limit / 2 && c->graph && c->state == CS_CONNECTED) {
         PEER_GRAPH_EVENT_DATA e;
         c->want_ready = 0;
@@ -3121,20 +3191,31 @@ static void pt2pt_header(uint8_t *m, size_t size, unsigned doff, unsigned flags,
     guid_put(m + 12, t);
 }
 
-/* Builds the framed form of one SendData message.  Fragments are full
- * frames (one PT2PT each) except the last. */
-static pg_appmsg *app_build(const pg_conn *c, const GUID *t, const uint8_t *d, size_t cb)
+/* Bytes of the framed form of cb bytes of data on c; *unit: the pieces
+ * that must go out whole (a fragment, or the whole message). */
+static size_t app_framed_len(const pg_conn *c, size_t cb, size_t *unit)
 {
-    size_t len, unit, off = 0;
-    pg_appmsg *m;
-    uint8_t *p;
     if (!(c->ext & EXT_FRAGMENT) || 28 + cb <= PEER_FRAME_SEND_SIZE) {
-        size_t msz = 28 + cb, frames = (msz + PEER_FRAME_SEND_SIZE - 1) / PEER_FRAME_SEND_SIZE, done = 0;
+        size_t msz = 28 + cb;
+        *unit = msz + 2 * ((msz + PEER_FRAME_SEND_SIZE - 1) / PEER_FRAME_SEND_SIZE);
+        return *unit;
+    } else {
+        size_t first = PEER_FRAME_SEND_SIZE - FRAG_FIRST_HDR, rest = PEER_FRAME_SEND_SIZE - 28;
+        size_t nfr = 1 + (cb - first + rest - 1) / rest;
+        *unit = 2 + PEER_FRAME_SEND_SIZE;
+        return 2 * nfr + 28 * nfr + 4 + cb;
+    }
+}
+
+/* Writes the framed form (app_framed_len bytes) at p.  Fragments are full
+ * frames (one PT2PT each) except the last. */
+static void app_frame(const pg_conn *c, const GUID *t, const uint8_t *d, size_t cb, uint8_t *p)
+{
+    size_t off = 0;
+    if (!(c->ext & EXT_FRAGMENT) || 28 + cb <= PEER_FRAME_SEND_SIZE) {
+        size_t msz = 28 + cb, done = 0;
         uint8_t h[28];
-        len = msz + 2 * frames;
-        if (!(m = (pg_appmsg *)pg_alloc(offsetof(pg_appmsg, data) + len))) return NULL;
         pt2pt_header(h, msz, 28, 0, t);
-        p = m->data;
         while (done < msz) { /* frames over the concatenation header + data */
             size_t k = msz - done > PEER_FRAME_SEND_SIZE ? PEER_FRAME_SEND_SIZE : msz - done, i = 0;
             put16(p, (unsigned)k);
@@ -3147,30 +3228,67 @@ static pg_appmsg *app_build(const pg_conn *c, const GUID *t, const uint8_t *d, s
             p += k;
             done += k;
         }
-        unit = len;
-    } else {
-        size_t first = PEER_FRAME_SEND_SIZE - FRAG_FIRST_HDR, rest = PEER_FRAME_SEND_SIZE - 28, nfr;
-        nfr = 1 + (cb - first + rest - 1) / rest;
-        len = 2 * nfr + 28 * nfr + 4 + cb;
-        if (!(m = (pg_appmsg *)pg_alloc(offsetof(pg_appmsg, data) + len))) return NULL;
-        p = m->data;
-        while (off < cb) {
-            size_t hdr = off ? 28 : FRAG_FIRST_HDR, k = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
-            int more = off + k < cb;
-            put16(p, (unsigned)(hdr + k));
-            pt2pt_header(p + 2, hdr + k, (unsigned)hdr, more ? FRAG_MORE : 0, t);
-            if (!off) put32(p + 2 + 28, (uint32_t)cb);
-            memcpy(p + 2 + hdr, d + off, k);
-            p += 2 + hdr + k;
-            off += k;
-        }
-        unit = 2 + PEER_FRAME_SEND_SIZE;
+        return;
     }
+    while (off < cb) {
+        size_t hdr = off ? 28 : FRAG_FIRST_HDR, k = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
+        int more = off + k < cb;
+        put16(p, (unsigned)(hdr + k));
+        pt2pt_header(p + 2, hdr + k, (unsigned)hdr, more ? FRAG_MORE : 0, t);
+        if (!off) put32(p + 2 + 28, (uint32_t)cb);
+        memcpy(p + 2 + hdr, d + off, k);
+        p += 2 + hdr + k;
+        off += k;
+    }
+}
+
+/* Queues one message: small ones are appended to the last buffer when it is
+ * a batch with room (one write carries many), big ones get their own.
+ * Returns the bytes it counts against the limit, 0 when out of memory. */
+static int app_enqueue(pg_conn *c, const GUID *t, const uint8_t *d, size_t cb, ULONG *added)
+{
+    size_t unit, len = app_framed_len(c, cb, &unit), cap;
+    pg_appmsg *m = c->appq_tail;
+    if (len <= APP_SMALL && m && m->batch && m->len + len <= APP_BATCH_MAX) {
+        if (m->len + len > m->cap) { /* grow the tail batch (it may move) */
+            size_t ncap = m->cap * 2;
+            pg_appmsg *nm, **pp;
+            while (ncap < m->len + len) ncap *= 2;
+            if (ncap > APP_BATCH_MAX) ncap = APP_BATCH_MAX;
+            for (pp = &c->appq; *pp != m; pp = &(*pp)->next) {}
+            if (!(nm = (pg_appmsg *)pg_realloc(m, offsetof(pg_appmsg, data) + ncap))) return 0;
+            *pp = nm;
+            c->appq_tail = m = nm;
+            m->cap = ncap;
+        }
+        app_frame(c, t, d, cb, m->data + m->len);
+        m->len += len;
+        *added = (ULONG)(cb + PEER_DATA_MSG_OVERHEAD);
+        m->counted += *added;
+        return 1;
+    }
+    if (len <= APP_SMALL) {
+        cap = 4096;
+        m = (pg_appmsg *)pg_alloc(offsetof(pg_appmsg, data) + cap);
+        if (!m) return 0;
+        m->batch = 1;
+        m->cap = cap;
+    } else {
+        m = (pg_appmsg *)blk_alloc(offsetof(pg_appmsg, data) + len, &cap);
+        if (!m) return 0;
+        m->batch = 0;
+        m->cap = cap - offsetof(pg_appmsg, data);
+    }
+    app_frame(c, t, d, cb, m->data);
     m->next = NULL;
     m->len = len;
     m->unit = unit;
     m->counted = (ULONG)(cb + PEER_DATA_MSG_OVERHEAD);
-    return m;
+    if (c->appq_tail) c->appq_tail->next = m;
+    else c->appq = m;
+    c->appq_tail = m;
+    *added = m->counted;
+    return 1;
 }
 
 /* Recomputes whether g's connections may be read (see the section comment). */
@@ -3197,7 +3315,7 @@ static void pt2pt_deliver(pg_conn *c)
     c->in_ev = NULL;
     c->in_active = 0;
     if (!ev) return;
-    if (!g) { pg_free(ev); return; }
+    if (!g) { blk_free(ev, c->in_cap); return; }
     ev->incomingData.data.pbData = cb ? (PBYTE)(ev + 1) : NULL;
     for (r = g->regs; r; r = r->gnext) {
         PPEER_GRAPH_EVENT_DATA e;
@@ -3209,9 +3327,13 @@ static void pt2pt_deliver(pg_conn *c)
         if (reg_push(r, e)) r->data_bytes += cb;
         else ok = 0;
     }
-    if (first && reg_push(first, ev)) first->data_bytes += cb;
-    else if (first) ok = 0;
-    else pg_free(ev);
+    if (first && reg_push(first, ev)) {
+        first->data_bytes += cb;
+        blk_handed_out(ev, c->in_cap);
+    } else if (first)
+        ok = 0;
+    else
+        blk_free(ev, c->in_cap);
     graph_update_rx_pause(g);
     if (!ok) conn_abort(c, E_OUTOFMEMORY);
 }
@@ -3261,10 +3383,10 @@ static unsigned pt2pt_begin(pg_conn *c, const uint8_t *m, size_t size, size_t ha
     }
     c->in_type = t;
     c->in_off = 0;
-    pg_free(c->in_ev);
+    blk_free(c->in_ev, c->in_cap);
     c->in_ev = NULL;
     if (c->graph && graph_wants(c->graph, PEER_GRAPH_EVENT_INCOMING_DATA)) {
-        PPEER_GRAPH_EVENT_DATA ev = (PPEER_GRAPH_EVENT_DATA)pg_alloc(sizeof *ev + c->in_total);
+        PPEER_GRAPH_EVENT_DATA ev = (PPEER_GRAPH_EVENT_DATA)blk_alloc(sizeof *ev + c->in_total, &c->in_cap);
         if (!ev) { conn_abort(c, E_OUTOFMEMORY); return 0; }
         memset(ev, 0, sizeof *ev);
         ev->eventType = PEER_GRAPH_EVENT_INCOMING_DATA;
@@ -5905,6 +6027,7 @@ HRESULT PeerGraphShutdown(void)
     map_free(&L.socks);
     map_free(&L.hgraphs);
     map_free(&L.gids);
+    blk_release_all();
     map_free(&L.hregs);
     map_free(&L.henums);
     pg_free(L.wait_want);
@@ -5915,7 +6038,18 @@ HRESULT PeerGraphShutdown(void)
     return S_OK;
 }
 
-void PeerGraphFreeData(PVOID pvData) { pg_free(pvData); }
+void PeerGraphFreeData(PVOID pvData)
+{
+    unsigned i;
+    if (pvData)
+        for (i = 0; i < 8; i++)
+            if (L.bout[i].p == pvData) { /* a data block: keep it for the next one */
+                L.bout[i].p = NULL;
+                blk_free(pvData, L.bout[i].cap);
+                return;
+            }
+    pg_free(pvData);
+}
 
 ULONGLONG PeerGraphGetTickCount(void)
 {
@@ -5950,6 +6084,7 @@ HRESULT PeerGraphService(const PEER_POLL_FD *pReady, ULONG cReady, ULONGLONG ull
     REQUIRE_STARTED();
     if (!pReady && cReady) return E_INVALIDARG;
     L.now = ullNow;
+    L.epoch++;
     service_all(pReady, pReady ? cReady : 0);
     finish_call();
     return S_OK;
@@ -6525,7 +6660,6 @@ HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *
 {
     pg_graph *g;
     pg_conn *c;
-    pg_appmsg *m;
     ULONG cost;
     REQUIRE_STARTED();
     if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
@@ -6538,12 +6672,17 @@ HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *
         c->want_ready = 1;
         return PEER_E_SEND_QUEUE_FULL;
     }
-    if (!(m = app_build(c, pType, (const uint8_t *)pvData, cbData))) return E_OUTOFMEMORY;
-    if (c->appq_tail) c->appq_tail->next = m;
-    else c->appq = m;
-    c->appq_tail = m;
-    c->app_queued += m->counted;
-    conn_try_send(c);
+    {
+        ULONG added;
+        if (!app_enqueue(c, pType, (const uint8_t *)pvData, cbData, &added)) return E_OUTOFMEMORY;
+        c->app_queued += added;
+    }
+    /* The first message after a service goes out at once (latency); more in
+     * the same round wait for the next service and share its writes. */
+    if (c->app_epoch != L.epoch) {
+        c->app_epoch = L.epoch;
+        conn_try_send(c);
+    }
     finish_call();
     return S_OK;
 }
