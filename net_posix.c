@@ -33,6 +33,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* getrandom(): Linux (glibc >= 2.25, musl).  Build with -DNET_NO_GETRANDOM
  * to use /dev/urandom only. */
@@ -336,6 +337,31 @@ static long net_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
     return PEER_NET_FAILED;
 }
 
+static long net_sendv(PVOID pvContext, PEER_SOCKET s, const PEER_NET_BUF *pBufs, ULONG cBufs)
+{
+    struct iovec iov[256];
+    struct msghdr mh;
+    ssize_t n;
+    ULONG i;
+    (void)pvContext;
+
+    if (cBufs > 256)
+        cBufs = 256; /* a partial write: the caller continues */
+    for (i = 0; i < cBufs; i++) {
+        iov[i].iov_base = (void *)(uintptr_t)pBufs[i].pv;
+        iov[i].iov_len = pBufs[i].cb;
+    }
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = iov;
+    mh.msg_iovlen = cBufs;
+    n = sendmsg(s, &mh, MSG_NOSIGNAL);
+    if (n >= 0)
+        return n > LONG_MAX ? LONG_MAX : (long)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return PEER_NET_WOULDBLOCK;
+    return PEER_NET_FAILED;
+}
+
 /* cb must be > 0: 0 means end of stream. */
 static long net_recv(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb)
 {
@@ -526,7 +552,8 @@ static const PEER_NET_SHIM g_posixShim = {
     net_wait,
     net_tick_count,
     net_utc_now,
-    net_random
+    net_random,
+    net_sendv
 };
 
 const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void)

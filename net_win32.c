@@ -291,6 +291,28 @@ static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
     return S_OK;
 }
 
+static long net_sendv(PVOID pvContext, PEER_SOCKET s, const PEER_NET_BUF *pBufs, ULONG cBufs)
+{
+    WSABUF wb[256];
+    DWORD sent = 0;
+    ULONG i;
+    int err;
+    (void)pvContext;
+
+    if (cBufs > 256)
+        cBufs = 256; /* a partial write: the caller continues */
+    for (i = 0; i < cBufs; i++) {
+        wb[i].buf = (CHAR *)(uintptr_t)pBufs[i].pv;
+        wb[i].len = pBufs[i].cb;
+    }
+    if (WSASend(s, wb, (DWORD)cBufs, &sent, 0, NULL, NULL) == 0)
+        return (long)sent;
+    err = WSAGetLastError();
+    if (err == WSAEWOULDBLOCK || err == WSAEINTR)
+        return PEER_NET_WOULDBLOCK;
+    return PEER_NET_FAILED;
+}
+
 static long net_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
 {
     int n, err;
@@ -452,7 +474,8 @@ static const PEER_NET_SHIM g_win32Shim = {
     net_wait,
     net_tick_count,
     net_utc_now,
-    net_random
+    net_random,
+    net_sendv
 };
 
 const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void)

@@ -342,7 +342,7 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define APP_SMALL     4096u  /* messages up to this size (framed) are batched */
 #define BLK_MIN       16384u /* blocks from this size go through the block cache */
 #define BLK_CACHE_N   32     /* ... which holds at most this many */
-#define BLK_CACHE_BYTES (2u * 1024u * 1024u) /* ... and this many bytes */
+#define BLK_CACHE_BYTES (1024u * 1024u) /* ... and this many bytes */
 
 /* MS-PPGRH message types. */
 enum {
@@ -2975,7 +2975,7 @@ static void conn_try_send(pg_conn *c)
         } else if (c->appq && !(units && c->out_end)) {
             /* nothing of the graph waits: write up to APP_BURST (whole units) */
             const pg_appmsg *m = c->appq;
-            size_t span = m->batch ? m->len : m->unit < APP_BURST ? (APP_BURST / m->unit) * m->unit : m->unit;
+            size_t span = m->batch ? m->len : m->unit < APP_BURST ? ((APP_BURST + m->unit - 1) / m->unit) * m->unit : m->unit;
             size_t e = c->app_off + span;
             c->app_unit_end = e < m->len ? e : m->len;
             continue;
@@ -3154,7 +3154,8 @@ static void app_drop(pg_conn *c)
     while (c->appq) {
         pg_appmsg *m = c->appq;
         c->appq = m->next;
-        blk_free(m, offsetof(pg_appmsg, data) + m->cap);
+        if (m->batch) pg_free(m); /* batches grow by realloc: not cache material */
+        else blk_free(m, offsetof(pg_appmsg, data) + m->cap);
     }
     c->appq_tail = NULL;
     c->app_off = c->app_unit_end = 0;
@@ -3169,7 +3170,8 @@ static void app_sent(pg_conn *c)
     if (!c->appq) c->appq_tail = NULL;
     c->app_off = 0;
     c->app_queued -= m->counted;
-    blk_free(m, offsetof(pg_appmsg, data) + m->cap);
+    if (m->batch) pg_free(m);
+    else blk_free(m, offsetof(pg_appmsg, data) + m->cap);
     if (c->want_ready && c->app_queued <= c->app_limit / 2 && c->graph && c->state == CS_CONNECTED) {
         PEER_GRAPH_EVENT_DATA e;
         c->want_ready = 0;
@@ -3288,6 +3290,71 @@ static int app_enqueue(pg_conn *c, const GUID *t, const uint8_t *d, size_t cb, U
     else c->appq = m;
     c->appq_tail = m;
     *added = m->counted;
+    return 1;
+}
+
+#define APP_DIRECT_FRAMES 128 /* a message of up to this many frames may skip the queue */
+
+/* With nothing queued, a big message goes straight from the caller's buffer
+ * in one gather write (frame and PT2PT headers interleaved); only what the
+ * socket does not take is copied into the queue.  Returns 0 when it does not
+ * apply (the caller queues as usual), 1 when done. */
+static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t cb)
+{
+    static uint8_t hb[APP_DIRECT_FRAMES][34];
+    static PEER_NET_BUF iov[2 * APP_DIRECT_FRAMES];
+    size_t unit, len = app_framed_len(c, cb, &unit), off = 0, nf = 0, nb = 0;
+    long k;
+    ULONG added;
+    if (!SHIM->pfnSendV || c->appq || conn_has_output(c) || len <= APP_SMALL) return 0;
+    if ((c->ext & EXT_FRAGMENT) && 28 + cb > PEER_FRAME_SEND_SIZE) {
+        while (off < cb) {
+            size_t hdr = off ? 28 : FRAG_FIRST_HDR, kk = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
+            if (nf == APP_DIRECT_FRAMES) return 0;
+            put16(hb[nf], (unsigned)(hdr + kk));
+            pt2pt_header(hb[nf] + 2, hdr + kk, (unsigned)hdr, off + kk < cb ? FRAG_MORE : 0, t);
+            if (!off) put32(hb[nf] + 2 + 28, (uint32_t)cb);
+            iov[nb].pv = hb[nf];
+            iov[nb++].cb = (ULONG)(2 + hdr);
+            iov[nb].pv = d + off;
+            iov[nb++].cb = (ULONG)kk;
+            nf++;
+            off += kk;
+        }
+    } else {
+        size_t msz = 28 + cb, done = 0;
+        while (done < msz) {
+            size_t kk = msz - done > PEER_FRAME_SEND_SIZE ? PEER_FRAME_SEND_SIZE : msz - done;
+            if (nf == APP_DIRECT_FRAMES) return 0;
+            put16(hb[nf], (unsigned)kk);
+            if (!done) {
+                pt2pt_header(hb[nf] + 2, msz, 28, 0, t);
+                iov[nb].pv = hb[nf];
+                iov[nb++].cb = 30;
+                iov[nb].pv = d;
+                iov[nb++].cb = (ULONG)(kk - 28);
+            } else {
+                iov[nb].pv = hb[nf];
+                iov[nb++].cb = 2;
+                iov[nb].pv = d + done - 28;
+                iov[nb++].cb = (ULONG)kk;
+            }
+            nf++;
+            done += kk;
+        }
+    }
+    k = SHIM->pfnSendV(SHIM->pvContext, c->s, iov, (ULONG)nb);
+    if (k == PEER_NET_WOULDBLOCK) k = 0;
+    if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return 1; }
+    if ((size_t)k >= len) return 1;
+    /* the rest waits in the queue, continuing where the socket stopped */
+    if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return 1; }
+    c->app_queued += added;
+    c->app_off = (size_t)k;
+    if (k % c->appq->unit) {
+        size_t e = ((size_t)k / c->appq->unit + 1) * c->appq->unit;
+        c->app_unit_end = e < len ? e : len; /* never cut a unit */
+    }
     return 1;
 }
 
@@ -6672,13 +6739,19 @@ HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *
         c->want_ready = 1;
         return PEER_E_SEND_QUEUE_FULL;
     }
+    /* The first message after a service goes out at once (latency); more in
+     * the same round wait for the next service and share its writes.  A big
+     * one with nothing queued before it is written from pvData directly. */
+    if (c->app_epoch != L.epoch && app_send_direct(c, pType, (const uint8_t *)pvData, cbData)) {
+        c->app_epoch = L.epoch;
+        finish_call();
+        return S_OK;
+    }
     {
         ULONG added;
         if (!app_enqueue(c, pType, (const uint8_t *)pvData, cbData, &added)) return E_OUTOFMEMORY;
         c->app_queued += added;
     }
-    /* The first message after a service goes out at once (latency); more in
-     * the same round wait for the next service and share its writes. */
     if (c->app_epoch != L.epoch) {
         c->app_epoch = L.epoch;
         conn_try_send(c);

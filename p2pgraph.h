@@ -500,6 +500,12 @@ HRESULT PeerGraphSetPollCallback(void (*pfn)(PVOID pvContext, PEER_SOCKET s, DWO
 #define PEER_NET_WOULDBLOCK (-1L)
 #define PEER_NET_FAILED     (-2L)
 
+/* One piece of a gather write (pfnSendV). */
+typedef struct peer_net_buf_tag {
+    const void *pv;
+    ULONG cb;
+} PEER_NET_BUF;
+
 typedef struct peer_net_shim_tag {
     DWORD dwSize;   /* sizeof(PEER_NET_SHIM) */
     PVOID pvContext;/* passed to every function */
@@ -545,6 +551,10 @@ typedef struct peer_net_shim_tag {
     ULONGLONG (*pfnUtcNow)(PVOID pvContext);
     /* Fill pv with cb unpredictable bytes. */
     HRESULT (*pfnRandom)(PVOID pvContext, void *pv, ULONG cb);
+    /* Optional (may be NULL): pfnSend over cBufs pieces in order, as one
+     * gather write (sendmsg / WSASend).  Lets big SendData messages go out
+     * without being copied first.  Same results as pfnSend. */
+    long (*pfnSendV)(PVOID pvContext, PEER_SOCKET s, const PEER_NET_BUF *pBufs, ULONG cBufs);
 } PEER_NET_SHIM;
 
 /* The platform's shim (net_posix.c or net_win32.c). */
@@ -841,6 +851,11 @@ HRESULT PeerGraphOpenDirectConnection(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADD
  * to the sender) once PEER_MAX_INCOMING_DATA bytes wait in a registration.
  * Large messages are cut into 16 KB pieces between p2pgraph nodes so that
  * records and sync on the same neighbor link are not held up (PROTOCOL.md).
+ * Writes: the first SendData on a connection after a PeerGraphService is
+ * written at once (a big one straight from pvData when nothing is queued);
+ * further ones in the same round are queued and go out together at the next
+ * PeerGraphService, small ones sharing one write.  Host loops that call
+ * SendData many times per frame thus make few system calls.
  * Returns S_OK; E_INVALIDARG (NULL pType, the Ping type, NULL pvData with
  * cbData > 0, cbData > PEER_MAX_DATA_SIZE); PEER_E_SEND_QUEUE_FULL (nothing
  * queued: retry after PEER_GRAPH_EVENT_SEND_READY or when

@@ -729,6 +729,31 @@ static long fn_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
     return (long)n;
 }
 
+/* A gather write: the pieces in order, as one pfnSend would take them (the
+ * max_io limit applies to the whole call). */
+static long fn_sendv(PVOID pvContext, PEER_SOCKET s, const PEER_NET_BUF *pBufs, ULONG cBufs)
+{
+    long total = 0;
+    size_t budget = g_maxIo != 0 ? g_maxIo : (size_t)-1;
+    ULONG i;
+    for (i = 0; i < cBufs && budget; i++) {
+        ULONG cb = pBufs[i].cb;
+        long k;
+        if (cb == 0)
+            continue;
+        if (cb > budget)
+            cb = (ULONG)budget;
+        k = fn_send(pvContext, s, pBufs[i].pv, cb);
+        if (k < 0)
+            return total ? total : k;
+        total += k;
+        budget -= (size_t)k;
+        if ((ULONG)k < pBufs[i].cb)
+            break;
+    }
+    return total ? total : PEER_NET_WOULDBLOCK;
+}
+
 static long fn_recv(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb)
 {
     fn_ep *ep = lookup_stream(s, FN_OWN_LIB);
@@ -853,6 +878,7 @@ static const PEER_NET_SHIM g_shim = {
     .pfnTickCount = fn_tick_count,
     .pfnUtcNow = fn_utc_now,
     .pfnRandom = fn_random,
+    .pfnSendV = fn_sendv,
 };
 
 const PEER_NET_SHIM *fake_net_shim(void)

@@ -34,6 +34,8 @@
  *   - pfnSend: PEER_NET_FAILED once the peer closed or was reset, or after our
  *     own pfnShutdownSend; PEER_NET_WOULDBLOCK when the peer's receive buffer
  *     is at the send capacity.
+ *   - pfnSendV: the pieces in order, as pfnSend would take them, stopping at
+ *     the first short write (max_io limits the whole call).
  *   - pfnClose: the peer reads EOF (orderly).  Closing a listener resets the
  *     clients of connections still waiting in its backlog.
  *   - pfnWait never blocks, never sleeps and never moves the clock.  A wanted
