@@ -498,6 +498,7 @@ struct pg_graph {
     uint8_t presence_id[16];
     int have_presence_id;
     ULONGLONG maint_deadline, presence_deadline;
+    ULONGLONG maint_retry;  /* a failed attempt below the minimum: try another then */
     int maint_due;         /* run graph maintenance at the next service */
     ULONG maint_connected_ms, maint_idle_ms; /* the Graph Maintenance timer */
 };
@@ -2915,6 +2916,10 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (!g) return;
     if (!c->direct && (c->state == CS_CONNECTED || (c->outbound && !graph_conn_count(g, 1))))
         graph_poke_maintenance(g); /* a neighbor lost, or an attempt failed while we have none */
+    else if (!c->direct && c->outbound && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS && g->maint_retry == PEER_NO_DEADLINE) {
+        g->maint_retry = L.now + PEER_MAINT_RETRY_MS; /* below the minimum: another candidate soon */
+        wake_at(g->maint_retry);
+    }
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
     conn_set_graph(c, NULL); /* no further events about it */
@@ -5723,9 +5728,14 @@ static void graph_maintenance_timers(pg_graph *g)
         g->presence_deadline = PEER_NO_DEADLINE;
         presence_maintain(g, 1);
     }
+    if (g->maint_retry <= L.now) {
+        g->maint_retry = PEER_NO_DEADLINE;
+        g->maint_due = 1;
+    }
     if (g->maint_deadline <= L.now) graph_maintain(g, 1);
     else if (g->maint_due) graph_maintain(g, 0);
     wake_at(g->maint_deadline);
+    wake_at(g->maint_retry);
     wake_at(g->presence_deadline);
 }
 
@@ -6233,7 +6243,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->presence_max = (ULONG)-1;
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
-    g->maint_deadline = g->presence_deadline = PEER_NO_DEADLINE;
+    g->maint_deadline = g->presence_deadline = g->maint_retry = PEER_NO_DEADLINE;
     g->maint_connected_ms = PEER_MAINT_CONNECTED_MS;
     g->maint_idle_ms = PEER_MAINT_IDLE_MS;
     wake_at(0); /* first expiry pass */

@@ -415,6 +415,7 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_DB_SYNC_MS              100u   /* a database change is fsynced within this (see PeerGraphService) */
 #define PEER_MAINT_CONNECTED_MS      300000u /* Graph Maintenance timer with neighbors ([MS-PPGRH] 3.1.2) */
 #define PEER_MAINT_IDLE_MS           30000u  /* ... and without */
+#define PEER_MAINT_RETRY_MS          1000u   /* below the minimum, a failed attempt is followed by another after this */
 
 /* ------------------------------------------------------------------------- */
 /* Host-driven I/O                                                            */

