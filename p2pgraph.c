@@ -1066,6 +1066,9 @@ static int guid_is_internal(const uint8_t *t)
     return t[0] == 0 && t[1] == 0 && t[3] == 0 && (t[2] >= 1 && t[2] <= 4) && !memcmp(t + 4, z, 12);
 }
 
+/* Presence records ({00000400-...}) live in memory only (3.1.4.2). */
+static int rec_is_presence(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 4 && guid_is_internal(type); }
+
 /* high64(MD5(creator)) XOR low64(...), the record ID's upper half. */
 static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
 {
@@ -2507,7 +2510,7 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
     for (i = 0; i < g->rec_cap; i++) {
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext)
-            if (!log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
+            if (!rec_is_presence(r->wire) && !log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
     }
     return 1;
 }
@@ -2908,6 +2911,8 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
 }
 
 static void graph_poke_maintenance(pg_graph *g);
+static void graph_schedule_maintenance(pg_graph *g);
+static void presence_maintain(pg_graph *g, int timer);
 
 /* Tells the application how a connection of its graph ended, once. */
 static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
@@ -3788,7 +3793,7 @@ static void graph_set_synchronized(pg_graph *g)
     g->synchronized = 1;
     db_save(g, 0); /* best effort: a lost write only means Open will sync again */
     graph_update_status(g);
-    graph_poke_maintenance(g); /* presence can be published now */
+    presence_maintain(g, 0); /* presence can be published now */
 }
 
 /* Peer time from WELCOME (digest 5.4 step 6). */
@@ -3871,7 +3876,7 @@ static void conn_become_connected(pg_conn *c)
     c->neighbor_seq = ++g->neighbor_seq;
     if (!c->direct) {
         g->n_neighbors_ever++;
-        graph_poke_maintenance(g); /* first WELCOME; presence addresses may change */
+        graph_schedule_maintenance(g); /* first WELCOME: once the sync has brought the presence records */
     }
     emit_conn(g, c, PEER_CONNECTED, S_OK, 0);
     graph_update_status(g);
@@ -4171,7 +4176,6 @@ static void emit_record(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *
 
 static void graph_arm_expiry(pg_graph *g, uint64_t expires);
 static void graph_info_received(pg_graph *g, const rec_view *v);
-static int rec_is_presence(const uint8_t *type);
 static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len);
 
 /* Sends a FLOOD of r on every CONNECTED neighbor link except `except`. */
@@ -4210,7 +4214,8 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
         rec_parse(old->wire, old->len, &ov);
         hadLive = !(ov.flags & RF_DELETED) && ov.expires > peer_time(g);
     }
-    hr = log_append(g, LE_REC, wire, len, durable);
+    /* presence records are never loaded again (3.1.4.2): not worth a write */
+    hr = rec_is_presence(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
     /* a deleted presence carries no payload: the node it names is in the old one */
     if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, old->wire, old->len);
@@ -5001,7 +5006,7 @@ static void graph_expire(pg_graph *g)
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
-                log_append(g, LE_DROP, r->id, 16, 0);
+                if (!rec_is_presence(type)) log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
                 if (notify && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
                 pg_free(r);
@@ -5384,7 +5389,6 @@ typedef struct presence_view {
     const uint8_t *addrs;   /* 32 bytes each */
 } presence_view;
 
-static int rec_is_presence(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 4 && guid_is_internal(type); }
 
 static int presence_parse(const rec_view *v, presence_view *pv)
 {
@@ -5588,7 +5592,7 @@ static void node_event(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *
     pg_free(peer);
     /* a node we could connect to appeared while we are short of neighbors */
     if (ct == PEER_RECORD_ADDED && g->n_neighbors_ever && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS)
-        graph_poke_maintenance(g);
+        graph_schedule_maintenance(g);
 }
 
 /* Called by graph_store / graph_expire for every presence record change. */
@@ -5602,6 +5606,13 @@ static void graph_poke_maintenance(pg_graph *g)
 {
     g->maint_due = 1;
     wake_at(L.now);
+}
+
+/* Maintenance soon (PEER_MAINT_RETRY_MS), not inside the current burst. */
+static void graph_schedule_maintenance(pg_graph *g)
+{
+    if (g->maint_retry > L.now + PEER_MAINT_RETRY_MS) g->maint_retry = L.now + PEER_MAINT_RETRY_MS;
+    wake_at(g->maint_retry);
 }
 
 /* A candidate for a new neighbor: a node of a presence record or a referral
@@ -6394,6 +6405,8 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
     /* tell the nodes we connected to where we can now be reached (U=1) */
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead && c->state == CS_CONNECTED && c->outbound && !c->direct) send_connect(c, 1);
+    presence_maintain(g, 0);       /* listening start: our presence */
+    graph_schedule_maintenance(g); /* ... and graph maintenance */
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead && conn_has_output(c)) conn_try_send(c);
     graph_update_status(g);
@@ -6435,7 +6448,7 @@ HRESULT PeerGraphConnect(HGRAPH hGraph, PCWSTR pwzPeerId, PPEER_ADDRESS pAddress
     c = graph_start_connect(g, pwzPeerId, &pAddress->sin6, 0, 0, &hr);
     if (!c) { finish_call(); return hr; }
     *pullConnectionId = c->id;
-    graph_poke_maintenance(g); /* arms the Graph Maintenance timer */
+    graph_schedule_maintenance(g); /* arms the Graph Maintenance timer */
     finish_call();
     return S_OK;
 }
