@@ -334,7 +334,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_FRAGMENT 0x04 /* PT2PT data above one frame goes as 16 KB fragments */
 #define EXT_SYNC_NOACK 0x08 /* the initiator does not ACK FLOODs while its sync runs */
 #define EXT_BATCH    0x10 /* sync answers travel as compact BATCH messages */
-#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH)
+#define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive Pings, silence = dead */
+#define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH | EXT_FAST)
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define APP_BURST     65536u /* application data written in one go when no graph message waits */
@@ -433,6 +434,7 @@ typedef struct pg_conn {
     size_t in_cap;          /* bytes allocated for in_ev */
     struct pg_conn *dnext;  /* L.dirty list */
     int dirty;
+    ULONGLONG last_rx, last_tx; /* fast profile: keepalive and silence */
 } pg_conn;
 
 struct pg_listener {
@@ -501,6 +503,7 @@ struct pg_graph {
     ULONGLONG maint_retry;  /* a failed attempt below the minimum: try another then */
     int maint_due;         /* run graph maintenance at the next service */
     ULONG maint_connected_ms, maint_idle_ms; /* the Graph Maintenance timer */
+    PEER_MAINTENANCE_PROFILE profile;
 };
 
 typedef struct pg_enum pg_enum;
@@ -3002,6 +3005,7 @@ static void conn_try_send(pg_conn *c)
             return;
         }
         if (c->state == CS_CLOSING) conn_set_deadline(c, L.now + PEER_LINGER_MS); /* progress: keep lingering */
+        c->last_tx = L.now;
         if (!app) { buf_consume(&c->tx, (size_t)k); continue; }
         c->app_off += (size_t)k;
         if (c->app_off < c->app_unit_end) continue;
@@ -3509,6 +3513,22 @@ static void pt2pt_data(pg_conn *c, const uint8_t *p, size_t n)
 static void graph_set_synchronized(pg_graph *g);
 static void sync_hash_start(pg_conn *c);
 
+/* Fast profile on a neighbor link: wake up for the next keepalive Ping, or
+ * when the link would have been silent too long (only if both sides keep
+ * alive: EXT_FAST). */
+static void conn_arm_keepalive(pg_conn *c)
+{
+    ULONGLONG d;
+    if (!c->graph || c->graph->profile != PEER_MAINTENANCE_FAST || c->direct || c->state != CS_CONNECTED) {
+        if (c->state == CS_CONNECTED) c->deadline = PEER_NO_DEADLINE;
+        return;
+    }
+    d = c->last_tx + PEER_FAST_KEEPALIVE_MS;
+    if ((c->ext & EXT_FAST) && c->last_rx + PEER_FAST_DEAD_MS < d) d = c->last_rx + PEER_FAST_DEAD_MS;
+    if (d <= L.now) d = L.now + 1;
+    conn_set_deadline(c, d);
+}
+
 /* Addresses this node tells others it listens on, as seen through socket c:
  * the bound address, or c's local address with the listen port when bound to
  * the unspecified address. */
@@ -3642,8 +3662,8 @@ static void send_auth_info(pg_conn *c)
     if (!m) { conn_abort(c, E_OUTOFMEMORY); return; }
     msg_header(m, size, MT_AUTH_INFO);
     m[8] = (uint8_t)(c->direct ? 2 : 1);
-    m[9] = EXT_ALL;
-    c->ext = EXT_ALL; /* narrowed by the WELCOME's answer */
+    c->ext = EXT_ALL & (g->profile == PEER_MAINTENANCE_FAST ? ~0u : ~(unsigned)EXT_FAST); /* narrowed by the WELCOME */
+    m[9] = (uint8_t)c->ext;
     put16(m + 10, 16);
     put16(m + 12, (unsigned)(16 + lg));
     put16(m + 14, (unsigned)(16 + lg + lp));
@@ -3873,6 +3893,8 @@ static void conn_become_connected(pg_conn *c)
     pg_graph *g = c->graph;
     c->state = CS_CONNECTED;
     c->deadline = PEER_NO_DEADLINE;
+    c->last_rx = c->last_tx = L.now;
+    conn_arm_keepalive(c);
     c->neighbor_seq = ++g->neighbor_seq;
     if (!c->direct) {
         g->n_neighbors_ever++;
@@ -3927,6 +3949,7 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
     }
     conn_set_graph(c, match);
     conn_unpend(c);
+    if (match->profile != PEER_MAINTENANCE_FAST) c->ext &= ~(unsigned)EXT_FAST;
     c->direct = type == 2;
     c->remote_peer = src;
     src = NULL;
@@ -5304,6 +5327,7 @@ static void conn_on_readable(pg_conn *c, int drain)
             return;
         }
         total += (size_t)k;
+        c->last_rx = L.now;
         conn_feed(c, buf, (size_t)k);
         /* With readiness from the host (level-triggered), a short read means
          * drained for now: the socket is reported again if more arrives. */
@@ -5867,6 +5891,19 @@ static void conn_on_timer(pg_conn *c)
         return;
     case CS_CLOSING:
         conn_kill(c);
+        return;
+    case CS_CONNECTED:
+        if (c->graph && c->graph->profile == PEER_MAINTENANCE_FAST && !c->direct) {
+            if ((c->ext & EXT_FAST) && L.now >= c->last_rx + PEER_FAST_DEAD_MS) {
+                conn_abort(c, PEER_E_TIMEOUT); /* silent: gone (the graph repairs at once) */
+                return;
+            }
+            if (L.now >= c->last_tx + PEER_FAST_KEEPALIVE_MS) {
+                send_ping(c);
+                c->last_tx = L.now; /* queued now, written by this service */
+            }
+        }
+        conn_arm_keepalive(c);
         return;
     default:
         c->deadline = PEER_NO_DEADLINE;
@@ -6793,6 +6830,26 @@ HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
     if (!c || !c->direct || c->state == CS_CLOSING) return PEER_E_CONNECTION_NOT_FOUND;
     if (c->state == CS_CONNECTED) conn_disconnect(c, DISC_APP, S_OK);
     else conn_abort(c, E_ABORT);
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE profile)
+{
+    pg_graph *g;
+    pg_conn *c;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (profile != PEER_MAINTENANCE_COMPAT && profile != PEER_MAINTENANCE_FAST) return E_INVALIDARG;
+    g->profile = profile;
+    g->maint_connected_ms = profile == PEER_MAINTENANCE_FAST ? PEER_FAST_MAINT_MS : PEER_MAINT_CONNECTED_MS;
+    g->maint_idle_ms = profile == PEER_MAINTENANCE_FAST ? PEER_FAST_MAINT_IDLE_MS : PEER_MAINT_IDLE_MS;
+    if (g->maint_deadline != PEER_NO_DEADLINE && g->maint_deadline > L.now + g->maint_connected_ms) {
+        g->maint_deadline = L.now + g->maint_idle_ms;
+        wake_at(g->maint_deadline);
+    }
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead) conn_arm_keepalive(c); /* links made before keep their capability bits */
     finish_call();
     return S_OK;
 }

@@ -204,6 +204,13 @@ typedef enum peer_graph_property_flags_tag {
     PEER_GRAPH_PROPERTY_DEFER_EXPIRATION = 0x0002
 } PEER_GRAPH_PROPERTY_FLAGS;
 
+/* p2pgraph extension: how fast the graph maintains itself (see
+ * PeerGraphSetMaintenanceProfile). */
+typedef enum peer_maintenance_profile_tag {
+    PEER_MAINTENANCE_COMPAT = 0, /* MS-PPGRH timers (the default) */
+    PEER_MAINTENANCE_FAST = 1    /* seconds, not minutes (PROTOCOL.md section 4, bit 0x20) */
+} PEER_MAINTENANCE_PROFILE;
+
 typedef enum peer_graph_scope_tag {
     PEER_GRAPH_SCOPE_ANY = 0,
     PEER_GRAPH_SCOPE_GLOBAL = 1,
@@ -416,6 +423,10 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_MAINT_CONNECTED_MS      300000u /* Graph Maintenance timer with neighbors ([MS-PPGRH] 3.1.2) */
 #define PEER_MAINT_IDLE_MS           30000u  /* ... and without */
 #define PEER_MAINT_RETRY_MS          1000u   /* below the minimum, a failed attempt is followed by another after this */
+#define PEER_FAST_MAINT_MS           2000u   /* fast profile: Graph Maintenance timer with neighbors */
+#define PEER_FAST_MAINT_IDLE_MS      1000u   /* ... and without */
+#define PEER_FAST_KEEPALIVE_MS       500u    /* ... a Ping on a neighbor link idle this long */
+#define PEER_FAST_DEAD_MS            2000u   /* ... a link to a fast node silent this long is dead */
 
 /* ------------------------------------------------------------------------- */
 /* Host-driven I/O                                                            */
@@ -879,6 +890,20 @@ HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *
  * or already closed); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId);
+
+/*
+ * PeerGraphSetMaintenanceProfile (p2pgraph extension): PEER_MAINTENANCE_COMPAT
+ * (default) runs graph maintenance on MS-PPGRH's timers (300 s, 30 s alone) and
+ * learns of a dead neighbor only from TCP.  PEER_MAINTENANCE_FAST runs it every
+ * PEER_FAST_MAINT_MS (PEER_FAST_MAINT_IDLE_MS alone), sends a Ping on a neighbor
+ * link idle for PEER_FAST_KEEPALIVE_MS, and when the other node runs the fast
+ * profile too (agreed in the handshake) closes a link silent for
+ * PEER_FAST_DEAD_MS (NEIGHBOR_CONNECTION PEER_DISCONNECTED, PEER_E_TIMEOUT) and
+ * refills the neighbor set at once.  Set it before Listen/Connect so every
+ * link agrees on it.  Returns S_OK; E_INVALIDARG; PEER_E_INVALID_GRAPH;
+ * PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE profile);
 
 /*
  * PeerGraphSetDataQueueLimit (p2pgraph extension): the application-data queue

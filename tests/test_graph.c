@@ -247,11 +247,116 @@ static void test_hundred_nodes_through_one_seed(void **st)
     tu_pump(3, 3000);
 }
 
+/* Fast profile against a raw peer: Pings keep an idle link alive; a peer
+ * that agreed to the fast profile (capability 0x20) and falls silent is
+ * dropped after PEER_FAST_DEAD_MS with PEER_E_TIMEOUT; a plain peer that
+ * stays silent is not. */
+static void fast_case(unsigned ext, int expectDrop)
+{
+    HGRAPH h = tu_create(L"G", L"A");
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    HPEEREVENT e;
+    PEER_ADDRESS la;
+    PEER_SOCKET s;
+    static rxbuf rb;
+    static msg m;
+    int pings = 0, i;
+    PPEER_GRAPH_EVENT_DATA d;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, (PEER_MAINTENANCE_PROFILE)7), E_INVALIDARG);
+    la = tu_listen(h);
+    s = fake_net_raw_connect(&la.sin6);
+    memset(&rb, 0, sizeof rb);
+    m_auth(&m, 1, ext, "G", "Raw", "A");
+    send_msg(s, &m);
+    m_connect(&m, 0x01, 0x4242, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s, &rb, &m) > 0);
+    assert_int_equal(m.b[5], 3);                    /* WELCOME */
+    assert_int_equal(m.b[25], ext & 0x3f);          /* the fast bit is agreed (we run fast) */
+    d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    PeerGraphFreeData(d);
+    /* 1.9 s of silence from the peer: we keep pinging, the link stays */
+    for (i = 0; i < 19; i++) {
+        tu_pump(1, 100);
+        while (recv_msg(s, &rb, &m) > 0)
+            if (m.b[5] == 0x0D && m.n == 28) pings++;
+    }
+    assert_true(pings >= 3);
+    assert_null(tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION));
+    /* past PEER_FAST_DEAD_MS */
+    tu_pump(3, 100);
+    d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    if (expectDrop) {
+        assert_non_null(d);
+        assert_int_equal(d->connectionChangeData.status, PEER_DISCONNECTED);
+        assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, PEER_E_TIMEOUT);
+        PeerGraphFreeData(d);
+    } else {
+        assert_null(d);
+        tu_pump(30, 100);
+        assert_null(tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION));
+        assert_int_equal(tu_neighbors(h), 1);
+    }
+    fake_net_raw_close(s);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_pump(2, 10);
+}
+
+static void test_fast_profile_keepalive(void **st)
+{
+    (void)st;
+    fast_case(0x3f, 1);
+    fast_case(0x1f, 0);
+}
+
+/* Fast profile between library nodes: idle links survive on Pings; when a
+ * node closes, its neighbors refill from presence within seconds. */
+static void test_fast_profile_mesh(void **st)
+{
+    HGRAPH g[8];
+    PEER_ADDRESS seed;
+    int i, k;
+    (void)st;
+    g[0] = tu_create(L"F", L"f0");
+    assert_int_equal(PeerGraphSetMaintenanceProfile(g[0], PEER_MAINTENANCE_FAST), S_OK);
+    seed = tu_listen(g[0]);
+    for (i = 1; i < 8; i++) {
+        wchar_t p[8];
+        swprintf(p, 8, L"f%d", i);
+        g[i] = tu_open(L"F", p);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(g[i], PEER_MAINTENANCE_FAST), S_OK);
+        join(g[i], &seed);
+    }
+    for (k = 0; k < 100; k++) tu_pump(1, 100); /* 10 s: fast maintenance settles, links idle */
+    for (i = 0; i < 8; i++) {
+        ULONG n = tu_neighbors(g[i]);
+        assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
+        assert_int_equal(count_nodes(g[i], NULL), 8);
+    }
+    /* the seed leaves: within 5 s everyone is back at two neighbors or more */
+    assert_int_equal(PeerGraphClose(g[0]), S_OK);
+    for (k = 0; k < 50; k++) tu_pump(1, 100);
+    for (i = 1; i < 8; i++) {
+        ULONG n = tu_neighbors(g[i]);
+        assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
+        assert_int_equal(count_nodes(g[i], NULL), 7);
+    }
+    for (i = 1; i < 8; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+    tu_pump(3, 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_presence_and_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hundred_nodes_through_one_seed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
