@@ -337,6 +337,7 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive Pings, silence = dead */
 #define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH | EXT_FAST)
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
+#define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define APP_BURST     65536u /* application data written in one go when no graph message waits */
 #define APP_BATCH_MAX 65536u /* small messages share buffers up to this size */
@@ -881,6 +882,7 @@ struct pg_rec {
     uint8_t id[16];    /* wire form */
     uint32_t version;
     uint8_t flags;
+    uint8_t departed;  /* a presence whose node was announced dead (fast profile; local only) */
     uint64_t expires, modified;
     uint32_t len;
     uint8_t wire[1];   /* len bytes */
@@ -1199,6 +1201,7 @@ static pg_rec *rec_new(const uint8_t *wire, size_t len)
     memcpy(r->id, v.id, 16);
     r->version = v.version;
     r->flags = v.flags;
+    r->departed = 0;
     r->expires = v.expires;
     r->modified = v.modified;
     r->hnext = NULL;
@@ -2915,6 +2918,8 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
 
 static void graph_poke_maintenance(pg_graph *g);
 static void graph_schedule_maintenance(pg_graph *g);
+static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from);
+static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
 
 /* Tells the application how a connection of its graph ended, once. */
@@ -2930,6 +2935,9 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     }
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
+    if (c->state == CS_CONNECTED && !c->direct && g->profile == PEER_MAINTENANCE_FAST &&
+        (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED))
+        graph_node_departed(g, c->remote_node, c); /* died, not left: tell the graph */
     conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
@@ -4235,7 +4243,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     old = rec_find(g, v.id);
     if (old) {
         rec_parse(old->wire, old->len, &ov);
-        hadLive = !(ov.flags & RF_DELETED) && ov.expires > peer_time(g);
+        hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
     }
     /* presence records are never loaded again (3.1.4.2): not worth a write */
     hr = rec_is_presence(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
@@ -5031,7 +5039,7 @@ static void graph_expire(pg_graph *g)
                 g->rec_bytes -= r->len;
                 if (!rec_is_presence(type)) log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
-                if (notify && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
+                if (notify && !r->departed && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
                 pg_free(r);
                 continue;
             }
@@ -5182,7 +5190,8 @@ static HRESULT graph_refresh(pg_graph *g, pg_rec *r)
 static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
 {
     int type = m[5];
-    if (m[4] != PEER_VERSION_BYTE || ((type < MT_AUTH_INFO || type > MT_ACK) && !(type == MT_BATCH && (c->ext & EXT_BATCH)))) {
+    if (m[4] != PEER_VERSION_BYTE || ((type < MT_AUTH_INFO || type > MT_ACK) && !(type == MT_BATCH && (c->ext & EXT_BATCH)) &&
+                                      !(type == MT_DEPARTED && (c->ext & EXT_FAST)))) {
         conn_abort(c, PEER_E_PROTOCOL_ERROR);
         return;
     }
@@ -5242,6 +5251,7 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
         on_ack(c, m, size);
         break;
     case MT_BATCH: on_batch(c, m, size); break;
+    case MT_DEPARTED: on_departed(c, m, size); break;
     case MT_ADVERTISE: on_advertise(c, m, size); break;
     case MT_REQUEST: on_request(c, m, size); break;
     default: /* AUTH_INFO, WELCOME, REFUSE on an established link */
@@ -5565,7 +5575,7 @@ static ULONG presence_count(const pg_graph *g)
     for (i = 0; i < g->rec_cap; i++) {
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext)
-            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now) n++;
+            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now) n++;
     }
     return n;
 }
@@ -5632,6 +5642,41 @@ static void graph_poke_maintenance(pg_graph *g)
     wake_at(L.now);
 }
 
+static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
+
+/* Fast profile: `node` was found dead (by us, or by the neighbor `from`).
+ * Its presence stops counting here (NODE_CHANGED DISCONNECTED) and the news
+ * goes on to our fast neighbors; a node that hears it about itself answers
+ * with a fresh presence.  A node we still have a link to is not dead. */
+static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from)
+{
+    rec_view v;
+    presence_view pv;
+    pg_rec *r;
+    pg_conn *c;
+    uint8_t m[16];
+    if (node == g->node_id) { /* we are alive: say so */
+        if (presence_own(g)) presence_publish(g);
+        return;
+    }
+    for (c = g->conns; c; c = c->gnext)
+        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && c->remote_node == node) return;
+    r = (pg_rec *)presence_of_node(g, node, &v, &pv);
+    if (!r) return; /* unknown, or already gone: the news stops here */
+    r->departed = 1;
+    node_event(g, PEER_RECORD_DELETED, &v);
+    msg_header(m, 16, MT_DEPARTED);
+    put64(m + 8, node);
+    for (c = g->conns; c; c = c->gnext)
+        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST)) conn_send(c, m, 16);
+}
+
+static void on_departed(pg_conn *c, const uint8_t *m, size_t size)
+{
+    if (!(c->ext & EXT_FAST) || c->direct || size < 16) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+    graph_node_departed(c->graph, get64(m + 8), c);
+}
+
 /* Maintenance soon (PEER_MAINT_RETRY_MS), not inside the current burst. */
 static void graph_schedule_maintenance(pg_graph *g)
 {
@@ -5668,7 +5713,7 @@ static int graph_connect_random(pg_graph *g)
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
             if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (n == cap) {
@@ -5815,8 +5860,8 @@ static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_vie
     for (i = 0; i < g->rec_cap; i++) {
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext)
-            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now && rec_parse(r->wire, r->len, v) &&
-                presence_parse(v, pv) && pv->node == node)
+            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now &&
+                rec_parse(r->wire, r->len, v) && presence_parse(v, pv) && pv->node == node)
                 return r;
     }
     return NULL;
@@ -7210,7 +7255,7 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext) {
             rec_view v;
-            if ((r->flags & RF_DELETED) || r->expires <= now) continue;
+            if ((r->flags & RF_DELETED) || r->expires <= now || r->departed) continue;
             if (type ? memcmp(r->wire, tw, 16) != 0 : guid_is_internal(r->wire)) continue;
             rec_parse(r->wire, r->len, &v);
             if (creator && !u16_eq(v.creator, v.n_creator, creator)) continue;

@@ -49,6 +49,7 @@ struct fn_ep {
 /* All state; zero-initialised equals the state after fake_net_reset(). */
 static fn_ep **g_eps;
 static size_t g_cEps, g_capEps;
+static unsigned short g_silentPort; /* fake_net_silence_port */
 static ULONGLONG g_now;
 static ULONG g_maxIo;
 static ULONG g_sendCap;
@@ -716,6 +717,8 @@ static long fn_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
         return PEER_NET_FAILED;
     if (g_maxIo != 0 && n > g_maxIo)
         n = g_maxIo;
+    if (g_silentPort && (fake_net_port(&ep->local) == g_silentPort || fake_net_port(&ep->peer->local) == g_silentPort))
+        return (long)n; /* a silenced node: the bytes vanish */
     if (g_sendCap != 0) {
         if (ep->peer->len >= g_sendCap)
             return PEER_NET_WOULDBLOCK;
@@ -765,6 +768,8 @@ static long fn_recv(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb)
         return PEER_NET_WOULDBLOCK;
     if (ep->conn == FN_REFUSED || ep->reset)
         return PEER_NET_FAILED;
+    if (g_silentPort && fake_net_port(&ep->local) == g_silentPort)
+        return PEER_NET_WOULDBLOCK;
     if (ep->len == 0)
         return ep->eof ? 0 : PEER_NET_WOULDBLOCK;
     if (g_maxIo != 0 && n > g_maxIo)
@@ -881,6 +886,11 @@ static const PEER_NET_SHIM g_shim = {
     .pfnSendV = fn_sendv,
 };
 
+void fake_net_silence_port(unsigned short port)
+{
+    g_silentPort = port;
+}
+
 const PEER_NET_SHIM *fake_net_shim(void)
 {
     return &g_shim;
@@ -893,6 +903,7 @@ const PEER_NET_SHIM *fake_net_shim(void)
 void fake_net_reset(void)
 {
     size_t i;
+    g_silentPort = 0;
     for (i = 0; i < g_cEps; i++)
         if (g_eps[i] != NULL)
             ep_free_memory(g_eps[i]);

@@ -79,6 +79,13 @@ ULONGLONG fake_net_now(void);
 /* Moves the clock forward by ms. */
 void fake_net_advance(ULONGLONG ms);
 
+/* ---- failures ---------------------------------------------------------- */
+/* Silences the node whose sockets have local port `port` (its listener and
+ * the connections it accepted) as if it hung or its cable was cut: what it
+ * sends and what is sent to it vanishes, it reads nothing, nobody sees an
+ * end of stream.  0 ends the silence. */
+void fake_net_silence_port(unsigned short port);
+
 /* ---- random ------------------------------------------------------------ */
 /* Reseeds pfnRandom's generator (0 is replaced by a fixed non-zero value). */
 void fake_net_seed(ULONGLONG seed);

@@ -315,7 +315,7 @@ static void test_fast_profile_keepalive(void **st)
 }
 
 /* Fast profile between library nodes: idle links survive on Pings; when a
- * node closes, its neighbors refill from presence within seconds. */
+ * node hangs, the graph learns it and repairs within seconds. */
 static void test_fast_profile_mesh(void **st)
 {
     HGRAPH g[8];
@@ -338,14 +338,24 @@ static void test_fast_profile_mesh(void **st)
         assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
         assert_int_equal(count_nodes(g[i], NULL), 8);
     }
-    /* the seed leaves: within 5 s everyone is back at two neighbors or more */
-    assert_int_equal(PeerGraphClose(g[0]), S_OK);
-    for (k = 0; k < 50; k++) tu_pump(1, 100);
-    for (i = 1; i < 8; i++) {
-        ULONG n = tu_neighbors(g[i]);
-        assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
-        assert_int_equal(count_nodes(g[i], NULL), 7);
+    /* the seed hangs (no FIN, no data): its neighbors find it dead within
+     * PEER_FAST_DEAD_MS, the departure reaches every node (NODE_CHANGED), and
+     * everyone is back at two neighbors or more, all within 3 s */
+    {
+        HPEEREVENT ev[8];
+        ULONGLONG dead = local_node(g[0]);
+        for (i = 1; i < 8; i++) ev[i] = reg_nodes(g[i]);
+        fake_net_silence_port(fake_net_port(&seed.sin6));
+        for (k = 0; k < 30; k++) tu_pump(1, 100);
+        for (i = 1; i < 8; i++) {
+            ULONG n = tu_neighbors(g[i]);
+            assert_int_equal(node_events(ev[i], PEER_NODE_CHANGE_DISCONNECTED, dead, L"f0"), 1);
+            assert_int_equal(count_nodes(g[i], NULL), 7);
+            assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
+        }
     }
+    assert_int_equal(PeerGraphClose(g[0]), S_OK);
+    fake_net_silence_port(0);
     for (i = 1; i < 8; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
     tu_pump(3, 3000);
 }
