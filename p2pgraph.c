@@ -4914,7 +4914,11 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
             const uint8_t *hit;
             if (key_cmp(v[k]->modified, v[k]->id, lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
                 continue;
-            if (key_cmp(v[k]->modified, v[k]->id, ut, b + 32) > 0 && i + 1 < nb) continue;
+            /* above the upper bound: only the last range of our SOLICIT_HASH (whose
+             * bound is our newest record) also holds what lies above it */
+            if (key_cmp(v[k]->modified, v[k]->id, ut, b + 32) > 0 &&
+                !(n && key_cmp(v[n - 1]->modified, v[n - 1]->id, ut, b + 32) == 0))
+                continue;
             hit = (const uint8_t *)bsearch(v[k]->id, sorted, na, 20, abs_cmp);
             if (!hit || get32(hit + 16) < v[k]->version) memcpy(c->hash_send + 16 * nsend++, v[k]->id, 16);
         }
