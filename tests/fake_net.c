@@ -50,6 +50,7 @@ struct fn_ep {
 static fn_ep **g_eps;
 static size_t g_cEps, g_capEps;
 static unsigned short g_silentPort; /* fake_net_silence_port */
+static ULONGLONG g_bytesSent;       /* fake_net_bytes_sent */
 static ULONGLONG g_now;
 static ULONG g_maxIo;
 static ULONG g_sendCap;
@@ -729,6 +730,7 @@ static long fn_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
         n = (size_t)LONG_MAX;
     if (!buf_append(ep->peer, pv, n))
         return PEER_NET_FAILED;
+    g_bytesSent += n;
     return (long)n;
 }
 
@@ -886,6 +888,11 @@ static const PEER_NET_SHIM g_shim = {
     .pfnSendV = fn_sendv,
 };
 
+ULONGLONG fake_net_bytes_sent(void)
+{
+    return g_bytesSent;
+}
+
 void fake_net_silence_port(unsigned short port)
 {
     g_silentPort = port;
@@ -904,6 +911,7 @@ void fake_net_reset(void)
 {
     size_t i;
     g_silentPort = 0;
+    g_bytesSent = 0;
     for (i = 0; i < g_cEps; i++)
         if (g_eps[i] != NULL)
             ep_free_memory(g_eps[i]);

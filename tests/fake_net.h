@@ -86,6 +86,10 @@ void fake_net_advance(ULONGLONG ms);
  * end of stream.  0 ends the silence. */
 void fake_net_silence_port(unsigned short port);
 
+/* Bytes the library's sockets have sent so far (what their peers received
+ * or will receive). */
+ULONGLONG fake_net_bytes_sent(void);
+
 /* ---- random ------------------------------------------------------------ */
 /* Reseeds pfnRandom's generator (0 is replaced by a fixed non-zero value). */
 void fake_net_seed(ULONGLONG seed);
