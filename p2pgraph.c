@@ -3328,7 +3328,21 @@ static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t c
     size_t unit, len = app_framed_len(c, cb, &unit), off = 0, nf = 0, nb = 0;
     long k;
     ULONG added;
-    if (!SHIM->pfnSendV || c->appq || conn_has_output(c) || len <= APP_SMALL) return 0;
+    if (c->appq || conn_has_output(c)) return 0;
+    if (len <= APP_SMALL) { /* small: framed on the stack, no allocation when the socket takes it */
+        static uint8_t sb[APP_SMALL];
+        app_frame(c, t, d, cb, sb);
+        k = SHIM->pfnSend(SHIM->pvContext, c->s, sb, (ULONG)len);
+        if (k == PEER_NET_WOULDBLOCK) k = 0;
+        if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return 1; }
+        if ((size_t)k >= len) { c->last_tx = L.now; return 1; }
+        if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return 1; }
+        c->app_queued += added;
+        c->app_off = (size_t)k;
+        if (k) c->app_unit_end = len; /* finish this message before anything else */
+        return 1;
+    }
+    if (!SHIM->pfnSendV) return 0;
     if ((c->ext & EXT_FRAGMENT) && 28 + cb > PEER_FRAME_SEND_SIZE) {
         while (off < cb) {
             size_t hdr = off ? 28 : FRAG_FIRST_HDR, kk = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
@@ -3368,6 +3382,7 @@ static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t c
     k = SHIM->pfnSendV(SHIM->pvContext, c->s, iov, (ULONG)nb);
     if (k == PEER_NET_WOULDBLOCK) k = 0;
     if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return 1; }
+    if (k > 0) c->last_tx = L.now;
     if ((size_t)k >= len) return 1;
     /* the rest waits in the queue, continuing where the socket stopped */
     if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return 1; }
@@ -5286,6 +5301,21 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
             if (k > c->in_msg_left) k = c->in_msg_left;
             pt2pt_data(c, p, k);
             if (c->dead) return;
+        } else if (!buf_used(&c->rx) && k >= MSG_HDR) {
+            /* nothing pending: whole messages in this chunk are handled in place */
+            size_t used = 0;
+            while (!c->dead && k - used >= 4) {
+                size_t sz = get32(p + used);
+                if (sz < MSG_HDR || sz > conn_msg_limit(c)) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+                if (sz > k - used) break;
+                conn_dispatch(c, p + used, sz);
+                used += sz;
+            }
+            if (c->dead) return;
+            if (used < k && !buf_append(&c->rx, p + used, k - used)) {
+                conn_abort(c, E_OUTOFMEMORY);
+                return;
+            }
         } else if (!buf_append(&c->rx, p, k)) {
             conn_abort(c, E_OUTOFMEMORY);
             return;
