@@ -4164,7 +4164,17 @@ static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
     if (n * 20 + aoff > size || reason < 1 || reason > 3) goto bad;
     if (n && c->graph && (aoff < 12 || !referrals_from(c->graph, m + aoff, n))) goto bad;
     if (c->in_active) goto bad; /* DISCONNECT inside fragmented data */
-    conn_abort(c, c->state == CS_CONNECTED ? S_OK : PEER_E_CONNECTION_REFUSED);
+    {
+        pg_graph *g = c->graph;
+        ULONGLONG node = c->remote_node;
+        int leaving = reason == DISC_LEAVING && c->state == CS_CONNECTED && !c->direct && g &&
+                      g->profile == PEER_MAINTENANCE_FAST;
+        conn_abort(c, c->state == CS_CONNECTED ? S_OK : PEER_E_CONNECTION_REFUSED);
+        /* fast profile: a leaving node's departure is announced too, in case its
+         * own presence deletion does not get through (its neighbors may be
+         * leaving with it) */
+        if (leaving) graph_node_departed(g, node, c);
+    }
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
