@@ -505,6 +505,7 @@ struct pg_graph {
     int maint_due;         /* run graph maintenance at the next service */
     ULONG maint_connected_ms, maint_idle_ms; /* the Graph Maintenance timer */
     PEER_MAINTENANCE_PROFILE profile;
+    ULONGLONG sig_deadline; /* the Signature timer */
 };
 
 typedef struct pg_enum pg_enum;
@@ -1071,8 +1072,10 @@ static int guid_is_internal(const uint8_t *t)
     return t[0] == 0 && t[1] == 0 && t[3] == 0 && (t[2] >= 1 && t[2] <= 4) && !memcmp(t + 4, z, 12);
 }
 
-/* Presence records ({00000400-...}) live in memory only (3.1.4.2). */
+/* Presence records ({00000400-...}) and the signature and contact records
+ * live in memory only: they are never loaded from a database (3.1.4.2). */
 static int rec_is_presence(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 4 && guid_is_internal(type); }
+static int rec_is_volatile(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] >= 2 && guid_is_internal(type); }
 
 /* high64(MD5(creator)) XOR low64(...), the record ID's upper half. */
 static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
@@ -2516,7 +2519,7 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
     for (i = 0; i < g->rec_cap; i++) {
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext)
-            if (!rec_is_presence(r->wire) && !log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
+            if (!rec_is_volatile(r->wire) && !log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
     }
     return 1;
 }
@@ -2918,6 +2921,8 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
 
 static void graph_poke_maintenance(pg_graph *g);
 static void graph_schedule_maintenance(pg_graph *g);
+static void signature_calc(pg_graph *g);
+static void signature_leave(pg_graph *g);
 static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from);
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
@@ -4271,7 +4276,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
         hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
     }
     /* presence records are never loaded again (3.1.4.2): not worth a write */
-    hr = rec_is_presence(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
+    hr = rec_is_volatile(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
     /* a deleted presence carries no payload: the node it names is in the old one */
     if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, old->wire, old->len);
@@ -4284,6 +4289,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
         emit_record(g, ct, r->id, r->wire);
         if (rec_is_presence(r->wire) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, r->wire, r->len);
     }
+    if (!memcmp(r->id, SIGNATURE_ID, 16)) signature_calc(g); /* received, replaced or deleted */
     if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
         rec_parse(r->wire, r->len, &v);
         graph_info_received(g, &v);
@@ -5066,7 +5072,7 @@ static void graph_expire(pg_graph *g)
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
-                if (!rec_is_presence(type)) log_append(g, LE_DROP, r->id, 16, 0);
+                if (!rec_is_volatile(type)) log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
                 if (notify && !r->departed && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
                 pg_free(r);
@@ -5076,6 +5082,7 @@ static void graph_expire(pg_graph *g)
             pp = &r->hnext;
         }
     }
+    if (!rec_find(g, SIGNATURE_ID)) signature_calc(g); /* it may have just expired */
     d = next == (uint64_t)-1 ? PEER_NO_DEADLINE : pt_to_deadline(g, next);
     if (d != PEER_NO_DEADLINE) {
         if (d < L.now + EXPIRY_MIN_MS) d = L.now + EXPIRY_MIN_MS;
@@ -5829,6 +5836,74 @@ static void conn_maintain(pg_graph *g, int timer)
     }
 }
 
+/* --- the graph signature ([MS-PPGRH] 3.1.7.11, digest 5.16): the lowest
+ * node ID, published by its owner in the one Signature record --- */
+static const GUID GUID_SIGNATURE_TYPE_G = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+
+/* The live Signature record and its value; NULL if absent or deleted. */
+static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
+{
+    pg_rec *r = rec_find(g, SIGNATURE_ID);
+    rec_view v;
+    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8)
+        return NULL;
+    *sig = get64(v.data);
+    return r;
+}
+
+/* Signature calculation: arm the Signature timer (back-off when the record
+ * is absent, 0.1 s when it names a higher node than ours). */
+static void signature_calc(pg_graph *g)
+{
+    ULONGLONG sig = 0, delay;
+    if (!g->synchronized || !g->listener) return;
+    if (signature_live(g, &sig)) {
+        if (sig <= g->node_id) return; /* someone at least as low holds it */
+        delay = 100;
+    } else { /* 1 - e^(-N/65536) with N the top 8 bits, as the spec writes it */
+        double n = (double)(g->node_id >> 56);
+        delay = (ULONGLONG)((1.0 - exp(-n / 65536.0)) * 29900.0 + 100.0);
+    }
+    if (g->sig_deadline == PEER_NO_DEADLINE || g->sig_deadline > L.now + delay) {
+        g->sig_deadline = L.now + delay;
+        wake_at(g->sig_deadline);
+    }
+}
+
+static void signature_publish(pg_graph *g, int deleted)
+{
+    pg_rec *old = rec_find(g, SIGNATURE_ID);
+    uint8_t type[16], p[8], *wire;
+    size_t len;
+    uint64_t now = peer_time(g);
+    PEER_DATA d;
+    put64(p, g->node_id);
+    d.cbData = deleted ? 0 : 8;
+    d.pbData = deleted ? NULL : p;
+    guid_put(type, &GUID_SIGNATURE_TYPE_G);
+    wire = rec_build(g, type, SIGNATURE_ID, old ? old->version + 1 : 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id,
+                     NULL, NULL, now, now + 300 * FT_SECOND, now, &d, NULL, &len);
+    if (wire) graph_publish(g, wire, len);
+    pg_free(wire);
+}
+
+/* Signature timer: claim the signature if nobody lower holds it. */
+static void signature_timer(pg_graph *g)
+{
+    ULONGLONG sig = 0;
+    g->sig_deadline = L.now + 24u * 3600u * 1000u;
+    wake_at(g->sig_deadline);
+    if (!g->synchronized || !g->listener) return;
+    if (!signature_live(g, &sig) || sig > g->node_id) signature_publish(g, 0);
+}
+
+/* The signature node leaving deletes it: the others race to take over. */
+static void signature_leave(pg_graph *g)
+{
+    ULONGLONG sig = 0;
+    if (signature_live(g, &sig) && sig == g->node_id) signature_publish(g, 1);
+}
+
 /* Graph maintenance in its strict order; `timer`: the Graph Maintenance
  * timer fired (not a trigger). */
 static void graph_maintain(pg_graph *g, int timer)
@@ -5839,6 +5914,7 @@ static void graph_maintain(pg_graph *g, int timer)
         ULONG i;
         for (i = 0; i < g->n_refs; i++) g->refs[i].attempted = 0;
     }
+    signature_calc(g);
     presence_maintain(g, 0);
     conn_maintain(g, timer);
     g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->maint_connected_ms : g->maint_idle_ms);
@@ -5856,6 +5932,8 @@ static void graph_maintenance_timers(pg_graph *g)
         g->maint_retry = PEER_NO_DEADLINE;
         g->maint_due = 1;
     }
+    if (g->sig_deadline <= L.now) signature_timer(g);
+    wake_at(g->sig_deadline);
     if (g->maint_deadline <= L.now) graph_maintain(g, 1);
     else if (g->maint_due) graph_maintain(g, 0);
     wake_at(g->maint_deadline);
@@ -6200,6 +6278,7 @@ static void graph_close(pg_graph *g)
     }
     g->regs = NULL;
     presence_delete(g); /* flooded below, before the DISCONNECTs */
+    signature_leave(g);
     if (g->used_network || g->synchronized) {
         g->left_pt = peer_time(g);
         db_save(g, 1);
@@ -6380,7 +6459,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->presence_max = (ULONG)-1;
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
-    g->maint_deadline = g->presence_deadline = g->maint_retry = PEER_NO_DEADLINE;
+    g->maint_deadline = g->presence_deadline = g->maint_retry = g->sig_deadline = PEER_NO_DEADLINE;
     g->maint_connected_ms = PEER_MAINT_CONNECTED_MS;
     g->maint_idle_ms = PEER_MAINT_IDLE_MS;
     wake_at(0); /* first expiry pass */
@@ -6532,6 +6611,7 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead && c->state == CS_CONNECTED && c->outbound && !c->direct) send_connect(c, 1);
     presence_maintain(g, 0);       /* listening start: our presence */
+    signature_calc(g);             /* ... and the signature */
     graph_schedule_maintenance(g); /* ... and graph maintenance */
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead && conn_has_output(c)) conn_try_send(c);
