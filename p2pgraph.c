@@ -503,7 +503,7 @@ struct pg_graph {
     ULONGLONG maint_deadline, presence_deadline;
     ULONGLONG maint_retry;  /* a failed attempt below the minimum: try another then */
     int maint_due;         /* run graph maintenance at the next service */
-    ULONG maint_connected_ms, maint_idle_ms; /* the Graph Maintenance timer */
+    PEER_GRAPH_TIMERS timers;  /* graph maintenance timers (profile defaults or PeerGraphSetTimers) */
     PEER_MAINTENANCE_PROFILE profile;
     ULONGLONG sig_deadline; /* the Signature timer */
 };
@@ -2921,6 +2921,7 @@ static ULONG graph_conn_count(const pg_graph *g, int connectedNeighborsOnly)
 
 static void graph_poke_maintenance(pg_graph *g);
 static void graph_schedule_maintenance(pg_graph *g);
+static void graph_default_timers(PEER_MAINTENANCE_PROFILE profile, PEER_GRAPH_TIMERS *t);
 static void signature_calc(pg_graph *g);
 static void signature_leave(pg_graph *g);
 static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from);
@@ -2935,7 +2936,7 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (!c->direct && (c->state == CS_CONNECTED || (c->outbound && !graph_conn_count(g, 1))))
         graph_poke_maintenance(g); /* a neighbor lost, or an attempt failed while we have none */
     else if (!c->direct && c->outbound && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS && g->maint_retry == PEER_NO_DEADLINE) {
-        g->maint_retry = L.now + PEER_MAINT_RETRY_MS; /* below the minimum: another candidate soon */
+        g->maint_retry = L.now + g->timers.ulRetryMs; /* below the minimum: another candidate soon */
         wake_at(g->maint_retry);
     }
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
@@ -3551,8 +3552,8 @@ static void conn_arm_keepalive(pg_conn *c)
         if (c->state == CS_CONNECTED) c->deadline = PEER_NO_DEADLINE;
         return;
     }
-    d = c->last_tx + PEER_FAST_KEEPALIVE_MS;
-    if ((c->ext & EXT_FAST) && c->last_rx + PEER_FAST_DEAD_MS < d) d = c->last_rx + PEER_FAST_DEAD_MS;
+    d = c->last_tx + c->graph->timers.ulKeepaliveMs;
+    if ((c->ext & EXT_FAST) && c->last_rx + c->graph->timers.ulDeadMs < d) d = c->last_rx + c->graph->timers.ulDeadMs;
     if (d <= L.now) d = L.now + 1;
     conn_set_deadline(c, d);
 }
@@ -5728,10 +5729,10 @@ static void on_departed(pg_conn *c, const uint8_t *m, size_t size)
     graph_node_departed(c->graph, get64(m + 8), c);
 }
 
-/* Maintenance soon (PEER_MAINT_RETRY_MS), not inside the current burst. */
+/* Maintenance soon (timers.ulRetryMs), not inside the current burst. */
 static void graph_schedule_maintenance(pg_graph *g)
 {
-    if (g->maint_retry > L.now + PEER_MAINT_RETRY_MS) g->maint_retry = L.now + PEER_MAINT_RETRY_MS;
+    if (g->maint_retry > L.now + g->timers.ulRetryMs) g->maint_retry = L.now + g->timers.ulRetryMs;
     wake_at(g->maint_retry);
 }
 
@@ -5917,7 +5918,7 @@ static void graph_maintain(pg_graph *g, int timer)
     signature_calc(g);
     presence_maintain(g, 0);
     conn_maintain(g, timer);
-    g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->maint_connected_ms : g->maint_idle_ms);
+    g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->timers.ulMaintenanceMs : g->timers.ulMaintenanceIdleMs);
     wake_at(g->maint_deadline);
 }
 
@@ -6061,11 +6062,11 @@ static void conn_on_timer(pg_conn *c)
         return;
     case CS_CONNECTED:
         if (c->graph && c->graph->profile == PEER_MAINTENANCE_FAST && !c->direct) {
-            if ((c->ext & EXT_FAST) && L.now >= c->last_rx + PEER_FAST_DEAD_MS) {
+            if ((c->ext & EXT_FAST) && L.now >= c->last_rx + c->graph->timers.ulDeadMs) {
                 conn_abort(c, PEER_E_TIMEOUT); /* silent: gone (the graph repairs at once) */
                 return;
             }
-            if (L.now >= c->last_tx + PEER_FAST_KEEPALIVE_MS) {
+            if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
                 send_ping(c);
                 c->last_tx = L.now; /* queued now, written by this service */
             }
@@ -6460,8 +6461,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
     g->maint_deadline = g->presence_deadline = g->maint_retry = g->sig_deadline = PEER_NO_DEADLINE;
-    g->maint_connected_ms = PEER_MAINT_CONNECTED_MS;
-    g->maint_idle_ms = PEER_MAINT_IDLE_MS;
+    graph_default_timers(PEER_MAINTENANCE_COMPAT, &g->timers);
     wake_at(0); /* first expiry pass */
     do g->node_id = random64(); while (!g->node_id);
     return g;
@@ -7003,22 +7003,67 @@ HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
     return S_OK;
 }
 
-HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE profile)
+static void graph_default_timers(PEER_MAINTENANCE_PROFILE profile, PEER_GRAPH_TIMERS *t)
 {
-    pg_graph *g;
+    int fast = profile == PEER_MAINTENANCE_FAST;
+    memset(t, 0, sizeof *t);
+    t->dwSize = sizeof *t;
+    t->ulMaintenanceMs = fast ? PEER_FAST_MAINT_MS : PEER_MAINT_CONNECTED_MS;
+    t->ulMaintenanceIdleMs = fast ? PEER_FAST_MAINT_IDLE_MS : PEER_MAINT_IDLE_MS;
+    t->ulRetryMs = PEER_MAINT_RETRY_MS;
+    t->ulKeepaliveMs = PEER_FAST_KEEPALIVE_MS;
+    t->ulDeadMs = PEER_FAST_DEAD_MS;
+}
+
+/* New timer values apply at once: a maintenance run due later than the new
+ * period is brought forward; keepalive deadlines are recomputed. */
+static void graph_timers_changed(pg_graph *g)
+{
     pg_conn *c;
-    REQUIRE_STARTED();
-    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
-    if (profile != PEER_MAINTENANCE_COMPAT && profile != PEER_MAINTENANCE_FAST) return E_INVALIDARG;
-    g->profile = profile;
-    g->maint_connected_ms = profile == PEER_MAINTENANCE_FAST ? PEER_FAST_MAINT_MS : PEER_MAINT_CONNECTED_MS;
-    g->maint_idle_ms = profile == PEER_MAINTENANCE_FAST ? PEER_FAST_MAINT_IDLE_MS : PEER_MAINT_IDLE_MS;
-    if (g->maint_deadline != PEER_NO_DEADLINE && g->maint_deadline > L.now + g->maint_connected_ms) {
-        g->maint_deadline = L.now + g->maint_idle_ms;
+    if (g->maint_deadline != PEER_NO_DEADLINE && g->maint_deadline > L.now + g->timers.ulMaintenanceMs) {
+        g->maint_deadline = L.now + g->timers.ulMaintenanceIdleMs;
         wake_at(g->maint_deadline);
     }
     for (c = g->conns; c; c = c->gnext)
         if (!c->dead) conn_arm_keepalive(c); /* links made before keep their capability bits */
+}
+
+HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE profile)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (profile != PEER_MAINTENANCE_COMPAT && profile != PEER_MAINTENANCE_FAST) return E_INVALIDARG;
+    g->profile = profile;
+    graph_default_timers(profile, &g->timers);
+    graph_timers_changed(g);
+    finish_call();
+    return S_OK;
+}
+
+HRESULT PeerGraphGetTimers(HGRAPH hGraph, PEER_GRAPH_TIMERS *pTimers)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pTimers) return E_INVALIDARG;
+    *pTimers = g->timers;
+    return S_OK;
+}
+
+HRESULT PeerGraphSetTimers(HGRAPH hGraph, const PEER_GRAPH_TIMERS *pTimers)
+{
+    pg_graph *g;
+    const PEER_GRAPH_TIMERS *t = pTimers;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!t || t->dwSize != sizeof *t || t->ulMaintenanceMs < 100 || t->ulMaintenanceIdleMs < 100 || t->ulRetryMs < 10 ||
+        t->ulKeepaliveMs < 10 || t->ulDeadMs < 2 * t->ulKeepaliveMs || t->ulMaintenanceMs > 86400000u ||
+        t->ulMaintenanceIdleMs > 86400000u || t->ulRetryMs > 86400000u || t->ulKeepaliveMs > 86400000u ||
+        t->ulDeadMs > 86400000u)
+        return E_INVALIDARG;
+    g->timers = *t;
+    graph_timers_changed(g);
     finish_call();
     return S_OK;
 }

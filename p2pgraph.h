@@ -211,6 +211,17 @@ typedef enum peer_maintenance_profile_tag {
     PEER_MAINTENANCE_FAST = 1    /* seconds, not minutes (PROTOCOL.md section 4, bit 0x20) */
 } PEER_MAINTENANCE_PROFILE;
 
+/* p2pgraph extension: the graph maintenance timers, in milliseconds
+ * (PeerGraphGetTimers / PeerGraphSetTimers; a profile sets them all). */
+typedef struct peer_graph_timers_tag {
+    DWORD dwSize;              /* sizeof(PEER_GRAPH_TIMERS) */
+    ULONG ulMaintenanceMs;     /* Graph Maintenance timer with neighbors (compat 300000, fast 2000) */
+    ULONG ulMaintenanceIdleMs; /* ... without neighbors (compat 30000, fast 1000) */
+    ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (1000) */
+    ULONG ulKeepaliveMs;       /* fast profile: Ping on a link idle this long (500) */
+    ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2000) */
+} PEER_GRAPH_TIMERS;
+
 typedef enum peer_graph_scope_tag {
     PEER_GRAPH_SCOPE_ANY = 0,
     PEER_GRAPH_SCOPE_GLOBAL = 1,
@@ -904,6 +915,18 @@ HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
  * PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE profile);
+
+/*
+ * PeerGraphGetTimers / PeerGraphSetTimers (p2pgraph extension): the graph's
+ * maintenance timers (PEER_GRAPH_TIMERS; PeerGraphSetMaintenanceProfile sets
+ * them to the profile's values, set them after it).  New values apply at
+ * once.  Set returns E_INVALIDARG for a wrong dwSize, a maintenance period
+ * under 100 ms, a retry or keepalive under 10 ms, a dead time under twice
+ * the keepalive, or anything above a day.  Both return S_OK;
+ * E_INVALIDARG (NULL); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphGetTimers(HGRAPH hGraph, PEER_GRAPH_TIMERS *pTimers);
+HRESULT PeerGraphSetTimers(HGRAPH hGraph, const PEER_GRAPH_TIMERS *pTimers);
 
 /*
  * PeerGraphSetDataQueueLimit (p2pgraph extension): the application-data queue

@@ -262,9 +262,26 @@ static void fast_case(unsigned ext, int expectDrop)
     static msg m;
     int pings = 0, i;
     PPEER_GRAPH_EVENT_DATA d;
+    PEER_GRAPH_TIMERS tm;
     assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphGetTimers(h, &tm), S_OK);
+    assert_int_equal(tm.ulMaintenanceMs, PEER_MAINT_CONNECTED_MS);
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, (PEER_MAINTENANCE_PROFILE)7), E_INVALIDARG);
+    assert_int_equal(PeerGraphGetTimers(h, &tm), S_OK);
+    assert_int_equal(tm.dwSize, sizeof tm);
+    assert_int_equal(tm.ulMaintenanceMs, PEER_FAST_MAINT_MS);
+    assert_int_equal(tm.ulKeepaliveMs, PEER_FAST_KEEPALIVE_MS);
+    assert_int_equal(tm.ulDeadMs, PEER_FAST_DEAD_MS);
+    tm.ulDeadMs = tm.ulKeepaliveMs; /* dead must be at least two keepalives */
+    assert_int_equal(PeerGraphSetTimers(h, &tm), E_INVALIDARG);
+    tm.ulDeadMs = PEER_FAST_DEAD_MS;
+    tm.dwSize = 4;
+    assert_int_equal(PeerGraphSetTimers(h, &tm), E_INVALIDARG);
+    tm.dwSize = sizeof tm;
+    assert_int_equal(PeerGraphSetTimers(h, NULL), E_INVALIDARG);
+    assert_int_equal(PeerGraphSetTimers(NULL, &tm), PEER_E_INVALID_GRAPH);
+    assert_int_equal(PeerGraphSetTimers(h, &tm), S_OK);
     la = tu_listen(h);
     s = fake_net_raw_connect(&la.sin6);
     memset(&rb, 0, sizeof rb);
@@ -312,6 +329,50 @@ static void test_fast_profile_keepalive(void **st)
     (void)st;
     fast_case(0x3f, 1);
     fast_case(0x1f, 0);
+}
+
+/* Timers set with PeerGraphSetTimers take effect: a 300 ms dead time drops a
+ * silent fast peer within half a second. */
+static void test_custom_timers(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"A");
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    HPEEREVENT e;
+    PEER_GRAPH_TIMERS tm;
+    PEER_ADDRESS la;
+    PEER_SOCKET s;
+    static rxbuf rb;
+    static msg m;
+    PPEER_GRAPH_EVENT_DATA d;
+    (void)st;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    assert_int_equal(PeerGraphGetTimers(h, &tm), S_OK);
+    tm.ulKeepaliveMs = 100;
+    tm.ulDeadMs = 300;
+    assert_int_equal(PeerGraphSetTimers(h, &tm), S_OK);
+    la = tu_listen(h);
+    s = fake_net_raw_connect(&la.sin6);
+    memset(&rb, 0, sizeof rb);
+    m_auth(&m, 1, 0x3f, "G", "Raw", "A");
+    send_msg(s, &m);
+    m_connect(&m, 0x01, 0x4243, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    PeerGraphFreeData(d);
+    tu_pump(2, 100);
+    assert_null(tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION));
+    tu_pump(3, 100);
+    d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_DISCONNECTED);
+    assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, PEER_E_TIMEOUT);
+    PeerGraphFreeData(d);
+    fake_net_raw_close(s);
+    assert_int_equal(PeerGraphClose(h), S_OK);
 }
 
 /* Fast profile between library nodes: idle links survive on Pings; when a
@@ -430,6 +491,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_presence_and_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hundred_nodes_through_one_seed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
     };
