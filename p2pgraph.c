@@ -3323,6 +3323,25 @@ static int app_enqueue(pg_conn *c, const GUID *t, const uint8_t *d, size_t cb, U
 
 #define APP_DIRECT_FRAMES 128 /* a message of up to this many frames may skip the queue */
 
+/* After a direct write that the socket took k of len bytes of (k < len,
+ * k < 0 = failed): the rest waits in the queue, continuing where the
+ * socket stopped, and a unit begun is never cut. */
+static void app_direct_rest(pg_conn *c, const GUID *t, const uint8_t *d, size_t cb, size_t len, long k)
+{
+    ULONG added;
+    if (k == PEER_NET_WOULDBLOCK) k = 0;
+    if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
+    if (k > 0) c->last_tx = L.now;
+    if ((size_t)k >= len) return;
+    if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    c->app_queued += added;
+    c->app_off = (size_t)k;
+    if (k % c->appq->unit) {
+        size_t e = ((size_t)k / c->appq->unit + 1) * c->appq->unit;
+        c->app_unit_end = e < len ? e : len;
+    }
+}
+
 /* With nothing queued, a big message goes straight from the caller's buffer
  * in one gather write (frame and PT2PT headers interleaved); only what the
  * socket does not take is copied into the queue.  Returns 0 when it does not
@@ -3332,20 +3351,11 @@ static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t c
     static uint8_t hb[APP_DIRECT_FRAMES][34];
     static PEER_NET_BUF iov[2 * APP_DIRECT_FRAMES];
     size_t unit, len = app_framed_len(c, cb, &unit), off = 0, nf = 0, nb = 0;
-    long k;
-    ULONG added;
     if (c->appq || conn_has_output(c)) return 0;
     if (len <= APP_SMALL) { /* small: framed on the stack, no allocation when the socket takes it */
         static uint8_t sb[APP_SMALL];
         app_frame(c, t, d, cb, sb);
-        k = SHIM->pfnSend(SHIM->pvContext, c->s, sb, (ULONG)len);
-        if (k == PEER_NET_WOULDBLOCK) k = 0;
-        if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return 1; }
-        if ((size_t)k >= len) { c->last_tx = L.now; return 1; }
-        if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return 1; }
-        c->app_queued += added;
-        c->app_off = (size_t)k;
-        if (k) c->app_unit_end = len; /* finish this message before anything else */
+        app_direct_rest(c, t, d, cb, len, SHIM->pfnSend(SHIM->pvContext, c->s, sb, (ULONG)len));
         return 1;
     }
     if (!SHIM->pfnSendV) return 0;
@@ -3385,19 +3395,7 @@ static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t c
             done += kk;
         }
     }
-    k = SHIM->pfnSendV(SHIM->pvContext, c->s, iov, (ULONG)nb);
-    if (k == PEER_NET_WOULDBLOCK) k = 0;
-    if (k < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return 1; }
-    if (k > 0) c->last_tx = L.now;
-    if ((size_t)k >= len) return 1;
-    /* the rest waits in the queue, continuing where the socket stopped */
-    if (!app_enqueue(c, t, d, cb, &added)) { conn_abort(c, E_OUTOFMEMORY); return 1; }
-    c->app_queued += added;
-    c->app_off = (size_t)k;
-    if (k % c->appq->unit) {
-        size_t e = ((size_t)k / c->appq->unit + 1) * c->appq->unit;
-        c->app_unit_end = e < len ? e : len; /* never cut a unit */
-    }
+    app_direct_rest(c, t, d, cb, len, SHIM->pfnSendV(SHIM->pvContext, c->s, iov, (ULONG)nb));
     return 1;
 }
 
@@ -5751,11 +5749,23 @@ static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLO
     return 0;
 }
 
+typedef struct cand { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; } cand;
+
+/* Room for one more candidate; NULL when out of memory (*cs freed then). */
+static cand *cand_next(cand **cs, size_t n, size_t *cap)
+{
+    if (n == *cap) {
+        cand *nc = (cand *)pg_realloc(*cs, (*cap = *cap ? *cap * 2 : 16) * sizeof **cs);
+        if (!nc) { pg_free(*cs); *cs = NULL; return NULL; }
+        *cs = nc;
+    }
+    return *cs + n;
+}
+
 /* Starts one connection to a random candidate; 1 if one was started. */
 static int graph_connect_random(pg_graph *g)
 {
-    typedef struct { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; } cand;
-    cand *cs = NULL;
+    cand *cs = NULL, *x;
     size_t n = 0, cap = 0, i;
     uint64_t now = peer_time(g);
     int started = 0;
@@ -5768,15 +5778,11 @@ static int graph_connect_random(pg_graph *g)
             if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
             if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-            if (n == cap) {
-                cand *nc = (cand *)pg_realloc(cs, (cap = cap ? cap * 2 : 16) * sizeof *cs);
-                if (!nc) { pg_free(cs); return 0; }
-                cs = nc;
-            }
-            cs[n].a = a;
-            cs[n].peer = v.creator;
-            cs[n].npeer = v.n_creator;
-            cs[n].ref = 0;
+            if (!(x = cand_next(&cs, n, &cap))) return 0;
+            x->a = a;
+            x->peer = v.creator;
+            x->npeer = v.n_creator;
+            x->ref = 0;
             n++;
         }
     }
@@ -5786,15 +5792,11 @@ static int graph_connect_random(pg_graph *g)
         if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
             (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
             continue;
-        if (n == cap) {
-            cand *nc = (cand *)pg_realloc(cs, (cap = cap ? cap * 2 : 16) * sizeof *cs);
-            if (!nc) { pg_free(cs); return 0; }
-            cs = nc;
-        }
-        cs[n].a = g->refs[i].addr;
-        cs[n].peer = NULL;
-        cs[n].npeer = 0;
-        cs[n].ref = (int)i + 1;
+        if (!(x = cand_next(&cs, n, &cap))) return 0;
+        x->a = g->refs[i].addr;
+        x->peer = NULL;
+        x->npeer = 0;
+        x->ref = (int)i + 1;
         n++;
     }
     if (n) {

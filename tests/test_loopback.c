@@ -11,13 +11,8 @@
 
 static int setup(void **st)
 {
-    PEER_VERSION_DATA vd;
     (void)st;
-    assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
-    tu_mkdir("build");
-    tu_mkdir(TU_DBDIR_N);
-    assert_int_equal(PeerGraphSetDatabaseDirectory(TU_DBDIR_W), S_OK);
-    assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+    tu_start_real();
     return 0;
 }
 static int teardown(void **st)

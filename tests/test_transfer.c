@@ -1052,13 +1052,8 @@ static ep_t P;
 
 static int setup(void **st)
 {
-    PEER_VERSION_DATA vd;
     (void)st;
-    assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
-    tu_mkdir("build");
-    tu_mkdir(TU_DBDIR_N);
-    assert_int_equal(PeerGraphSetDatabaseDirectory(TU_DBDIR_W), S_OK);
-    assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+    tu_start_real();
     memset(&P, 0, sizeof P);
     return 0;
 }

@@ -43,6 +43,18 @@ static inline void tu_start_fake(void)
     assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
 }
 
+/* Starts the library on the platform's real sockets with the same database
+ * dir (the loopback and two-process tests). */
+static inline void tu_start_real(void)
+{
+    PEER_VERSION_DATA vd;
+    assert_int_equal(PeerGraphSetNetShim(NULL), S_OK);
+    tu_mkdir("build");
+    tu_mkdir(TU_DBDIR_N);
+    assert_int_equal(PeerGraphSetDatabaseDirectory(TU_DBDIR_W), S_OK);
+    assert_int_equal(PeerGraphStartup(PEER_GRAPH_VERSION, &vd), S_OK);
+}
+
 static inline void tu_stop_fake(void)
 {
     assert_int_equal(PeerGraphShutdown(), S_OK);
