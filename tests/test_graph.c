@@ -331,6 +331,56 @@ static void test_fast_profile_keepalive(void **st)
     fast_case(0x1f, 0);
 }
 
+/* DEPARTED (0x81) from a raw peer: about an unknown node it is harmless;
+ * short, or on a link that did not agree to the fast profile, it closes
+ * that link with PEER_E_PROTOCOL_ERROR and nothing else. */
+static void test_departed_hostile(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"A");
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    HPEEREVENT e;
+    PEER_ADDRESS la;
+    static rxbuf rb;
+    static msg m;
+    int c;
+    (void)st;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    for (c = 0; c < 3; c++) {
+        PEER_SOCKET s = fake_net_raw_connect(&la.sin6);
+        PPEER_GRAPH_EVENT_DATA d, last = NULL;
+        memset(&rb, 0, sizeof rb);
+        m_auth(&m, 1, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A");
+        send_msg(s, &m);
+        m_connect(&m, 0x01, 0x5000 + (ULONGLONG)c, NULL, 0, NULL);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+        hdr(&m, 0x81);
+        if (c != 1) p64(&m, 0x123456789ULL); /* c == 1: no node ID */
+        fin(&m);
+        send_msg(s, &m);
+        tu_pump(2, 1);
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (last) PeerGraphFreeData(last);
+            last = d;
+        }
+        assert_non_null(last);
+        if (c == 0) {
+            assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
+            assert_int_equal(tu_neighbors(h), 1);
+        } else {
+            assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
+            assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+            assert_int_equal(tu_neighbors(h), 1); /* the first link carries on */
+        }
+        PeerGraphFreeData(last);
+        if (c) fake_net_raw_close(s);
+    }
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_pump(2, 10);
+}
+
 /* Timers set with PeerGraphSetTimers take effect: a 300 ms dead time drops a
  * silent fast peer within half a second. */
 static void test_custom_timers(void **st)
@@ -492,6 +542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hundred_nodes_through_one_seed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
     };
