@@ -165,31 +165,56 @@ static void net_cleanup(PVOID pvContext)
     (void)pvContext;
 }
 
+/* SOCKADDR_IN6 -> what the OS takes (v4-mapped as a plain IPv4 address). */
+static const struct sockaddr *os_addr(const SOCKADDR_IN6 *p, struct sockaddr_in6 *a6, struct sockaddr_in *a4,
+                                      socklen_t *plen)
+{
+    if (is_v4mapped(&p->sin6_addr)) {
+        memset(a4, 0, sizeof *a4);
+        a4->sin_family = AF_INET;
+        a4->sin_port = p->sin6_port;
+        memcpy(&a4->sin_addr, &p->sin6_addr.s6_addr[12], 4);
+        *plen = sizeof *a4;
+        return (const struct sockaddr *)a4;
+    }
+    *a6 = *p;
+#ifdef SIN6_LEN
+    a6->sin6_len = sizeof *a6;
+#endif
+    *plen = sizeof *a6;
+    return (const struct sockaddr *)a6;
+}
+
+static int is_loopback6(const SOCKADDR_IN6 *p)
+{
+    static const unsigned char lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+    return is_v4mapped(&p->sin6_addr) ? p->sin6_addr.s6_addr[12] == 127 : memcmp(p->sin6_addr.s6_addr, lo, 16) == 0;
+}
+
 static HRESULT net_listen(PVOID pvContext, const SOCKADDR_IN6 *pAddr, PEER_SOCKET *ps, SOCKADDR_IN6 *pBound)
 {
     struct sockaddr_in6 a;
+    struct sockaddr_in a4;
+    const struct sockaddr *sa;
     struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
+    socklen_t len = sizeof ss, salen;
     int fd, err, one = 1, v6only;
     (void)pvContext;
 
     if (pAddr == NULL || ps == NULL || pBound == NULL || pAddr->sin6_family != AF_INET6)
         return E_INVALIDARG;
-    a = *pAddr;
-#ifdef SIN6_LEN
-    a.sin6_len = sizeof a;
-#endif
-    v6only = !IN6_IS_ADDR_UNSPECIFIED(&a.sin6_addr);
+    sa = os_addr(pAddr, &a, &a4, &salen); /* a v4-mapped address: an IPv4 socket */
+    v6only = !IN6_IS_ADDR_UNSPECIFIED(&pAddr->sin6_addr);
 
-    fd = socket(AF_INET6, SOCK_STREAM | NET_SOCK_FLAGS, IPPROTO_TCP);
+    fd = socket(sa->sa_family, SOCK_STREAM | NET_SOCK_FLAGS, IPPROTO_TCP);
     if (fd < 0)
         return hr_from_errno(errno, 0);
     err = prepare_socket(fd);
-    if (err == 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0)
+    if (err == 0 && sa->sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0)
         err = errno;
     if (err == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         err = errno;
-    if (err == 0 && bind(fd, (const struct sockaddr *)&a, sizeof a) < 0)
+    if (err == 0 && bind(fd, sa, salen) < 0)
         err = errno;
     if (err == 0 && listen(fd, NET_LISTEN_BACKLOG) < 0)
         err = errno;
@@ -247,10 +272,12 @@ static HRESULT net_accept(PVOID pvContext, PEER_SOCKET sListen, PEER_SOCKET *ps,
     return S_OK;
 }
 
-static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
+/* pFrom (optional): bind the source address first, when it can reach pTo
+ * (same family; a loopback source only towards loopback). */
+static HRESULT net_connect_from(PVOID pvContext, const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
 {
-    struct sockaddr_in6 a6;
-    struct sockaddr_in a4;
+    struct sockaddr_in6 a6, f6;
+    struct sockaddr_in a4, f4;
     const struct sockaddr *sa;
     socklen_t salen;
     int fd, err;
@@ -258,22 +285,7 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
 
     if (pTo == NULL || ps == NULL || pTo->sin6_family != AF_INET6)
         return E_INVALIDARG;
-    if (is_v4mapped(&pTo->sin6_addr)) {
-        memset(&a4, 0, sizeof a4);
-        a4.sin_family = AF_INET;
-        a4.sin_port = pTo->sin6_port;
-        memcpy(&a4.sin_addr, &pTo->sin6_addr.s6_addr[12], 4);
-        sa = (const struct sockaddr *)&a4;
-        salen = sizeof a4;
-    } else {
-        a6 = *pTo;
-#ifdef SIN6_LEN
-        a6.sin6_len = sizeof a6;
-#endif
-        sa = (const struct sockaddr *)&a6;
-        salen = sizeof a6;
-    }
-
+    sa = os_addr(pTo, &a6, &a4, &salen);
     fd = socket(sa->sa_family, SOCK_STREAM | NET_SOCK_FLAGS, IPPROTO_TCP);
     if (fd < 0)
         return hr_from_errno(errno, 1);
@@ -282,6 +294,19 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
         return hr_from_errno(err, 1);
     }
     set_nodelay(fd);
+    if (pFrom != NULL && pFrom->sin6_family == AF_INET6 &&
+        is_v4mapped(&pFrom->sin6_addr) == is_v4mapped(&pTo->sin6_addr) && (!is_loopback6(pFrom) || is_loopback6(pTo))) {
+        SOCKADDR_IN6 from = *pFrom;
+        socklen_t flen;
+        const struct sockaddr *fa;
+        from.sin6_port = 0;
+        fa = os_addr(&from, &f6, &f4, &flen);
+        if (bind(fd, fa, flen) != 0) {
+            err = errno;
+            close(fd);
+            return hr_from_errno(err, 1);
+        }
+    }
     if (connect(fd, sa, salen) == 0) {
         *ps = fd;
         return S_OK;
@@ -293,6 +318,11 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
     }
     close(fd);
     return hr_from_errno(err, 1);
+}
+
+static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
+{
+    return net_connect_from(pvContext, NULL, pTo, ps);
 }
 
 static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
@@ -553,7 +583,8 @@ static const PEER_NET_SHIM g_posixShim = {
     net_tick_count,
     net_utc_now,
     net_random,
-    net_sendv
+    net_sendv,
+    net_connect_from
 };
 
 const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void)

@@ -143,11 +143,35 @@ static void net_cleanup(PVOID pvContext)
     WSACleanup();
 }
 
+/* SOCKADDR_IN6 -> what the OS takes (v4-mapped as a plain IPv4 address). */
+static const struct sockaddr *os_addr(const SOCKADDR_IN6 *p, SOCKADDR_IN6 *a6, SOCKADDR_IN *a4, int *plen)
+{
+    if (is_v4mapped(&p->sin6_addr)) {
+        memset(a4, 0, sizeof *a4);
+        a4->sin_family = AF_INET;
+        a4->sin_port = p->sin6_port;
+        memcpy(&a4->sin_addr, &p->sin6_addr.s6_addr[12], 4);
+        *plen = (int)sizeof *a4;
+        return (const struct sockaddr *)a4;
+    }
+    *a6 = *p;
+    *plen = (int)sizeof *a6;
+    return (const struct sockaddr *)a6;
+}
+
+static BOOL is_loopback6(const SOCKADDR_IN6 *p)
+{
+    static const unsigned char lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+    return is_v4mapped(&p->sin6_addr) ? p->sin6_addr.s6_addr[12] == 127 : memcmp(p->sin6_addr.s6_addr, lo, 16) == 0;
+}
+
 static HRESULT net_listen(PVOID pvContext, const SOCKADDR_IN6 *pAddr, PEER_SOCKET *ps, SOCKADDR_IN6 *pBound)
 {
     SOCKADDR_IN6 a;
+    SOCKADDR_IN a4;
+    const struct sockaddr *sa;
     SOCKADDR_STORAGE ss;
-    int len = (int)sizeof ss;
+    int len = (int)sizeof ss, salen;
     DWORD v6only;
     BOOL one = TRUE;
     SOCKET s;
@@ -156,18 +180,19 @@ static HRESULT net_listen(PVOID pvContext, const SOCKADDR_IN6 *pAddr, PEER_SOCKE
 
     if (pAddr == NULL || ps == NULL || pBound == NULL || pAddr->sin6_family != AF_INET6)
         return E_INVALIDARG;
-    a = *pAddr;
-    v6only = is_unspecified(&a.sin6_addr) ? 0 : 1;
+    sa = os_addr(pAddr, &a, &a4, &salen); /* a v4-mapped address: an IPv4 socket */
+    v6only = is_unspecified(&pAddr->sin6_addr) ? 0 : 1;
 
-    s = socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+    s = socket(sa->sa_family, SOCK_STREAM, IPPROTO_TCP);
     if (s == INVALID_SOCKET)
         return hr_from_wsa(WSAGetLastError(), FALSE);
     err = prepare_socket(s);
-    if (err == 0 && setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&v6only, sizeof v6only) == SOCKET_ERROR)
+    if (err == 0 && sa->sa_family == AF_INET6 &&
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&v6only, sizeof v6only) == SOCKET_ERROR)
         err = WSAGetLastError();
     if (err == 0 && setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof one) == SOCKET_ERROR)
         err = WSAGetLastError();
-    if (err == 0 && bind(s, (const struct sockaddr *)&a, sizeof a) == SOCKET_ERROR) {
+    if (err == 0 && bind(s, sa, salen) == SOCKET_ERROR) {
         err = WSAGetLastError();
         /* A port held exclusively by another socket, or reserved by the
          * system (excluded port ranges), fails with WSAEACCES. */
@@ -220,10 +245,12 @@ static HRESULT net_accept(PVOID pvContext, PEER_SOCKET sListen, PEER_SOCKET *ps,
     return S_OK;
 }
 
-static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
+/* pFrom (optional): bind the source address first, when it can reach pTo
+ * (same family; a loopback source only towards loopback). */
+static HRESULT net_connect_from(PVOID pvContext, const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
 {
-    SOCKADDR_IN6 a6;
-    SOCKADDR_IN a4;
+    SOCKADDR_IN6 a6, f6;
+    SOCKADDR_IN a4, f4;
     const struct sockaddr *sa;
     int salen, err;
     SOCKET s;
@@ -231,19 +258,7 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
 
     if (pTo == NULL || ps == NULL || pTo->sin6_family != AF_INET6)
         return E_INVALIDARG;
-    if (is_v4mapped(&pTo->sin6_addr)) {
-        memset(&a4, 0, sizeof a4);
-        a4.sin_family = AF_INET;
-        a4.sin_port = pTo->sin6_port;
-        memcpy(&a4.sin_addr, &pTo->sin6_addr.s6_addr[12], 4);
-        sa = (const struct sockaddr *)&a4;
-        salen = (int)sizeof a4;
-    } else {
-        a6 = *pTo;
-        sa = (const struct sockaddr *)&a6;
-        salen = (int)sizeof a6;
-    }
-
+    sa = os_addr(pTo, &a6, &a4, &salen);
     s = socket(sa->sa_family, SOCK_STREAM, IPPROTO_TCP);
     if (s == INVALID_SOCKET)
         return hr_from_wsa(WSAGetLastError(), TRUE);
@@ -253,6 +268,19 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
         return hr_from_wsa(err, TRUE);
     }
     set_nodelay(s);
+    if (pFrom != NULL && pFrom->sin6_family == AF_INET6 &&
+        is_v4mapped(&pFrom->sin6_addr) == is_v4mapped(&pTo->sin6_addr) && (!is_loopback6(pFrom) || is_loopback6(pTo))) {
+        SOCKADDR_IN6 from = *pFrom;
+        int flen;
+        const struct sockaddr *fa;
+        from.sin6_port = 0;
+        fa = os_addr(&from, &f6, &f4, &flen);
+        if (bind(s, fa, flen) != 0) {
+            err = WSAGetLastError();
+            closesocket(s);
+            return hr_from_wsa(err, TRUE);
+        }
+    }
     if (connect(s, sa, salen) == 0) {
         *ps = s;
         return S_OK;
@@ -264,6 +292,11 @@ static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET
     }
     closesocket(s);
     return hr_from_wsa(err, TRUE);
+}
+
+static HRESULT net_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
+{
+    return net_connect_from(pvContext, NULL, pTo, ps);
 }
 
 static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
@@ -475,7 +508,8 @@ static const PEER_NET_SHIM g_win32Shim = {
     net_tick_count,
     net_utc_now,
     net_random,
-    net_sendv
+    net_sendv,
+    net_connect_from
 };
 
 const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void)

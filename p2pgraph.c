@@ -5427,7 +5427,12 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
     c->referral_hops = hops;
     c->state = CS_TCP_CONNECTING;
     if (peer && !(c->want_peer = pg_wcsdup(peer))) { conn_kill(c); *phr = E_OUTOFMEMORY; return NULL; }
-    hr = SHIM->pfnConnect(SHIM->pvContext, a, &s);
+    if (SHIM->pfnConnectFrom && g->listener && !addr_is_unspecified(&g->listener->bound)) {
+        SOCKADDR_IN6 from = g->listener->bound; /* leave from the address we listen on */
+        addr_set_port(&from, 0);
+        hr = SHIM->pfnConnectFrom(SHIM->pvContext, &from, a, &s);
+    } else
+        hr = SHIM->pfnConnect(SHIM->pvContext, a, &s);
     if (FAILED(hr)) {
         /* reported as an event at the next service, like any failure */
         c->close_reason = hr;
@@ -6574,32 +6579,24 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
     return hr;
 }
 
-HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPort)
+/* Listening on `want` (an existing listener of this process on the same
+ * non-zero port is shared). */
+static HRESULT graph_listen(pg_graph *g, const SOCKADDR_IN6 *want, DWORD scope)
 {
-    pg_graph *g;
-    pg_listener *l;
-    SOCKADDR_IN6 want;
-    static const uint8_t any[16] = {0}, lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    pg_listener *l = NULL;
     pg_conn *c;
-    REQUIRE_STARTED();
-    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
-    if (dwScope > PEER_GRAPH_SCOPE_LOOPBACK) return E_INVALIDARG;
-    if ((dwScope == PEER_GRAPH_SCOPE_SITELOCAL || dwScope == PEER_GRAPH_SCOPE_LINKLOCAL) != (dwScopeId != 0))
-        return E_INVALIDARG;
     if (!g->synchronized) return PEER_E_GRAPH_NOT_READY;
     if (g->listener) return PEER_E_ALREADY_LISTENING;
-    addr_make(&want, dwScope == PEER_GRAPH_SCOPE_LOOPBACK ? lo : any, wPort);
-    l = NULL;
-    if (wPort)
+    if (addr_port(want))
         for (l = L.listeners; l; l = l->next)
-            if (addr_eq(&l->bound, &want)) break;
+            if (addr_eq(&l->bound, want)) break;
     if (l) l->refs++;
     else {
         HRESULT hr;
         l = (pg_listener *)pg_calloc(1, sizeof *l);
         if (!l) return E_OUTOFMEMORY;
         l->kind = OBJ_LISTENER;
-        hr = SHIM->pfnListen(SHIM->pvContext, &want, &l->s, &l->bound);
+        hr = SHIM->pfnListen(SHIM->pvContext, want, &l->s, &l->bound);
         if (FAILED(hr)) { pg_free(l); return hr; }
         if (!sock_put(l->s, l)) { SHIM->pfnClose(SHIM->pvContext, l->s); pg_free(l); return E_OUTOFMEMORY; }
         l->refs = 1;
@@ -6607,7 +6604,7 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
         L.listeners = l;
     }
     g->listener = l;
-    g->listen_scope = dwScope;
+    g->listen_scope = scope;
     g->used_network = 1;
     /* tell the nodes we connected to where we can now be reached (U=1) */
     for (c = g->conns; c; c = c->gnext)
@@ -6620,6 +6617,30 @@ HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPor
     graph_update_status(g);
     finish_call();
     return S_OK;
+}
+
+HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPort)
+{
+    pg_graph *g;
+    SOCKADDR_IN6 want;
+    static const uint8_t any[16] = {0}, lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (dwScope > PEER_GRAPH_SCOPE_LOOPBACK) return E_INVALIDARG;
+    if ((dwScope == PEER_GRAPH_SCOPE_SITELOCAL || dwScope == PEER_GRAPH_SCOPE_LINKLOCAL) != (dwScopeId != 0))
+        return E_INVALIDARG;
+    addr_make(&want, dwScope == PEER_GRAPH_SCOPE_LOOPBACK ? lo : any, wPort);
+    return graph_listen(g, &want, dwScope);
+}
+
+HRESULT PeerGraphListenAddress(HGRAPH hGraph, const PEER_ADDRESS *pAddress)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (!pAddress || pAddress->dwSize != sizeof(PEER_ADDRESS) || pAddress->sin6.sin6_family != AF_INET6)
+        return E_INVALIDARG;
+    return graph_listen(g, &pAddress->sin6, PEER_GRAPH_SCOPE_ANY);
 }
 
 static int peer_address_valid(const PEER_ADDRESS *a)

@@ -578,6 +578,14 @@ typedef struct peer_net_shim_tag {
      * gather write (sendmsg / WSASend).  Lets big SendData messages go out
      * without being copied first.  Same results as pfnSend. */
     long (*pfnSendV)(PVOID pvContext, PEER_SOCKET s, const PEER_NET_BUF *pBufs, ULONG cBufs);
+    /* Optional (may be NULL): pfnConnect leaving from the local address
+     * *pFrom (its port is 0).  The core passes the address a graph listens on
+     * when that is a specific address (not ::), so the graph's links leave
+     * from the address its presence advertises: one address per node on a
+     * multi-homed host, or per node in a test.  A shim may ignore pFrom when
+     * it cannot reach *pTo from there (net_posix.c and net_win32.c bind it
+     * when the families match and a loopback source goes to loopback). */
+    HRESULT (*pfnConnectFrom)(PVOID pvContext, const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps);
 } PEER_NET_SHIM;
 
 /* The platform's shim (net_posix.c or net_win32.c). */
@@ -683,6 +691,19 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
  * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphListen(HGRAPH hGraph, DWORD dwScope, DWORD dwScopeId, WORD wPort);
+
+/*
+ * PeerGraphListenAddress (p2pgraph extension): PeerGraphListen on one given
+ * address and port (port 0 = ephemeral) instead of a scope: a multi-homed
+ * host choosing its interface, or many nodes on one machine each with an
+ * address of its own (127.0.0.x, a test network).  The graph's outbound
+ * links then leave from that address too, when the shim offers
+ * pfnConnectFrom.  The unspecified address [::] behaves as
+ * PeerGraphListen(PEER_GRAPH_SCOPE_ANY).
+ * Returns as PeerGraphListen; E_INVALIDARG also for a NULL pAddress, a wrong
+ * dwSize or a family other than AF_INET6 (IPv4 goes v4-mapped).
+ */
+HRESULT PeerGraphListenAddress(HGRAPH hGraph, const PEER_ADDRESS *pAddress);
 
 /*
  * PeerGraphConnect: starts a neighbor connection to the node at pAddress

@@ -50,6 +50,8 @@ struct fn_ep {
 static fn_ep **g_eps;
 static size_t g_cEps, g_capEps;
 static unsigned short g_silentPort; /* fake_net_silence_port */
+static SOCKADDR_IN6 *g_side;        /* fake_net_partition: the addresses of side A */
+static size_t g_cSide;
 static ULONGLONG g_bytesSent;       /* fake_net_bytes_sent */
 static ULONGLONG g_now;
 static ULONG g_maxIo;
@@ -502,6 +504,22 @@ static int is_blackholed(const SOCKADDR_IN6 *to)
     return 0;
 }
 
+/* fake_net_partition: is addr on side A? */
+static int on_side_a(const SOCKADDR_IN6 *a)
+{
+    size_t i;
+    for (i = 0; i < g_cSide; i++)
+        if (addr_bytes_equal(&g_side[i], a))
+            return 1;
+    return 0;
+}
+
+/* Does the partition lie between this stream's two ends? */
+static int is_cut(const fn_ep *ep)
+{
+    return g_cSide != 0 && on_side_a(&ep->local) != on_side_a(&ep->remote);
+}
+
 static HRESULT listen_common(const SOCKADDR_IN6 *pAddr, int owner, fn_ep **pep)
 {
     unsigned short port;
@@ -539,7 +557,8 @@ static HRESULT listen_common(const SOCKADDR_IN6 *pAddr, int owner, fn_ep **pep)
  * blackholes and yield a refused socket when nothing listens; raw connects
  * (immediate 1) complete at once and yield NULL (*phr S_FALSE) when nothing
  * listens. */
-static fn_ep *connect_common(const SOCKADDR_IN6 *pTo, int owner, int immediate, HRESULT *phr)
+static fn_ep *connect_common(const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo, int owner, int immediate,
+                             HRESULT *phr)
 {
     fn_ep *client, *server, *listener;
     *phr = E_INVALIDARG;
@@ -555,7 +574,9 @@ static fn_ep *connect_common(const SOCKADDR_IN6 *pTo, int owner, int immediate, 
         *phr = E_OUTOFMEMORY;
         return NULL;
     }
-    if (addr_is_v4mapped(pTo))
+    if (pFrom != NULL)
+        client->local = *pFrom;
+    else if (addr_is_v4mapped(pTo))
         client->local = fake_net_addr_v4mapped(127, 0, 0, 1, 0);
     else
         client->local = fake_net_addr_loopback6(0);
@@ -564,7 +585,7 @@ static fn_ep *connect_common(const SOCKADDR_IN6 *pTo, int owner, int immediate, 
     client->remote = *pTo;
     client->remote.sin6_flowinfo = 0;
     *phr = S_OK;
-    if (!immediate && is_blackholed(pTo)) {
+    if (!immediate && (is_blackholed(pTo) || is_cut(client))) {
         client->conn = FN_BLACKHOLED;
         return client;
     }
@@ -605,6 +626,8 @@ static DWORD ready_bits(const fn_ep *ep)
     default:
         break;
     }
+    if (is_cut(ep)) /* nothing crosses, not even an end of stream */
+        return ep->shut || ep->peer == NULL || g_sendCap == 0 || ep->peer->len < g_sendCap ? PEER_POLL_WRITE : 0;
     if (ep->reset)
         return PEER_POLL_READ | PEER_POLL_WRITE | PEER_POLL_ERROR;
     if (ep->len > 0 || ep->eof)
@@ -679,7 +702,21 @@ static HRESULT fn_connect(PVOID pvContext, const SOCKADDR_IN6 *pTo, PEER_SOCKET 
     (void)pvContext;
     if (ps == NULL)
         return E_INVALIDARG;
-    ep = connect_common(pTo, FN_OWN_LIB, 0, &hr);
+    ep = connect_common(NULL, pTo, FN_OWN_LIB, 0, &hr);
+    if (ep == NULL)
+        return hr;
+    *ps = sock_of(ep);
+    return S_FALSE;
+}
+
+static HRESULT fn_connect_from(PVOID pvContext, const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo, PEER_SOCKET *ps)
+{
+    HRESULT hr;
+    fn_ep *ep;
+    (void)pvContext;
+    if (ps == NULL || (pFrom != NULL && !is_family6(pFrom)))
+        return E_INVALIDARG;
+    ep = connect_common(pFrom, pTo, FN_OWN_LIB, 0, &hr);
     if (ep == NULL)
         return hr;
     *ps = sock_of(ep);
@@ -714,8 +751,10 @@ static long fn_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
         return PEER_NET_FAILED;
     if (ep->conn == FN_CONNECTING || ep->conn == FN_BLACKHOLED)
         return PEER_NET_WOULDBLOCK;
-    if (ep->conn == FN_REFUSED || ep->reset || ep->shut || ep->peer == NULL)
+    if (ep->conn == FN_REFUSED || ep->shut || ((ep->reset || ep->peer == NULL) && !is_cut(ep)))
         return PEER_NET_FAILED;
+    if (ep->peer == NULL)
+        return (long)(g_maxIo != 0 && n > g_maxIo ? g_maxIo : n); /* the far end is gone: unseen across the cut */
     if (g_maxIo != 0 && n > g_maxIo)
         n = g_maxIo;
     if (g_silentPort && (fake_net_port(&ep->local) == g_silentPort || fake_net_port(&ep->peer->local) == g_silentPort))
@@ -768,6 +807,8 @@ static long fn_recv(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb)
         return PEER_NET_FAILED;
     if (ep->conn == FN_CONNECTING || ep->conn == FN_BLACKHOLED)
         return PEER_NET_WOULDBLOCK;
+    if (is_cut(ep))
+        return PEER_NET_WOULDBLOCK; /* in flight until the partition heals */
     if (ep->conn == FN_REFUSED || ep->reset)
         return PEER_NET_FAILED;
     if (g_silentPort && fake_net_port(&ep->local) == g_silentPort)
@@ -886,6 +927,7 @@ static const PEER_NET_SHIM g_shim = {
     .pfnUtcNow = fn_utc_now,
     .pfnRandom = fn_random,
     .pfnSendV = fn_sendv,
+    .pfnConnectFrom = fn_connect_from,
 };
 
 ULONGLONG fake_net_bytes_sent(void)
@@ -896,6 +938,20 @@ ULONGLONG fake_net_bytes_sent(void)
 void fake_net_silence_port(unsigned short port)
 {
     g_silentPort = port;
+}
+
+int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA)
+{
+    SOCKADDR_IN6 *n = NULL;
+    if (cSideA != 0) {
+        if (pSideA == NULL || (n = (SOCKADDR_IN6 *)malloc(cSideA * sizeof *n)) == NULL)
+            return 0;
+        memcpy(n, pSideA, cSideA * sizeof *n);
+    }
+    free(g_side);
+    g_side = n;
+    g_cSide = cSideA;
+    return 1;
 }
 
 const PEER_NET_SHIM *fake_net_shim(void)
@@ -911,6 +967,9 @@ void fake_net_reset(void)
 {
     size_t i;
     g_silentPort = 0;
+    free(g_side);
+    g_side = NULL;
+    g_cSide = 0;
     g_bytesSent = 0;
     for (i = 0; i < g_cEps; i++)
         if (g_eps[i] != NULL)
@@ -1004,7 +1063,7 @@ PEER_SOCKET fake_net_raw_accept(PEER_SOCKET listener)
 PEER_SOCKET fake_net_raw_connect(const SOCKADDR_IN6 *to)
 {
     HRESULT hr;
-    fn_ep *ep = connect_common(to, FN_OWN_RAW, 1, &hr);
+    fn_ep *ep = connect_common(NULL, to, FN_OWN_RAW, 1, &hr);
     return ep != NULL ? sock_of(ep) : PEER_INVALID_SOCKET;
 }
 

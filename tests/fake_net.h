@@ -19,6 +19,8 @@
  *     PEER_E_ALREADY_LISTENING.  A listener bound to [::] matches every
  *     address with its port (dual stack); otherwise address and port must
  *     match exactly (scope IDs are ignored).
+ *   - pfnConnectFrom: pfnConnect with the client's local address taken from
+ *     pFrom (port assigned as below).
  *   - pfnConnect: returns S_FALSE (in progress).  If a listener matches, the
  *     connection exists at once (the server side waits in the listener's
  *     backlog) and pfnConnectResult returns S_OK from its next call on; until
@@ -85,6 +87,16 @@ void fake_net_advance(ULONGLONG ms);
  * sends and what is sent to it vanishes, it reads nothing, nobody sees an
  * end of stream.  0 ends the silence. */
 void fake_net_silence_port(unsigned short port);
+
+/* Splits the network in two: side A is every endpoint whose address is one
+ * of pSideA[0..cSideA) (ports ignored), side B everything else.  Across the
+ * split nothing is seen: bytes sent stay in flight (the receiver reads
+ * nothing and is not reported readable), neither end sees an end of stream
+ * or a reset, and library connects across it never complete.  Connections
+ * that survive a heal get their bytes then, as TCP would.  Nodes need an
+ * address of their own: listen on it, and their outbound connections leave
+ * from it (pfnConnectFrom).  cSideA 0 heals.  Returns 0 when out of memory. */
+int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA);
 
 /* Bytes the library's sockets have sent so far (what their peers received
  * or will receive). */

@@ -194,6 +194,53 @@ static void test_refused_real(void **st)
     assert_int_equal(PeerGraphClose(h), S_OK);
 }
 
+/* PeerGraphListenAddress: the node listens on 127.0.0.2 only, its presence
+ * says so, and its outbound links leave from there (pfnConnectFrom). */
+static PEER_SOCKET sRaw;
+static SOCKADDR_IN6 rawFrom;
+static int raw_accepted(void)
+{
+    const PEER_NET_SHIM *sh = PeerGraphGetPlatformNetShim();
+    PEER_SOCKET s;
+    if (sh->pfnAccept(sh->pvContext, sRaw, &s, &rawFrom) != S_OK) return 0;
+    sh->pfnClose(sh->pvContext, s);
+    return 1;
+}
+static void test_listen_address(void **st)
+{
+    const PEER_NET_SHIM *sh = PeerGraphGetPlatformNetShim();
+    HGRAPH h = tu_create(L"loop", L"alice");
+    PEER_ADDRESS a, to;
+    PPEER_NODE_INFO ni = NULL;
+    SOCKADDR_IN6 want = fake_net_addr_v4mapped(127, 0, 0, 3, 0);
+    ULONGLONG id;
+    (void)st;
+    memset(&a, 0, sizeof a);
+    a.dwSize = sizeof a;
+    a.sin6 = fake_net_addr_v4mapped(127, 0, 0, 2, 0);
+    assert_int_equal(PeerGraphListenAddress(h, NULL), E_INVALIDARG);
+    a.dwSize = 3;
+    assert_int_equal(PeerGraphListenAddress(h, &a), E_INVALIDARG);
+    a.dwSize = sizeof a;
+    assert_int_equal(PeerGraphListenAddress(NULL, &a), PEER_E_INVALID_GRAPH);
+    assert_int_equal(PeerGraphListenAddress(h, &a), S_OK);
+    assert_int_equal(PeerGraphListenAddress(h, &a), PEER_E_ALREADY_LISTENING);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    assert_int_equal(ni->cAddresses, 1);
+    assert_memory_equal(ni->pAddresses[0].sin6.sin6_addr.s6_addr, a.sin6.sin6_addr.s6_addr, 16);
+    assert_int_not_equal(fake_net_port(&ni->pAddresses[0].sin6), 0);
+    PeerGraphFreeData(ni);
+    /* a plain socket on 127.0.0.3 sees the connection come from 127.0.0.2 */
+    assert_int_equal(sh->pfnListen(sh->pvContext, &want, &sRaw, &to.sin6), S_OK);
+    to.dwSize = sizeof to;
+    use_host_poll = 0;
+    assert_int_equal(PeerGraphConnect(h, NULL, &to, &id), S_OK);
+    assert_true(run_until(raw_accepted, 5000));
+    assert_memory_equal(rawFrom.sin6_addr.s6_addr, a.sin6.sin6_addr.s6_addr, 16);
+    sh->pfnClose(sh->pvContext, sRaw);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+
 /* Fifty graphs: a tree of fan-out 3 rooted at the creator; each joiner
  * connects to its parent once the parent is synchronized and listening. */
 #define N50 50
@@ -429,6 +476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_ipv6_hostpoll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_ipv4_hostpoll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_real, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listen_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifty_ipv6_runonce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifty_ipv4_hostpoll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifty_fast_profile, setup, teardown),
