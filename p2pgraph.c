@@ -401,6 +401,7 @@ typedef struct pg_conn {
     pg_buf solq;            /* responder: solicitations waiting for the current answer */
     int solq_n;
     int referral_hops;      /* how many referrals led to this attempt */
+    int repair;             /* opened by partition detection */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
     pg_buf acks;            /* ACK entries gathered while reading */
@@ -506,6 +507,16 @@ struct pg_graph {
     PEER_GRAPH_TIMERS timers;  /* graph maintenance timers (profile defaults or PeerGraphSetTimers) */
     PEER_MAINTENANCE_PROFILE profile;
     ULONGLONG sig_deadline; /* the Signature timer */
+    ULONGLONG sig_rx;       /* when the Signature record last changed here (staleness, fast profile) */
+    int sig_dead;           /* its owner was announced departed (fast profile) */
+    ULONGLONG sig_last;     /* the last live signature value seen (0: none) */
+    int lost_link;          /* a neighbor link of ours died (fast profile): our presence may be marked */
+    uint8_t contact_id[16]; /* our Contact record */
+    int have_contact_id;
+    ULONGLONG contact_deadline, partition_deadline; /* the Contact and Partition Detection timers */
+    ULONG partition_repairs; /* connections opened by partition detection */
+    int contacts_due;       /* run contact maintenance at the next service */
+    ULONGLONG ltr_last;     /* the last CONNECTION_REQUIRED (long-term repair) */
 };
 
 typedef struct pg_enum pg_enum;
@@ -1075,6 +1086,7 @@ static int guid_is_internal(const uint8_t *t)
 /* Presence records ({00000400-...}) and the signature and contact records
  * live in memory only: they are never loaded from a database (3.1.4.2). */
 static int rec_is_presence(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 4 && guid_is_internal(type); }
+static int rec_is_contact(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] == 3 && guid_is_internal(type); }
 static int rec_is_volatile(const uint8_t *type) { return type[0] == 0 && type[1] == 0 && type[2] >= 2 && guid_is_internal(type); }
 
 /* high64(MD5(creator)) XOR low64(...), the record ID's upper half. */
@@ -2927,6 +2939,10 @@ static void signature_leave(pg_graph *g);
 static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from);
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
+static void signature_changed(pg_graph *g);
+static void graph_poke_contacts(pg_graph *g);
+static HRESULT presence_publish(pg_graph *g);
+static pg_rec *presence_own(const pg_graph *g);
 
 /* Tells the application how a connection of its graph ended, once. */
 static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
@@ -2942,8 +2958,10 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
     if (c->state == CS_CONNECTED && !c->direct && g->profile == PEER_MAINTENANCE_FAST &&
-        (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED))
+        (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED)) {
+        g->lost_link = 1;
         graph_node_departed(g, c->remote_node, c); /* died, not left: tell the graph */
+    }
     conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
@@ -4266,13 +4284,14 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     pg_rec *r, *old;
     rec_view v, ov;
     PEER_RECORD_CHANGE_TYPE ct;
-    int hadLive = 0;
+    int hadLive = 0, wasDeparted = 0;
     HRESULT hr;
     rec_parse(wire, len, &v);
     old = rec_find(g, v.id);
     if (old) {
         rec_parse(old->wire, old->len, &ov);
         hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
+        wasDeparted = old->departed;
     }
     /* presence records are never loaded again (3.1.4.2): not worth a write */
     hr = rec_is_volatile(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
@@ -4288,7 +4307,12 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
         emit_record(g, ct, r->id, r->wire);
         if (rec_is_presence(r->wire) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, r->wire, r->len);
     }
-    if (!memcmp(r->id, SIGNATURE_ID, 16)) signature_calc(g); /* received, replaced or deleted */
+    if (!memcmp(r->id, SIGNATURE_ID, 16)) signature_changed(g); /* received, replaced or deleted */
+    else if (rec_is_contact(r->wire)) graph_poke_contacts(g);
+    else if (wasDeparted && ct == PEER_RECORD_ADDED && g->lost_link && presence_own(g)) {
+        g->lost_link = 0; /* a node we heard was dead is back (a healed split): others may think so of us */
+        presence_publish(g);
+    }
     if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
         rec_parse(r->wire, r->len, &v);
         graph_info_received(g, &v);
@@ -5074,6 +5098,7 @@ static void graph_expire(pg_graph *g)
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
                 if (notify && !r->departed && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
+                if (rec_is_contact(type)) graph_poke_contacts(g);
                 pg_free(r);
                 continue;
             }
@@ -5397,6 +5422,16 @@ static void conn_on_readable(pg_conn *c, int drain)
 }
 
 /* TCP connect finished (or failed) for an outbound connection. */
+/* An outbound handshake's time limit: the spec's `ms`, or in the fast
+ * profile twice the dead time (a node that does not answer in seconds is
+ * as good as dead, and refilling must not wait minutes on it). */
+static ULONGLONG conn_handshake_ms(const pg_conn *c, ULONGLONG ms)
+{
+    const pg_graph *g = c->graph;
+    if (g && g->profile == PEER_MAINTENANCE_FAST && ms > 2ULL * g->timers.ulDeadMs) ms = 2ULL * g->timers.ulDeadMs;
+    return ms;
+}
+
 static void conn_on_connect_result(pg_conn *c)
 {
     HRESULT hr = SHIM->pfnConnectResult(SHIM->pvContext, c->s);
@@ -5408,7 +5443,7 @@ static void conn_on_connect_result(pg_conn *c)
     send_connect(c, 0);
     if (c->dead) return;
     c->state = CS_CONNECT_SENT;
-    conn_set_deadline(c, L.now + PEER_CONNECT_TIMER_MS);
+    conn_set_deadline(c, L.now + conn_handshake_ms(c, PEER_CONNECT_TIMER_MS));
     conn_try_send(c);
 }
 
@@ -5446,7 +5481,7 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
             *phr = E_OUTOFMEMORY;
             return NULL;
         }
-        conn_set_deadline(c, L.now + auth_timer_ms(graph_conn_count(g, 0) - 1));
+        conn_set_deadline(c, L.now + conn_handshake_ms(c, auth_timer_ms(graph_conn_count(g, 0) - 1)));
         c->poke = 1; /* check the connect at the next service even without readiness */
         wake_at(L.now);
     }
@@ -5719,6 +5754,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from
     r = (pg_rec *)presence_of_node(g, node, &v, &pv);
     if (!r) return; /* unknown, or already gone: the news stops here */
     r->departed = 1;
+    if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
     msg_header(m, 16, MT_DEPARTED);
     put64(m + 8, node);
@@ -5817,7 +5853,8 @@ static int graph_connect_random(pg_graph *g)
 }
 
 /* Connection maintenance ([MS-PPGRH] 3.1.7.14, digest 5.18.2). */
-static void conn_maintain(pg_graph *g, int timer)
+/* 1 when nothing more is needed or an attempt is under way. */
+static int conn_maintain(pg_graph *g, int timer)
 {
     pg_conn *c, *least = NULL;
     ULONG n = graph_conn_count(g, 1), pending = 0;
@@ -5825,23 +5862,18 @@ static void conn_maintain(pg_graph *g, int timer)
         if (c->dead || c->direct) continue;
         if (c->state == CS_CONNECTED) {
             if (!least || c->utility < least->utility) least = c;
-        } else if (c->outbound && c->state != CS_CLOSING)
-            pending++;
+        } else if (c->outbound && c->state != CS_CLOSING && !c->repair)
+            pending++; /* (a partition repair attempt does not hold refilling up) */
     }
     if (n > PEER_IDEAL_NEIGHBORS && timer && least) {
         conn_disconnect(least, DISC_LEAST_USEFUL, S_OK);
         graph_poke_maintenance(g); /* "after we disconnect a link" */
-        return;
+        return 1;
     }
-    if (pending) return; /* one attempt at a time */
-    if (n == 0 || (n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever) || (n < PEER_IDEAL_NEIGHBORS && timer)) {
-        if (!graph_connect_random(g) && n == 0 && g->n_neighbors_ever) {
-            PEER_GRAPH_EVENT_DATA e; /* long-term repair is the application's: it must find a node */
-            memset(&e, 0, sizeof e);
-            e.eventType = PEER_GRAPH_EVENT_CONNECTION_REQUIRED;
-            emit(g, &e, NULL, NULL);
-        }
-    }
+    if (pending) return 1; /* one attempt at a time */
+    if (n == 0 || (n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever) || (n < PEER_IDEAL_NEIGHBORS && timer))
+        return graph_connect_random(g);
+    return 1;
 }
 
 /* --- the graph signature ([MS-PPGRH] 3.1.7.11, digest 5.16): the lowest
@@ -5856,6 +5888,8 @@ static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
     if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8)
         return NULL;
     *sig = get64(v.data);
+    if (*sig != g->node_id && g->timers.ulSignatureStaleMs && (g->sig_dead || L.now > g->sig_rx + g->timers.ulSignatureStaleMs))
+        return NULL; /* fast profile: its owner stopped renewing it, or was announced departed */
     return r;
 }
 
@@ -5899,10 +5933,16 @@ static void signature_publish(pg_graph *g, int deleted)
 static void signature_timer(pg_graph *g)
 {
     ULONGLONG sig = 0;
+    int live;
     g->sig_deadline = L.now + 24u * 3600u * 1000u;
+    if (!g->synchronized || !g->listener) { wake_at(g->sig_deadline); return; }
+    live = signature_live(g, &sig) != NULL;
+    if (!live || sig > g->node_id) signature_publish(g, 0);
+    else if (sig == g->node_id && g->timers.ulSignatureStaleMs)
+        signature_publish(g, 0); /* fast profile: the owner renews it */
+    if (g->timers.ulSignatureStaleMs && signature_live(g, &sig) && sig == g->node_id)
+        g->sig_deadline = L.now + g->timers.ulSignatureStaleMs / 3;
     wake_at(g->sig_deadline);
-    if (!g->synchronized || !g->listener) return;
-    if (!signature_live(g, &sig) || sig > g->node_id) signature_publish(g, 0);
 }
 
 /* The signature node leaving deletes it: the others race to take over. */
@@ -5910,6 +5950,218 @@ static void signature_leave(pg_graph *g)
 {
     ULONGLONG sig = 0;
     if (signature_live(g, &sig) && sig == g->node_id) signature_publish(g, 1);
+}
+
+/* The Signature record was stored (received, renewed, replaced, deleted). */
+static void signature_changed(pg_graph *g)
+{
+    ULONGLONG sig = 0;
+    g->sig_rx = L.now;
+    g->sig_dead = 0;
+    if (signature_live(g, &sig)) {
+        /* a lower signature than before: two parts joined (or a lower node
+         * came).  If a link of ours died, the others may hold us departed. */
+        if (g->sig_last && sig < g->sig_last && g->lost_link && presence_own(g)) {
+            g->lost_link = 0;
+            presence_publish(g);
+        }
+        g->sig_last = sig;
+    }
+    signature_calc(g);
+    graph_poke_contacts(g);
+}
+
+/* --- contacts and partitions ([MS-PPGRH] 3.1.7.12-.15, digest 5.17) ---
+ * Between Cmin and Cmax nodes publish a Contact record: the signature they
+ * saw and their addresses.  A contact naming another signature than ours
+ * was published on the other side of a split: the Partition Detection
+ * timer then connects to it, the two databases synchronize, and the lower
+ * signature wins on both sides.  Our own contact is re-published when the
+ * signature changes (PROTOCOL.md P11), so that only the far side's
+ * contacts disagree. */
+static const GUID GUID_CONTACT_TYPE_G = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+
+typedef struct contact_view { ULONGLONG sig, node; uint32_t n_addrs; const uint8_t *addrs; } contact_view;
+
+static int contact_parse(const pg_rec *r, contact_view *cv)
+{
+    rec_view v;
+    if ((r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 20) return 0;
+    cv->sig = get64(v.data);
+    cv->node = get64(v.data + 8);
+    cv->n_addrs = get32(v.data + 16);
+    cv->addrs = v.data + 20;
+    return cv->n_addrs <= (v.n_data - 20) / 32;
+}
+
+/* Our live Contact record, if any. */
+static pg_rec *contact_own(const pg_graph *g)
+{
+    pg_rec *r = g->have_contact_id ? rec_find(g, g->contact_id) : NULL;
+    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    return r;
+}
+
+/* Cmin from the signature S: 5 when S >= 2^60, else 60 - floor(log2 S)
+ * (digest 5.17.1; PROTOCOL.md P11 for the rounding and S = 0). */
+static ULONG contact_cmin(ULONGLONG sig)
+{
+    ULONG lg = 0;
+    if (sig >= (1ULL << 60)) return 5;
+    if (!sig) return 60;
+    while (sig >>= 1) lg++;
+    return 60 - lg;
+}
+
+static void contact_publish(pg_graph *g, ULONGLONG sig, int deleted)
+{
+    SOCKADDR_IN6 a[PRESENCE_MAX_ADDRS];
+    ULONG na = deleted ? 0 : presence_addrs(g, a, PRESENCE_MAX_ADDRS), i;
+    size_t n = 20 + 32 * (size_t)na, len;
+    uint8_t *p = (uint8_t *)pg_alloc(n), type[16], *wire;
+    pg_rec *old = g->have_contact_id ? rec_find(g, g->contact_id) : NULL;
+    uint64_t now = peer_time(g);
+    PEER_DATA d;
+    if (!p) return;
+    put64(p, sig);
+    put64(p + 8, g->node_id);
+    put32(p + 16, na);
+    for (i = 0; i < na; i++) peer_addr_put(p + 20 + 32 * i, &a[i]);
+    d.cbData = deleted ? 0 : (ULONG)n;
+    d.pbData = deleted ? NULL : p;
+    guid_put(type, &GUID_CONTACT_TYPE_G);
+    if (!g->have_contact_id) { rec_new_id(g->peer_id, g->contact_id); g->have_contact_id = 1; }
+    if (old) {
+        rec_view v;
+        rec_parse(old->wire, old->len, &v);
+        wire = rec_build(g, type, g->contact_id, v.version + 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id,
+                         g->peer_id, NULL, v.created, deleted ? v.expires : now + 900 * FT_SECOND,
+                         now > v.modified ? now : v.modified + 1, &d, NULL, &len);
+    } else
+        wire = rec_build(g, type, g->contact_id, 1, RF_AUTOREFRESH, g->peer_id, NULL, NULL, now, now + 900 * FT_SECOND,
+                         now, &d, NULL, &len);
+    pg_free(p);
+    if (wire) graph_publish(g, wire, len);
+    pg_free(wire);
+}
+
+/* Live contacts: how many, and whether one names another signature than
+ * `sig` (a node on the far side of a split). */
+static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
+{
+    uint64_t now = peer_time(g);
+    ULONG n = 0;
+    size_t i;
+    *mismatch = 0;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            contact_view cv;
+            if (!rec_is_contact(r->wire) || r->expires <= now || !contact_parse(r, &cv)) continue;
+            n++;
+            if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
+        }
+    }
+    return n;
+}
+
+static ULONGLONG timer_between(ULONG lo, ULONG hi) { return L.now + lo + random64() % ((ULONGLONG)hi - lo + 1); }
+
+/* Contact maintenance and partition detection (steps 2 and 3 of graph
+ * maintenance; also when a contact arrives or expires, or the signature
+ * changes).  `timer`: the Contact timer fired. */
+static void contact_maintain(pg_graph *g, int timer)
+{
+    ULONGLONG sig = 0;
+    pg_rec *own;
+    ULONG n, cmin;
+    int mismatch;
+    g->contacts_due = 0;
+    if (!g->synchronized) return;
+    own = contact_own(g);
+    if (own && !g->listener) { contact_publish(g, 0, 1); return; }
+    if (!g->listener || !signature_live(g, &sig)) return;
+    if (own) { /* ours names the signature we see now (P11) */
+        contact_view cv;
+        if (contact_parse(own, &cv) && cv.sig != sig) contact_publish(g, sig, 0);
+    }
+    n = contact_scan(g, sig, &mismatch);
+    cmin = contact_cmin(sig);
+    if ((!own && n < cmin) || (own && n > cmin + 5)) {
+        if (timer) contact_publish(g, sig, own != NULL);
+        else if (g->contact_deadline == PEER_NO_DEADLINE) {
+            g->contact_deadline = timer_between(g->timers.ulContactMinMs, g->timers.ulContactMaxMs);
+            wake_at(g->contact_deadline);
+        }
+    }
+    if (mismatch && g->partition_deadline == PEER_NO_DEADLINE) {
+        g->partition_deadline = timer_between(g->timers.ulPartitionMinMs, g->timers.ulPartitionMaxMs);
+        wake_at(g->partition_deadline);
+    }
+}
+
+static void graph_poke_contacts(pg_graph *g)
+{
+    g->contacts_due = 1;
+    wake_at(L.now);
+}
+
+/* Partition Detection timer: connect to a node whose contact still names
+ * another signature (one, chosen at random; the next run takes another). */
+static void partition_timer(pg_graph *g)
+{
+    ULONGLONG sig = 0;
+    uint64_t now = peer_time(g);
+    cand *cs = NULL, *x;
+    size_t n = 0, cap = 0, i;
+    const pg_conn *o;
+    g->partition_deadline = PEER_NO_DEADLINE;
+    if (!g->synchronized || !signature_live(g, &sig)) return;
+    for (o = g->conns; o; o = o->gnext)
+        if (o->repair && !o->dead && o->state != CS_CONNECTED) return; /* one attempt at a time */
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            contact_view cv;
+            rec_view v;
+            SOCKADDR_IN6 a;
+            if (!rec_is_contact(r->wire) || r->expires <= now || !contact_parse(r, &cv)) continue;
+            if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
+            if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
+            if (!(x = cand_next(&cs, n, &cap))) return;
+            x->a = a;
+            x->peer = v.creator;
+            x->npeer = v.n_creator;
+            x->ref = 0;
+            n++;
+        }
+    }
+    if (n) {
+        size_t k = (size_t)(random64() % n);
+        wchar_t *peer = u16_dup(cs[k].peer, cs[k].npeer);
+        HRESULT hr;
+        pg_conn *nc = peer ? graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr) : NULL;
+        if (nc) { nc->repair = 1; g->partition_repairs++; }
+        pg_free(peer);
+    }
+    pg_free(cs);
+}
+
+/* Long-term partition repair (3.1.7.15): a node holding a Contact record
+ * asks the application for a connection to some node it finds by other
+ * means (PEER_GRAPH_EVENT_CONNECTION_REQUIRED; at most every
+ * PEER_MAINT_CONNECTED_MS, PROTOCOL.md P11), and so does a node left alone
+ * with nobody known to connect to. */
+static void graph_long_term_repair(pg_graph *g, int attempted)
+{
+    PEER_GRAPH_EVENT_DATA e;
+    int alone = !attempted && g->n_neighbors_ever && !graph_conn_count(g, 1);
+    int contact = contact_own(g) && (!g->ltr_last || L.now >= g->ltr_last + PEER_MAINT_CONNECTED_MS);
+    if (!alone && !contact) return;
+    g->ltr_last = L.now ? L.now : 1;
+    memset(&e, 0, sizeof e);
+    e.eventType = PEER_GRAPH_EVENT_CONNECTION_REQUIRED;
+    emit(g, &e, NULL, NULL);
 }
 
 /* Graph maintenance in its strict order; `timer`: the Graph Maintenance
@@ -5922,9 +6174,10 @@ static void graph_maintain(pg_graph *g, int timer)
         ULONG i;
         for (i = 0; i < g->n_refs; i++) g->refs[i].attempted = 0;
     }
-    signature_calc(g);
+    signature_calc(g);              /* 1. signature */
+    contact_maintain(g, 0);         /* 2. contacts, 3. partition detection */
     presence_maintain(g, 0);
-    conn_maintain(g, timer);
+    graph_long_term_repair(g, conn_maintain(g, timer)); /* 4. connections, 5. long-term repair */
     g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->timers.ulMaintenanceMs : g->timers.ulMaintenanceIdleMs);
     wake_at(g->maint_deadline);
 }
@@ -5942,6 +6195,18 @@ static void graph_maintenance_timers(pg_graph *g)
     }
     if (g->sig_deadline <= L.now) signature_timer(g);
     wake_at(g->sig_deadline);
+    if (g->contact_deadline <= L.now) {
+        g->contact_deadline = PEER_NO_DEADLINE;
+        contact_maintain(g, 1);
+    } else if (g->contacts_due)
+        contact_maintain(g, 0);
+    if (g->partition_deadline <= L.now) partition_timer(g);
+    if (g->timers.ulSignatureStaleMs && g->sig_last && g->sig_last != g->node_id) {
+        if (L.now <= g->sig_rx + g->timers.ulSignatureStaleMs) wake_at(g->sig_rx + g->timers.ulSignatureStaleMs + 1);
+        else if (g->sig_deadline > L.now + 30000) signature_calc(g); /* fast profile: the signature went stale */
+    }
+    wake_at(g->contact_deadline);
+    wake_at(g->partition_deadline);
     if (g->maint_deadline <= L.now) graph_maintain(g, 1);
     else if (g->maint_due) graph_maintain(g, 0);
     wake_at(g->maint_deadline);
@@ -6286,6 +6551,7 @@ static void graph_close(pg_graph *g)
     }
     g->regs = NULL;
     presence_delete(g); /* flooded below, before the DISCONNECTs */
+    if (contact_own(g)) contact_publish(g, 0, 1);
     signature_leave(g);
     if (g->used_network || g->synchronized) {
         g->left_pt = peer_time(g);
@@ -6468,6 +6734,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->scope = PEER_GRAPH_SCOPE_GLOBAL;
     g->data_limit = PEER_DEFAULT_DATA_QUEUE;
     g->maint_deadline = g->presence_deadline = g->maint_retry = g->sig_deadline = PEER_NO_DEADLINE;
+    g->contact_deadline = g->partition_deadline = PEER_NO_DEADLINE;
     graph_default_timers(PEER_MAINTENANCE_COMPAT, &g->timers);
     wake_at(0); /* first expiry pass */
     do g->node_id = random64(); while (!g->node_id);
@@ -7036,6 +7303,11 @@ static void graph_default_timers(PEER_MAINTENANCE_PROFILE profile, PEER_GRAPH_TI
     t->ulRetryMs = PEER_MAINT_RETRY_MS;
     t->ulKeepaliveMs = PEER_FAST_KEEPALIVE_MS;
     t->ulDeadMs = PEER_FAST_DEAD_MS;
+    t->ulContactMinMs = fast ? PEER_FAST_CONTACT_MIN_MS : PEER_CONTACT_MIN_MS;
+    t->ulContactMaxMs = fast ? PEER_FAST_CONTACT_MAX_MS : PEER_CONTACT_MAX_MS;
+    t->ulPartitionMinMs = fast ? PEER_FAST_PARTITION_MIN_MS : PEER_PARTITION_MIN_MS;
+    t->ulPartitionMaxMs = fast ? PEER_FAST_PARTITION_MAX_MS : PEER_PARTITION_MAX_MS;
+    t->ulSignatureStaleMs = fast ? PEER_FAST_SIGNATURE_STALE_MS : 0;
 }
 
 /* New timer values apply at once: a maintenance run due later than the new
@@ -7083,7 +7355,10 @@ HRESULT PeerGraphSetTimers(HGRAPH hGraph, const PEER_GRAPH_TIMERS *pTimers)
     if (!t || t->dwSize != sizeof *t || t->ulMaintenanceMs < 100 || t->ulMaintenanceIdleMs < 100 || t->ulRetryMs < 10 ||
         t->ulKeepaliveMs < 10 || t->ulDeadMs < 2 * t->ulKeepaliveMs || t->ulMaintenanceMs > 86400000u ||
         t->ulMaintenanceIdleMs > 86400000u || t->ulRetryMs > 86400000u || t->ulKeepaliveMs > 86400000u ||
-        t->ulDeadMs > 86400000u)
+        t->ulDeadMs > 86400000u || t->ulContactMinMs < 10 || t->ulContactMinMs > t->ulContactMaxMs ||
+        t->ulContactMaxMs > 86400000u || t->ulPartitionMinMs < 10 || t->ulPartitionMinMs > t->ulPartitionMaxMs ||
+        t->ulPartitionMaxMs > 86400000u || (t->ulSignatureStaleMs && t->ulSignatureStaleMs < 300) ||
+        t->ulSignatureStaleMs > 86400000u)
         return E_INVALIDARG;
     g->timers = *t;
     graph_timers_changed(g);

@@ -220,6 +220,14 @@ typedef struct peer_graph_timers_tag {
     ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (1000) */
     ULONG ulKeepaliveMs;       /* fast profile: Ping on a link idle this long (500) */
     ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2000) */
+    ULONG ulContactMinMs;      /* Contact timer, uniform in [min, max] (compat 10000..180000, fast 500..3000) */
+    ULONG ulContactMaxMs;
+    ULONG ulPartitionMinMs;    /* Partition Detection timer (compat 5000..30000, fast 200..1000) */
+    ULONG ulPartitionMaxMs;
+    ULONG ulSignatureStaleMs;  /* 0 (compat): the Signature record lives until it expires (300 s).  Else
+                                * (fast 6000): its owner renews it every third of this, and one not
+                                * renewed for this long counts as gone, so a split-off part elects its
+                                * own signature within seconds and partition repair can start */
 } PEER_GRAPH_TIMERS;
 
 typedef enum peer_graph_scope_tag {
@@ -438,6 +446,15 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_FAST_MAINT_IDLE_MS      1000u   /* ... and without */
 #define PEER_FAST_KEEPALIVE_MS       500u    /* ... a Ping on a neighbor link idle this long */
 #define PEER_FAST_DEAD_MS            2000u   /* ... a link to a fast node silent this long is dead */
+#define PEER_CONTACT_MIN_MS          10000u  /* Contact timer range ([MS-PPGRH] 3.1.2) */
+#define PEER_CONTACT_MAX_MS          180000u
+#define PEER_PARTITION_MIN_MS        5000u   /* Partition Detection timer range ([MS-PPGRH] 3.1.2) */
+#define PEER_PARTITION_MAX_MS        30000u
+#define PEER_FAST_CONTACT_MIN_MS     500u    /* fast profile: Contact timer range */
+#define PEER_FAST_CONTACT_MAX_MS     3000u
+#define PEER_FAST_PARTITION_MIN_MS   200u    /* fast profile: Partition Detection timer range */
+#define PEER_FAST_PARTITION_MAX_MS   1000u
+#define PEER_FAST_SIGNATURE_STALE_MS 6000u   /* fast profile: a Signature record not renewed this long is gone */
 
 /* ------------------------------------------------------------------------- */
 /* Host-driven I/O                                                            */
@@ -943,7 +960,9 @@ HRESULT PeerGraphSetMaintenanceProfile(HGRAPH hGraph, PEER_MAINTENANCE_PROFILE p
  * them to the profile's values, set them after it).  New values apply at
  * once.  Set returns E_INVALIDARG for a wrong dwSize, a maintenance period
  * under 100 ms, a retry or keepalive under 10 ms, a dead time under twice
- * the keepalive, or anything above a day.  Both return S_OK;
+ * the keepalive, a contact or partition range with min under 10 ms or above
+ * its max, a signature staleness other than 0 under 300 ms, or anything
+ * above a day.  Both return S_OK;
  * E_INVALIDARG (NULL); PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphGetTimers(HGRAPH hGraph, PEER_GRAPH_TIMERS *pTimers);

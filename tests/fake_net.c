@@ -49,7 +49,6 @@ struct fn_ep {
 /* All state; zero-initialised equals the state after fake_net_reset(). */
 static fn_ep **g_eps;
 static size_t g_cEps, g_capEps;
-static unsigned short g_silentPort; /* fake_net_silence_port */
 static SOCKADDR_IN6 *g_side;        /* fake_net_partition: the addresses of side A */
 static size_t g_cSide;
 static ULONGLONG g_bytesSent;       /* fake_net_bytes_sent */
@@ -757,8 +756,6 @@ static long fn_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)
         return (long)(g_maxIo != 0 && n > g_maxIo ? g_maxIo : n); /* the far end is gone: unseen across the cut */
     if (g_maxIo != 0 && n > g_maxIo)
         n = g_maxIo;
-    if (g_silentPort && (fake_net_port(&ep->local) == g_silentPort || fake_net_port(&ep->peer->local) == g_silentPort))
-        return (long)n; /* a silenced node: the bytes vanish */
     if (g_sendCap != 0) {
         if (ep->peer->len >= g_sendCap)
             return PEER_NET_WOULDBLOCK;
@@ -811,8 +808,6 @@ static long fn_recv(PVOID pvContext, PEER_SOCKET s, void *pv, ULONG cb)
         return PEER_NET_WOULDBLOCK; /* in flight until the partition heals */
     if (ep->conn == FN_REFUSED || ep->reset)
         return PEER_NET_FAILED;
-    if (g_silentPort && fake_net_port(&ep->local) == g_silentPort)
-        return PEER_NET_WOULDBLOCK;
     if (ep->len == 0)
         return ep->eof ? 0 : PEER_NET_WOULDBLOCK;
     if (g_maxIo != 0 && n > g_maxIo)
@@ -935,11 +930,6 @@ ULONGLONG fake_net_bytes_sent(void)
     return g_bytesSent;
 }
 
-void fake_net_silence_port(unsigned short port)
-{
-    g_silentPort = port;
-}
-
 int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA)
 {
     SOCKADDR_IN6 *n = NULL;
@@ -966,7 +956,6 @@ const PEER_NET_SHIM *fake_net_shim(void)
 void fake_net_reset(void)
 {
     size_t i;
-    g_silentPort = 0;
     free(g_side);
     g_side = NULL;
     g_cSide = 0;

@@ -82,12 +82,6 @@ ULONGLONG fake_net_now(void);
 void fake_net_advance(ULONGLONG ms);
 
 /* ---- failures ---------------------------------------------------------- */
-/* Silences the node whose sockets have local port `port` (its listener and
- * the connections it accepted) as if it hung or its cable was cut: what it
- * sends and what is sent to it vanishes, it reads nothing, nobody sees an
- * end of stream.  0 ends the silence. */
-void fake_net_silence_port(unsigned short port);
-
 /* Splits the network in two: side A is every endpoint whose address is one
  * of pSideA[0..cSideA) (ports ignored), side B everything else.  Across the
  * split nothing is seen: bytes sent stay in flight (the receiver reads

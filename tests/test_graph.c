@@ -46,7 +46,8 @@ static int node_events(HPEEREVENT e, PEER_NODE_CHANGE_TYPE ct, ULONGLONG node, c
 }
 
 /* Joins h to the node at a; pumps until h is synchronized, then listens. */
-static PEER_ADDRESS join(HGRAPH h, PEER_ADDRESS *a)
+/* Joins through a; then listens (on addr6, an address of its own, if given). */
+static PEER_ADDRESS join_at(HGRAPH h, PEER_ADDRESS *a, const char *addr6)
 {
     ULONGLONG id;
     DWORD st = 0;
@@ -69,8 +70,9 @@ static PEER_ADDRESS join(HGRAPH h, PEER_ADDRESS *a)
     }
     assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
     assert_int_equal(PeerGraphUnregisterEvent(ev), S_OK);
-    return tu_listen(h);
+    return addr6 ? tu_listen_at(h, addr6) : tu_listen(h);
 }
+static PEER_ADDRESS join(HGRAPH h, PEER_ADDRESS *a) { return join_at(h, a, NULL); }
 
 /* Presence: every listening node is enumerable everywhere with its peer ID,
  * address and attributes; attribute changes and departures are NODE_CHANGED
@@ -160,13 +162,14 @@ static ULONG neighbor_ids(int i, ULONGLONG *out)
     return n;
 }
 
-/* Every live node has 2..7 neighbors and all live nodes form one component. */
-static int check_mesh(int verbose)
+/* Every live node of gs[lo..hi) has 2..7 neighbors, all in the group, and
+ * the group's live nodes form one component. */
+static int check_group(int lo, int hi, int verbose)
 {
     int seen[NN] = {0}, stack[NN], sp = 0, live = 0, reached = 0, i, ok = 1;
-    for (i = 0; i < NN; i++) {
+    for (i = lo; i < hi; i++) {
         ULONGLONG nb[16];
-        ULONG n;
+        ULONG n, k;
         if (!gs[i]) continue;
         live++;
         n = neighbor_ids(i, nb);
@@ -174,9 +177,16 @@ static int check_mesh(int verbose)
             if (verbose) print_message("node %d has %lu neighbors\n", i, (unsigned long)n);
             ok = 0;
         }
+        for (k = 0; k < n; k++) {
+            int j = index_of_node(nb[k]);
+            if (j < lo || j >= hi) {
+                if (verbose) print_message("node %d has a neighbor outside %d..%d\n", i, lo, hi - 1);
+                ok = 0;
+            }
+        }
     }
-    for (i = 0; i < NN && !gs[i]; i++) {}
-    if (i == NN) return 0;
+    for (i = lo; i < hi && !gs[i]; i++) {}
+    if (i == hi) return 0;
     seen[i] = 1;
     stack[sp++] = i;
     while (sp) {
@@ -195,6 +205,7 @@ static int check_mesh(int verbose)
     }
     return ok;
 }
+static int check_mesh(int verbose) { return check_group(0, NN, verbose); }
 
 /* Pumps in steps of stepMs until check_mesh holds (at most maxSteps). */
 static int settle(int maxSteps, ULONGLONG stepMs)
@@ -435,7 +446,7 @@ static void test_fast_profile_mesh(void **st)
     (void)st;
     g[0] = tu_create(L"F", L"f0");
     assert_int_equal(PeerGraphSetMaintenanceProfile(g[0], PEER_MAINTENANCE_FAST), S_OK);
-    seed = tu_listen(g[0]);
+    seed = tu_listen_at(g[0], "fd00::1");
     for (i = 1; i < 8; i++) {
         wchar_t p[8];
         swprintf(p, 8, L"f%d", i);
@@ -453,7 +464,6 @@ static void test_fast_profile_mesh(void **st)
         if (ok) break;
     }
     assert_true(k < 100);
-    /* (the seed has only accepted links so far: silencing its port silences it all) */
     /* the seed hangs (no FIN, no data): its neighbors find it dead within
      * PEER_FAST_DEAD_MS, the departure reaches every node (NODE_CHANGED), and
      * everyone is back at two neighbors or more, all within 3 s */
@@ -461,7 +471,7 @@ static void test_fast_profile_mesh(void **st)
         HPEEREVENT ev[8];
         ULONGLONG dead = local_node(g[0]);
         for (i = 1; i < 8; i++) ev[i] = reg_nodes(g[i]);
-        fake_net_silence_port(fake_net_port(&seed.sin6));
+        assert_true(fake_net_partition(&seed.sin6, 1)); /* cut off: it hears nothing, says nothing */
         for (k = 0; k < 30; k++) tu_pump(1, 100);
         for (i = 1; i < 8; i++) {
             ULONG n = tu_neighbors(g[i]);
@@ -478,7 +488,7 @@ static void test_fast_profile_mesh(void **st)
         }
     }
     assert_int_equal(PeerGraphClose(g[0]), S_OK);
-    fake_net_silence_port(0);
+    assert_true(fake_net_partition(NULL, 0));
     for (i = 1; i < 8; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
     tu_pump(3, 3000);
 }
@@ -535,6 +545,196 @@ static void test_signature(void **st)
     tu_pump(3, 3000);
 }
 
+/* Contacts (compat timers): after a while between Cmin and Cmax nodes hold
+ * a Contact record naming the current signature, everywhere the same set;
+ * each holder asks the application for a long-term repair connection
+ * (CONNECTION_REQUIRED), nobody else does. */
+#define NCT 24
+static ULONG contacts_at(HGRAPH h, ULONGLONG sig, wchar_t holders[][8], ULONG max)
+{
+    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HPEERENUM en;
+    PEER_RECORD **items;
+    ULONG n = 64, k, good = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, &contactType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    for (k = 0; k < n; k++) {
+        ULONGLONG v = 0;
+        int b;
+        assert_true(items[k]->data.cbData >= 20 + 32);
+        for (b = 0; b < 8; b++) v = (v << 8) | items[k]->data.pbData[b];
+        if (v != sig) continue;
+        if (holders && good < max) wcsncpy(holders[good], items[k]->pwzCreatorId, 7);
+        good++;
+    }
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    return good;
+}
+static void test_contacts(void **st)
+{
+    PEER_ADDRESS seed;
+    PEER_GRAPH_EVENT_REGISTRATION reg = {PEER_GRAPH_EVENT_CONNECTION_REQUIRED, NULL};
+    HPEEREVENT ev[NCT];
+    wchar_t holders[20][8];
+    ULONGLONG sig, s = 0;
+    ULONG c, cmin = 0, lg = 0;
+    int i, k;
+    (void)st;
+    for (i = 0; i < NN; i++) gs[i] = NULL;
+    gs[0] = tu_create(L"ct", L"c0");
+    seed = tu_listen(gs[0]);
+    ids[0] = local_node(gs[0]);
+    for (i = 1; i < NCT; i++) {
+        wchar_t p[8];
+        swprintf(p, 8, L"c%d", i);
+        gs[i] = tu_open(L"ct", p);
+        ids[i] = local_node(gs[i]);
+        join(gs[i], &seed);
+    }
+    for (i = 0; i < NCT; i++) assert_int_equal(PeerGraphRegisterEvent(gs[i], NULL, 1, &reg, &ev[i]), S_OK);
+    tu_pump(240, 5000); /* 20 minutes: contact timers (10-180 s) and maintenance (300 s) run */
+    sig = signature_at(gs[0]);
+    for (i = 0; i < NCT; i++) if (!s || ids[i] < s) s = ids[i];
+    assert_true(sig == s); /* the lowest node ID */
+    if (sig >= (1ULL << 60)) cmin = 5;
+    else { while (s >>= 1) lg++; cmin = 60 - lg; }
+    c = contacts_at(gs[0], sig, holders, 20);
+    assert_true(c >= cmin && c <= cmin + 5);
+    for (i = 1; i < NCT; i++) assert_int_equal(contacts_at(gs[i], sig, NULL, 0), c);
+    for (i = 0; i < NCT; i++) {
+        wchar_t p[8];
+        int holds = 0, got = 0;
+        PPEER_GRAPH_EVENT_DATA d;
+        swprintf(p, 8, L"c%d", i);
+        for (k = 0; k < (int)c; k++) holds |= !wcscmp(holders[k], p);
+        while ((d = tu_event(ev[i], PEER_GRAPH_EVENT_CONNECTION_REQUIRED)) != NULL) { got++; PeerGraphFreeData(d); }
+        assert_int_equal(got > 0, holds);
+    }
+    /* a holder that leaves deletes its contact; the others refill to Cmin */
+    for (i = 0; i < NCT; i++) {
+        wchar_t p[8];
+        swprintf(p, 8, L"c%d", i);
+        if (i && !wcscmp(holders[0], p)) break;
+    }
+    if (i < NCT) {
+        assert_int_equal(PeerGraphClose(gs[i]), S_OK);
+        gs[i] = NULL;
+        tu_pump(20, 20);
+        assert_int_equal(contacts_at(gs[0], sig, NULL, 0), c - 1);
+        tu_pump(120, 5000);
+        c = contacts_at(gs[0], sig, NULL, 0);
+        assert_true(c >= cmin && c <= cmin + 5);
+    }
+    for (i = 0; i < NCT; i++)
+        if (gs[i]) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    tu_pump(3, 3000);
+}
+
+/* A split network (fast profile, synthetic clock): each side repairs itself
+ * and elects a signature of its own; records published on both sides during
+ * the split stay there.  After the heal, contacts naming the other side's
+ * signature are found, one connection joins the parts, and every record,
+ * every node and one signature are everywhere again. */
+#define NP 16
+static const GUID partType = {0x9a7b0001, 0x1234, 0x5678, {1, 2, 3, 4, 5, 6, 7, 8}};
+
+static GUID add_rec(HGRAPH h, const char *text)
+{
+    PEER_RECORD r;
+    GUID id;
+    memset(&r, 0, sizeof r);
+    r.dwSize = sizeof r;
+    r.type = partType;
+    r.ftExpiration.dwHighDateTime = 0x7FFFFFFF;
+    r.data.cbData = (ULONG)strlen(text);
+    r.data.pbData = (PBYTE)text;
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    return id;
+}
+static int has_rec(HGRAPH h, const GUID *id)
+{
+    PPEER_RECORD r = NULL;
+    HRESULT hr = PeerGraphGetRecord(h, id, &r);
+    if (hr == S_OK) PeerGraphFreeData(r);
+    return hr == S_OK;
+}
+
+static void test_partition_heals(void **st)
+{
+    SOCKADDR_IN6 sideA[NP / 2];
+    PEER_ADDRESS seed, mine;
+    GUID ra, rb;
+    ULONGLONG sa, sb;
+    int i, k, ok = 0;
+    (void)st;
+    for (i = 0; i < NN; i++) gs[i] = NULL;
+    gs[0] = tu_create(L"part", L"q0");
+    assert_int_equal(PeerGraphSetMaintenanceProfile(gs[0], PEER_MAINTENANCE_FAST), S_OK);
+    seed = tu_listen_at(gs[0], "fd00::100");
+    sideA[0] = seed.sin6;
+    ids[0] = local_node(gs[0]);
+    for (i = 1; i < NP; i++) {
+        wchar_t p[8];
+        char a[32];
+        swprintf(p, 8, L"q%d", i);
+        snprintf(a, sizeof a, "fd00::%d", 100 + i);
+        gs[i] = tu_open(L"part", p);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
+        ids[i] = local_node(gs[i]);
+        mine = join_at(gs[i], &seed, a);
+        if (i < NP / 2) sideA[i] = mine.sin6;
+    }
+    assert_true(settle(300, 100));
+    tu_pump(30, 100);
+    for (i = 0; i < NP; i++) assert_int_equal(count_nodes(gs[i], NULL), NP);
+    for (i = 1; i < NP; i++) assert_true(signature_at(gs[i]) == signature_at(gs[0]));
+
+    /* the split: each side ends up one component of its own, with its own signature */
+    assert_true(fake_net_partition(sideA, NP / 2));
+    for (k = 0; k < 600 && !ok; k++) {
+        tu_pump(1, 100);
+        if (k % 10 == 9) {
+            sa = signature_at(gs[0]);
+            sb = signature_at(gs[NP - 1]);
+            ok = check_group(0, NP / 2, 0) && check_group(NP / 2, NP, 0) && sa != sb;
+            for (i = 1; i < NP && ok; i++) ok = signature_at(gs[i]) == (i < NP / 2 ? sa : sb);
+        }
+    }
+    if (!ok) { check_group(0, NP / 2, 1); check_group(NP / 2, NP, 1); }
+    assert_true(ok);
+    ra = add_rec(gs[1], "left");
+    rb = add_rec(gs[NP - 2], "right");
+    tu_pump(20, 100);
+    for (i = 0; i < NP; i++) {
+        assert_int_equal(has_rec(gs[i], &ra), i < NP / 2);
+        assert_int_equal(has_rec(gs[i], &rb), i >= NP / 2);
+    }
+
+    /* the heal: within 30 s everything is everywhere again */
+    assert_true(fake_net_partition(NULL, 0));
+    ok = 0;
+    for (k = 0; k < 300 && !ok; k++) {
+        tu_pump(1, 100);
+        if (k % 10 == 9) {
+            ok = check_mesh(0);
+            sa = signature_at(gs[0]);
+            for (i = 0; i < NP && ok; i++)
+                ok = has_rec(gs[i], &ra) && has_rec(gs[i], &rb) && signature_at(gs[i]) == sa &&
+                     count_nodes(gs[i], NULL) == NP;
+        }
+    }
+    if (!ok) {
+        check_mesh(1);
+        for (i = 0; i < NP; i++)
+            print_message("node %d: records %d%d nodes %lu signature %llx\n", i, has_rec(gs[i], &ra), has_rec(gs[i], &rb),
+                          (unsigned long)count_nodes(gs[i], NULL), (unsigned long long)signature_at(gs[i]));
+    }
+    assert_true(ok);
+    for (i = 0; i < NP; i++) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    tu_pump(3, 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +744,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,6 +161,23 @@ static inline PEER_ADDRESS tu_listen(HGRAPH h)
     return a;
 }
 
+/* Listens on an address of its own (fake network: "fd00::N"; its links
+ * then leave from it too, so fake_net_partition can cut it off). */
+static inline PEER_ADDRESS tu_listen_at(HGRAPH h, const char *addr6)
+{
+    PPEER_NODE_INFO ni = NULL;
+    PEER_ADDRESS a;
+    memset(&a, 0, sizeof a);
+    a.dwSize = sizeof a;
+    a.sin6 = fake_net_addr6(addr6, 0);
+    assert_int_equal(PeerGraphListenAddress(h, &a), S_OK);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    assert_int_equal(ni->cAddresses, 1);
+    a = ni->pAddresses[0];
+    PeerGraphFreeData(ni);
+    return a;
+}
+
 /* Next event of the given type (skipping others), or NULL if none queued. */
 static inline PPEER_GRAPH_EVENT_DATA tu_event(HPEEREVENT e, PEER_GRAPH_EVENT_TYPE type)
 {
