@@ -510,13 +510,14 @@ struct pg_graph {
     ULONGLONG sig_rx;       /* when the Signature record last changed here (staleness, fast profile) */
     int sig_dead;           /* its owner was announced departed (fast profile) */
     ULONGLONG sig_last;     /* the last live signature value seen (0: none) */
-    int lost_link;          /* a neighbor link of ours died (fast profile): our presence may be marked */
     uint8_t contact_id[16]; /* our Contact record */
     int have_contact_id;
     ULONGLONG contact_deadline, partition_deadline; /* the Contact and Partition Detection timers */
     ULONG partition_repairs; /* connections opened by partition detection */
     int contacts_due;       /* run contact maintenance at the next service */
     ULONGLONG ltr_last;     /* the last CONNECTION_REQUIRED (long-term repair) */
+    struct { ULONGLONG node, at; } tried[16]; /* recent neighbor attempts, to spread the next ones */
+    unsigned n_tried;
 };
 
 typedef struct pg_enum pg_enum;
@@ -2936,13 +2937,13 @@ static void graph_schedule_maintenance(pg_graph *g);
 static void graph_default_timers(PEER_MAINTENANCE_PROFILE profile, PEER_GRAPH_TIMERS *t);
 static void signature_calc(pg_graph *g);
 static void signature_leave(pg_graph *g);
-static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from);
+#define DEPARTED_ANY 0xFFFFFFFFu /* DEPARTED without a presence version: the current one */
+static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const pg_conn *from);
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
 static void signature_changed(pg_graph *g);
+static void departed_replay(pg_conn *c);
 static void graph_poke_contacts(pg_graph *g);
-static HRESULT presence_publish(pg_graph *g);
-static pg_rec *presence_own(const pg_graph *g);
 
 /* Tells the application how a connection of its graph ended, once. */
 static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
@@ -2958,10 +2959,8 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (c->state == CS_CONNECTED) emit_conn(g, c, PEER_DISCONNECTED, hr, 0);
     else if (c->outbound) emit_conn(g, c, PEER_CONNECTION_FAILED, hr, next);
     if (c->state == CS_CONNECTED && !c->direct && g->profile == PEER_MAINTENANCE_FAST &&
-        (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED)) {
-        g->lost_link = 1;
-        graph_node_departed(g, c->remote_node, c); /* died, not left: tell the graph */
-    }
+        (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED))
+        graph_node_departed(g, c->remote_node, DEPARTED_ANY, c); /* died, not left: tell the graph */
     conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
@@ -3947,6 +3946,7 @@ static void conn_become_connected(pg_conn *c)
     }
     emit_conn(g, c, PEER_CONNECTED, S_OK, 0);
     graph_update_status(g);
+    if (!c->direct && (c->ext & EXT_FAST)) departed_replay(c);
 }
 
 /* --- responder --- */
@@ -4195,7 +4195,7 @@ static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
         /* fast profile: a leaving node's departure is announced too, in case its
          * own presence deletion does not get through (its neighbors may be
          * leaving with it) */
-        if (leaving) graph_node_departed(g, node, c);
+        if (leaving) graph_node_departed(g, node, DEPARTED_ANY, c);
     }
     return;
 bad:
@@ -4284,14 +4284,13 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     pg_rec *r, *old;
     rec_view v, ov;
     PEER_RECORD_CHANGE_TYPE ct;
-    int hadLive = 0, wasDeparted = 0;
+    int hadLive = 0;
     HRESULT hr;
     rec_parse(wire, len, &v);
     old = rec_find(g, v.id);
     if (old) {
         rec_parse(old->wire, old->len, &ov);
         hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
-        wasDeparted = old->departed;
     }
     /* presence records are never loaded again (3.1.4.2): not worth a write */
     hr = rec_is_volatile(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
@@ -4309,10 +4308,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     }
     if (!memcmp(r->id, SIGNATURE_ID, 16)) signature_changed(g); /* received, replaced or deleted */
     else if (rec_is_contact(r->wire)) graph_poke_contacts(g);
-    else if (wasDeparted && ct == PEER_RECORD_ADDED && g->lost_link && presence_own(g)) {
-        g->lost_link = 0; /* a node we heard was dead is back (a healed split): others may think so of us */
-        presence_publish(g);
-    }
+
     if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
         rec_parse(r->wire, r->len, &v);
         graph_info_received(g, &v);
@@ -5423,12 +5419,12 @@ static void conn_on_readable(pg_conn *c, int drain)
 
 /* TCP connect finished (or failed) for an outbound connection. */
 /* An outbound handshake's time limit: the spec's `ms`, or in the fast
- * profile twice the dead time (a node that does not answer in seconds is
- * as good as dead, and refilling must not wait minutes on it). */
+ * profile the dead time (a node that does not answer within it is as good
+ * as dead, and refilling must not wait minutes on it). */
 static ULONGLONG conn_handshake_ms(const pg_conn *c, ULONGLONG ms)
 {
     const pg_graph *g = c->graph;
-    if (g && g->profile == PEER_MAINTENANCE_FAST && ms > 2ULL * g->timers.ulDeadMs) ms = 2ULL * g->timers.ulDeadMs;
+    if (g && g->profile == PEER_MAINTENANCE_FAST && ms > g->timers.ulDeadMs) ms = g->timers.ulDeadMs;
     return ms;
 }
 
@@ -5738,34 +5734,65 @@ static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_vie
  * Its presence stops counting here (NODE_CHANGED DISCONNECTED) and the news
  * goes on to our fast neighbors; a node that hears it about itself answers
  * with a fresh presence.  A node we still have a link to is not dead. */
-static void graph_node_departed(pg_graph *g, ULONGLONG node, const pg_conn *from)
+static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const pg_conn *from)
 {
     rec_view v;
     presence_view pv;
     pg_rec *r;
     pg_conn *c;
-    uint8_t m[16];
-    if (node == g->node_id) { /* we are alive: say so */
-        if (presence_own(g)) presence_publish(g);
+    uint8_t m[20];
+    if (node == g->node_id) { /* we are alive: say so, once per version */
+        pg_rec *own = presence_own(g);
+        if (own && own->version <= ver) presence_publish(g);
         return;
     }
-    for (c = g->conns; c; c = c->gnext)
-        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && c->remote_node == node) return;
     r = (pg_rec *)presence_of_node(g, node, &v, &pv);
+    if (r && r->version > ver) return; /* about an older presence: already answered */
+    if (r && ver == DEPARTED_ANY) ver = r->version;
+    msg_header(m, 20, MT_DEPARTED);
+    put64(m + 8, node);
+    put32(m + 16, ver);
+    for (c = g->conns; c; c = c->gnext)
+        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && c->remote_node == node) {
+            if (c->ext & EXT_FAST) conn_send(c, m, 20); /* alive to us: let it answer for itself */
+            return;
+        }
     if (!r) return; /* unknown, or already gone: the news stops here */
     r->departed = 1;
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
-    msg_header(m, 16, MT_DEPARTED);
-    put64(m + 8, node);
     for (c = g->conns; c; c = c->gnext)
-        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST)) conn_send(c, m, 16);
+        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST)) conn_send(c, m, 20);
 }
 
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size)
 {
     if (!(c->ext & EXT_FAST) || c->direct || size < 16) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
-    graph_node_departed(c->graph, get64(m + 8), c);
+    graph_node_departed(c->graph, get64(m + 8), size >= 20 ? get32(m + 16) : DEPARTED_ANY, c);
+}
+
+/* A new fast link hears every departure we hold (presence records still
+ * live but marked): after a split heals, each part learns what the other
+ * believed, and a node believed dead that is alive answers for itself. */
+static void departed_replay(pg_conn *c)
+{
+    pg_graph *g = c->graph;
+    uint64_t now = peer_time(g);
+    uint8_t m[20];
+    size_t i;
+    msg_header(m, 20, MT_DEPARTED);
+    for (i = 0; i < g->rec_cap && !c->dead; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r && !c->dead; r = r->hnext) {
+            rec_view v;
+            presence_view pv;
+            if (!r->departed || !rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
+            put64(m + 8, pv.node);
+            put32(m + 16, r->version);
+            conn_send(c, m, 20);
+        }
+    }
 }
 
 /* Maintenance soon (timers.ulRetryMs), not inside the current burst. */
@@ -5790,7 +5817,17 @@ static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLO
     return 0;
 }
 
-typedef struct cand { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; } cand;
+typedef struct cand { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; ULONGLONG node; } cand;
+
+/* Was `node` tried within the last 10 retry periods? (A dead node's
+ * presence may outlive it: pick someone else first.) */
+static int recently_tried(const pg_graph *g, ULONGLONG node)
+{
+    unsigned i;
+    for (i = 0; i < 16; i++)
+        if (g->tried[i].node == node && g->tried[i].at + 10ULL * g->timers.ulRetryMs > L.now) return 1;
+    return 0;
+}
 
 /* Room for one more candidate; NULL when out of memory (*cs freed then). */
 static cand *cand_next(cand **cs, size_t n, size_t *cap)
@@ -5824,6 +5861,7 @@ static int graph_connect_random(pg_graph *g)
             x->peer = v.creator;
             x->npeer = v.n_creator;
             x->ref = 0;
+            x->node = pv.node;
             n++;
         }
     }
@@ -5838,10 +5876,22 @@ static int graph_connect_random(pg_graph *g)
         x->peer = NULL;
         x->npeer = 0;
         x->ref = (int)i + 1;
+        x->node = 0;
         n++;
     }
     if (n) {
-        size_t k = (size_t)(random64() % n);
+        size_t k = (size_t)(random64() % n), fresh = 0, j;
+        for (j = 0; j < n; j++) fresh += !cs[j].node || !recently_tried(g, cs[j].node);
+        if (fresh && fresh < n) { /* the k-th candidate not tried lately */
+            k = (size_t)(random64() % fresh);
+            for (j = 0; j < n; j++)
+                if ((!cs[j].node || !recently_tried(g, cs[j].node)) && !k--) break;
+            k = j;
+        }
+        if (cs[k].node) {
+            g->tried[g->n_tried % 16].node = cs[k].node;
+            g->tried[g->n_tried++ % 16].at = L.now;
+        }
         wchar_t *peer = cs[k].peer ? u16_dup(cs[k].peer, cs[k].npeer) : NULL;
         HRESULT hr;
         if (cs[k].ref) g->refs[cs[k].ref - 1].attempted = 1;
@@ -5865,12 +5915,14 @@ static int conn_maintain(pg_graph *g, int timer)
         } else if (c->outbound && c->state != CS_CLOSING && !c->repair)
             pending++; /* (a partition repair attempt does not hold refilling up) */
     }
-    if (n > PEER_IDEAL_NEIGHBORS && timer && least) {
+    if (least && (n > PEER_MAX_NEIGHBORS || (n > PEER_IDEAL_NEIGHBORS && timer))) { /* (above the maximum: at once) */
         conn_disconnect(least, DISC_LEAST_USEFUL, S_OK);
         graph_poke_maintenance(g); /* "after we disconnect a link" */
         return 1;
     }
-    if (pending) return 1; /* one attempt at a time */
+    /* one attempt at a time; in the fast profile two below the minimum (a
+     * dead node's presence may still be around, and its attempt waits) */
+    if (pending >= (g->profile == PEER_MAINTENANCE_FAST && n < PEER_MIN_NEIGHBORS ? 2u : 1u)) return 1;
     if (n == 0 || (n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever) || (n < PEER_IDEAL_NEIGHBORS && timer))
         return graph_connect_random(g);
     return 1;
@@ -5923,8 +5975,16 @@ static void signature_publish(pg_graph *g, int deleted)
     d.cbData = deleted ? 0 : 8;
     d.pbData = deleted ? NULL : p;
     guid_put(type, &GUID_SIGNATURE_TYPE_G);
-    wire = rec_build(g, type, SIGNATURE_ID, old ? old->version + 1 : 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id,
-                     NULL, NULL, now, now + 300 * FT_SECOND, now, &d, NULL, &len);
+    /* an update names its publisher (Last Modified By): two nodes publishing
+     * the same version at once then resolve the same way everywhere (5.14) */
+    if (old) {
+        rec_view v;
+        rec_parse(old->wire, old->len, &v);
+        wire = rec_build(g, type, SIGNATURE_ID, v.version + 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, g->peer_id,
+                         NULL, v.created, now + 300 * FT_SECOND, now > v.modified ? now : v.modified + 1, &d, NULL, &len);
+    } else
+        wire = rec_build(g, type, SIGNATURE_ID, 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, NULL, NULL, now,
+                         now + 300 * FT_SECOND, now, &d, NULL, &len);
     if (wire) graph_publish(g, wire, len);
     pg_free(wire);
 }
@@ -5959,12 +6019,6 @@ static void signature_changed(pg_graph *g)
     g->sig_rx = L.now;
     g->sig_dead = 0;
     if (signature_live(g, &sig)) {
-        /* a lower signature than before: two parts joined (or a lower node
-         * came).  If a link of ours died, the others may hold us departed. */
-        if (g->sig_last && sig < g->sig_last && g->lost_link && presence_own(g)) {
-            g->lost_link = 0;
-            presence_publish(g);
-        }
         g->sig_last = sig;
     }
     signature_calc(g);
@@ -6067,6 +6121,22 @@ static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
 
 static ULONGLONG timer_between(ULONG lo, ULONG hi) { return L.now + lo + random64() % ((ULONGLONG)hi - lo + 1); }
 
+/* Fast profile: live presence records marked departed.  A contact holder
+ * tries them too (P12): a node announced dead may sit across a split whose
+ * contacts all happen to be on this side. */
+static ULONG departed_candidates(const pg_graph *g)
+{
+    uint64_t now = peer_time(g);
+    ULONG n = 0;
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext)
+            if (r->departed && rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now) n++;
+    }
+    return n;
+}
+
 /* Contact maintenance and partition detection (steps 2 and 3 of graph
  * maintenance; also when a contact arrives or expires, or the signature
  * changes).  `timer`: the Contact timer fired. */
@@ -6094,7 +6164,8 @@ static void contact_maintain(pg_graph *g, int timer)
             wake_at(g->contact_deadline);
         }
     }
-    if (mismatch && g->partition_deadline == PEER_NO_DEADLINE) {
+    if ((mismatch || (own && g->timers.ulSignatureStaleMs && departed_candidates(g))) &&
+        g->partition_deadline == PEER_NO_DEADLINE) {
         g->partition_deadline = timer_between(g->timers.ulPartitionMinMs, g->timers.ulPartitionMaxMs);
         wake_at(g->partition_deadline);
     }
@@ -6133,12 +6204,36 @@ static void partition_timer(pg_graph *g)
             x->peer = v.creator;
             x->npeer = v.n_creator;
             x->ref = 0;
+            x->node = cv.node;
             n++;
+        }
+    }
+    if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
+        for (i = 0; i < g->rec_cap; i++) {
+            const pg_rec *r;
+            for (r = g->recs[i]; r; r = r->hnext) {
+                rec_view v;
+                presence_view pv;
+                SOCKADDR_IN6 a;
+                if (!r->departed || !rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
+                if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
+                    continue;
+                if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
+                if (!(x = cand_next(&cs, n, &cap))) return;
+                x->a = a;
+                x->peer = v.creator;
+                x->npeer = v.n_creator;
+                x->ref = 0;
+                x->node = pv.node;
+                n++;
+            }
         }
     }
     if (n) {
         size_t k = (size_t)(random64() % n);
         wchar_t *peer = u16_dup(cs[k].peer, cs[k].npeer);
+        g->tried[g->n_tried % 16].node = cs[k].node;
+        g->tried[g->n_tried++ % 16].at = L.now;
         HRESULT hr;
         pg_conn *nc = peer ? graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr) : NULL;
         if (nc) { nc->repair = 1; g->partition_repairs++; }

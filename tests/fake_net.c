@@ -50,6 +50,8 @@ struct fn_ep {
 static fn_ep **g_eps;
 static size_t g_cEps, g_capEps;
 static SOCKADDR_IN6 *g_side;        /* fake_net_partition: the addresses of side A */
+static SOCKADDR_IN6 g_source;       /* fake_net_set_source */
+static int g_hasSource;
 static size_t g_cSide;
 static ULONGLONG g_bytesSent;       /* fake_net_bytes_sent */
 static ULONGLONG g_now;
@@ -575,6 +577,8 @@ static fn_ep *connect_common(const SOCKADDR_IN6 *pFrom, const SOCKADDR_IN6 *pTo,
     }
     if (pFrom != NULL)
         client->local = *pFrom;
+    else if (g_hasSource && owner == FN_OWN_LIB)
+        client->local = g_source;
     else if (addr_is_v4mapped(pTo))
         client->local = fake_net_addr_v4mapped(127, 0, 0, 1, 0);
     else
@@ -930,6 +934,13 @@ ULONGLONG fake_net_bytes_sent(void)
     return g_bytesSent;
 }
 
+void fake_net_set_source(const SOCKADDR_IN6 *addr)
+{
+    g_hasSource = addr != NULL;
+    if (addr != NULL)
+        g_source = *addr;
+}
+
 int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA)
 {
     SOCKADDR_IN6 *n = NULL;
@@ -959,6 +970,7 @@ void fake_net_reset(void)
     free(g_side);
     g_side = NULL;
     g_cSide = 0;
+    g_hasSource = 0;
     g_bytesSent = 0;
     for (i = 0; i < g_cEps; i++)
         if (g_eps[i] != NULL)

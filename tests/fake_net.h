@@ -91,6 +91,11 @@ void fake_net_advance(ULONGLONG ms);
  * address of their own: listen on it, and their outbound connections leave
  * from it (pfnConnectFrom).  cSideA 0 heals.  Returns 0 when out of memory. */
 int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA);
+/* Library connects made without a source address (pfnConnect, or before
+ * the graph listens) leave from addr's address instead of [::1] /
+ * 127.0.0.1: set it to a node's own address around its PeerGraphConnect so
+ * its join link belongs to it too.  NULL restores the default. */
+void fake_net_set_source(const SOCKADDR_IN6 *addr);
 
 /* Bytes the library's sockets have sent so far (what their peers received
  * or will receive). */
