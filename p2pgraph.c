@@ -437,6 +437,7 @@ typedef struct pg_conn {
     struct pg_conn *dnext;  /* L.dirty list */
     int dirty;
     ULONGLONG last_rx, last_tx; /* fast profile: keepalive and silence */
+    ULONGLONG connected_at;  /* when it became CONNECTED */
 } pg_conn;
 
 struct pg_listener {
@@ -3937,7 +3938,7 @@ static void conn_become_connected(pg_conn *c)
     pg_graph *g = c->graph;
     c->state = CS_CONNECTED;
     c->deadline = PEER_NO_DEADLINE;
-    c->last_rx = c->last_tx = L.now;
+    c->last_rx = c->last_tx = c->connected_at = L.now;
     conn_arm_keepalive(c);
     c->neighbor_seq = ++g->neighbor_seq;
     if (!c->direct) {
@@ -5840,6 +5841,27 @@ static cand *cand_next(cand **cs, size_t n, size_t *cap)
     return *cs + n;
 }
 
+/* Is a the address of a node announced departed (fast profile)? */
+static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a)
+{
+    size_t i;
+    for (i = 0; i < g->rec_cap; i++) {
+        const pg_rec *r;
+        for (r = g->recs[i]; r; r = r->hnext) {
+            rec_view v;
+            presence_view pv;
+            uint32_t k;
+            if (!r->departed || !rec_is_presence(r->wire) || !rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv))
+                continue;
+            for (k = 0; k < pv.n_addrs; k++) {
+                SOCKADDR_IN6 x;
+                if (peer_addr_get(pv.addrs + 32 * (size_t)k, &x) && addr_eq(&x, a)) return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Starts one connection to a random candidate; 1 if one was started. */
 static int graph_connect_random(pg_graph *g)
 {
@@ -5867,7 +5889,8 @@ static int graph_connect_random(pg_graph *g)
     }
     for (i = 0; i < g->n_refs; i++) {
         SOCKADDR_IN6 la;
-        if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0)) continue;
+        if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0) || addr_of_departed(g, &g->refs[i].addr))
+            continue;
         if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
             (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
             continue;
@@ -5911,6 +5934,11 @@ static int conn_maintain(pg_graph *g, int timer)
     for (c = g->conns; c; c = c->gnext) {
         if (c->dead || c->direct) continue;
         if (c->state == CS_CONNECTED) {
+            /* fast profile: a link gets 5 maintenance periods to prove useful
+             * (new links score lowest: pruning them every 2 s would flap) */
+            if (g->profile == PEER_MAINTENANCE_FAST && n <= PEER_MAX_NEIGHBORS &&
+                L.now < c->connected_at + 5ULL * g->timers.ulMaintenanceMs)
+                continue;
             if (!least || c->utility < least->utility) least = c;
         } else if (c->outbound && c->state != CS_CLOSING && !c->repair)
             pending++; /* (a partition repair attempt does not hold refilling up) */
@@ -5975,16 +6003,17 @@ static void signature_publish(pg_graph *g, int deleted)
     d.cbData = deleted ? 0 : 8;
     d.pbData = deleted ? NULL : p;
     guid_put(type, &GUID_SIGNATURE_TYPE_G);
-    /* an update names its publisher (Last Modified By): two nodes publishing
-     * the same version at once then resolve the same way everywhere (5.14) */
+    /* every version names its publisher (Last Modified By): two nodes
+     * publishing the same version at once then resolve the same way
+     * everywhere (5.14 rule 3), and the lower one follows up */
     if (old) {
         rec_view v;
         rec_parse(old->wire, old->len, &v);
         wire = rec_build(g, type, SIGNATURE_ID, v.version + 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, g->peer_id,
                          NULL, v.created, now + 300 * FT_SECOND, now > v.modified ? now : v.modified + 1, &d, NULL, &len);
-    } else
-        wire = rec_build(g, type, SIGNATURE_ID, 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, NULL, NULL, now,
-                         now + 300 * FT_SECOND, now, &d, NULL, &len);
+    } else /* (modified 100 ns after created: a record naming its modifier must differ there, 3.1.7.27) */
+        wire = rec_build(g, type, SIGNATURE_ID, 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, g->peer_id, NULL, now,
+                         now + 300 * FT_SECOND, now + 1, &d, NULL, &len);
     if (wire) graph_publish(g, wire, len);
     pg_free(wire);
 }

@@ -252,7 +252,7 @@ static void test_hundred_nodes_through_one_seed(void **st)
     /* A node that left at the same moment as its neighbors took its presence
      * deletion with it; in the compat profile such a presence disappears
      * when it expires (ulPresenceLifetime, 300 s). */
-    tu_pump(33, 10000); /* (expiry runs at least every 15 s) */
+    tu_pump(330, 1000); /* (1 s steps: a refreshed presence needs a step per hop to beat its 20 s margin) */
     live = NN - (ULONG)left;
     for (i = 0; i < NN; i++)
         if (gs[i]) assert_int_equal(count_nodes(gs[i], NULL), live);
@@ -501,13 +501,18 @@ static void test_fast_profile_mesh(void **st)
             }
         }
         assert_true(ok);
-        /* 10 s idle: the Pings keep every link (no false deaths) */
+        /* 10 s idle: the Pings keep every link (no false deaths; a link
+         * dropped as least useful is replaced within seconds) */
         for (k = 0; k < 100; k++) tu_pump(1, 100);
-        for (i = 1; i < 8; i++) {
-            ULONG n = tu_neighbors(g[i]);
-            assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
-            assert_int_equal(node_events(ev[i], PEER_NODE_CHANGE_DISCONNECTED, 0, NULL), 0);
+        for (i = 1; i < 8; i++) assert_int_equal(node_events(ev[i], PEER_NODE_CHANGE_DISCONNECTED, 0, NULL), 0);
+        for (k = 0, ok = 0; k < 50 && !ok; k++) {
+            for (i = 1, ok = 1; i < 8 && ok; i++) {
+                ULONG n = tu_neighbors(g[i]);
+                ok = n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS;
+            }
+            if (!ok) tu_pump(1, 100);
         }
+        assert_true(ok);
     }
     assert_int_equal(PeerGraphClose(g[0]), S_OK);
     assert_true(fake_net_partition(NULL, 0));
