@@ -402,6 +402,7 @@ typedef struct pg_conn {
     int solq_n;
     int referral_hops;      /* how many referrals led to this attempt */
     int repair;             /* opened by partition detection */
+    ULONGLONG cand_node;    /* a maintenance attempt: the node whose presence gave the address */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
     pg_buf acks;            /* ACK entries gathered while reading */
@@ -455,6 +456,11 @@ typedef struct pg_referral {
     ULONGLONG seq;
     int attempted;
 } pg_referral;
+
+typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
+/* Open-addressing hash from a 64-bit key (never 0) to an object: sockets and
+ * the three kinds of handles, graphs by ID, presence records by node ID. */
+typedef struct pg_map { sock_slot *slots; size_t cap, n; } pg_map;
 
 struct pg_graph {
     pg_graph *next;
@@ -518,15 +524,13 @@ struct pg_graph {
     int contacts_due;       /* run contact maintenance at the next service */
     ULONGLONG ltr_last;     /* the last CONNECTION_REQUIRED (long-term repair) */
     struct { ULONGLONG node, at; } tried[16]; /* recent neighbor attempts, to spread the next ones */
+    pg_map pres;            /* node ID -> its live presence record (section 5) */
+    ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
 };
 
 typedef struct pg_enum pg_enum;
 
-typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
-/* Open-addressing hash from a 64-bit key (never 0) to an object: sockets and
- * the three kinds of handles. */
-typedef struct pg_map { sock_slot *slots; size_t cap, n; } pg_map;
 
 static struct {
     int started;
@@ -1103,9 +1107,9 @@ static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
 static HRESULT attr_validate(const wchar_t *xml);
 
 /* [MS-PPGRH] 3.1.7.27 on a parsed record; 1 if valid for graph g.  `full`
- * 0 skips the two costly checks (record ID against MD5(creator), attribute
- * XML) for records read back from our own checksummed file: they passed
- * them when they were stored. */
+ * 0 skips the costly record ID check (against MD5(creator)) for records
+ * read back from our own checksummed file.  Attribute XML is checked
+ * always: the search matcher relies on it, and a file can be forged. */
 static int rec_validate_ex(const pg_graph *g, const rec_view *v, uint64_t peerNow, int full)
 {
     uint8_t fold[8];
@@ -1128,7 +1132,7 @@ static int rec_validate_ex(const pg_graph *g, const rec_view *v, uint64_t peerNo
     if (v->flags & ~(RF_DELETED | RF_AUTOREFRESH)) return 0;
     if ((uint64_t)v->n_data + 2 * (uint64_t)v->n_attr > g->max_record) return 0;
     if (v->modified == v->created && v->n_modby != 0) return 0;
-    if (v->n_attr && full) {
+    if (v->n_attr) { /* always: the matcher relies on it, and a file can be forged */
         wchar_t *a;
         HRESULT hr;
         if (!u16_valid(v->attr, v->n_attr)) return 0;
@@ -1178,11 +1182,33 @@ static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
     return NULL;
 }
 
+/* The presence index (g->pres): node ID -> the presence record naming it,
+ * so that departures and node lookups do not scan the database.  Only
+ * records holding a payload are indexed; a record leaving the table leaves
+ * the index. */
+static ULONGLONG rec_presence_node(const pg_rec *r)
+{
+    rec_view v;
+    if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8) return 0;
+    return get64(v.data);
+}
+static void pres_unmap(pg_graph *g, const pg_rec *r)
+{
+    ULONGLONG node = rec_presence_node(r);
+    if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
+}
+static void pres_map(pg_graph *g, pg_rec *r)
+{
+    ULONGLONG node = rec_presence_node(r);
+    if (node) map_put(&g->pres, node, r); /* out of memory: the node is simply not found */
+}
+
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
     pg_rec **pp = &g->recs[rec_bucket(g, r->id)];
     while (*pp && *pp != r) pp = &(*pp)->hnext;
     if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; }
+    pres_unmap(g, r);
 }
 
 static int rec_table_grow(pg_graph *g)
@@ -1237,6 +1263,7 @@ static int rec_insert(pg_graph *g, pg_rec *r)
     g->recs[b] = r;
     g->rec_count++;
     g->rec_bytes += r->len;
+    pres_map(g, r);
     return 1;
 }
 
@@ -1247,6 +1274,7 @@ static void rec_table_free(pg_graph *g)
         pg_rec *r = g->recs[i];
         while (r) { pg_rec *nx = r->hnext; pg_free(r); r = nx; }
     }
+    map_free(&g->pres);
     pg_free(g->recs);
     g->recs = NULL;
     g->rec_cap = g->rec_count = 0;
@@ -2951,8 +2979,10 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
 {
     pg_graph *g = c->graph;
     if (!g) return;
-    if (!c->direct && (c->state == CS_CONNECTED || (c->outbound && !graph_conn_count(g, 1))))
-        graph_poke_maintenance(g); /* a neighbor lost, or an attempt failed while we have none */
+    if (!c->direct && c->state == CS_CONNECTED)
+        graph_poke_maintenance(g); /* a neighbor lost: refill at once */
+    else if (!c->direct && c->outbound && !graph_conn_count(g, 1))
+        graph_schedule_maintenance(g); /* an attempt failed while we have none: the next after ulRetryMs */
     else if (!c->direct && c->outbound && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS && g->maint_retry == PEER_NO_DEADLINE) {
         g->maint_retry = L.now + g->timers.ulRetryMs; /* below the minimum: another candidate soon */
         wake_at(g->maint_retry);
@@ -2962,6 +2992,9 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (c->state == CS_CONNECTED && !c->direct && g->profile == PEER_MAINTENANCE_FAST &&
         (hr == PEER_E_TIMEOUT || hr == PEER_E_CONNECTION_FAILED))
         graph_node_departed(g, c->remote_node, DEPARTED_ANY, c); /* died, not left: tell the graph */
+    else if (c->state != CS_CONNECTED && c->cand_node && g->profile == PEER_MAINTENANCE_FAST &&
+             hr == PEER_E_TCP_CONNECTION_REFUSED)
+        graph_node_departed(g, c->cand_node, DEPARTED_ANY, c); /* nothing listens where its presence says */
     conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
@@ -5092,6 +5125,7 @@ static void graph_expire(pg_graph *g)
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
+                pres_unmap(g, r);
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, r->id, 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
                 if (notify && !r->departed && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
@@ -5918,7 +5952,10 @@ static int graph_connect_random(pg_graph *g)
         wchar_t *peer = cs[k].peer ? u16_dup(cs[k].peer, cs[k].npeer) : NULL;
         HRESULT hr;
         if (cs[k].ref) g->refs[cs[k].ref - 1].attempted = 1;
-        if ((!cs[k].peer || peer) && graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr)) started = 1;
+        if (!cs[k].peer || peer) {
+            pg_conn *nc = graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr);
+            if (nc) { nc->cand_node = cs[k].node; started = 1; }
+        }
         pg_free(peer);
     }
     pg_free(cs);
@@ -5943,7 +5980,12 @@ static int conn_maintain(pg_graph *g, int timer)
         } else if (c->outbound && c->state != CS_CLOSING && !c->repair)
             pending++; /* (a partition repair attempt does not hold refilling up) */
     }
-    if (least && (n > PEER_MAX_NEIGHBORS || (n > PEER_IDEAL_NEIGHBORS && timer))) { /* (above the maximum: at once) */
+    if (least && (n > PEER_MAX_NEIGHBORS ||
+                  (n > PEER_IDEAL_NEIGHBORS && timer &&
+                   (g->profile != PEER_MAINTENANCE_FAST || L.now >= g->last_prune + 5ULL * g->timers.ulMaintenanceMs)))) {
+        /* above the maximum: at once; the fast profile prunes at most every
+         * 5 maintenance periods (an idle graph does not churn) */
+        g->last_prune = L.now;
         conn_disconnect(least, DISC_LEAST_USEFUL, S_OK);
         graph_poke_maintenance(g); /* "after we disconnect a link" */
         return 1;
@@ -6047,11 +6089,9 @@ static void signature_changed(pg_graph *g)
     ULONGLONG sig = 0;
     g->sig_rx = L.now;
     g->sig_dead = 0;
-    if (signature_live(g, &sig)) {
-        g->sig_last = sig;
-    }
+    if (!signature_live(g, &sig) || sig != g->sig_last) graph_poke_contacts(g); /* (not on a mere renewal) */
+    if (sig) g->sig_last = sig;
     signature_calc(g);
-    graph_poke_contacts(g);
 }
 
 /* --- contacts and partitions ([MS-PPGRH] 3.1.7.12-.15, digest 5.17) ---
@@ -6374,15 +6414,10 @@ static void node_info_fill(const rec_view *v, const presence_view *pv, PPEER_NOD
 /* The live presence record of node `node`, parsed; NULL if none. */
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv)
 {
-    uint64_t now = peer_time(g);
-    size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext)
-            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now &&
-                rec_parse(r->wire, r->len, v) && presence_parse(v, pv) && pv->node == node)
-                return r;
-    }
+    const pg_rec *r = node ? (const pg_rec *)map_get(&g->pres, node) : NULL;
+    if (r && !(r->flags & RF_DELETED) && !r->departed && r->expires > peer_time(g) && rec_parse(r->wire, r->len, v) &&
+        presence_parse(v, pv) && pv->node == node)
+        return r;
     return NULL;
 }
 
