@@ -14,14 +14,14 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LIB_SRCS = p2pgraph.c net_posix.c
 HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
-TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer
+TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer test_fuzz_replay
 EXAMPLES = two_nodes poll_host epoll_host demo
-BENCHES  = connect sync flood store data
+BENCHES  = connect sync flood store data scale multihost
 
 TEST_BINS = $(addprefix build/,$(TEST_PROGS))
 ASAN_BINS = $(addprefix build/asan/,$(TEST_PROGS))
 
-.PHONY: all deps deps-bench test test-native test-asan valgrind demo examples bench clean check-clang
+.PHONY: all deps deps-bench test test-native test-asan test-seeds bench-netns valgrind demo examples bench clean check-clang
 
 all: build/libp2pgraph.a examples $(TEST_BINS)
 
@@ -60,6 +60,9 @@ build/ex_%: examples/%.c build/libp2pgraph.a
 build/bench_%: bench/%.c bench/bench_util.h build/libp2pgraph.a
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS)
 
+# bench_scale also includes the scale harness (bench/scale_harness.h).
+build/bench_scale: bench/scale_harness.h
+
 build/bench_data: bench/data.c bench/bench_util.h build/libp2pgraph.a | deps-bench
 	$(CC) $(ALL_CFLAGS) $< build/libp2pgraph.a -o $@ $(LIBS) -lenet
 
@@ -68,7 +71,7 @@ examples: $(addprefix build/ex_,$(EXAMPLES))
 bench: deps-bench $(addprefix build/bench_,$(BENCHES))
 
 test: deps
-	@$(MAKE) --no-print-directory test-native test-asan
+	@$(MAKE) --no-print-directory test-native test-asan test-seeds
 
 test-native: $(TEST_BINS)
 	@echo "== tests (native build) =="
@@ -77,6 +80,17 @@ test-native: $(TEST_BINS)
 test-asan: $(ASAN_BINS)
 	@echo "== tests (ASan + UBSan build) =="
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh scripts/run-tests.sh $(ASAN_BINS)
+
+# The maintenance tests again on 20 other fake-network seeds (P2PG_TEST_SEED):
+# timing-dependent behaviour must not hang on one lucky schedule.
+test-seeds: build/test_graph
+	@echo "== test_graph on seeds 1..20 =="
+	@for s in $$(seq 1 20); do P2PG_TEST_SEED=$$s build/test_graph >build/seeds.log 2>&1 \
+	  || { cat build/seeds.log; echo "test_graph failed with P2PG_TEST_SEED=$$s"; exit 1; }; done; echo "seeds: 20 passed"
+
+# A multi-host run: namespaces on a bridge, one process of K nodes each (root).
+bench-netns: build/bench_multihost
+	sh bench/netns.sh $(or $(M),4) $(or $(K),25) $(FAST)
 
 valgrind: deps $(TEST_BINS)
 	@command -v valgrind >/dev/null || sh scripts/install-deps.sh valgrind
@@ -99,3 +113,4 @@ clean:
 	rm -rf build/obj build/asan build/test_* build/ex_* build/bench_* build/libp2pgraph.a build/win32 build/*.log build/tmp-*
 
 -include win32.mk
+-include fuzz/fuzz.mk

@@ -1,0 +1,919 @@
+/*
+ * bench/scale.c - N nodes (default 1000) of one graph in one process, one
+ * thread, one poll() loop, over real IPv4 loopback sockets: every node
+ * listens on an address of its own (127.<net>.x.y, PeerGraphListenAddress)
+ * and its links leave from it, so a set of nodes can be killed at once as a
+ * crash would (see bench/scale_harness.h).  Figures for issue 6's scenarios,
+ * with the machine's loopback round trip measured in the same run:
+ *
+ *   S12  idle traffic per node per second and CPU of the idle graph
+ *   S9   heap per node, per idle link, per record (glibc mallinfo2)
+ *   S8   a joining node's presence reaching every node; a killed node seen
+ *        gone by every node (NODE_CHANGED)
+ *   S6   kill 50% / 80% at once: time until the survivors form one component
+ *        with >= 2 neighbors each, and until a record published 100 ms after
+ *        the kill reaches every survivor; fast profile, then compat
+ *
+ * Usage: bench_scale [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S]
+ *                    [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR] [--no-compat]
+ * (run from the repository root; databases in build/tmp-bench-scale unless
+ * -d, deleted at the end).  --quick: N = 100 and short phases (a smoke run).
+ * SCALE_DEBUG=1 in the environment: after each S6, what the survivors left
+ * below 2 neighbors see.
+ *
+ * Four graphs are built one after another, each in its own address block:
+ * fast A (S12, S9, S8, S6 50%), fast B (S6 80%), compat C (S12, S6 50%),
+ * compat D (S6 80%).  Building: node 0 creates the graph; the others join 16
+ * at a time, each to a random live node, and listen once synchronized; the
+ * build ends when every node has 2..7 neighbors, all are one component and
+ * every node holds every presence.
+ */
+#include "p2pgraph.h"
+
+#ifdef _WIN32
+#include <stdio.h>
+int main(void)
+{
+    fprintf(stderr, "bench_scale: POSIX only (poll, dup2, setrlimit)\n");
+    return 0;
+}
+#else
+
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)
+#define HAVE_MALLINFO2 1
+#endif
+#endif
+
+#define BENCH_NAME "bench_scale"
+#include "bench_util.h"
+#include "scale_harness.h"
+
+#define DB_DIR_N "build/tmp-bench-scale"
+#define PING_BYTES 64
+#define PING_ROUNDS 2000
+#define REC_PAYLOAD 256
+
+static const GUID REC_TYPE = {0x5ca1e000, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2c, 0x4e, 0x55, 0x01, 0x06}};
+
+/* ------------------------------------------------------------------------- */
+/* options                                                                   */
+/* ------------------------------------------------------------------------- */
+
+typedef struct opts {
+    int n, trials, records, idle_s, cap_s, compat, check_ms, parallel;
+    unsigned long long seed;
+    const char *dbdir;
+    int quick;
+} opts;
+
+static opts O;
+
+/* ------------------------------------------------------------------------- */
+/* the real driver: GetPollFds + poll() + Service, zombies left out          */
+/* ------------------------------------------------------------------------- */
+
+typedef struct real_drv {
+    PEER_POLL_FD *want, *ready;
+    struct pollfd *pf;
+    ULONG cap;
+    long long gpf_ns, poll_ns, svc_ns; /* sums, reset by the phases */
+    long steps;
+    double svc_max_ms;
+    ULONG last_fds;
+} real_drv;
+
+static real_drv RD;
+
+static void real_grow(real_drv *d, ULONG cap)
+{
+    if (cap <= d->cap) return;
+    free(d->want); free(d->ready); free(d->pf);
+    d->want = (PEER_POLL_FD *)xcalloc(cap, sizeof *d->want);
+    d->ready = (PEER_POLL_FD *)xcalloc(cap, sizeof *d->ready);
+    d->pf = (struct pollfd *)xcalloc(cap, sizeof *d->pf);
+    d->cap = cap;
+}
+
+static void real_step(void *ctx, int maxWaitMs)
+{
+    real_drv *d = (real_drv *)ctx;
+    long long ta = now_ns(), tb, tc, td;
+    ULONG n = 0, nr = 0, i, k = 0;
+    ULONGLONG dl = PEER_NO_DEADLINE, t;
+    int timeout, r;
+    double ms;
+    HRESULT hr;
+    if (!d->cap) real_grow(d, 4096);
+    for (;;) {
+        hr = PeerGraphGetPollFds(d->want, d->cap, &n, &dl);
+        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
+        real_grow(d, n + 1024);
+    }
+    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", hr);
+    for (i = 0; i < n; i++) {
+        if (scale_net_is_zombie(d->want[i].s)) continue;
+        d->pf[k].fd = d->want[i].s;
+        d->pf[k].events = (short)(((d->want[i].dwEvents & PEER_POLL_READ) ? POLLIN : 0) |
+                                  ((d->want[i].dwEvents & PEER_POLL_WRITE) ? POLLOUT : 0));
+        d->pf[k].revents = 0;
+        k++;
+    }
+    d->last_fds = k;
+    tb = now_ns();
+    t = now_ms();
+    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
+    r = poll(d->pf, k, timeout);
+    if (r < 0 && errno != EINTR) { perror(BENCH_NAME ": poll"); exit(2); }
+    tc = now_ns();
+    for (i = 0; i < k && r > 0; i++) {
+        short re = d->pf[i].revents;
+        if (!re) continue;
+        d->ready[nr].s = d->pf[i].fd;
+        d->ready[nr].dwEvents = ((re & (POLLIN | POLLHUP)) ? PEER_POLL_READ : 0) | ((re & POLLOUT) ? PEER_POLL_WRITE : 0) |
+                                ((re & (POLLERR | POLLNVAL)) ? PEER_POLL_ERROR : 0);
+        nr++;
+    }
+    hr = PeerGraphService(d->ready, nr, now_ms());
+    td = now_ns();
+    if (FAILED(hr)) die_hr("PeerGraphService", hr);
+    ms = (double)(td - tc) / 1e6;
+    if (ms > d->svc_max_ms) d->svc_max_ms = ms;
+    d->gpf_ns += tb - ta;
+    d->poll_ns += tc - tb;
+    d->svc_ns += td - tc;
+    d->steps++;
+}
+
+static long long real_now_us(void *ctx) { (void)ctx; return now_ns() / 1000; }
+
+static void real_reset_counters(void)
+{
+    RD.gpf_ns = RD.poll_ns = RD.svc_ns = 0;
+    RD.steps = 0;
+    RD.svc_max_ms = 0;
+}
+
+/* Killing a real socket: /dev/null over its fd.  The kernel closes the socket
+ * (peers see FIN, or RST with unread data, exactly as when a process dies)
+ * and the number stays taken until the library closes it. */
+static int g_devnull = -1;
+static void real_kill_socket(void *ctx, PEER_SOCKET s)
+{
+    (void)ctx;
+    if (dup2(g_devnull, s) < 0) { perror(BENCH_NAME ": dup2"); exit(2); }
+}
+static void real_close_zombie(void *ctx, PEER_SOCKET s, int fresh) { (void)ctx; (void)fresh; close(s); }
+/* A dead node's connect: a number that never becomes a connection. */
+static PEER_SOCKET real_new_zombie(void *ctx)
+{
+    int fd;
+    (void)ctx;
+    fd = fcntl(g_devnull, F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? PEER_INVALID_SOCKET : fd;
+}
+
+static scale_driver DRV;
+
+/* ------------------------------------------------------------------------- */
+/* helpers                                                                   */
+/* ------------------------------------------------------------------------- */
+
+static long long heap_in_use(void)
+{
+#ifdef HAVE_MALLINFO2
+    struct mallinfo2 mi = mallinfo2();
+    return (long long)(mi.uordblks + mi.hblkhd);
+#else
+    return -1;
+#endif
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Raw TCP ping-pong of 64 bytes over [::1], both ends in one poll() loop. */
+static void raw_pingpong(long long *rtt, int rounds)
+{
+    struct sockaddr_in6 sa;
+    int lfd, cfd, sfd, one = 1, i;
+    uint8_t buf[PING_BYTES], msg[PING_BYTES];
+    memset(msg, 'p', sizeof msg);
+    lfd = loopback_listener(&sa, 4, 0);
+    cfd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (cfd < 0 || connect(cfd, (struct sockaddr *)&sa, sizeof sa) < 0 || (sfd = accept(lfd, NULL, NULL)) < 0) {
+        perror(BENCH_NAME ": raw connect");
+        exit(2);
+    }
+    set_nonblock(cfd);
+    set_nonblock(sfd);
+    (void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    for (i = 0; i < rounds; i++) {
+        long long t0 = now_ns();
+        int atSrv = 0, atCli = 0;
+        if (send(cfd, msg, sizeof msg, MSG_NOSIGNAL) != (ssize_t)sizeof msg) { perror("send"); exit(2); }
+        while (atCli < PING_BYTES) {
+            struct pollfd pf[2];
+            pf[0].fd = sfd; pf[0].events = POLLIN; pf[0].revents = 0;
+            pf[1].fd = cfd; pf[1].events = POLLIN; pf[1].revents = 0;
+            if (poll(pf, 2, 1000) < 0 && errno != EINTR) { perror("poll"); exit(2); }
+            if (pf[0].revents & POLLIN) {
+                ssize_t k = recv(sfd, buf, sizeof buf - (size_t)atSrv, 0);
+                if (k > 0) {
+                    atSrv += (int)k;
+                    if (atSrv == PING_BYTES) {
+                        if (send(sfd, buf, sizeof buf, MSG_NOSIGNAL) != (ssize_t)sizeof buf) { perror("send"); exit(2); }
+                        atSrv = 0;
+                    }
+                }
+            }
+            if (pf[1].revents & POLLIN) {
+                ssize_t k = recv(cfd, buf, sizeof buf - (size_t)atCli, 0);
+                if (k > 0) atCli += (int)k;
+            }
+        }
+        rtt[i] = now_ns() - t0;
+    }
+    close(cfd);
+    close(sfd);
+    close(lfd);
+}
+
+static double g_rtt_ms; /* the ceiling: loopback RTT p50 */
+
+/* "123.4 ms (5678x RTT)" */
+static const char *ms_rtt(char *buf, size_t cb, double ms)
+{
+    snprintf(buf, cb, "%.1f ms (%.0fx RTT)", ms, ms / g_rtt_ms);
+    return buf;
+}
+
+static const char *met(int ok) { return ok ? "MET" : "MISSED"; }
+
+/* p-th percentile (per mille) of n latencies in us, in ms. */
+static double pct_us(long long *v, int n, int pm) { return (double)scale_pctile(v, n, pm) / 1000.0; }
+
+/* ------------------------------------------------------------------------- */
+/* building                                                                  */
+/* ------------------------------------------------------------------------- */
+
+typedef struct build_res {
+    double open_ms, build_ms;   /* opening N graphs (untimed in the figures), joins + settle */
+    long long heap0, heap_open; /* before opening, after opening */
+    scale_mesh mesh;
+    long join_failures;
+    int ok;
+} build_res;
+
+static void build(scale_graph *g, int net, PEER_MAINTENANCE_PROFILE prof, const wchar_t *gid, int cap, build_res *br)
+{
+    long long t0, t;
+    int i;
+    memset(br, 0, sizeof *br);
+    scale_init(g, cap, gid, net, prof, &DRV, O.seed + (unsigned)net, &REC_TYPE);
+    g->parallel = O.parallel;
+    br->heap0 = heap_in_use();
+    t0 = now_ns();
+    for (i = 0; i < O.n; i++) scale_open(g);
+    br->open_ms = (double)(now_ns() - t0) / 1e6;
+    br->heap_open = heap_in_use();
+    t = scale_build(g, O.n, 50, O.quick ? 120000 : 900000, &br->mesh);
+    br->ok = t >= 0;
+    br->build_ms = (double)(now_ns() - t0) / 1e6 - br->open_ms;
+    br->join_failures = g->join_failures;
+    printf("  built %s graph (net 127.%d): %d nodes, opened in %.0f ms, joined and settled in %.1f s: %s; "
+           "%d links, degree %d..%d, %d component(s); %ld join attempts retried\n",
+           prof == PEER_MAINTENANCE_FAST ? "fast" : "compat", net, O.n, br->open_ms, br->build_ms / 1000,
+           br->ok ? "ok" : "TIMED OUT", br->mesh.links, br->mesh.min_deg, br->mesh.max_deg, br->mesh.components,
+           br->join_failures);
+    fflush(stdout);
+    if (!br->ok) {
+        scale_mesh_check(g, &br->mesh);
+        printf("  (at the timeout: %d live, %d below 2 neighbors, %d components)\n", br->mesh.alive, br->mesh.below_min,
+               br->mesh.components);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* S12: idle                                                                 */
+/* ------------------------------------------------------------------------- */
+
+static const char *type_name(unsigned t)
+{
+    static const char *const n[] = {"?", "AUTH_INFO", "CONNECT", "WELCOME", "REFUSE", "DISCONNECT", "SOLICIT_NEW",
+                                    "SOLICIT_TIME", "SOLICIT_HASH", "ADVERTISE", "REQUEST", "FLOOD", "SYNC_END",
+                                    "PT2PT(Ping)", "ACK"};
+    if (t < sizeof n / sizeof n[0]) return n[t];
+    if (t == 0x80) return "BATCH";
+    if (t == 0x81) return "DEPARTED";
+    return "other";
+}
+
+typedef struct idle_res {
+    unsigned long long msgs[256], bytes[256];
+    double secs, bytes_per_node_s, sends_per_node_s, cpu_pct, svc_pct, poll_pct, gpf_pct, steps_per_s;
+    double cpu_us_per_node_s;
+    ULONG fds;
+    int ran;
+} idle_res;
+
+static void s12_idle(scale_graph *g, int secs, idle_res *r)
+{
+    unsigned long long b0 = SN.bytes_sent, s0 = SN.send_calls;
+    double c0, c1;
+    long long t0, t1;
+    int live = 0, i;
+    for (i = 0; i < g->n; i++) live += g->v[i].state == SN_LIVE;
+    memset(r, 0, sizeof *r);
+    memcpy(r->msgs, SN.msgs, sizeof r->msgs);
+    memcpy(r->bytes, SN.msg_bytes, sizeof r->bytes);
+    real_reset_counters();
+    c0 = cpu_s();
+    t0 = now_ns();
+    scale_run_ms_ex(g, secs * 1000, 1000); /* woken by the library's deadlines and sockets only */
+    t1 = now_ns();
+    c1 = cpu_s();
+    r->secs = (double)(t1 - t0) / 1e9;
+    r->bytes_per_node_s = (double)(SN.bytes_sent - b0) / live / r->secs;
+    r->sends_per_node_s = (double)(SN.send_calls - s0) / live / r->secs;
+    r->cpu_pct = 100.0 * (c1 - c0) / r->secs;
+    r->cpu_us_per_node_s = 1e6 * (c1 - c0) / r->secs / live;
+    r->svc_pct = 100.0 * (double)RD.svc_ns / 1e9 / r->secs;
+    r->poll_pct = 100.0 * (double)RD.poll_ns / 1e9 / r->secs;
+    r->gpf_pct = 100.0 * (double)RD.gpf_ns / 1e9 / r->secs;
+    r->steps_per_s = RD.steps / r->secs;
+    r->fds = RD.last_fds;
+    for (i = 0; i < 256; i++) {
+        r->msgs[i] = SN.msgs[i] - r->msgs[i];
+        r->bytes[i] = SN.msg_bytes[i] - r->bytes[i];
+    }
+    r->ran = 1;
+}
+
+static void print_idle(const char *prof, const idle_res *r)
+{
+    printf("  %-6s idle %.1f s: %.1f B/s sent per node (%.2f sends/s per node); process CPU %.2f%% of one core "
+           "(%.1f us per node per second = %.2fx RTT)\n",
+           prof, r->secs, r->bytes_per_node_s, r->sends_per_node_s, r->cpu_pct, r->cpu_us_per_node_s,
+           r->cpu_us_per_node_s / 1000.0 / g_rtt_ms);
+    printf("         wall time in PeerGraphService %.2f%%, in poll() %.2f%% (%lu fds), in GetPollFds %.2f%%; %.0f loop steps/s\n",
+           r->svc_pct, r->poll_pct, (unsigned long)r->fds, r->gpf_pct, r->steps_per_s);
+    {
+        int t, any = 0;
+        printf("         sent by type (per node per second: messages, bytes):");
+        for (t = 0; t < 256; t++)
+            if (r->msgs[t]) {
+                printf("%s %s %.2f, %.1f B", any++ ? ";" : "", type_name((unsigned)t),
+                       (double)r->msgs[t] / O.n / r->secs, (double)r->bytes[t] / O.n / r->secs);
+            }
+        printf("%s\n", any ? "" : " nothing");
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* S9: memory                                                                */
+/* ------------------------------------------------------------------------- */
+
+typedef struct mem_res {
+    int ran;
+    long long heap0, heap_open, heap_steady;
+    int live, links;
+    double per_node, per_graph_empty;
+    /* link probe */
+    int probe_pairs, probe_links, probe_ok, probe_failed, probe_lost;
+    HRESULT probe_hr;
+    double per_link_end;
+    /* presence records: what remains of the steady heap */
+    double per_presence;
+    /* records */
+    int records, rec_nodes;
+    double per_record, rec_secs;
+    int rec_complete;
+} mem_res;
+
+static void set_maint_timer(scale_graph *g, ULONG ms, PEER_GRAPH_TIMERS *saved)
+{
+    int i;
+    for (i = 0; i < g->n; i++) {
+        PEER_GRAPH_TIMERS t;
+        HRESULT hr;
+        if (!g->v[i].h || g->v[i].state == SN_DEAD) continue;
+        memset(&t, 0, sizeof t);
+        t.dwSize = sizeof t;
+        if (FAILED(hr = PeerGraphGetTimers(g->v[i].h, &t))) die_hr_at("PeerGraphGetTimers", i, hr);
+        if (saved && i == 0) *saved = t;
+        t.ulMaintenanceMs = ms;
+        if (FAILED(hr = PeerGraphSetTimers(g->v[i].h, &t))) die_hr_at("PeerGraphSetTimers", i, hr);
+    }
+}
+
+/* the link probe's attempts and their outcomes */
+typedef struct probe_t { int u; ULONGLONG cid; int state; HRESULT hr; } probe_t;
+static probe_t *g_probe;
+static int g_nprobe, g_probe_connected, g_probe_failed, g_probe_lost;
+static HRESULT g_probe_hr;
+static void probe_event(scale_graph *g, int node, const PEER_GRAPH_EVENT_DATA *e)
+{
+    int k;
+    (void)g;
+    if (e->eventType != PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION) return;
+    for (k = 0; k < g_nprobe; k++) {
+        probe_t *p = &g_probe[k];
+        if (p->u != node || p->cid != e->connectionChangeData.ullConnectionId) continue;
+        if (e->connectionChangeData.status == PEER_CONNECTED) { p->state = 1; g_probe_connected++; }
+        else if (e->connectionChangeData.status == PEER_CONNECTION_FAILED) {
+            if (e->connectionChangeData.ullNextConnectionId) { p->cid = e->connectionChangeData.ullNextConnectionId; continue; }
+            p->state = 2; g_probe_failed++; g_probe_hr = e->connectionChangeData.hrConnectionFailedReason;
+        } else if (e->connectionChangeData.status == PEER_DISCONNECTED) { p->state = 3; g_probe_lost++; }
+    }
+}
+
+static void s9_memory(scale_graph *g, const build_res *br, mem_res *r)
+{
+    scale_mesh m;
+    PEER_GRAPH_TIMERS saved;
+    long long h_a, h_b, h_c;
+    int i, k, links_a;
+    memset(r, 0, sizeof *r);
+    r->ran = 1;
+    r->heap0 = br->heap0;
+    r->heap_open = br->heap_open;
+    scale_mesh_check(g, &m);
+    r->heap_steady = heap_in_use();
+    r->live = m.alive;
+    r->links = m.links;
+    r->per_node = (double)(r->heap_steady - r->heap0) / m.alive;
+    r->per_graph_empty = (double)(r->heap_open - r->heap0) / O.n;
+
+    /* idle links: extra links between nodes with room, no maintenance drops meanwhile */
+    set_maint_timer(g, 3600000, &saved);
+    scale_run_ms(g, (int)saved.ulMaintenanceMs + 500); /* the round already scheduled runs once more */
+    scale_mesh_check(g, &m);
+    links_a = m.links;
+    h_a = heap_in_use();
+    {
+        int want = O.n / 5, *used = (int *)xcalloc((size_t)g->n, sizeof(int)), tries;
+        g_probe = (probe_t *)xcalloc((size_t)want + 1, sizeof *g_probe);
+        g_nprobe = 0;
+        g->on_event = probe_event;
+        for (tries = 0; r->probe_pairs < want && tries < want * 50; tries++) {
+            int u = scale_rand_below(g, g->n), v = scale_rand_below(g, g->n), linked = 0;
+            ULONGLONG cid;
+            if (u == v || used[u] || used[v] || g->v[u].state != SN_LIVE || g->v[v].state != SN_LIVE) continue;
+            if (g->v[u].deg > PEER_MAX_NEIGHBORS - 2 || g->v[v].deg > PEER_MAX_NEIGHBORS - 2) continue;
+            for (k = 0; k < g->v[u].deg; k++) linked |= g->adj[(size_t)u * SCALE_MAX_DEG + k] == v;
+            if (linked) continue;
+            used[u] = used[v] = 1;
+            if (SUCCEEDED(PeerGraphConnect(g->v[u].h, g->v[v].peer, &g->v[v].addr, &cid))) {
+                g_probe[g_nprobe].u = u;
+                g_probe[g_nprobe].cid = cid;
+                g_nprobe++;
+                r->probe_pairs++;
+            }
+        }
+        free(used);
+    }
+    scale_run_ms(g, 1500);
+    g->on_event = NULL;
+    scale_mesh_check(g, &m);
+    h_b = heap_in_use();
+    r->probe_ok = g_probe_connected;
+    r->probe_failed = g_probe_failed;
+    r->probe_lost = g_probe_lost;
+    r->probe_hr = g_probe_hr;
+    free(g_probe);
+    g_probe = NULL;
+    g_nprobe = 0;
+    r->probe_links = m.links - links_a;
+    r->per_link_end = r->probe_links > 0 ? (double)(h_b - h_a) / (2.0 * r->probe_links) : 0;
+    /* presence: the steady heap less the empty graphs and the link endpoints */
+    r->per_presence = (double)(r->heap_steady - r->heap_open - 2.0 * r->links * r->per_link_end) /
+                      ((double)r->live * (r->live - 1));
+
+    /* records: R records of REC_PAYLOAD bytes at random nodes, all replicated */
+    {
+        long long t0 = now_ns(), lim = (O.quick ? 60LL : 300LL) * 1000000000LL;
+        int R = O.records, added = 0, done = 0;
+        uint8_t data[REC_PAYLOAD];
+        for (i = 0; i < g->n; i++) g->v[i].recs = 0;
+        while (!done && now_ns() - t0 < lim) {
+            int inflight = 0, low = R;
+            for (i = 0; i < g->n; i++)
+                if (g->v[i].state == SN_LIVE && g->v[i].recs < low) low = g->v[i].recs;
+            inflight = added - low;
+            while (added < R && inflight < 20) { /* at most 20 records spreading at once */
+                int o;
+                PEER_RECORD rec;
+                GUID id;
+                HRESULT hr;
+                do o = scale_rand_below(g, g->n); while (g->v[o].state != SN_LIVE);
+                for (k = 0; k < REC_PAYLOAD; k++) data[k] = (uint8_t)(added * 7 + k);
+                init_record(&rec, &REC_TYPE, peer_now(g->v[o].h) + 3600ULL * 10000000ULL, data, REC_PAYLOAD);
+                if (FAILED(hr = PeerGraphAddRecord(g->v[o].h, &rec, &id))) die_hr_at("PeerGraphAddRecord", o, hr);
+                added++;
+                inflight++;
+            }
+            scale_pump(g, 5);
+            done = low >= R;
+        }
+        r->rec_secs = (double)(now_ns() - t0) / 1e9;
+        r->rec_complete = done;
+        scale_run_ms(g, 500);
+        h_c = heap_in_use();
+        r->records = R;
+        r->rec_nodes = m.alive;
+        r->per_record = (double)(h_c - h_b) / ((double)R * m.alive);
+    }
+    /* back to the profile's timer; the probe's extra links are trimmed by it */
+    for (i = 0; i < g->n; i++)
+        if (g->v[i].h && g->v[i].state != SN_DEAD) PeerGraphSetTimers(g->v[i].h, &saved);
+}
+
+static void print_mem(const mem_res *r)
+{
+    printf("  heap in use (glibc mallinfo2 uordblks + hblkhd; kernel socket buffers excluded)\n");
+    printf("    per node, all included (graph, %d links, %d presence records, events drained): %.0f B (%.1f KB); "
+           "%d nodes: %.1f MB\n",
+           r->links, r->live, r->per_node, r->per_node / 1024, r->live, (double)(r->heap_steady - r->heap0) / 1048576.0);
+    printf("    per graph, opened and empty: %.0f B\n", r->per_graph_empty);
+    printf("    per idle link endpoint: %.0f B (%d extra links between %d pairs; both ends in this process: %.0f B per link)\n",
+           r->per_link_end, r->probe_links, r->probe_pairs, 2 * r->per_link_end);
+    printf("      (probe: %d connected, %d failed (last 0x%08lX), %d connected then lost)\n", r->probe_ok, r->probe_failed,
+           (unsigned long)(DWORD)r->probe_hr, r->probe_lost);
+    printf("    per presence record held (the rest of the steady heap / N(N-1)): %.0f B\n", r->per_presence);
+    printf("    per application record of %d B held by a node: %.0f B = payload + %.0f B (%d records at %d nodes, "
+           "replicated in %.1f s%s)\n",
+           REC_PAYLOAD, r->per_record, r->per_record - REC_PAYLOAD, r->records, r->rec_nodes, r->rec_secs,
+           r->rec_complete ? "" : ", NOT COMPLETE");
+}
+
+/* ------------------------------------------------------------------------- */
+/* S6 debugging (SCALE_DEBUG=1)                                              */
+/* ------------------------------------------------------------------------- */
+
+/* SCALE_DEBUG: neighbor events per node during S6 */
+typedef struct dbg_node { int connected, failed, disc; HRESULT last; int reasons[8]; } dbg_node;
+static dbg_node *g_dbg;
+static void dbg_event(scale_graph *g, int node, const PEER_GRAPH_EVENT_DATA *e)
+{
+    const PEER_EVENT_CONNECTION_CHANGE_DATA *c = &e->connectionChangeData;
+    dbg_node *d = &g_dbg[node];
+    (void)g;
+    if (e->eventType != PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION) return;
+    if (c->status == PEER_CONNECTED) d->connected++;
+    else if (c->status == PEER_DISCONNECTED) d->disc++;
+    else {
+        d->failed++;
+        d->last = c->hrConnectionFailedReason;
+        d->reasons[c->hrConnectionFailedReason == PEER_E_TCP_CONNECTION_REFUSED ? 0
+                   : c->hrConnectionFailedReason == PEER_E_CONNECTION_REFUSED ? 1
+                   : c->hrConnectionFailedReason == PEER_E_TIMEOUT ? 2
+                   : c->hrConnectionFailedReason == PEER_E_ALREADY_EXISTS ? 3 : 4]++;
+    }
+}
+
+/* SCALE_DEBUG: what the survivors below 2 neighbors see. */
+static void stuck_report(scale_graph *g)
+{
+    int i, shown = 0;
+    for (i = 0; i < g->n && shown < 10; i++) {
+        scale_node *x = &g->v[i];
+        HPEERENUM en;
+        ULONG c = 0, nodes = 0;
+        DWORD st = 0;
+        if (x->state != SN_LIVE || x->deg >= PEER_MIN_NEIGHBORS) continue;
+        shown++;
+        if (SUCCEEDED(PeerGraphEnumConnections(x->h, PEER_CONNECTION_NEIGHBOR, &en))) {
+            PeerGraphGetItemCount(en, &c);
+            PeerGraphEndEnumeration(en);
+        }
+        if (SUCCEEDED(PeerGraphEnumNodes(x->h, NULL, &en))) {
+            PeerGraphGetItemCount(en, &nodes);
+            PeerGraphEndEnumeration(en);
+        }
+        PeerGraphGetStatus(x->h, &st);
+        printf("    [debug] node %d: %d live neighbors, %lu connected neighbor links, presence known %d (EnumNodes %lu), status 0x%lx\n",
+               i, x->deg, (unsigned long)c, x->known, (unsigned long)nodes, (unsigned long)st);
+        if (g_dbg)
+            printf("            since the kill: %d connected, %d disconnected, %d failed (tcp refused %d, refused %d, timeout %d,"
+                   " exists %d, other %d; last 0x%08lX)\n", g_dbg[i].connected, g_dbg[i].disc, g_dbg[i].failed,
+                   g_dbg[i].reasons[0], g_dbg[i].reasons[1], g_dbg[i].reasons[2], g_dbg[i].reasons[3], g_dbg[i].reasons[4],
+                   (unsigned long)(DWORD)g_dbg[i].last);
+    }
+}
+
+static void fmt_t(char *b, size_t cb, double ms, double capMs)
+{
+    if (ms < 0) snprintf(b, cb, "> %.0f s", capMs / 1000);
+    else snprintf(b, cb, "%.0f ms (%.0fx RTT)", ms, ms / g_rtt_ms);
+}
+
+static double g_s6_svc_max; /* the longest PeerGraphService call during the last S6 */
+static long g_s6_steps;
+static unsigned long long g_s6_msgs[256], g_s6_bytes[256]; /* sent during the last S6, by type */
+
+/* "FLOOD 1234 (56 KB); ..." for the types sent */
+static void print_types(const unsigned long long *msgs, const unsigned long long *bytes)
+{
+    int t, any = 0;
+    for (t = 0; t < 256; t++)
+        if (msgs[t]) printf("%s %s %llu (%.0f KB)", any++ ? ";" : "", type_name((unsigned)t), msgs[t], bytes[t] / 1024.0);
+    printf("%s\n", any ? "" : " nothing");
+}
+
+/* S6 with the SCALE_DEBUG report of survivors left below 2 neighbors. */
+static void s6(scale_graph *g, int pct, scale_s6 *r)
+{
+    int dbg = getenv("SCALE_DEBUG") != NULL, t;
+    if (dbg) {
+        g_dbg = (dbg_node *)xcalloc((size_t)g->n, sizeof *g_dbg);
+        g->on_event = dbg_event;
+    }
+    real_reset_counters();
+    memcpy(g_s6_msgs, SN.msgs, sizeof g_s6_msgs);
+    memcpy(g_s6_bytes, SN.msg_bytes, sizeof g_s6_bytes);
+    scale_s6_run(g, pct, (long long)O.cap_s * 1000, O.check_ms, REC_PAYLOAD, r);
+    g_s6_svc_max = RD.svc_max_ms;
+    g_s6_steps = RD.steps;
+    for (t = 0; t < 256; t++) {
+        g_s6_msgs[t] = SN.msgs[t] - g_s6_msgs[t];
+        g_s6_bytes[t] = SN.msg_bytes[t] - g_s6_bytes[t];
+    }
+    if (dbg) stuck_report(g);
+    g->on_event = NULL;
+    free(g_dbg);
+    g_dbg = NULL;
+}
+
+static void print_kill(const char *prof, const scale_s6 *r)
+{
+    char a[64], b[64], c[64], d[64], e[64];
+    fmt_t(a, sizeof a, r->t_mesh_ms, r->cap_ms);
+    fmt_t(b, sizeof b, r->t_rec_ms, r->cap_ms);
+    fmt_t(c, sizeof c, r->t_noisolated_ms, r->cap_ms);
+    fmt_t(d, sizeof d, r->t_deg_ms, r->cap_ms);
+    fmt_t(e, sizeof e, r->t_onecomp_ms, r->cap_ms);
+    printf("  %-6s kill %d%%: %d killed (%d sockets), %d survivors; first check: %d isolated, %d below 2 neighbors, %d components\n",
+           prof, r->pct, r->killed, r->sockets, r->survivors, r->isolated_first, r->below_first, r->comps_first);
+    printf("         one component and every survivor >= 2 neighbors: %s after the kill\n", a);
+    printf("           (every survivor >= 2 neighbors: %s; one component: %s; no survivor with 0 neighbors: %s)\n", d, e, c);
+    printf("         record published 100 ms after the kill at every survivor: %s after publication", b);
+    if (r->t_rec_kill_ms >= 0) printf(" (%.0f ms after the kill)", r->t_rec_kill_ms);
+    printf("; missing at the end: %d\n", r->rec_missing);
+    printf("         isolated 5 s after the kill: %d; at the end: %d survivors, degree %d..%d, %d below 2, %d component(s)"
+           " (largest %d)\n", r->isolated_5s, r->end.alive, r->end.min_deg, r->end.max_deg, r->end.below_min,
+           r->end.components, r->end.largest);
+    printf("         at the end each survivor still lists %.1f dead nodes and misses %.1f live ones (PeerGraphEnumNodes)\n",
+           r->stale_presence, r->missing_presence);
+    printf("         loop: %ld steps, longest PeerGraphService call %.0f ms; %d mesh checks, %.2f ms each%s\n", g_s6_steps,
+           g_s6_svc_max, r->checks, r->check_ms_mean, r->unresolved ? " (WARNING: sockets of unknown owner at the kill)" : "");
+    printf("         sent by the survivors meanwhile (messages, bytes):");
+    print_types(g_s6_msgs, g_s6_bytes);
+}
+
+/* ------------------------------------------------------------------------- */
+/* main                                                                      */
+/* ------------------------------------------------------------------------- */
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S] [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR]"
+            " [--no-compat]\n"
+            "  defaults: N 1000, 20 trials (S8), 100 records (S9), 10 s idle (S12), 30 s cap (S6), 16 joins at once\n"
+            "  --quick: N 100, 5 trials, 20 records, 3 s idle, 15 s cap\n",
+            argv0);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    PEER_VERSION_DATA vd;
+    HRESULT hr;
+    struct rlimit rl;
+    rlim_t before;
+    long long *rtt = (long long *)xcalloc(2 * PING_ROUNDS, sizeof *rtt), tstart = now_ns();
+    scale_net_ops ops;
+    scale_graph g;
+    build_res bA, bB, bC, bD;
+    idle_res iFast, iCompat;
+    mem_res mem;
+    scale_vis vJoin, vKill;
+    scale_s6 kF50, kF80, kC50, kC80;
+    int i, rtt_n = 0;
+    double rtt_p99;
+
+    O.n = 1000; O.trials = 20; O.records = 100; O.idle_s = 10; O.cap_s = 30; O.compat = 1; O.check_ms = 25;
+    O.parallel = 16; O.seed = 1; O.dbdir = DB_DIR_N;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) { O.quick = 1; O.n = 100; O.trials = 5; O.records = 20; O.idle_s = 3; O.cap_s = 15; }
+    }
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) continue;
+        else if (!strcmp(argv[i], "--no-compat")) O.compat = 0;
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) O.n = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-t") && i + 1 < argc) O.trials = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) O.records = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-w") && i + 1 < argc) O.idle_s = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) O.cap_s = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-p") && i + 1 < argc) O.parallel = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-s") && i + 1 < argc) O.seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "-d") && i + 1 < argc) O.dbdir = argv[++i];
+        else usage(argv[0]);
+    }
+    if (O.n < 10 || O.n > 60000 || O.trials < 1 || O.records < 1 || O.idle_s < 1 || O.cap_s < 6 || O.parallel < 1)
+        usage(argv[0]);
+
+    if (raise_nofile(&rl, &before) != 0) fprintf(stderr, BENCH_NAME ": could not raise RLIMIT_NOFILE\n");
+    printf("bench_scale: N nodes of one graph in one process, one thread, one poll() loop, real IPv4 loopback sockets\n"
+           "(node i listens on its own 127.x.y.z and its links leave from it; kills close every socket of a node at once)\n");
+    print_command_machine(argc, argv);
+    printf("N = %d; S8 trials %d; S9 records %d x %d B; S12 idle window %d s; S6 cap %d s; seed %llu; databases in %s;"
+           " open files limit %llu\n",
+           O.n, O.trials, O.records, REC_PAYLOAD, O.idle_s, O.cap_s, O.seed, O.dbdir, (unsigned long long)rl.rlim_cur);
+    fflush(stdout);
+
+    if (setup_db_dir(O.dbdir) != 0) return 2;
+    if ((g_devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) { perror("/dev/null"); return 2; }
+    ops.ctx = NULL;
+    ops.kill_socket = real_kill_socket;
+    ops.close_zombie = real_close_zombie;
+    ops.new_zombie = real_new_zombie;
+    if (FAILED(hr = scale_net_install(PeerGraphGetPlatformNetShim(), &ops))) die_hr("PeerGraphSetNetShim", hr);
+    if (FAILED(hr = PeerGraphStartup(PEER_GRAPH_VERSION, &vd))) die_hr("PeerGraphStartup", hr);
+    DRV.ctx = &RD;
+    DRV.step = real_step;
+    DRV.now_us = real_now_us;
+
+    raw_pingpong(rtt, PING_ROUNDS);
+    rtt_n = PING_ROUNDS;
+    {
+        long long tmp[PING_ROUNDS];
+        memcpy(tmp, rtt, sizeof tmp);
+        sort_ll(tmp, PING_ROUNDS);
+        g_rtt_ms = pct_ms(tmp, PING_ROUNDS, 50);
+    }
+    printf("machine (start): raw TCP ping-pong of %d B over [::1], both ends in one poll() loop: RTT p50 %.4f ms\n",
+           PING_BYTES, g_rtt_ms);
+    fflush(stdout);
+
+    memset(&iCompat, 0, sizeof iCompat);
+    memset(&kC50, 0, sizeof kC50);
+    memset(&kC80, 0, sizeof kC80);
+
+    /* --- fast profile, graph A: S12, S9, S8, S6 50% --- */
+    printf("\n[fast profile, graph A]\n");
+    build(&g, 11, PEER_MAINTENANCE_FAST, L"bench-scale-a", O.n + O.trials + 1, &bA);
+    scale_run_ms(&g, 3000); /* settled: maintenance rounds done */
+    s12_idle(&g, O.idle_s, &iFast);
+    print_idle("fast", &iFast);
+    fflush(stdout);
+    s9_memory(&g, &bA, &mem);
+    print_mem(&mem);
+    fflush(stdout);
+    scale_run_ms(&g, 3000);
+    real_reset_counters();
+    scale_s8_join(&g, O.trials, 10000, 300, &vJoin);
+    printf("  S8 join: %d joins, %d reached every node within 10 s; longest PeerGraphService call %.0f ms\n", vJoin.trials,
+           vJoin.complete, RD.svc_max_ms);
+    fflush(stdout);
+    real_reset_counters();
+    scale_s8_kill(&g, O.trials, 10000, 1000, &vKill);
+    printf("  S8 kill: %d kills, %d seen gone by every node within 10 s; longest PeerGraphService call %.0f ms\n",
+           vKill.trials, vKill.complete, RD.svc_max_ms);
+    fflush(stdout);
+    scale_run_ms(&g, 2000);
+    s6(&g, 50, &kF50);
+    print_kill("fast", &kF50);
+    fflush(stdout);
+    scale_close_all(&g);
+    scale_free(&g);
+
+    /* --- fast profile, graph B: S6 80% --- */
+    printf("\n[fast profile, graph B]\n");
+    build(&g, 12, PEER_MAINTENANCE_FAST, L"bench-scale-b", O.n, &bB);
+    scale_run_ms(&g, 3000);
+    s6(&g, 80, &kF80);
+    print_kill("fast", &kF80);
+    fflush(stdout);
+    scale_close_all(&g);
+    scale_free(&g);
+
+    if (O.compat) {
+        printf("\n[compat profile, graph C]\n");
+        build(&g, 13, PEER_MAINTENANCE_COMPAT, L"bench-scale-c", O.n, &bC);
+        scale_run_ms(&g, 3000);
+        s12_idle(&g, O.idle_s, &iCompat);
+        print_idle("compat", &iCompat);
+        s6(&g, 50, &kC50);
+        print_kill("compat", &kC50);
+        fflush(stdout);
+        scale_close_all(&g);
+        scale_free(&g);
+
+        printf("\n[compat profile, graph D]\n");
+        build(&g, 14, PEER_MAINTENANCE_COMPAT, L"bench-scale-d", O.n, &bD);
+        scale_run_ms(&g, 3000);
+        s6(&g, 80, &kC80);
+        print_kill("compat", &kC80);
+        fflush(stdout);
+        scale_close_all(&g);
+        scale_free(&g);
+    }
+
+    raw_pingpong(rtt + PING_ROUNDS, PING_ROUNDS);
+    rtt_n = 2 * PING_ROUNDS;
+    sort_ll(rtt, rtt_n);
+    g_rtt_ms = pct_ms(rtt, rtt_n, 50);
+    rtt_p99 = pct_ms(rtt, rtt_n, 99);
+    PeerGraphShutdown();
+    scale_net_free();
+
+    /* --- summary --- */
+    printf("\n==== summary (N = %d) ====\n", O.n);
+    printf("machine: loopback RTT (64 B ping-pong, start and end of the run pooled) p50 %.4f ms, p99 %.4f ms;"
+           " every time below is also given in RTTs\n", g_rtt_ms, rtt_p99);
+    {
+        char a[64], b[64], c[64], d[64];
+        double jp99 = pct_us(vJoin.lat, vJoin.nlat, 990), kp99 = pct_us(vKill.lat, vKill.nlat, 990);
+        printf("\nS8  presence of a joining node at every node (%d joins x %d nodes):\n", vJoin.trials, O.n);
+        printf("      from PeerGraphConnect:  p50 %s, p99 %s, max %s\n", ms_rtt(a, sizeof a, pct_us(vJoin.lat, vJoin.nlat, 500)),
+               ms_rtt(b, sizeof b, jp99), ms_rtt(c, sizeof c, vJoin.nlat ? vJoin.lat[vJoin.nlat - 1] / 1000.0 : 0));
+        printf("      from its listen (presence published): p50 %s, p99 %s\n",
+               ms_rtt(a, sizeof a, pct_us(vJoin.lat_pub, vJoin.npub, 500)), ms_rtt(b, sizeof b, pct_us(vJoin.lat_pub, vJoin.npub, 990)));
+        printf("      join to synchronized: p50 %s, max %s; the last node: p50 %s, max %s; never seen %d\n",
+               ms_rtt(a, sizeof a, pct_us(vJoin.sync, vJoin.nsync, 500)),
+               ms_rtt(b, sizeof b, vJoin.nsync ? vJoin.sync[vJoin.nsync - 1] / 1000.0 : 0),
+               ms_rtt(c, sizeof c, pct_us(vJoin.last, vJoin.nlast, 500)),
+               ms_rtt(d, sizeof d, vJoin.nlast ? vJoin.last[vJoin.nlast - 1] / 1000.0 : 0), vJoin.missing);
+        printf("      target p99 <= 50 ms: %s\n", met(vJoin.nlat && !vJoin.missing && jp99 <= 50));
+        printf("    a killed node seen gone by every node (%d kills):\n", vKill.trials);
+        printf("      p50 %s, p99 %s, max %s; the last node: p50 %s; never seen %d\n",
+               ms_rtt(a, sizeof a, pct_us(vKill.lat, vKill.nlat, 500)), ms_rtt(b, sizeof b, kp99),
+               ms_rtt(c, sizeof c, vKill.nlat ? vKill.lat[vKill.nlat - 1] / 1000.0 : 0),
+               ms_rtt(d, sizeof d, pct_us(vKill.last, vKill.nlast, 500)), vKill.missing);
+        printf("      target p99 <= 200 ms: %s\n", met(vKill.nlat && !vKill.missing && kp99 <= 200));
+    }
+    {
+        double link = mem.per_link_end, rec = mem.per_record - REC_PAYLOAD;
+        printf("\nS9  heap per node %.1f KB (graph + links + %d presence records); per idle link endpoint %.0f B"
+               " (per link, both ends: %.0f B); per %d-B record held %.0f B = payload + %.0f B\n",
+               mem.per_node / 1024, mem.live, link, 2 * link, REC_PAYLOAD, mem.per_record, rec);
+        printf("      targets: <= 2 KB per idle link (endpoint): %s; <= payload + 48 B per record: %s\n",
+               met(link > 0 && link <= 2048), met(rec <= 48));
+    }
+    printf("\nS12 idle (fast): %.1f B/s per node, CPU %.2f%% of one core for %d nodes (%.1f us per node-second = %.2fx RTT)\n",
+           iFast.bytes_per_node_s, iFast.cpu_pct, O.n, iFast.cpu_us_per_node_s, iFast.cpu_us_per_node_s / 1000 / g_rtt_ms);
+    printf("      targets: <= 20 B/s per node: %s; <= 1%% of one core: %s\n", met(iFast.bytes_per_node_s <= 20),
+           met(iFast.cpu_pct <= 1.0));
+    if (iCompat.ran)
+        printf("    idle (compat): %.1f B/s per node, CPU %.2f%% of one core (%.1f us per node-second = %.2fx RTT)\n",
+               iCompat.bytes_per_node_s, iCompat.cpu_pct, iCompat.cpu_us_per_node_s, iCompat.cpu_us_per_node_s / 1000 / g_rtt_ms);
+    {
+        char a[64], b[64], c[64], d[64];
+        printf("\nS6  kill at once       %-28s %-28s\n", "one component, >= 2 nbrs", "record at every survivor");
+        fmt_t(a, sizeof a, kF50.t_mesh_ms, kF50.cap_ms);
+        fmt_t(b, sizeof b, kF50.t_rec_ms, kF50.cap_ms);
+        printf("    fast   50%%         %-28s %-28s isolated at 5 s: %d\n", a, b, kF50.isolated_5s);
+        fmt_t(a, sizeof a, kF80.t_mesh_ms, kF80.cap_ms);
+        fmt_t(b, sizeof b, kF80.t_rec_ms, kF80.cap_ms);
+        printf("    fast   80%%         %-28s %-28s isolated at 5 s: %d\n", a, b, kF80.isolated_5s);
+        if (kC50.ran) {
+            fmt_t(c, sizeof c, kC50.t_mesh_ms, kC50.cap_ms);
+            fmt_t(d, sizeof d, kC50.t_rec_ms, kC50.cap_ms);
+            printf("    compat 50%%         %-28s %-28s isolated at 5 s: %d\n", c, d, kC50.isolated_5s);
+        }
+        if (kC80.ran) {
+            fmt_t(c, sizeof c, kC80.t_mesh_ms, kC80.cap_ms);
+            fmt_t(d, sizeof d, kC80.t_rec_ms, kC80.cap_ms);
+            printf("    compat 80%%         %-28s %-28s isolated at 5 s: %d\n", c, d, kC80.isolated_5s);
+        }
+        printf("    targets (fast): one component with >= 2 neighbors within 1 s (50%%): %s, 3 s (80%%): %s;\n",
+               met(kF50.t_mesh_ms >= 0 && kF50.t_mesh_ms <= 1000), met(kF80.t_mesh_ms >= 0 && kF80.t_mesh_ms <= 3000));
+        printf("      record at 100%% of survivors within 2 s (50%%): %s, 5 s (80%%): %s; no isolated survivor after 5 s: %s\n",
+               met(kF50.t_rec_ms >= 0 && kF50.t_rec_ms <= 2000), met(kF80.t_rec_ms >= 0 && kF80.t_rec_ms <= 5000),
+               met(kF50.isolated_5s == 0 && kF80.isolated_5s == 0));
+    }
+    printf("\nbuilds: fast A %.1f s, fast B %.1f s", bA.build_ms / 1000, bB.build_ms / 1000);
+    if (O.compat) printf(", compat C %.1f s, compat D %.1f s", bC.build_ms / 1000, bD.build_ms / 1000);
+    printf(" (joins %d at a time, each to a random live node, until one component with 2..7 neighbors each and every presence everywhere)\n",
+           O.parallel);
+    printf("total run time %.1f s\n", (double)(now_ns() - tstart) / 1e9);
+    scale_vis_free(&vJoin);
+    scale_vis_free(&vKill);
+    free(rtt);
+    free(RD.want); free(RD.ready); free(RD.pf);
+    close(g_devnull);
+    (void)before;
+    return 0;
+}
+#endif
