@@ -7459,7 +7459,7 @@ static void graph_default_timers(PEER_MAINTENANCE_PROFILE profile, PEER_GRAPH_TI
     t->dwSize = sizeof *t;
     t->ulMaintenanceMs = fast ? PEER_FAST_MAINT_MS : PEER_MAINT_CONNECTED_MS;
     t->ulMaintenanceIdleMs = fast ? PEER_FAST_MAINT_IDLE_MS : PEER_MAINT_IDLE_MS;
-    t->ulRetryMs = PEER_MAINT_RETRY_MS;
+    t->ulRetryMs = fast ? PEER_FAST_RETRY_MS : PEER_MAINT_RETRY_MS;
     t->ulKeepaliveMs = PEER_FAST_KEEPALIVE_MS;
     t->ulDeadMs = PEER_FAST_DEAD_MS;
     t->ulContactMinMs = fast ? PEER_FAST_CONTACT_MIN_MS : PEER_CONTACT_MIN_MS;

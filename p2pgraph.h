@@ -217,7 +217,7 @@ typedef struct peer_graph_timers_tag {
     DWORD dwSize;              /* sizeof(PEER_GRAPH_TIMERS) */
     ULONG ulMaintenanceMs;     /* Graph Maintenance timer with neighbors (compat 300000, fast 2000) */
     ULONG ulMaintenanceIdleMs; /* ... without neighbors (compat 30000, fast 1000) */
-    ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (1000) */
+    ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (compat 1000, fast 100) */
     ULONG ulKeepaliveMs;       /* fast profile: Ping on a link idle this long (500) */
     ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2000) */
     ULONG ulContactMinMs;      /* Contact timer, uniform in [min, max] (compat 10000..180000, fast 500..3000) */
@@ -446,6 +446,7 @@ typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECUR
 #define PEER_FAST_MAINT_IDLE_MS      1000u   /* ... and without */
 #define PEER_FAST_KEEPALIVE_MS       500u    /* ... a Ping on a neighbor link idle this long */
 #define PEER_FAST_DEAD_MS            2000u   /* ... a link to a fast node silent this long is dead */
+#define PEER_FAST_RETRY_MS           100u    /* ... the next candidate after a failed attempt */
 #define PEER_CONTACT_MIN_MS          10000u  /* Contact timer range ([MS-PPGRH] 3.1.2) */
 #define PEER_CONTACT_MAX_MS          180000u
 #define PEER_PARTITION_MIN_MS        5000u   /* Partition Detection timer range ([MS-PPGRH] 3.1.2) */
