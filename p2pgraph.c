@@ -577,7 +577,7 @@ static void wake_at(ULONGLONG t)
 #define SHIM (&L.shim)
 
 static ULONGLONG utc_now(void) { return SHIM->pfnUtcNow(SHIM->pvContext); }
-static ULONGLONG peer_time(const pg_graph *g) { return (ULONGLONG)((int64_t)utc_now() - g->ptd); }
+static ULONGLONG peer_time(const pg_graph *g) { return utc_now() - (ULONGLONG)g->ptd; }
 
 static ULONGLONG random64(void)
 {
@@ -2649,6 +2649,7 @@ static int meta_parse(const uint8_t *p, size_t n, pg_meta *m)
     m->is_creator = rd32(&r) != 0;
     m->synchronized = rd32(&r) != 0;
     m->ptd = (int64_t)rd64(&r);
+    if (m->ptd > 315360000000000000LL || m->ptd < -315360000000000000LL) m->ptd = 0; /* over 1000 years: forged */
     m->left = rd64(&r);
     if (r.bad || !m->gid || !m->pid) { meta_free(m); return 0; }
     return 1;
@@ -3897,14 +3898,15 @@ static void graph_set_synchronized(pg_graph *g)
 /* Peer time from WELCOME (digest 5.4 step 6). */
 static void peer_time_update(pg_graph *g, pg_conn *c, ULONGLONG remotePt)
 {
-    ULONGLONG tw = peer_time(g);
+    /* remotePt is any 64-bit value off the wire: unsigned arithmetic only
+     * until it is known to be within 20 minutes of our own peer time. */
+    ULONGLONG tw = peer_time(g), u = utc_now();
     int64_t rtt = (int64_t)(tw - c->t_connect_pt);
-    int64_t ptw = (int64_t)remotePt + (rtt > 0 ? rtt / 2 : 0);
-    int64_t diff = ptw - (int64_t)tw;
-    const int64_t twentyMin = 12000000000LL;
+    ULONGLONG ptw = remotePt + (ULONGLONG)(rtt > 0 ? rtt / 2 : 0);
+    const ULONGLONG twentyMin = 12000000000ULL;
     int64_t ptdRemote;
-    if (diff > twentyMin || diff < -twentyMin) return;
-    ptdRemote = (int64_t)utc_now() - ptw;
+    if ((ptw >= tw ? ptw - tw : tw - ptw) > twentyMin) return;
+    ptdRemote = u >= ptw ? (int64_t)(u - ptw) : -(int64_t)(ptw - u);
     if (graph_conn_count(g, 1) <= 1) g->ptd = ptdRemote;
     else g->ptd = (int64_t)(0.8 * (double)g->ptd + 0.2 * (double)ptdRemote);
 }

@@ -6,7 +6,7 @@
 #                     10 million) on its corpus; new inputs go to
 #                     build/fuzz/corpus/<target>/, crashes to fuzz/crashes/<target>/
 #   make fuzz-merge   minimizes fuzz/corpus/<target>/ with what fuzz-run found
-#                     (-merge=1), in place
+#                     (-merge=1, FUZZ_MERGE_FLAGS), in place
 #   make fuzz-run FUZZ_TARGETS=fuzz_search FUZZ_RUNS=100000 FUZZ_FLAGS=-max_total_time=600
 #
 # The committed corpora are replayed without any fuzzer runtime by
@@ -22,6 +22,9 @@ FUZZ_CC      ?= clang
 FUZZ_TARGETS ?= fuzz_wire fuzz_record fuzz_search fuzz_dbfile
 FUZZ_RUNS    ?= 10000000
 FUZZ_FLAGS   ?=
+# fuzz-merge keeps one input per coverage edge (not per hit-count bucket):
+# a few hundred files per target instead of thousands.
+FUZZ_MERGE_FLAGS ?= -use_counters=0
 FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -g -O1 $(FUZZ_SAN) -std=c99 -Wall -Wextra $(DEFS) -I. -Itests
 FUZZ_LIB_SRCS = p2pgraph.c net_posix.c tests/fake_net.c
@@ -45,13 +48,16 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_SRCS) $(FUZZ_HDRS)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRCS) -o $@ $(LIBS)
 
+# shell: ml = the -max_len of target $$t
+FUZZ_ML = case $$t in fuzz_wire) ml=$(FUZZ_MAXLEN_fuzz_wire);; fuzz_record) ml=$(FUZZ_MAXLEN_fuzz_record);; \
+	    fuzz_search) ml=$(FUZZ_MAXLEN_fuzz_search);; *) ml=$(FUZZ_MAXLEN_fuzz_dbfile);; esac
+
 fuzz-run: fuzz
 	@mkdir -p $(FUZZ_DB_DIR)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus/$$t fuzz/corpus/$$t fuzz/crashes/$$t; \
 	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
-	  case $$t in fuzz_wire) ml=$(FUZZ_MAXLEN_fuzz_wire);; fuzz_record) ml=$(FUZZ_MAXLEN_fuzz_record);; \
-	    fuzz_search) ml=$(FUZZ_MAXLEN_fuzz_search);; *) ml=$(FUZZ_MAXLEN_fuzz_dbfile);; esac; \
+	  $(FUZZ_ML); \
 	  echo "== $$t: $(FUZZ_RUNS) runs, -max_len=$$ml"; \
 	  P2PG_FUZZ_DB_DIR=$(FUZZ_DB_DIR) nice -n 10 build/fuzz/$$t -max_len=$$ml -runs=$(FUZZ_RUNS) -timeout=20 \
 	    -print_final_stats=1 -artifact_prefix=fuzz/crashes/$$t/ $$dict $(FUZZ_FLAGS) \
@@ -62,7 +68,9 @@ fuzz-merge: fuzz
 	@mkdir -p $(FUZZ_DB_DIR)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  rm -rf build/fuzz/merged/$$t; mkdir -p build/fuzz/merged/$$t build/fuzz/corpus/$$t fuzz/corpus/$$t; \
-	  P2PG_FUZZ_DB_DIR=$(FUZZ_DB_DIR) build/fuzz/$$t -merge=1 build/fuzz/merged/$$t fuzz/corpus/$$t build/fuzz/corpus/$$t; \
+	  $(FUZZ_ML); \
+	  P2PG_FUZZ_DB_DIR=$(FUZZ_DB_DIR) build/fuzz/$$t -merge=1 -max_len=$$ml $(FUZZ_MERGE_FLAGS) \
+	    build/fuzz/merged/$$t fuzz/corpus/$$t build/fuzz/corpus/$$t; \
 	  rm -f fuzz/corpus/$$t/*; cp build/fuzz/merged/$$t/* fuzz/corpus/$$t/; \
 	  echo "$$t: $$(ls fuzz/corpus/$$t | wc -l) files, $$(du -sh fuzz/corpus/$$t | cut -f1)"; \
 	done

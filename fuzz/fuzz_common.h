@@ -40,6 +40,13 @@
 #define FZ_UTC_BASE 134116992000000000ULL
 #define FZ_SECOND 10000000ULL
 
+#ifdef _WIN32
+#include <process.h>
+#define fz_getpid() _getpid()
+#else
+#define fz_getpid() getpid() /* unistd.h, from testutil.h */
+#endif
+
 static char fz_dir[512];
 static wchar_t fz_wdir[512];
 
@@ -58,6 +65,21 @@ static inline const char *fz_db_dir(void)
         fz_widen(fz_dir, fz_wdir, sizeof fz_wdir / sizeof fz_wdir[0]);
     }
     return fz_dir;
+}
+
+/* Database and file names carry the process ID, so that several fuzzer
+ * processes (libFuzzer -jobs/-fork, a merge beside a run) may share the
+ * directory: base "fuzzwire0" -> "fuzzwire0-1234". */
+static inline void fz_name(char *out, size_t n, const char *base)
+{
+    snprintf(out, n, "%s-%ld", base, (long)fz_getpid());
+}
+static inline const wchar_t *fz_wname(wchar_t *out, size_t n, const char *base)
+{
+    char t[128];
+    fz_name(t, sizeof t, base);
+    fz_widen(t, out, n);
+    return out;
 }
 
 /* Starts the library on the fake network (fresh clock, sockets, seed). */
@@ -80,6 +102,13 @@ static inline void fz_lib_stop(void)
     FZ_CHECK(PeerGraphSetNetShim(NULL) == S_OK);
     FZ_CHECK(PeerGraphSetDatabaseDirectory(NULL) == S_OK);
     fake_net_reset();
+}
+
+/* Closes h and deletes its database file. */
+static inline void fz_close_delete(HGRAPH h, const wchar_t *graphId, const wchar_t *peerId, const wchar_t *db)
+{
+    FZ_CHECK(PeerGraphClose(h) == S_OK);
+    PeerGraphDelete(graphId, peerId, db);
 }
 
 /* A new graph (any stale database of that name deleted first). */
@@ -413,11 +442,58 @@ static inline void fz_rec_fix_times(uint8_t *p, const fz_rec_layout *l, ULONGLON
 
 /* ---- the raw peer ---------------------------------------------------------- */
 
-/* Reads and drops whatever the library sent to s. */
-static inline void fz_raw_drain(PEER_SOCKET s)
+/* What the library sends is checked as it is read (README, PROTOCOL.md F1,
+ * F4): frames of 1..16,379 payload bytes; messages of at least 8 bytes with
+ * version 0x10 and a zero reserved field; a frame never holds the end of
+ * one message and the start of the next. */
+typedef struct fz_out {
+    unsigned fh, mh;          /* frame / message header bytes held */
+    unsigned char fhdr[2], mhdr[8];
+    size_t frame_left, msg_left;
+} fz_out;
+
+static inline void fz_out_feed(fz_out *o, const unsigned char *p, size_t n)
+{
+    while (n) {
+        size_t k;
+        if (!o->frame_left) {
+            o->fhdr[o->fh++] = *p++;
+            n--;
+            if (o->fh == 2) {
+                o->fh = 0;
+                o->frame_left = ((size_t)o->fhdr[0] << 8) | o->fhdr[1];
+                FZ_CHECK(o->frame_left >= 1 && o->frame_left <= PEER_FRAME_SEND_SIZE);
+            }
+            continue;
+        }
+        if (o->mh < 8) {
+            o->mhdr[o->mh++] = *p++;
+            n--;
+            o->frame_left--;
+            if (o->mh == 8) {
+                size_t size = (size_t)fz_get32(o->mhdr);
+                FZ_CHECK(size >= 8 && o->mhdr[4] == 0x10 && o->mhdr[6] == 0 && o->mhdr[7] == 0);
+                o->msg_left = size - 8;
+                if (!o->msg_left) { FZ_CHECK(!o->frame_left); o->mh = 0; }
+            }
+            continue;
+        }
+        k = n < o->frame_left ? n : o->frame_left;
+        if (k > o->msg_left) k = o->msg_left;
+        p += k, n -= k;
+        o->frame_left -= k;
+        o->msg_left -= k;
+        if (!o->msg_left) { FZ_CHECK(!o->frame_left); o->mh = 0; }
+    }
+}
+
+/* Reads whatever the library sent to s (checked when o is not NULL). */
+static inline void fz_raw_drain(PEER_SOCKET s, fz_out *o)
 {
     static unsigned char sink[65536];
-    while (fake_net_raw_read(s, sink, sizeof sink) > 0) {}
+    size_t k;
+    while ((k = fake_net_raw_read(s, sink, sizeof sink)) > 0)
+        if (o) fz_out_feed(o, sink, k);
 }
 
 /* Sends msg m as frames of at most `chunk` bytes. */

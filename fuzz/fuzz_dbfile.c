@@ -17,14 +17,14 @@
  *                  PROTOCOL.md R2), before the checksums
  *           bit 2  the file's first 8 bytes are set to the magic "P2PGLOG2"
  *           bit 3  0: the file is the database of graph "G", peer "P", name
- *                  "fuzzdb": PeerGraphOpen, read everything back (properties,
+ *                  "fuzzdb-<pid>": PeerGraphOpen, read everything back (properties,
  *                  records, nodes, searches, database info), service it for 20 s
  *                  of synthetic time, optionally export (bit 4), Close, delete
  *                  1: the file is an export: PeerGraphImportDatabase into graph
- *                  "G" / "P" / "fuzzimport" (opened once, empty; reopened fresh
+ *                  "G" / "P" / "fuzzimport-<pid>" (opened once, empty; reopened fresh
  *                  after an import changed it)
  *           bit 4  (open) PeerGraphExportDatabase of what was loaded, and that
- *                  export imported into "fuzzimport"
+ *                  export imported into the import graph
  *   rest    the file
  */
 #include "fuzz_common.h"
@@ -40,26 +40,33 @@ static unsigned fd_runs;
 static HGRAPH fd_imp;
 static char fd_db_path[600], fd_imp_path[600], fd_exp_path[600];
 static wchar_t fd_imp_wpath[600], fd_exp_wpath[600];
+static wchar_t fd_dbname[64], fd_impname[64]; /* "fuzzdb-<pid>", "fuzzimport-<pid>" */
 static uint8_t fd_buf[FD_MAX_FILE];
 
 /* A fresh, empty import target (PeerGraphOpen of a new database). */
 static void fd_open_import_target(void)
 {
-    PeerGraphDelete(L"G", L"P", L"fuzzimport");
-    FZ_CHECK(PeerGraphOpen(L"G", L"P", L"fuzzimport", NULL, 0, NULL, &fd_imp) == PEER_S_GRAPH_DATA_CREATED);
+    PeerGraphDelete(L"G", L"P", fd_impname);
+    FZ_CHECK(PeerGraphOpen(L"G", L"P", fd_impname, NULL, 0, NULL, &fd_imp) == PEER_S_GRAPH_DATA_CREATED);
 }
 
 static void fd_setup(void)
 {
     uint8_t h[16];
     const char *dir;
+    char db[64], imp[64], exp[64];
     fz_lib_start();
     dir = fz_db_dir();
+    fz_name(db, sizeof db, "fuzzdb");
+    fz_name(imp, sizeof imp, "fuzz-import");
+    fz_name(exp, sizeof exp, "fuzz-export");
+    fz_wname(fd_dbname, 64, "fuzzdb");
+    fz_wname(fd_impname, 64, "fuzzimport");
     fz_md5((const uint8_t *)"G\0P", 3, h);
-    snprintf(fd_db_path, sizeof fd_db_path, "%s/fuzzdb.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", dir, h[0], h[1], h[2],
+    snprintf(fd_db_path, sizeof fd_db_path, "%s/%s.%02x%02x%02x%02x%02x%02x%02x%02x.p2pg", dir, db, h[0], h[1], h[2],
              h[3], h[4], h[5], h[6], h[7]);
-    snprintf(fd_imp_path, sizeof fd_imp_path, "%s/fuzz-import.bin", dir);
-    snprintf(fd_exp_path, sizeof fd_exp_path, "%s/fuzz-export.bin", dir);
+    snprintf(fd_imp_path, sizeof fd_imp_path, "%s/%s.bin", dir, imp);
+    snprintf(fd_exp_path, sizeof fd_exp_path, "%s/%s.bin", dir, exp);
     fz_widen(fd_imp_path, fd_imp_wpath, sizeof fd_imp_wpath / sizeof fd_imp_wpath[0]);
     fz_widen(fd_exp_path, fd_exp_wpath, sizeof fd_exp_wpath / sizeof fd_exp_wpath[0]);
     fd_open_import_target();
@@ -70,6 +77,7 @@ static void fd_setup(void)
 void fuzz_teardown(void)
 {
     if (!fd_ready) return;
+    fz_close_delete(fd_imp, L"G", L"P", fd_impname);
     fz_lib_stop();
     remove(fd_imp_path);
     remove(fd_exp_path);
@@ -164,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     fd_write(fd_db_path, fd_buf, size);
-    hr = PeerGraphOpen(L"G", L"P", L"fuzzdb", NULL, 0, NULL, &h);
+    hr = PeerGraphOpen(L"G", L"P", fd_dbname, NULL, 0, NULL, &h);
     FZ_CHECK(hr == S_OK || hr == PEER_S_GRAPH_DATA_CREATED || hr == PEER_E_INVALID_DATABASE || hr == E_OUTOFMEMORY ||
              hr == PEER_E_DATABASE_ACCESSDENIED);
     if (SUCCEEDED(hr)) {

@@ -50,13 +50,15 @@ static SOCKADDR_IN6 fr_addr;
 static ULONG fr_base_records;
 static DWORD fr_base_status;
 static uint8_t fr_buf[FR_MAX_RECORD];
+static fz_out fr_out; /* checks what the library sends on the input's link */
 
 static void fr_restart(void)
 {
+    wchar_t name[64];
     if (fr_ready) fz_lib_stop();
     fr_ready = 0;
     fz_lib_start();
-    fr_g = fz_create(L"G", L"Bob", L"fuzzrecord", 0);
+    fr_g = fz_create(L"G", L"Bob", fz_wname(name, 64, "fuzzrecord"), 0);
     fr_e = fz_register_all(fr_g);
     fz_add_record(fr_g, 1, "first record", fz_attrs1, 30);
     fz_add_record(fr_g, 2, "second", fz_attrs2, 30);
@@ -72,7 +74,11 @@ static void fr_restart(void)
 
 void fuzz_teardown(void)
 {
-    if (fr_ready) fz_lib_stop();
+    wchar_t name[64];
+    if (!fr_ready) return;
+    fz_close_delete(fr_g, L"G", L"Bob", fz_wname(name, 64, "fuzzrecord"));
+    fz_pump(2, PEER_LINGER_MS + 1);
+    fz_lib_stop();
     fr_ready = 0;
 }
 
@@ -82,7 +88,7 @@ static unsigned fr_service(PEER_SOCKET s, int n, ULONGLONG step)
     int i;
     for (i = 0; i < n; i++) {
         fz_pump(1, step);
-        if (s != PEER_INVALID_SOCKET) fz_raw_drain(s);
+        if (s != PEER_INVALID_SOCKET) fz_raw_drain(s, &fr_out);
         mask |= fz_drain(fr_e);
     }
     return mask;
@@ -126,6 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kind = mode & 3;
     if (kind == 2) ext |= 0x10;
 
+    memset(&fr_out, 0, sizeof fr_out);
     s = fz_raw_join(&fr_addr, 2, 0, ext, "G", FR_NODE);
     mask |= fr_service(s, 2, 1);
     if (kind == 0) {

@@ -49,10 +49,11 @@ static const wchar_t fs_attrs_many[] =
 
 static void fs_setup(void)
 {
+    wchar_t name[64];
     PEER_RECORD r;
     ULONGLONG exp;
     fz_lib_start();
-    fs_g = fz_create(L"S", L"Bob", L"fuzzsearch", 0);
+    fs_g = fz_create(L"S", L"Bob", fz_wname(name, 64, "fuzzsearch"), 0);
     fz_add_record(fs_g, 1, "one", fz_attrs1, 30);
     fz_add_record(fs_g, 2, "two", fz_attrs2, 30);
     fz_add_record(fs_g, 3, "no attributes", NULL, 30);
@@ -69,7 +70,10 @@ static void fs_setup(void)
 
 void fuzz_teardown(void)
 {
-    if (fs_ready) fz_lib_stop();
+    wchar_t name[64];
+    if (!fs_ready) return;
+    fz_close_delete(fs_g, L"S", L"Bob", fz_wname(name, 64, "fuzzsearch"));
+    fz_lib_stop();
     fs_ready = 0;
 }
 

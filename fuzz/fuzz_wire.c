@@ -60,10 +60,12 @@ static PEER_SOCKET fw_raw_l; /* the raw listener the graphs connect to (initiato
 static SOCKADDR_IN6 fw_raw_addr;
 static ULONG fw_base_records[2];
 static DWORD fw_base_status[2];
+static fz_out fw_out; /* checks what the library sends on the input's link */
 static uint8_t fw_stream[FW_MAX_STREAM + 2 * (FW_MAX_STREAM / PEER_FRAME_SEND_SIZE + 1)];
 
 static void fw_restart(void)
 {
+    wchar_t name[64];
     int i;
     if (fw_ready) fz_lib_stop();
     fw_ready = 0;
@@ -71,8 +73,8 @@ static void fw_restart(void)
     fw_raw_addr = fake_net_addr_loopback6(0);
     fw_raw_l = fake_net_raw_listen(&fw_raw_addr);
     FZ_CHECK(fw_raw_l != PEER_INVALID_SOCKET && fake_net_raw_local_address(fw_raw_l, &fw_raw_addr));
-    fw_g[0] = fz_create(L"G", L"Bob", L"fuzzwire0", 0);
-    fw_g[1] = fz_create(L"F", L"Bob", L"fuzzwire1", 0);
+    fw_g[0] = fz_create(L"G", L"Bob", fz_wname(name, 64, "fuzzwire0"), 0);
+    fw_g[1] = fz_create(L"F", L"Bob", fz_wname(name, 64, "fuzzwire1"), 0);
     FZ_CHECK(PeerGraphSetMaintenanceProfile(fw_g[1], PEER_MAINTENANCE_FAST) == S_OK);
     for (i = 0; i < 2; i++) {
         fw_e[i] = fz_register_all(fw_g[i]);
@@ -94,7 +96,12 @@ static void fw_restart(void)
 
 void fuzz_teardown(void)
 {
-    if (fw_ready) fz_lib_stop();
+    wchar_t name[64];
+    if (!fw_ready) return;
+    fz_close_delete(fw_g[0], L"G", L"Bob", fz_wname(name, 64, "fuzzwire0"));
+    fz_close_delete(fw_g[1], L"F", L"Bob", fz_wname(name, 64, "fuzzwire1"));
+    fz_pump(2, PEER_LINGER_MS + 1);
+    fz_lib_stop();
     fw_ready = 0;
 }
 
@@ -105,7 +112,7 @@ static unsigned fw_service(PEER_SOCKET s, int n, ULONGLONG step)
     for (i = 0; i < n; i++) {
         PEER_SOCKET x;
         fz_pump(1, step);
-        if (s != PEER_INVALID_SOCKET) fz_raw_drain(s);
+        if (s != PEER_INVALID_SOCKET) fz_raw_drain(s, &fw_out);
         else /* cleanup: connections the graphs open to the raw listener meanwhile are closed */
             while ((x = fake_net_raw_accept(fw_raw_l)) != PEER_INVALID_SOCKET) fake_net_raw_close(x);
         mask |= fz_drain(fw_e[0]) | fz_drain(fw_e[1]);
@@ -166,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cut[ncut++] = len;
     qsort(cut, ncut, sizeof cut[0], fw_cmp_size);
 
+    memset(&fw_out, 0, sizeof fw_out);
     if (!(mode & 0x40)) { /* responder */
         s = fz_raw_join(&fw_addr[gi], hs >= 2 ? 2 : hs, hs == 3, ext, gi ? "F" : "G", FW_NODE);
         if (hs) mask |= fw_service(s, 2, 1);
@@ -183,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_pump(2, 1);
         s = fake_net_raw_accept(fw_raw_l);
         FZ_CHECK(s != PEER_INVALID_SOCKET);
-        fz_raw_drain(s); /* AUTH_INFO, CONNECT */
+        fz_raw_drain(s, &fw_out); /* AUTH_INFO, CONNECT */
         if (hs) {
             m_welcome(&m, FW_NODE, utc, NULL, 0, "Alice", ext);
             fz_send(s, &m);

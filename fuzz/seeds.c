@@ -208,7 +208,7 @@ static void sd_capture(const char *graph)
     PeerGraphEndEnumeration(en);
     fz_pump(2, 1);
     sd_collect(s1, &r1);
-    fz_raw_drain(s2);
+    fz_raw_drain(s2, NULL);
     fake_net_raw_close(s1);
     fake_net_raw_close(s2);
     fz_pump(2, PEER_LINGER_MS + 1);
