@@ -12,6 +12,8 @@
  *   6. Database file: an append-only, checksummed log with compaction.
  *   7. Wire: framing and message headers ([MS-PPGRH] section 2).
  *   8. Connections: buffers, I/O, closing, poll interest.
+ *  8b. Application data: SendData, direct connections, flow control.
+ *  8c. Link security: the TLS graph security providers (mbedTLS, sans-I/O).
  *   9. Handshake: AUTH_INFO, CONNECT, WELCOME, REFUSE, DISCONNECT, sync start;
  *      then flooding, ACK, synchronization answers, expiry, Graph Info.
  *  10. Listeners and accepting.
@@ -19,8 +21,8 @@
  *  12. Public API.
  *
  * Single-threaded by design: nothing here locks, nothing blocks, and no
- * application code is called except the poll callback (documented as not
- * re-entrant).  Objects are freed only at the end of a public call (sweep), so
+ * application code is called except the poll callback and the security
+ * callbacks (neither may call back in: L.in_callback makes the API refuse).  Objects are freed only at the end of a public call (sweep), so
  * code that closes a connection may keep using its pointer until then.
  */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
@@ -35,6 +37,12 @@
 #include <errno.h>
 #include <stddef.h>
 #include <mbedtls/md.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/x509_crt.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/version.h>
 #ifdef _WIN32
 #include <io.h>
 #else
@@ -321,7 +329,8 @@ enum {
     CS_CONNECT_WAIT,
     CS_CONNECT_SENT,
     CS_CONNECTED,
-    CS_CLOSING
+    CS_CLOSING,
+    CS_TLS          /* secured graph: the TLS handshake after AUTH_INFO */
 };
 
 /* Sync state of a link on the initiating side. */
@@ -336,6 +345,7 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_BATCH    0x10 /* sync answers travel as compact BATCH messages */
 #define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive Pings, silence = dead */
 #define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH | EXT_FAST)
+#define EXT_TLS      0x40 /* AUTH_INFO only: TLS follows it (a secured graph; PROTOCOL.md section 6) */
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
@@ -360,6 +370,36 @@ typedef struct pg_listener pg_listener;
 typedef struct pg_rec pg_rec;
 typedef struct pg_query pg_query;
 typedef struct pg_reg pg_reg;
+struct pg_conn;
+
+/* Link and record security of a graph (section 8c): what Create/Open were
+ * given, shared by reference with the graph's TLS connections. */
+enum { SEC_NONE = 0, SEC_PSK, SEC_CERT };
+typedef struct pg_sec {
+    int refs, kind;
+    PEER_SECURITY_INTERFACE cb;     /* callbacks and pvContext (no strings kept) */
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_config conf[2];     /* [0] initiator (client), [1] responder (server) */
+    mbedtls_x509_crt ca, own;
+    mbedtls_pk_context key;
+    uint8_t psk[32];
+    char *identity;                 /* our peer ID, UTF-8: the PSK identity */
+} pg_sec;
+
+/* One TLS connection (section 8c). */
+typedef struct pg_tls {
+    mbedtls_ssl_context ssl;        /* first: callbacks get from it to us */
+    struct pg_conn *conn;
+    pg_sec *sec;                    /* a reference */
+    pg_buf out;                     /* ciphertext for the socket */
+    pg_buf in;                      /* ciphertext read but not yet given to mbedTLS */
+    const uint8_t *win;             /* ... and the current read's, being given */
+    size_t win_n;
+    size_t wpend;                   /* a write that got WANT_WRITE: its length, repeated */
+    int done, notified, first_seen;
+    unsigned nbio_r, nbio_w;        /* forced WANT_READ / WANT_WRITE (tests) */
+    wchar_t *cn;                    /* certificates: the remote's subject CN */
+} pg_tls;
 
 /* One PeerGraphSendData message, framed and ready for the socket.  `unit`
  * is the size of the pieces that must go out whole (a fragment, or the whole
@@ -439,6 +479,7 @@ typedef struct pg_conn {
     int dirty;
     ULONGLONG last_rx, last_tx; /* fast profile: keepalive and silence */
     ULONGLONG connected_at;  /* when it became CONNECTED */
+    pg_tls *tls;             /* secured graph: the TLS layer (section 8c) */
 } pg_conn;
 
 struct pg_listener {
@@ -527,6 +568,7 @@ struct pg_graph {
     pg_map pres;            /* node ID -> its live presence record (section 5) */
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
+    pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
 };
 
 typedef struct pg_enum pg_enum;
@@ -562,6 +604,8 @@ static struct {
     int sweep_needed;
     ULONGLONG min_deadline; /* no timer of any connection or graph is due before this */
     struct pg_conn *dirty;  /* connections given output since the last flush (via dnext) */
+    int tls_nbio;           /* P2PGRAPH_TLS_NBIO: forced WANT_READ/WANT_WRITE (tests) */
+    int in_callback;        /* inside a security callback: the API refuses calls */
 } L;
 
 /* Timers anywhere (connection deadlines, expiry, database flushes) lower
@@ -2918,9 +2962,14 @@ static void conn_kill(pg_conn *c)
 
 static void app_drop(pg_conn *c);
 static void blk_free(void *p, size_t cap);
+static void tls_free(pg_conn *c);
+static long conn_write(pg_conn *c, const uint8_t *p, size_t n);
+static int tls_flush(pg_conn *c);
+static int tls_close_ready(pg_conn *c);
 
 static void conn_free(pg_conn *c)
 {
+    tls_free(c);
     app_drop(c);
     blk_free(c->in_ev, c->in_cap);
     buf_free(&c->tail);
@@ -3012,7 +3061,7 @@ static void app_sent(pg_conn *c);
 
 static int conn_has_output(const pg_conn *c)
 {
-    return buf_used(&c->tx) || c->appq || buf_used(&c->tail);
+    return buf_used(&c->tx) || c->appq || buf_used(&c->tail) || (c->tls && (buf_used(&c->tls->out) || c->tls->wpend));
 }
 
 static size_t sync_watermark(const pg_conn *c);
@@ -3038,6 +3087,7 @@ static void conn_mark_dirty(pg_conn *c)
 static void conn_try_send(pg_conn *c)
 {
     int units = 0;
+    if (c->tls && tls_flush(c) < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
     while (!c->dead) {
         const uint8_t *p;
         size_t n;
@@ -3064,7 +3114,7 @@ static void conn_try_send(pg_conn *c)
             continue;
         } else
             break;
-        k = SHIM->pfnSend(SHIM->pvContext, c->s, p, (ULONG)(n > 0x40000000 ? 0x40000000 : n));
+        k = conn_write(c, p, n);
         if (k == PEER_NET_WOULDBLOCK || k == 0) return;
         if (k < 0) {
             conn_abort(c, PEER_E_CONNECTION_FAILED);
@@ -3079,7 +3129,8 @@ static void conn_try_send(pg_conn *c)
         units++;
         if (c->app_off == c->appq->len) app_sent(c);
     }
-    if (!c->dead && c->state == CS_CLOSING && !c->half_closed && !conn_has_output(c)) {
+    if (!c->dead && c->state == CS_CLOSING && !c->half_closed && !buf_used(&c->tx) && !c->appq &&
+        !buf_used(&c->tail) && tls_close_ready(c)) {
         SHIM->pfnShutdownSend(SHIM->pvContext, c->s);
         c->half_closed = 1;
     }
@@ -3407,10 +3458,10 @@ static int app_send_direct(pg_conn *c, const GUID *t, const uint8_t *d, size_t c
     if (len <= APP_SMALL) { /* small: framed on the stack, no allocation when the socket takes it */
         static uint8_t sb[APP_SMALL];
         app_frame(c, t, d, cb, sb);
-        app_direct_rest(c, t, d, cb, len, SHIM->pfnSend(SHIM->pvContext, c->s, sb, (ULONG)len));
+        app_direct_rest(c, t, d, cb, len, conn_write(c, sb, len));
         return 1;
     }
-    if (!SHIM->pfnSendV) return 0;
+    if (!SHIM->pfnSendV || c->tls) return 0;
     if ((c->ext & EXT_FRAGMENT) && 28 + cb > PEER_FRAME_SEND_SIZE) {
         while (off < cb) {
             size_t hdr = off ? 28 : FRAG_FIRST_HDR, kk = cb - off > PEER_FRAME_SEND_SIZE - hdr ? PEER_FRAME_SEND_SIZE - hdr : cb - off;
@@ -3459,6 +3510,12 @@ static void graph_update_rx_pause(pg_graph *g)
     for (r = g->regs; r && !paused; r = r->gnext)
         paused = r->data_bytes > PEER_MAX_INCOMING_DATA ||
                  (r->data_bytes && r->count >= PEER_MAX_EVENTS_QUEUED / 2);
+    if (g->rx_paused && !paused) {
+        /* TLS links may hold input the socket will not report again */
+        pg_conn *c;
+        for (c = g->conns; c; c = c->gnext)
+            if (c->tls && !c->dead) { c->poke = 1; wake_at(L.now); }
+    }
     g->rx_paused = paused;
 }
 
@@ -3574,6 +3631,491 @@ static void pt2pt_data(pg_conn *c, const uint8_t *p, size_t n)
     c->in_divert = 0;
     if (c->in_skip) c->in_skip = 0;
     else if (c->in_last) pt2pt_deliver(c);
+}
+
+/* ========================================================================= */
+/* 8c. Link security: TLS 1.2 on mbedTLS (the two graph security providers) */
+/* A secured graph (package p2pgraph-tls-psk or p2pgraph-tls-cert) keeps     */
+/* AUTH_INFO in the clear, as [MS-PPGRH] says, and runs TLS on the rest of   */
+/* the byte stream: the same frames, inside TLS records (PROTOCOL.md 6).    */
+/* The engine is sans-I/O: mbedTLS reads ciphertext from `in` (bytes a read */
+/* left over) and the window of the current read, and writes into `out`;    */
+/* only this connection layer touches the socket.  A write that returned    */
+/* WANT_WRITE is repeated with the same length (mbedTLS keeps the record).  */
+/* The configurations, keys and the random generator belong to the graph's  */
+/* pg_sec, which every TLS connection holds a reference to, so a connection */
+/* still closing after its graph closed keeps working.                      */
+/* ========================================================================= */
+
+#define TLS_RECORD   16384u          /* plaintext per mbedtls_ssl_write */
+#define TLS_OUT_HIGH (64u * 1024u)   /* ciphertext queued before writes wait */
+#define REFUSE_X_SECURITY 0x83       /* extended REFUSE: the graphs are secured differently */
+
+static void conn_feed(pg_conn *c, const uint8_t *p, size_t n);
+static void send_connect(pg_conn *c, int update);
+static void conn_on_eof(pg_conn *c);
+static ULONGLONG conn_handshake_ms(const pg_conn *c, ULONGLONG ms);
+
+static void sec_release(pg_sec *s)
+{
+    if (!s || --s->refs > 0) return;
+    mbedtls_ssl_config_free(&s->conf[0]);
+    mbedtls_ssl_config_free(&s->conf[1]);
+    mbedtls_x509_crt_free(&s->ca);
+    mbedtls_x509_crt_free(&s->own);
+    mbedtls_pk_free(&s->key);
+    mbedtls_ctr_drbg_free(&s->drbg);
+    pg_free(s->identity);
+    memset(s->psk, 0, sizeof s->psk);
+    pg_free(s);
+}
+
+/* Entropy for the graph's CTR_DRBG: the shim's random source. */
+static int sec_entropy(void *ctx, unsigned char *out, size_t n)
+{
+    (void)ctx;
+    return SUCCEEDED(SHIM->pfnRandom(SHIM->pvContext, out, (ULONG)n)) ? 0 : MBEDTLS_ERR_ENTROPY_SOURCE_FAILED;
+}
+
+/* Server side of the PSK handshake: the identity must be the peer ID the
+ * initiator gave in AUTH_INFO. */
+static int tls_psk_cb(void *p, mbedtls_ssl_context *ssl, const unsigned char *id, size_t n)
+{
+    pg_sec *s = (pg_sec *)p;
+    pg_tls *t = (pg_tls *)(void *)ssl; /* ssl is pg_tls's first member */
+    const wchar_t *want = t->conn ? t->conn->remote_peer : NULL;
+    size_t k = want ? utf8_len(want) : 0;
+    char *u;
+    int ok;
+    if (!want || k != n || !(u = wcs_to_utf8(want))) return -1;
+    ok = memcmp(u, id, n) == 0;
+    pg_free(u);
+    return ok ? mbedtls_ssl_set_hs_psk(ssl, s->psk, sizeof s->psk) : -1;
+}
+
+/* The subject CN of crt as a new wchar_t string (NULL: none, or not UTF-8). */
+static wchar_t *x509_cn(const mbedtls_x509_crt *crt)
+{
+    const mbedtls_x509_name *nm;
+    int inv;
+    for (nm = &crt->subject; nm; nm = nm->next)
+        if (nm->oid.p && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0)
+            return nm->val.len ? utf8_to_wcs(nm->val.p, nm->val.len, &inv) : NULL;
+    return NULL;
+}
+
+/* Certificate check, per connection: the leaf must name the expected peer
+ * ID (the responder: AUTH_INFO's source; the initiator: the peer ID asked
+ * for, or, when none was, WELCOME's, checked in on_welcome). */
+static int tls_verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    pg_tls *t = (pg_tls *)p;
+    const wchar_t *want;
+    if (depth != 0 || !t->conn) return 0;
+    want = t->conn->outbound ? t->conn->want_peer : t->conn->remote_peer;
+    pg_free(t->cn);
+    t->cn = x509_cn(crt);
+    if (!t->cn || (want && !wcs_eq(t->cn, want))) *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+
+/* Reads the security interface given to Create/Open into *ps (NULL when
+ * there is none).  The strings and pbSecurityInfo are not kept. */
+static HRESULT sec_setup(const PEER_SECURITY_INTERFACE *psi, const wchar_t *graphId, const wchar_t *peerId,
+                         pg_sec **ps)
+{
+    static const int psk_suites[] = {MBEDTLS_TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256, 0};
+    static const int cert_suites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                                      MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                                      MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, 0};
+    static const mbedtls_ecp_group_id curves[] = {MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1,
+                                                  MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
+    pg_sec *s;
+    int kind, i;
+    HRESULT hr = E_OUTOFMEMORY;
+    *ps = NULL;
+    if (!psi) return S_OK;
+    if (psi->dwSize != sizeof *psi || psi->pwzSspFilename ||
+        (psi->pfnValidateRecord == NULL) != (psi->pfnSecureRecord == NULL) ||
+        (psi->cbSecurityInfo && !psi->pbSecurityInfo))
+        return E_INVALIDARG;
+    if (!psi->pwzPackageName) {
+        if (psi->cbSecurityInfo || psi->pbSecurityInfo) return E_INVALIDARG;
+        kind = SEC_NONE;
+    } else if (wcs_eq(psi->pwzPackageName, PEER_SECURITY_PACKAGE_PSK)) {
+        if (psi->cbSecurityInfo < 1 || psi->cbSecurityInfo > PEER_MAX_SECRET_SIZE) return E_INVALIDARG;
+        kind = SEC_PSK;
+    } else if (wcs_eq(psi->pwzPackageName, PEER_SECURITY_PACKAGE_CERT)) {
+        const PEER_TLS_CERT_INFO *ci = (const PEER_TLS_CERT_INFO *)(const void *)psi->pbSecurityInfo;
+        if (psi->cbSecurityInfo != sizeof *ci || ci->dwSize != sizeof *ci || !ci->pszCaPem || !ci->pszCertPem ||
+            !ci->pszKeyPem)
+            return E_INVALIDARG;
+        kind = SEC_CERT;
+    } else
+        return E_INVALIDARG;
+    if (!(s = (pg_sec *)pg_calloc(1, sizeof *s))) return E_OUTOFMEMORY;
+    s->refs = 1;
+    s->kind = kind;
+    s->cb = *psi;
+    s->cb.pwzSspFilename = s->cb.pwzPackageName = NULL;
+    s->cb.pbSecurityInfo = NULL;
+    s->cb.cbSecurityInfo = 0;
+    mbedtls_ctr_drbg_init(&s->drbg);
+    mbedtls_ssl_config_init(&s->conf[0]);
+    mbedtls_ssl_config_init(&s->conf[1]);
+    mbedtls_x509_crt_init(&s->ca);
+    mbedtls_x509_crt_init(&s->own);
+    mbedtls_pk_init(&s->key);
+    if (kind == SEC_NONE) { *ps = s; return S_OK; }
+    if (mbedtls_ctr_drbg_seed(&s->drbg, sec_entropy, NULL, (const unsigned char *)"p2pgraph tls", 12)) {
+        hr = E_FAIL; /* the shim gave no randomness */
+        goto fail;
+    }
+    if (!(s->identity = wcs_to_utf8(peerId))) goto fail;
+    if (kind == SEC_PSK) {
+        /* key = HMAC-SHA256(secret, "p2pgraph-psk-v1" NUL graph ID in UTF-8) */
+        char *gid = wcs_to_utf8(graphId);
+        mbedtls_md_context_t md;
+        int bad;
+        if (!gid) goto fail;
+        mbedtls_md_init(&md);
+        bad = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) ||
+              mbedtls_md_hmac_starts(&md, psi->pbSecurityInfo, psi->cbSecurityInfo) ||
+              mbedtls_md_hmac_update(&md, (const unsigned char *)"p2pgraph-psk-v1", 16) ||
+              mbedtls_md_hmac_update(&md, (const unsigned char *)gid, strlen(gid)) ||
+              mbedtls_md_hmac_finish(&md, s->psk);
+        mbedtls_md_free(&md);
+        pg_free(gid);
+        if (bad) goto fail;
+    } else {
+        const PEER_TLS_CERT_INFO *ci = (const PEER_TLS_CERT_INFO *)(const void *)psi->pbSecurityInfo;
+        const char *pw = ci->pszKeyPassword;
+        wchar_t *cn;
+        hr = PEER_E_INVALID_CREDENTIAL_INFO;
+        if (mbedtls_x509_crt_parse(&s->ca, (const unsigned char *)ci->pszCaPem, strlen(ci->pszCaPem) + 1) != 0 ||
+            mbedtls_x509_crt_parse(&s->own, (const unsigned char *)ci->pszCertPem, strlen(ci->pszCertPem) + 1) != 0)
+            goto fail;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        if (mbedtls_pk_parse_key(&s->key, (const unsigned char *)ci->pszKeyPem, strlen(ci->pszKeyPem) + 1,
+                                 (const unsigned char *)pw, pw ? strlen(pw) : 0, mbedtls_ctr_drbg_random, &s->drbg) != 0)
+            goto fail;
+        if (mbedtls_pk_check_pair(&s->own.pk, &s->key, mbedtls_ctr_drbg_random, &s->drbg) != 0) goto fail;
+#else
+        if (mbedtls_pk_parse_key(&s->key, (const unsigned char *)ci->pszKeyPem, strlen(ci->pszKeyPem) + 1,
+                                 (const unsigned char *)pw, pw ? strlen(pw) : 0) != 0)
+            goto fail;
+        if (mbedtls_pk_check_pair(&s->own.pk, &s->key) != 0) goto fail;
+#endif
+        if (!mbedtls_pk_can_do(&s->key, MBEDTLS_PK_ECKEY)) goto fail; /* the suites are ECDSA */
+        cn = x509_cn(&s->own);
+        if (!cn || !wcs_eq(cn, peerId)) { pg_free(cn); goto fail; } /* our certificate must name us */
+        pg_free(cn);
+        hr = E_OUTOFMEMORY;
+    }
+    for (i = 0; i < 2; i++) {
+        mbedtls_ssl_config *cf = &s->conf[i];
+        if (mbedtls_ssl_config_defaults(cf, i ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                        MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT))
+            goto fail;
+        mbedtls_ssl_conf_rng(cf, mbedtls_ctr_drbg_random, &s->drbg);
+        mbedtls_ssl_conf_min_version(cf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+        mbedtls_ssl_conf_max_version(cf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+        mbedtls_ssl_conf_curves(cf, curves);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS)
+        if (!i) mbedtls_ssl_conf_session_tickets(cf, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+#endif
+        if (kind == SEC_PSK) {
+            mbedtls_ssl_conf_ciphersuites(cf, psk_suites);
+            if (i) mbedtls_ssl_conf_psk_cb(cf, tls_psk_cb, s);
+            else if (mbedtls_ssl_conf_psk(cf, s->psk, sizeof s->psk, (const unsigned char *)s->identity,
+                                          strlen(s->identity)))
+                goto fail;
+        } else {
+            mbedtls_ssl_conf_ciphersuites(cf, cert_suites);
+            mbedtls_ssl_conf_authmode(cf, MBEDTLS_SSL_VERIFY_REQUIRED); /* both ways */
+            mbedtls_ssl_conf_ca_chain(cf, &s->ca, NULL);
+            if (mbedtls_ssl_conf_own_cert(cf, &s->own, &s->key)) goto fail;
+        }
+    }
+    *ps = s;
+    return S_OK;
+fail:
+    sec_release(s);
+    return hr;
+}
+
+static void tls_free(pg_conn *c)
+{
+    pg_tls *t = c->tls;
+    if (!t) return;
+    mbedtls_ssl_free(&t->ssl);
+    buf_free(&t->out);
+    buf_free(&t->in);
+    pg_free(t->cn);
+    sec_release(t->sec);
+    pg_free(t);
+    c->tls = NULL;
+}
+
+/* Forced WANT_READ / WANT_WRITE before every other BIO operation
+ * (P2PGRAPH_TLS_NBIO=1 at Startup; tests), as mbedTLS's own nbio=2. */
+static int tls_bio_send(void *ctx, const unsigned char *p, size_t n)
+{
+    pg_tls *t = (pg_tls *)ctx;
+    /* alerts (record type 21) are never delayed: mbedTLS does not retry a
+     * fatal alert whose write would block, and the remote would not learn
+     * the reason (ours never blocks below TLS_OUT_HIGH anyway) */
+    if (L.tls_nbio && n && p[0] != 21 && (t->nbio_w ^= 1)) return MBEDTLS_ERR_SSL_WANT_WRITE;
+    if (buf_used(&t->out) >= TLS_OUT_HIGH) return MBEDTLS_ERR_SSL_WANT_WRITE;
+    if (!buf_append(&t->out, p, n)) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    return (int)n;
+}
+
+static int tls_bio_recv(void *ctx, unsigned char *p, size_t n)
+{
+    pg_tls *t = (pg_tls *)ctx;
+    size_t k;
+    if (L.tls_nbio && (t->nbio_r ^= 1)) return MBEDTLS_ERR_SSL_WANT_READ;
+    if (buf_used(&t->in)) {
+        k = buf_used(&t->in) < n ? buf_used(&t->in) : n;
+        memcpy(p, t->in.p + t->in.off, k);
+        buf_consume(&t->in, k);
+        return (int)k;
+    }
+    if (!t->win_n) return MBEDTLS_ERR_SSL_WANT_READ;
+    k = t->win_n < n ? t->win_n : n;
+    memcpy(p, t->win, k);
+    t->win += k;
+    t->win_n -= k;
+    return (int)k;
+}
+
+/* Writes queued ciphertext; -1 if the socket failed. */
+static int tls_flush(pg_conn *c)
+{
+    pg_tls *t = c->tls;
+    while (buf_used(&t->out)) {
+        size_t n = buf_used(&t->out);
+        long k = SHIM->pfnSend(SHIM->pvContext, c->s, t->out.p + t->out.off, (ULONG)(n > 0x40000000 ? 0x40000000 : n));
+        if (k == PEER_NET_WOULDBLOCK || k == 0) return 0;
+        if (k < 0) return -1;
+        buf_consume(&t->out, (size_t)k);
+        c->last_tx = L.now;
+        if (c->state == CS_CLOSING) conn_set_deadline(c, L.now + PEER_LINGER_MS); /* progress: keep lingering */
+    }
+    return 0;
+}
+
+/* pfnSend for a TLS connection: encrypts up to one record of p[0..n).
+ * Returns plaintext bytes taken, PEER_NET_WOULDBLOCK or PEER_NET_FAILED. */
+static long tls_write(pg_conn *c, const uint8_t *p, size_t n)
+{
+    pg_tls *t = c->tls;
+    int r = MBEDTLS_ERR_SSL_WANT_WRITE, tries;
+    if (!t->done) return PEER_NET_WOULDBLOCK; /* nothing plain before the handshake ends */
+    if (tls_flush(c) < 0) return PEER_NET_FAILED;
+    if (!t->wpend && buf_used(&t->out) >= TLS_OUT_HIGH) return PEER_NET_WOULDBLOCK;
+    if (t->wpend) n = t->wpend; /* the same write again: mbedTLS holds its record */
+    else if (n > TLS_RECORD) n = TLS_RECORD;
+    for (tries = 0; tries < 2; tries++) {
+        r = mbedtls_ssl_write(&t->ssl, p, n);
+        if (r != MBEDTLS_ERR_SSL_WANT_WRITE && r != MBEDTLS_ERR_SSL_WANT_READ) break;
+        t->wpend = n;
+        if (tls_flush(c) < 0) return PEER_NET_FAILED;
+        if (buf_used(&t->out) >= TLS_OUT_HIGH) return PEER_NET_WOULDBLOCK;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_WRITE || r == MBEDTLS_ERR_SSL_WANT_READ) return PEER_NET_WOULDBLOCK;
+    if (r < 0) return PEER_NET_FAILED;
+    t->wpend = 0;
+    if (tls_flush(c) < 0) return PEER_NET_FAILED;
+    return r;
+}
+
+/* Plaintext output of a connection, TLS or not. */
+static long conn_write(pg_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->tls) return tls_write(c, p, n);
+    return SHIM->pfnSend(SHIM->pvContext, c->s, p, (ULONG)(n > 0x40000000 ? 0x40000000 : n));
+}
+
+/* Starts TLS on c: `clear` (framed AUTH_INFO, initiator) goes out first, in
+ * the clear.  0 when out of memory. */
+static int tls_start(pg_conn *c, pg_sec *s, int server)
+{
+    pg_tls *t = (pg_tls *)pg_calloc(1, sizeof *t);
+    if (!t) return 0;
+    mbedtls_ssl_init(&t->ssl);
+    if (mbedtls_ssl_setup(&t->ssl, &s->conf[server ? 1 : 0]) != 0) {
+        mbedtls_ssl_free(&t->ssl);
+        pg_free(t);
+        return 0;
+    }
+    t->conn = c;
+    t->sec = s;
+    s->refs++;
+    mbedtls_ssl_set_bio(&t->ssl, t, tls_bio_send, tls_bio_recv, NULL);
+    if (s->kind == SEC_CERT) mbedtls_ssl_set_verify(&t->ssl, tls_verify_cb, t);
+    c->tls = t;
+    c->state = CS_TLS;
+    return 1;
+}
+
+/* Why a TLS failure happened, from what mbedTLS returned (r), what our
+ * certificate check found, and the alert the remote sent. */
+static HRESULT tls_reason(pg_tls *t, int r)
+{
+    if (t->done) return PEER_E_PROTOCOL_ERROR; /* tampered or malformed records on a running link */
+    if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        uint32_t f = mbedtls_ssl_get_verify_result(&t->ssl);
+        if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) return PEER_E_CERTIFICATE_NOT_TRUSTED;
+        if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) return PEER_E_INVALID_TIME_PERIOD;
+        if (f & MBEDTLS_X509_BADCERT_CN_MISMATCH) return PEER_E_INVALID_PEER_NAME;
+        return PEER_E_CONNECTION_NOT_AUTHENTICATED;
+    }
+    if (r == MBEDTLS_ERR_SSL_INVALID_MAC || r == MBEDTLS_ERR_SSL_BAD_HS_FINISHED) return PEER_E_INVALID_CREDENTIAL;
+    if (r == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        const unsigned char *m = t->ssl.MBEDTLS_PRIVATE(in_msg);
+#else
+        const unsigned char *m = t->ssl.in_msg;
+#endif
+        switch (m ? m[1] : 0) {
+        case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC:
+        case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return PEER_E_INVALID_CREDENTIAL;
+        case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return PEER_E_CERTIFICATE_NOT_TRUSTED;
+        case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return PEER_E_INVALID_TIME_PERIOD;
+        case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return PEER_E_INVALID_PEER_NAME;
+        default: break;
+        }
+    }
+    return PEER_E_CONNECTION_NOT_AUTHENTICATED;
+}
+
+/* Tells the application about a failed link authentication (either side). */
+static void sec_auth_failed(pg_conn *c)
+{
+    pg_graph *g = c->graph;
+    if (!g || !g->sec || !g->sec->cb.pfnAuthFailed) return;
+    L.in_callback++;
+    g->sec->cb.pfnAuthFailed((HGRAPH)g->handle, g->sec->cb.pvContext);
+    L.in_callback--;
+}
+
+static void tls_fail(pg_conn *c, int r)
+{
+    HRESULT hr = tls_reason(c->tls, r);
+    /* the alert mbedTLS queued: the remote learns why */
+    tls_flush(c);
+    if (hr == PEER_E_INVALID_CREDENTIAL || hr == PEER_E_CERTIFICATE_NOT_TRUSTED || hr == PEER_E_INVALID_TIME_PERIOD ||
+        hr == PEER_E_INVALID_PEER_NAME)
+        sec_auth_failed(c);
+    conn_abort(c, hr);
+}
+
+/* The handshake completed: the MS-PPGRH handshake continues inside TLS. */
+static void tls_established(pg_conn *c)
+{
+    if (c->outbound) {
+        send_connect(c, 0);
+        if (c->dead) return;
+        c->state = CS_CONNECT_SENT;
+        conn_set_deadline(c, L.now + conn_handshake_ms(c, PEER_CONNECT_TIMER_MS));
+        conn_mark_dirty(c);
+    } else {
+        conn_unpend(c); /* authenticated now */
+        c->state = CS_CONNECT_WAIT;
+        conn_set_deadline(c, L.now + PEER_CONNECT_TIMER_MS);
+    }
+}
+
+/* 1 while ciphertext or plaintext waits inside the TLS layer. */
+static int tls_has_input(const pg_conn *c)
+{
+    const pg_tls *t = c->tls;
+    return t && (buf_used(&t->in) || t->win_n || mbedtls_ssl_get_bytes_avail(&t->ssl) ||
+                 mbedtls_ssl_check_pending(&t->ssl));
+}
+
+/* Runs the TLS engine over the ciphertext it has: the handshake, then
+ * records, whose plaintext goes to the frame parser. */
+static void tls_process(pg_conn *c)
+{
+    static uint8_t plain[TLS_RECORD];
+    pg_tls *t = c->tls;
+    while (t && !c->dead && c->tls == t) {
+        int r;
+        if (!t->done) {
+            r = mbedtls_ssl_handshake(&t->ssl);
+            if (r == 0) {
+                t->done = 1;
+                tls_established(c);
+                continue;
+            }
+        } else {
+            if (c->state == CS_CONNECTED && c->graph && c->graph->rx_paused) return; /* the host is behind */
+            r = mbedtls_ssl_read(&t->ssl, plain, sizeof plain);
+            if (r > 0) {
+                c->last_rx = L.now;
+                conn_feed(c, plain, (size_t)r);
+                continue;
+            }
+        }
+        if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            if (tls_flush(c) < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
+            if (buf_used(&t->in) || t->win_n) continue; /* more input (or a forced WANT): go on */
+            if (r == MBEDTLS_ERR_SSL_WANT_WRITE && L.tls_nbio && buf_used(&t->out) < TLS_OUT_HIGH) continue;
+            return;
+        }
+        if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == 0) { conn_on_eof(c); return; }
+        tls_fail(c, r);
+        return;
+    }
+}
+
+/* Ciphertext read from the socket (or left after AUTH_INFO). */
+static void tls_input(pg_conn *c, const uint8_t *p, size_t n)
+{
+    pg_tls *t = c->tls;
+    if (c->outbound && !t->first_seen && n) {
+        t->first_seen = 1;
+        if (p[0] == 0x00) {
+            /* a frame of under 256 bytes in the clear: the responder refused
+             * before TLS (REFUSE after our AUTH_INFO) */
+            tls_free(c);
+            c->state = CS_CONNECT_SENT;
+            conn_feed(c, p, n);
+            return;
+        }
+    }
+    t->win = p;
+    t->win_n = n;
+    tls_process(c);
+    if (c->tls == t && t->win_n && !buf_append(&t->in, t->win, t->win_n)) conn_abort(c, E_OUTOFMEMORY);
+    t->win = NULL;
+    t->win_n = 0;
+}
+
+/* Resumes a TLS connection whose input was left waiting (the host caught
+ * up with its events): the socket may have nothing new to report. */
+static void tls_resume(pg_conn *c)
+{
+    if (c->tls && !c->dead && tls_has_input(c)) tls_process(c);
+}
+
+/* Closing: close_notify once everything plain has gone; 1 when the
+ * ciphertext is out too (the socket may be half-closed). */
+static int tls_close_ready(pg_conn *c)
+{
+    pg_tls *t = c->tls;
+    int tries;
+    if (!t) return 1;
+    for (tries = 0; t->done && !t->notified && tries < 4; tries++) {
+        int r = mbedtls_ssl_close_notify(&t->ssl); /* repeated after WANT_WRITE: it flushes the alert */
+        if (r != MBEDTLS_ERR_SSL_WANT_WRITE) t->notified = 1;
+        else if (buf_used(&t->out) >= TLS_OUT_HIGH) break;
+    }
+    if (tls_flush(c) < 0) return 1;
+    return buf_used(&t->out) == 0 && (t->notified || !t->done);
 }
 
 /* ========================================================================= */
@@ -3742,7 +4284,7 @@ static void send_auth_info(pg_conn *c)
     msg_header(m, size, MT_AUTH_INFO);
     m[8] = (uint8_t)(c->direct ? 2 : 1);
     c->ext = EXT_ALL & (g->profile == PEER_MAINTENANCE_FAST ? ~0u : ~(unsigned)EXT_FAST); /* narrowed by the WELCOME */
-    m[9] = (uint8_t)c->ext;
+    m[9] = (uint8_t)(c->ext | (g->sec && g->sec->kind != SEC_NONE ? EXT_TLS : 0));
     put16(m + 10, 16);
     put16(m + 12, (unsigned)(16 + lg));
     put16(m + 14, (unsigned)(16 + lg + lp));
@@ -3989,7 +4531,8 @@ static void conn_become_connected(pg_conn *c)
 
 static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
 {
-    unsigned type = m[8], ext = m[9] & EXT_ALL;
+    unsigned type = m[8], ext = m[9] & EXT_ALL, tls = m[9] & EXT_TLS;
+    pg_sec *sec;
     size_t og, os, od;
     wchar_t *gid = NULL, *src = NULL, *dst = NULL;
     int inv = 0;
@@ -4028,12 +4571,28 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
             conn_abort(c, S_OK);
         goto done;
     }
+    sec = match->sec && match->sec->kind != SEC_NONE ? match->sec : NULL;
+    if (!sec != !tls) { /* secured on one side only, or differently: nothing more is said */
+        conn_set_graph(c, match);
+        sec_auth_failed(c);
+        conn_set_graph(c, NULL);
+        if (ext & EXT_REASONS) {
+            send_simple(c, MT_REFUSE, REFUSE_X_SECURITY, NULL, 0);
+            conn_close_after_flush(c, S_OK);
+        } else
+            conn_abort(c, S_OK);
+        goto done;
+    }
     conn_set_graph(c, match);
-    conn_unpend(c);
     if (match->profile != PEER_MAINTENANCE_FAST) c->ext &= ~(unsigned)EXT_FAST;
     c->direct = type == 2;
     c->remote_peer = src;
     src = NULL;
+    if (sec) { /* TLS next; still unauthenticated (counted against the listener) */
+        if (!tls_start(c, sec, 1)) conn_abort(c, E_OUTOFMEMORY);
+        goto done;
+    }
+    conn_unpend(c);
     c->state = CS_CONNECT_WAIT; /* authenticated (null security) */
     conn_set_deadline(c, L.now + PEER_CONNECT_TIMER_MS);
     goto done;
@@ -4157,6 +4716,13 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
         conn_close_after_flush(c, c->remote_node == g->node_id ? PEER_E_CONNECT_SELF : PEER_E_PEER_ID_MISMATCH);
         return;
     }
+    if (c->tls && c->tls->sec->kind == SEC_CERT && !wcs_eq(c->tls->cn, peer)) {
+        /* its certificate names another peer than the one it says it is */
+        sec_auth_failed(c);
+        send_simple(c, MT_DISCONNECT, DISC_APP, NULL, 0);
+        conn_close_after_flush(c, PEER_E_INVALID_PEER_NAME);
+        return;
+    }
     conn_become_connected(c);
     if (c->direct) return; /* application data only (digest 5.4, INFERRED) */
     if (resolve_cross_connect(c)) return;
@@ -4197,6 +4763,7 @@ static void on_refuse(pg_conn *c, const uint8_t *m, size_t size)
     case REFUSE_X_WRONG_GRAPH: hr = PEER_E_GRAPH_ID_MISMATCH; break;
     case REFUSE_X_WRONG_PEER: hr = PEER_E_PEER_ID_MISMATCH; break;
     case REFUSE_X_SELF: hr = PEER_E_CONNECT_SELF; break;
+    case REFUSE_X_SECURITY: hr = PEER_E_CONNECTION_NOT_AUTHENTICATED; break;
     default: goto bad;
     }
     if (code >= 0x80 && !(c->ext & EXT_REASONS)) goto bad;
@@ -5353,6 +5920,15 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
     }
 }
 
+/* After AUTH_INFO started TLS (responder): what followed AUTH_INFO is
+ * ciphertext.  AUTH_INFO must have ended its frame. */
+static void feed_to_tls(pg_conn *c, const uint8_t *rest, size_t n, int clean)
+{
+    if (!clean || c->frame_left || buf_used(&c->rx)) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+    c->fhdr_len = 0;
+    tls_input(c, rest, n);
+}
+
 /* Feeds received bytes through the frame parser. */
 static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
 {
@@ -5384,6 +5960,11 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
                 if (sz > k - used) break;
                 conn_dispatch(c, p + used, sz);
                 used += sz;
+                if (c->state == CS_TLS && !c->dead) {
+                    c->frame_left -= (unsigned)k;
+                    feed_to_tls(c, p + k, n - k, used == k);
+                    return;
+                }
             }
             if (c->dead) return;
             if (used < k && !buf_append(&c->rx, p + used, k - used)) {
@@ -5418,12 +5999,21 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
             conn_dispatch(c, mp, sz);
             if (c->dead) return;
             buf_consume(&c->rx, sz);
+            if (c->state == CS_TLS) { feed_to_tls(c, p, n, 1); return; }
         }
     }
 }
 
+/* The remote ended its stream (TCP FIN, or TLS close_notify). */
+static void conn_on_eof(pg_conn *c)
+{
+    if (c->state == CS_CLOSING) conn_kill(c);
+    else conn_abort(c, c->state == CS_CONNECTED ? PEER_E_CONNECTION_FAILED
+                       : c->outbound ? PEER_E_CONNECTION_NOT_AUTHENTICATED : S_OK);
+}
+
 /* Reads what is there (bounded per call so one busy peer cannot starve the
- * others). */
+ * others).  A TLS connection's bytes go through the TLS layer first. */
 static void conn_on_readable(pg_conn *c, int drain)
 {
     static uint8_t buf[65536]; /* single-threaded library: one read buffer */
@@ -5434,9 +6024,7 @@ static void conn_on_readable(pg_conn *c, int drain)
         k = SHIM->pfnRecv(SHIM->pvContext, c->s, buf, sizeof buf);
         if (k == PEER_NET_WOULDBLOCK) break;
         if (k == 0) { /* orderly end of stream */
-            if (c->state == CS_CLOSING) conn_kill(c);
-            else conn_abort(c, c->state == CS_CONNECTED ? PEER_E_CONNECTION_FAILED
-                               : c->outbound ? PEER_E_CONNECTION_NOT_AUTHENTICATED : S_OK);
+            conn_on_eof(c);
             return;
         }
         if (k < 0) {
@@ -5446,7 +6034,8 @@ static void conn_on_readable(pg_conn *c, int drain)
         }
         total += (size_t)k;
         c->last_rx = L.now;
-        conn_feed(c, buf, (size_t)k);
+        if (c->tls) tls_input(c, buf, (size_t)k);
+        else conn_feed(c, buf, (size_t)k);
         /* With readiness from the host (level-triggered), a short read means
          * drained for now: the socket is reported again if more arrives. */
         if (!drain && (size_t)k < sizeof buf) break;
@@ -5470,9 +6059,19 @@ static void conn_on_connect_result(pg_conn *c)
     HRESULT hr = SHIM->pfnConnectResult(SHIM->pvContext, c->s);
     if (hr == S_FALSE) return;
     if (FAILED(hr)) { conn_abort(c, hr); return; }
-    /* null security: authenticated as soon as AUTH_INFO is out */
     send_auth_info(c);
     if (c->dead) return;
+    if (c->graph->sec && c->graph->sec->kind != SEC_NONE) {
+        /* secured: AUTH_INFO in the clear, then the TLS handshake (its
+         * timer is the authentication timer set when the connect began) */
+        if (!tls_start(c, c->graph->sec, 0)) { conn_abort(c, E_OUTOFMEMORY); return; }
+        if (!buf_append(&c->tls->out, c->tx.p + c->tx.off, buf_used(&c->tx))) { conn_abort(c, E_OUTOFMEMORY); return; }
+        buf_consume(&c->tx, buf_used(&c->tx));
+        tls_process(c); /* ClientHello */
+        if (!c->dead) conn_try_send(c);
+        return;
+    }
+    /* null security: authenticated as soon as AUTH_INFO is out */
     send_connect(c, 0);
     if (c->dead) return;
     c->state = CS_CONNECT_SENT;
@@ -6488,6 +7087,7 @@ static void conn_on_timer(pg_conn *c)
     case CS_AUTH_WAIT:
     case CS_CONNECT_WAIT:
     case CS_CONNECT_SENT:
+    case CS_TLS:
         conn_abort(c, PEER_E_TIMEOUT);
         return;
     case CS_CLOSING:
@@ -6592,6 +7192,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         if (c->poke) {
             c->poke = 0;
             if (c->state == CS_TCP_CONNECTING && c->s != PEER_INVALID_SOCKET) conn_on_connect_result(c);
+            else tls_resume(c); /* input left inside TLS while the host was behind */
         }
         if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
         if (!c->dead && c->out_end) conn_pump_out(c);
@@ -6625,7 +7226,8 @@ static ULONGLONG next_deadline(void)
 /* work, then finish_call() frees what died and updates the poll callback.   */
 /* ========================================================================= */
 
-#define REQUIRE_STARTED() do { if (!L.started) return PEER_E_NOT_INITIALIZED; } while (0)
+#define REQUIRE_STARTED() do { if (!L.started) return PEER_E_NOT_INITIALIZED; \
+                                  if (L.in_callback) return E_ACCESSDENIED; } while (0)
 
 HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim)
 {
@@ -6667,6 +7269,10 @@ HRESULT PeerGraphStartup(WORD wVersionRequested, PPEER_VERSION_DATA pVersionData
     L.now = SHIM->pfnTickCount(SHIM->pvContext);
     L.started = 1;
     L.rng_seeded = 0;
+    {
+        const char *e = getenv("P2PGRAPH_TLS_NBIO");
+        L.tls_nbio = e && *e == '1';
+    }
     return S_OK;
 }
 
@@ -6683,6 +7289,7 @@ static void graph_free(pg_graph *g)
     pg_free(g->node_attrs);
     rec_table_free(g);
     if (g->logf) fclose(g->logf);
+    sec_release(g->sec);
     pg_free(g);
 }
 
@@ -6933,11 +7540,12 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
     pg_graph *g;
     HRESULT hr;
     REQUIRE_STARTED();
-    if (!pGraphProperties || !phGraph || !dbname_valid(pwzDatabaseName) || pSecurityInterface ||
-        !props_valid(pGraphProperties))
+    if (!pGraphProperties || !phGraph || !dbname_valid(pwzDatabaseName) || !props_valid(pGraphProperties))
         return E_INVALIDARG;
     g = graph_alloc(pGraphProperties->pwzGraphId, pGraphProperties->pwzCreatorId, pwzDatabaseName);
     if (!g) return E_OUTOFMEMORY;
+    hr = sec_setup(pSecurityInterface, g->graph_id, g->peer_id, &g->sec);
+    if (FAILED(hr)) { graph_free(g); return hr; }
     if (graph_path_open(g->db_path) || file_exists(g->db_path)) { graph_free(g); return PEER_E_DUPLICATE_GRAPH; }
     g->flags = pGraphProperties->dwFlags;
     g->scope = pGraphProperties->dwScope ? pGraphProperties->dwScope : PEER_GRAPH_SCOPE_GLOBAL;
@@ -6982,11 +7590,13 @@ HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseNam
     HRESULT hr;
     REQUIRE_STARTED();
     if (!phGraph || !wcs_valid(pwzGraphId, PEER_MAX_ID_CHARS, 0) || !wcs_valid(pwzPeerId, PEER_MAX_ID_CHARS, 0) ||
-        !dbname_valid(pwzDatabaseName) || pSecurityInterface ||
+        !dbname_valid(pwzDatabaseName) ||
         (cRecordTypeSyncPrecedence == 0) != (pRecordTypeSyncPrecedence == NULL) || cRecordTypeSyncPrecedence > 253)
         return E_INVALIDARG;
     g = graph_alloc(pwzGraphId, pwzPeerId, pwzDatabaseName);
     if (!g) return E_OUTOFMEMORY;
+    hr = sec_setup(pSecurityInterface, g->graph_id, g->peer_id, &g->sec);
+    if (FAILED(hr)) { graph_free(g); return hr; }
     if (graph_path_open(g->db_path)) { graph_free(g); return PEER_E_DUPLICATE_GRAPH; }
     if (cRecordTypeSyncPrecedence) {
         g->sync_types = (GUID *)pg_alloc(cRecordTypeSyncPrecedence * sizeof(GUID));

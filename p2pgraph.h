@@ -7,8 +7,11 @@
  * Where Windows uses threads or Win32 event handles, this library is polled:
  * the host asks which sockets to watch and until when (PeerGraphGetPollFds),
  * waits however it likes, then hands readiness and the current time back
- * (PeerGraphService).  No thread is ever created.  No application code runs
- * inside the library: events are pulled with PeerGraphGetEventData.
+ * (PeerGraphService).  No thread is ever created.  Events are pulled with
+ * PeerGraphGetEventData; the only application code that runs inside the
+ * library is the optional poll callback and, for secured graphs, the
+ * security callbacks of PEER_SECURITY_INTERFACE (synchronous, as on Windows;
+ * PeerGraph* calls made from them return E_ACCESSDENIED).
  *
  * Do not include Microsoft's p2p.h in the same translation unit: this header
  * declares the same names.
@@ -173,6 +176,33 @@ typedef void *HPEERENUM, **PHPEERENUM;
 #define PEER_E_GRAPH_ID_MISMATCH           P2PG_HR(0x80630180)
 #define PEER_E_PEER_ID_MISMATCH            P2PG_HR(0x80630181)
 #define PEER_E_PROTOCOL_ERROR              P2PG_HR(0x80630182)
+
+/*
+ * Link security failure reasons (hrConnectionFailedReason of an outbound
+ * connection that a graph security provider rejected; see "Security" below).
+ * The first three are p2p.h codes of the Peer Grouping and Identity APIs,
+ * reused for the same meaning; the fourth is a p2pgraph code.
+ *   PEER_E_INVALID_CREDENTIAL      the two nodes do not hold the same graph
+ *                                  secret (p2pgraph-tls-psk).
+ *   PEER_E_CERTIFICATE_NOT_TRUSTED a certificate is not signed by the graph
+ *                                  CA (p2pgraph-tls-cert), on either side.
+ *   PEER_E_INVALID_TIME_PERIOD     a certificate has expired or is not valid
+ *                                  yet (the machine's wall clock decides).
+ *   PEER_E_INVALID_PEER_NAME       a certificate does not name the peer ID the
+ *                                  node uses in the graph (subject CN).
+ *   PEER_E_CONNECTION_NOT_AUTHENTICATED  any other failure before the link
+ *                                  was authenticated: the two graphs are
+ *                                  secured differently (or one not at all),
+ *                                  no common TLS suite, the remote closed.
+ * PEER_E_INVALID_CREDENTIAL_INFO is returned by PeerGraphCreate/Open when
+ * pbSecurityInfo cannot be used (a PEM that does not parse, a key that does
+ * not match its certificate, a certificate for another peer ID).
+ */
+#define PEER_E_INVALID_CREDENTIAL_INFO     P2PG_HR(0x80632081)
+#define PEER_E_INVALID_CREDENTIAL          P2PG_HR(0x80632082)
+#define PEER_E_INVALID_PEER_NAME           P2PG_HR(0x80632050)
+#define PEER_E_CERTIFICATE_NOT_TRUSTED     P2PG_HR(0x80630702)
+#define PEER_E_INVALID_TIME_PERIOD         P2PG_HR(0x80630705)
 
 /* ------------------------------------------------------------------------- */
 /* Enumerations (values as in p2p.h)                                          */
@@ -401,9 +431,109 @@ typedef struct peer_graph_event_data_tag {
     } P2PG_UNION_NAME;
 } PEER_GRAPH_EVENT_DATA, *PPEER_GRAPH_EVENT_DATA;
 
-/* Opaque in this release: a graph opened with a non-NULL security interface is
- * refused with E_INVALIDARG until the security provider lands. */
-typedef struct peer_security_interface_tag PEER_SECURITY_INTERFACE, *PPEER_SECURITY_INTERFACE;
+/* ------------------------------------------------------------------------- */
+/* Security: the graph security interface (p2p.h) and our two providers       */
+/* ------------------------------------------------------------------------- */
+#ifndef CALLBACK
+#define CALLBACK
+#endif
+#ifndef _WIN32
+typedef const char *PCSTR;
+#endif
+
+/*
+ * The record callbacks run synchronously inside the call that meets the
+ * record (PeerGraphAddRecord/UpdateRecord/DeleteRecord, PeerGraphService,
+ * PeerGraphOpen, PeerGraphImportDatabase, PeerGraphValidateDeferredRecords),
+ * as on Windows.  They must return quickly and must not call any PeerGraph*
+ * function: such a call returns E_ACCESSDENIED (an extension: Windows would
+ * deadlock).  pRecord and its strings are valid during the call only.
+ *
+ * pfnValidateRecord is called for every record received from a neighbor
+ * (FLOOD, synchronization) and every record loaded from the database or an
+ * import, after the structural checks of [MS-PPGRH] 3.1.7.27, internal
+ * records (Graph Info, Signature, Contact, Presence) included.  changeType:
+ * PEER_RECORD_ADDED (no live version held here), PEER_RECORD_UPDATED or
+ * PEER_RECORD_DELETED (a deletion mark).  Return S_OK to accept;
+ * PEER_E_INVALID_RECORD to drop it (it is not stored or passed on);
+ * PEER_E_DEFERRED_VALIDATION to park it on the graph's deferred list until
+ * PeerGraphValidateDeferredRecords; any other value drops it as well.
+ *
+ * pfnSecureRecord is called for every version this node publishes (the
+ * application's adds, updates and deletions, and the library's own records:
+ * presence, Graph Info, Signature, Contact, refreshes).  pRecord is complete
+ * (ID, version, times, creator, modifier) except securityData, which the
+ * callback returns in *ppSecurityData (NULL or cbData 0: none).  The bytes
+ * are copied into the record; then pfnFreeSecurityData (if set) is called
+ * with *ppSecurityData.  A failure HRESULT (PEER_E_NOT_AUTHORIZED, say)
+ * aborts that change: the API call returns it.
+ *
+ * pfnAuthFailed (Vista's PFNPEER_ON_PASSWORD_AUTH_FAILED) is called when a
+ * connection of this graph, in either direction, fails link authentication
+ * (wrong secret, untrusted, expired or misnamed certificate).
+ */
+typedef HRESULT (CALLBACK *PFNPEER_VALIDATE_RECORD)(HGRAPH hGraph, PVOID pvContext, PPEER_RECORD pRecord,
+                                                    PEER_RECORD_CHANGE_TYPE changeType);
+typedef HRESULT (CALLBACK *PFNPEER_SECURE_RECORD)(HGRAPH hGraph, PVOID pvContext, PPEER_RECORD pRecord,
+                                                  PEER_RECORD_CHANGE_TYPE changeType, PPEER_DATA *ppSecurityData);
+typedef HRESULT (CALLBACK *PFNPEER_FREE_SECURITY_DATA)(HGRAPH hGraph, PVOID pvContext, PPEER_DATA pSecurityData);
+typedef HRESULT (CALLBACK *PFNPEER_ON_PASSWORD_AUTH_FAILED)(HGRAPH hGraph, PVOID pvContext);
+
+/*
+ * PEER_SECURITY_INTERFACE, as in p2p.h.  dwSize = sizeof.  pwzSspFilename
+ * must be NULL (nothing is loaded from a file).  pwzPackageName selects the
+ * link security provider:
+ *   NULL                        no link security (plain MS-PPGRH links); the
+ *                               record callbacks may still be used.
+ *                               cbSecurityInfo 0, pbSecurityInfo NULL.
+ *   PEER_SECURITY_PACKAGE_PSK   TLS 1.2, ECDHE-PSK with ChaCha20-Poly1305:
+ *                               only holders of the graph secret can join.
+ *                               pbSecurityInfo = the secret, any bytes
+ *                               (cbSecurityInfo 1..PEER_MAX_SECRET_SIZE).
+ *                               The TLS key is HMAC-SHA256(secret, the graph
+ *                               ID), so one secret gives each graph its own.
+ *   PEER_SECURITY_PACKAGE_CERT  TLS 1.2, ECDHE-ECDSA with ChaCha20-Poly1305 or
+ *                               AES-GCM, both sides authenticated by
+ *                               certificates signed by the graph CA; a node's
+ *                               certificate must have its peer ID as subject
+ *                               CN.  pbSecurityInfo = a PEER_TLS_CERT_INFO,
+ *                               cbSecurityInfo = its size.
+ * pbSecurityInfo (and what it points to) is read during Create/Open only.
+ * pfnValidateRecord and pfnSecureRecord: both NULL or both set.
+ * pvContext is passed to every callback.  Every node of a graph must use the
+ * same package and the same secret or CA; a node secured differently fails
+ * with PEER_E_CONNECTION_NOT_AUTHENTICATED (PROTOCOL.md section 6).
+ */
+typedef struct peer_security_interface_tag {
+    DWORD dwSize;
+    PWSTR pwzSspFilename;
+    PWSTR pwzPackageName;
+    ULONG cbSecurityInfo;
+    PBYTE pbSecurityInfo;
+    PVOID pvContext;
+    PFNPEER_VALIDATE_RECORD pfnValidateRecord;
+    PFNPEER_SECURE_RECORD pfnSecureRecord;
+    PFNPEER_FREE_SECURITY_DATA pfnFreeSecurityData;
+    PFNPEER_ON_PASSWORD_AUTH_FAILED pfnAuthFailed;
+} PEER_SECURITY_INTERFACE, *PPEER_SECURITY_INTERFACE;
+
+#define PEER_SECURITY_PACKAGE_PSK  L"p2pgraph-tls-psk"
+#define PEER_SECURITY_PACKAGE_CERT L"p2pgraph-tls-cert"
+#define PEER_MAX_SECRET_SIZE       4096
+
+/* pbSecurityInfo of PEER_SECURITY_PACKAGE_CERT.  Each string is PEM text,
+ * NUL-terminated.  pszCertPem: this node's certificate first, then any
+ * intermediate CA certificates; its subject CN is the node's peer ID in
+ * UTF-8.  pszKeyPem: its private key (EC keys; P-256 recommended), encrypted
+ * with pszKeyPassword when that is not NULL.  pszCaPem: the graph CA
+ * certificate(s) that every member's certificate must chain to. */
+typedef struct peer_tls_cert_info_tag {
+    DWORD dwSize;
+    PCSTR pszCaPem;
+    PCSTR pszCertPem;
+    PCSTR pszKeyPem;
+    PCSTR pszKeyPassword;
+} PEER_TLS_CERT_INFO, *PPEER_TLS_CERT_INFO;
 
 /* ------------------------------------------------------------------------- */
 /* Limits (explicit; every one is enforced and tested)                        */
@@ -672,8 +802,12 @@ void PeerGraphFreeData(PVOID pvData);
  * PEER_E_DUPLICATE_GRAPH (a database for this graph ID, creator and name
  * already exists, or is open: PeerGraphDelete it or use PeerGraphOpen);
  * PEER_E_DATABASE_ACCESSDENIED (the file could not be written: check the
- * database directory); PEER_E_NOT_INITIALIZED.  pSecurityInterface must be
- * NULL in this release (E_INVALIDARG otherwise).
+ * database directory); PEER_E_NOT_INITIALIZED.  pSecurityInterface: NULL
+ * (plain MS-PPGRH) or a PEER_SECURITY_INTERFACE (see "Security" above):
+ * E_INVALIDARG when malformed; PEER_E_INVALID_CREDENTIAL_INFO when its
+ * certificate, key or CA cannot be used (fix pbSecurityInfo); E_FAIL when the
+ * shim gave no randomness to seed TLS with.  Every node of the graph must
+ * then open it with the same interface.
  */
 HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatabaseName,
                         PPEER_SECURITY_INTERFACE pSecurityInterface, HGRAPH *phGraph);
@@ -689,7 +823,8 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
  * E_OUTOFMEMORY; PEER_E_DUPLICATE_GRAPH (already open in this process: use
  * the open handle); PEER_E_INVALID_DATABASE (the file is corrupt or belongs
  * to another graph: PeerGraphDelete it); PEER_E_DATABASE_ACCESSDENIED;
- * PEER_E_NOT_INITIALIZED.
+ * PEER_E_NOT_INITIALIZED.  pSecurityInterface as for PeerGraphCreate (same
+ * errors); it must be the one the graph's other members use.
  */
 HRESULT PeerGraphOpen(PCWSTR pwzGraphId, PCWSTR pwzPeerId, PCWSTR pwzDatabaseName,
                       PPEER_SECURITY_INTERFACE pSecurityInterface, ULONG cRecordTypeSyncPrecedence,

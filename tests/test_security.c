@@ -1,0 +1,873 @@
+/*
+ * test_security.c - the graph security providers on the fake network and the
+ * synthetic clock: TLS-PSK and certificate links between graphs, every
+ * authentication failure with its own reason (wrong secret, untrusted,
+ * expired and misnamed certificates, graphs secured differently), the
+ * security interface's argument checks, handshakes with a forced
+ * WANT_READ/WANT_WRITE before every BIO operation and one byte per socket
+ * call, tampered ciphertext (that link dropped, others fine), a test-side
+ * mbedTLS peer, and a 10-node secured graph replicating records.
+ */
+#include "rawpeer.h"
+#include "tlsutil.h"
+#include <mbedtls/ssl.h>
+
+static int setup(void **st) { (void)st; tu_start_fake(); return 0; }
+static int teardown(void **st) { (void)st; tu_stop_fake(); return 0; }
+
+/* ------------------------------------------------------------------------- */
+/* helpers                                                                   */
+/* ------------------------------------------------------------------------- */
+
+static int auth_failed[8]; /* pfnAuthFailed calls, by pvContext index */
+static HRESULT CALLBACK on_auth_failed(HGRAPH h, PVOID ctx)
+{
+    (void)h;
+    auth_failed[(intptr_t)ctx]++;
+    return S_OK;
+}
+
+static PEER_SECURITY_INTERFACE psk(const char *secret, int ctx)
+{
+    PEER_SECURITY_INTERFACE s = tu_sec_psk(secret);
+    s.pvContext = (PVOID)(intptr_t)ctx;
+    s.pfnAuthFailed = on_auth_failed;
+    return s;
+}
+
+/* Connects h to a and pumps until the outcome; returns the status and puts
+ * the failure reason in *why. */
+static PEER_CONNECTION_STATUS connect_outcome(HGRAPH h, HPEEREVENT e, PEER_ADDRESS *a, const wchar_t *peer, HRESULT *why)
+{
+    ULONGLONG id;
+    int i;
+    assert_int_equal(PeerGraphConnect(h, peer, a, &id), S_OK);
+    for (i = 0; i < 400; i++) {
+        PPEER_GRAPH_EVENT_DATA d;
+        tu_pump(1, 5);
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (d->connectionChangeData.ullConnectionId == id && d->connectionChangeData.status == PEER_CONNECTION_FAILED &&
+                d->connectionChangeData.ullNextConnectionId) {
+                id = d->connectionChangeData.ullNextConnectionId; /* refused busy: a referral is tried */
+            } else if (d->connectionChangeData.ullConnectionId == id &&
+                (d->connectionChangeData.status == PEER_CONNECTED ||
+                 d->connectionChangeData.status == PEER_CONNECTION_FAILED)) {
+                PEER_CONNECTION_STATUS st = d->connectionChangeData.status;
+                *why = d->connectionChangeData.hrConnectionFailedReason;
+                PeerGraphFreeData(d);
+                return st;
+            }
+            PeerGraphFreeData(d);
+        }
+    }
+    fail_msg("no outcome for the connection");
+    return PEER_DISCONNECTED;
+}
+
+static ULONG record_count(HGRAPH h)
+{
+    HPEERENUM en;
+    ULONG n = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, NULL, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetItemCount(en, &n), S_OK);
+    assert_int_equal(PeerGraphEndEnumeration(en), S_OK);
+    return n;
+}
+
+static const GUID T_APP = {0x5ec0a11d, 0x1, 0x2, {1, 2, 3, 4, 5, 6, 7, 8}};
+
+static GUID add_record(HGRAPH h, const char *payload)
+{
+    PEER_RECORD r;
+    GUID id;
+    FILETIME exp;
+    ULONGLONG t;
+    memset(&r, 0, sizeof r);
+    r.dwSize = sizeof r;
+    r.type = T_APP;
+    r.data.cbData = (ULONG)strlen(payload);
+    r.data.pbData = (PBYTE)payload;
+    t = 134116992000000000ULL + fake_net_now() * 10000ULL + 3600ULL * 10000000ULL; /* an hour from now (fake UTC) */
+    exp.dwLowDateTime = (DWORD)t;
+    exp.dwHighDateTime = (DWORD)(t >> 32);
+    assert_int_equal(PeerGraphUniversalTimeToPeerTime(h, &exp, &r.ftExpiration), S_OK);
+    assert_int_equal(PeerGraphAddRecord(h, &r, &id), S_OK);
+    return id;
+}
+
+static int has_record(HGRAPH h, const GUID *id, const char *payload)
+{
+    PPEER_RECORD r = NULL;
+    int ok;
+    if (PeerGraphGetRecord(h, id, &r) != S_OK) return 0;
+    ok = r->data.cbData == strlen(payload) && !memcmp(r->data.pbData, payload, r->data.cbData);
+    PeerGraphFreeData(r);
+    return ok;
+}
+
+/* Pumps until h is synchronized. */
+static void wait_sync(HGRAPH h)
+{
+    DWORD st = 0;
+    int i;
+    for (i = 0; i < 400 && !(st & PEER_GRAPH_STATUS_SYNCHRONIZED); i++) {
+        tu_pump(1, 5);
+        assert_int_equal(PeerGraphGetStatus(h, &st), S_OK);
+    }
+    assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
+}
+
+/* Two secured graphs: A creates and listens, B opens and connects; a record
+ * from each end reaches the other and application data flows both ways. */
+static void pair_works(PEER_SECURITY_INTERFACE *sa, PEER_SECURITY_INTERFACE *sb)
+{
+    HGRAPH a = tu_create_sec(L"sec-graph", L"Alice", sa);
+    HGRAPH b = tu_open_sec(L"sec-graph", L"Bob", sb);
+    HPEEREVENT eb = tu_register_all(b);
+    PEER_ADDRESS la = tu_listen(a);
+    HRESULT why = S_OK;
+    GUID ra, rb;
+    PPEER_GRAPH_EVENT_DATA d;
+    ULONGLONG conn;
+    static const GUID dt = {0xda7a, 0, 0, {0}};
+    int got = 0, i;
+    ra = add_record(a, "from alice, secret stuff");
+    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
+    wait_sync(b);
+    assert_true(has_record(b, &ra, "from alice, secret stuff"));
+    rb = add_record(b, "from bob");
+    tu_pump(20, 5);
+    assert_true(has_record(a, &rb, "from bob"));
+    /* data on the neighbor link, from A's side */
+    {
+        HPEERENUM en;
+        ULONG n = 1;
+        PEER_CONNECTION_INFO **ci;
+        assert_int_equal(PeerGraphEnumConnections(a, PEER_CONNECTION_NEIGHBOR, &en), S_OK);
+        assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&ci), S_OK);
+        assert_int_equal(n, 1);
+        conn = ci[0]->ullConnectionId;
+        assert_true(wcscmp(ci[0]->pwzPeerId, L"Bob") == 0);
+        PeerGraphFreeData(ci);
+        PeerGraphEndEnumeration(en);
+    }
+    assert_int_equal(PeerGraphSendData(a, conn, &dt, 11, "hello, bob!"), S_OK);
+    for (i = 0; i < 50 && !got; i++) {
+        tu_pump(1, 5);
+        while ((d = tu_event(eb, PEER_GRAPH_EVENT_INCOMING_DATA)) != NULL) {
+            assert_int_equal(d->incomingData.data.cbData, 11);
+            assert_memory_equal(d->incomingData.data.pbData, "hello, bob!", 11);
+            got = 1;
+            PeerGraphFreeData(d);
+        }
+    }
+    assert_true(got);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    tu_pump(10, 300);
+}
+
+/* ------------------------------------------------------------------------- */
+/* arguments                                                                 */
+/* ------------------------------------------------------------------------- */
+
+static HRESULT create_with(PEER_SECURITY_INTERFACE *s, const wchar_t *peer)
+{
+    PEER_GRAPH_PROPERTIES p;
+    HGRAPH h = NULL;
+    HRESULT hr;
+    memset(&p, 0, sizeof p);
+    p.dwSize = sizeof p;
+    p.pwzGraphId = (PWSTR)L"args";
+    p.pwzCreatorId = (PWSTR)peer;
+    PeerGraphDelete(L"args", peer, L"argsdb");
+    hr = PeerGraphCreate(&p, L"argsdb", s, &h);
+    if (SUCCEEDED(hr)) {
+        assert_int_equal(PeerGraphClose(h), S_OK);
+        assert_int_equal(PeerGraphDelete(L"args", peer, L"argsdb"), S_OK);
+    }
+    return hr;
+}
+
+static HRESULT CALLBACK v_ok(HGRAPH h, PVOID c, PPEER_RECORD r, PEER_RECORD_CHANGE_TYPE t)
+{
+    (void)h, (void)c, (void)r, (void)t;
+    return S_OK;
+}
+
+static void test_interface_arguments(void **st)
+{
+    PEER_SECURITY_INTERFACE s = tu_sec_psk("secret");
+    PEER_TLS_CERT_INFO ci;
+    tu_cred ca, bob, other;
+    (void)st;
+    assert_int_equal(create_with(&s, L"Bob"), S_OK);
+    s.dwSize = sizeof s - 1;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_psk("secret");
+    s.pwzSspFilename = (PWSTR)L"c:\\windows\\system32\\schannel.dll"; /* nothing is loaded from files */
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_psk("secret");
+    s.pwzPackageName = (PWSTR)L"Kerberos";
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_psk("secret");
+    s.cbSecurityInfo = 0; /* an empty secret */
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s.cbSecurityInfo = PEER_MAX_SECRET_SIZE + 1;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_psk("secret");
+    s.pbSecurityInfo = NULL;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_psk("secret");
+    s.pfnValidateRecord = v_ok; /* without pfnSecureRecord */
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    /* no package: record callbacks only, no security info */
+    memset(&s, 0, sizeof s);
+    s.dwSize = sizeof s;
+    assert_int_equal(create_with(&s, L"Bob"), S_OK);
+    s.cbSecurityInfo = 3;
+    s.pbSecurityInfo = (PBYTE) "abc";
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+
+    /* certificates */
+    tu_ca(&ca, "graph ca");
+    tu_node_cert(&bob, "Bob", &ca, "graph ca");
+    tu_node_cert(&other, "Carol", &ca, "graph ca");
+    s = tu_sec_cert(&ci, &ca, &bob);
+    assert_int_equal(create_with(&s, L"Bob"), S_OK);
+    assert_int_equal(create_with(&s, L"Dave"), PEER_E_INVALID_CREDENTIAL_INFO); /* the certificate names Bob */
+    ci.pszKeyPem = other.key; /* not Bob's key */
+    assert_int_equal(create_with(&s, L"Bob"), PEER_E_INVALID_CREDENTIAL_INFO);
+    s = tu_sec_cert(&ci, &ca, &bob);
+    ci.pszCaPem = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n";
+    assert_int_equal(create_with(&s, L"Bob"), PEER_E_INVALID_CREDENTIAL_INFO);
+    s = tu_sec_cert(&ci, &ca, &bob);
+    ci.pszCertPem = NULL;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_cert(&ci, &ca, &bob);
+    ci.dwSize = 4;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    s = tu_sec_cert(&ci, &ca, &bob);
+    s.cbSecurityInfo = 4;
+    assert_int_equal(create_with(&s, L"Bob"), E_INVALIDARG);
+    tu_cred_free(&ca);
+    tu_cred_free(&bob);
+    tu_cred_free(&other);
+}
+
+/* ------------------------------------------------------------------------- */
+/* links                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static void test_psk_link(void **st)
+{
+    PEER_SECURITY_INTERFACE sa = psk("correct horse battery staple", 0), sb = psk("correct horse battery staple", 1);
+    (void)st;
+    memset(auth_failed, 0, sizeof auth_failed);
+    pair_works(&sa, &sb);
+    assert_int_equal(auth_failed[0] + auth_failed[1], 0);
+}
+
+static void test_cert_link(void **st)
+{
+    tu_cred ca, alice, bob;
+    PEER_TLS_CERT_INFO ia, ib;
+    PEER_SECURITY_INTERFACE sa, sb;
+    (void)st;
+    tu_ca(&ca, "graph ca");
+    tu_node_cert(&alice, "Alice", &ca, "graph ca");
+    tu_node_cert(&bob, "Bob", &ca, "graph ca");
+    sa = tu_sec_cert(&ia, &ca, &alice);
+    sb = tu_sec_cert(&ib, &ca, &bob);
+    pair_works(&sa, &sb);
+    tu_cred_free(&ca);
+    tu_cred_free(&alice);
+    tu_cred_free(&bob);
+}
+
+/* A joins B's graph with sb; returns the reason of B's failure (and checks
+ * that nothing of the graph was learned). */
+static HRESULT join_fails(PEER_SECURITY_INTERFACE *sa, PEER_SECURITY_INTERFACE *sb)
+{
+    HGRAPH a = tu_create_sec(L"sec-graph", L"Alice", sa);
+    HGRAPH b = tu_open_sec(L"sec-graph", L"Bob", sb);
+    HPEEREVENT eb = tu_register_all(b);
+    PEER_ADDRESS la = tu_listen(a);
+    HRESULT why = S_OK;
+    add_record(a, "members only");
+    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTION_FAILED);
+    tu_pump(10, 10);
+    {   /* nothing was learned: B never synchronized */
+        HPEERENUM en;
+        DWORD stb = 0;
+        assert_int_equal(PeerGraphGetStatus(b, &stb), S_OK);
+        assert_false(stb & PEER_GRAPH_STATUS_SYNCHRONIZED);
+        assert_int_equal(PeerGraphEnumRecords(b, NULL, NULL, &en), PEER_E_GRAPH_NOT_READY);
+    }
+    assert_int_equal(tu_neighbors(a), 0);
+    assert_int_equal(tu_neighbors(b), 0);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    tu_pump(10, 300);
+    return why;
+}
+
+static void test_psk_wrong_secret(void **st)
+{
+    PEER_SECURITY_INTERFACE sa = psk("the right secret", 0), sb = psk("a wrong secret", 1);
+    (void)st;
+    memset(auth_failed, 0, sizeof auth_failed);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_INVALID_CREDENTIAL);
+    assert_int_equal(auth_failed[0], 1); /* the responder */
+    assert_int_equal(auth_failed[1], 1); /* the initiator */
+}
+
+static void test_secured_differently(void **st)
+{
+    PEER_SECURITY_INTERFACE sa = psk("secret", 0), none;
+    tu_cred ca, bob;
+    PEER_TLS_CERT_INFO ib;
+    PEER_SECURITY_INTERFACE sb;
+    (void)st;
+    memset(&none, 0, sizeof none);
+    none.dwSize = sizeof none; /* record callbacks only: plain links */
+    memset(auth_failed, 0, sizeof auth_failed);
+    /* a plain node knocking at a secured graph, and the other way round */
+    assert_int_equal(join_fails(&sa, NULL), PEER_E_CONNECTION_NOT_AUTHENTICATED);
+    assert_int_equal(auth_failed[0], 1);
+    assert_int_equal(join_fails(NULL, &sa), PEER_E_CONNECTION_NOT_AUTHENTICATED);
+    assert_int_equal(join_fails(&none, &sa), PEER_E_CONNECTION_NOT_AUTHENTICATED);
+    /* PSK against certificates: no common suite */
+    tu_ca(&ca, "graph ca");
+    tu_node_cert(&bob, "Bob", &ca, "graph ca");
+    sb = tu_sec_cert(&ib, &ca, &bob);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_CONNECTION_NOT_AUTHENTICATED);
+    tu_cred_free(&ca);
+    tu_cred_free(&bob);
+}
+
+static void test_cert_failures(void **st)
+{
+    tu_cred ca, ca2, alice, bob, bob_other_ca, bob_expired, bob_future;
+    PEER_TLS_CERT_INFO ia, ib;
+    PEER_SECURITY_INTERFACE sa, sb;
+    (void)st;
+    tu_ca(&ca, "graph ca");
+    tu_ca(&ca2, "another ca");
+    tu_node_cert(&alice, "Alice", &ca, "graph ca");
+    tu_node_cert(&bob, "Bob", &ca, "graph ca");
+    tu_node_cert(&bob_other_ca, "Bob", &ca2, "another ca");
+    tu_cert(&bob_expired, "Bob", &ca, "graph ca", "20200101000000", "20210101000000");
+    tu_cert(&bob_future, "Bob", &ca, "graph ca", "20900101000000", "20991231235959");
+    sa = tu_sec_cert(&ia, &ca, &alice);
+    sa.pfnAuthFailed = on_auth_failed;
+    memset(auth_failed, 0, sizeof auth_failed);
+
+    /* Bob's certificate is from another CA (Bob trusts the graph CA) */
+    sb = tu_sec_cert(&ib, &ca, &bob_other_ca);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_CERTIFICATE_NOT_TRUSTED);
+    assert_int_equal(auth_failed[0], 1);
+    /* Bob trusts another CA: Alice's certificate is the untrusted one */
+    sb = tu_sec_cert(&ib, &ca2, &bob_other_ca);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_CERTIFICATE_NOT_TRUSTED);
+    /* expired */
+    sb = tu_sec_cert(&ib, &ca, &bob_expired);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_INVALID_TIME_PERIOD);
+    assert_int_equal(auth_failed[0], 3);
+    /* not valid yet: our own check says so; the remote's alert is generic */
+    sb = tu_sec_cert(&ib, &ca, &bob_future);
+    {
+        HRESULT hr = join_fails(&sa, &sb);
+        assert_true(hr == PEER_E_INVALID_TIME_PERIOD || hr == PEER_E_CONNECTION_NOT_AUTHENTICATED);
+    }
+    tu_cred_free(&ca);
+    tu_cred_free(&ca2);
+    tu_cred_free(&alice);
+    tu_cred_free(&bob);
+    tu_cred_free(&bob_other_ca);
+    tu_cred_free(&bob_expired);
+    tu_cred_free(&bob_future);
+}
+
+/* ------------------------------------------------------------------------- */
+/* a test-side mbedTLS peer on a raw fake-network socket                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct raw_tls {
+    PEER_SOCKET s;
+    mbedtls_ssl_context ssl;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca, own;
+    mbedtls_pk_context key;
+    unsigned char pre[8192]; /* bytes already read from s, given to mbedTLS first */
+    size_t pre_n, pre_off;
+    unsigned char acc[20000]; /* plaintext read, not yet a whole frame */
+    size_t acc_n;
+} raw_tls;
+
+static int raw_send(void *ctx, const unsigned char *p, size_t n)
+{
+    fake_net_raw_write(((raw_tls *)ctx)->s, p, n);
+    return (int)n;
+}
+static int raw_recv(void *ctx, unsigned char *p, size_t n)
+{
+    raw_tls *t = (raw_tls *)ctx;
+    size_t k;
+    if (t->pre_off < t->pre_n) {
+        k = t->pre_n - t->pre_off < n ? t->pre_n - t->pre_off : n;
+        memcpy(p, t->pre + t->pre_off, k);
+        t->pre_off += k;
+        return (int)k;
+    }
+    k = fake_net_raw_read(t->s, p, n);
+    if (k) return (int)k;
+    return fake_net_raw_eof(t->s) ? 0 : MBEDTLS_ERR_SSL_WANT_READ;
+}
+
+static void raw_tls_init(raw_tls *t, PEER_SOCKET s, int server, const tu_cred *ca, const tu_cred *own,
+                         const unsigned char *pre, size_t pre_n)
+{
+    static const int suites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, 0};
+    memset(t, 0, sizeof *t);
+    t->s = s;
+    assert_true(pre_n <= sizeof t->pre);
+    if (pre_n) memcpy(t->pre, pre, pre_n);
+    t->pre_n = pre_n;
+    mbedtls_ssl_init(&t->ssl);
+    mbedtls_ssl_config_init(&t->conf);
+    mbedtls_x509_crt_init(&t->ca);
+    mbedtls_x509_crt_init(&t->own);
+    mbedtls_pk_init(&t->key);
+    assert_int_equal(mbedtls_x509_crt_parse(&t->ca, (const unsigned char *)ca->crt, strlen(ca->crt) + 1), 0);
+    assert_int_equal(mbedtls_x509_crt_parse(&t->own, (const unsigned char *)own->crt, strlen(own->crt) + 1), 0);
+    assert_int_equal(mbedtls_pk_parse_key(&t->key, (const unsigned char *)own->key, strlen(own->key) + 1, NULL, 0), 0);
+    assert_int_equal(mbedtls_ssl_config_defaults(&t->conf, server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                                 MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT),
+                     0);
+    mbedtls_ssl_conf_rng(&t->conf, tu_rng, NULL);
+    mbedtls_ssl_conf_ciphersuites(&t->conf, suites);
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    assert_int_equal(mbedtls_ssl_conf_own_cert(&t->conf, &t->own, &t->key), 0);
+    assert_int_equal(mbedtls_ssl_setup(&t->ssl, &t->conf), 0);
+    mbedtls_ssl_set_bio(&t->ssl, t, raw_send, raw_recv, NULL);
+}
+
+static void raw_tls_free(raw_tls *t)
+{
+    mbedtls_ssl_free(&t->ssl);
+    mbedtls_ssl_config_free(&t->conf);
+    mbedtls_x509_crt_free(&t->ca);
+    mbedtls_x509_crt_free(&t->own);
+    mbedtls_pk_free(&t->key);
+}
+
+/* Runs the raw side's handshake while servicing the library; returns its
+ * last result (0 = done). */
+static int raw_tls_handshake(raw_tls *t)
+{
+    int i, r = MBEDTLS_ERR_SSL_WANT_READ;
+    for (i = 0; i < 200 && (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE); i++) {
+        r = mbedtls_ssl_handshake(&t->ssl);
+        tu_pump(1, 5);
+    }
+    return r;
+}
+
+/* Writes a framed message through the raw side's TLS. */
+static void raw_tls_send_msg(raw_tls *t, const msg *m)
+{
+    static unsigned char f[16384 + 2];
+    assert_true(m->n <= 16379);
+    f[0] = (unsigned char)(m->n >> 8);
+    f[1] = (unsigned char)m->n;
+    memcpy(f + 2, m->b, m->n);
+    assert_int_equal(mbedtls_ssl_write(&t->ssl, f, m->n + 2), (int)(m->n + 2));
+}
+
+/* Reads one framed message through the raw side's TLS (0: none yet). */
+static int raw_tls_recv_msg(raw_tls *t, msg *m)
+{
+    unsigned char *acc = t->acc;
+    size_t n = t->acc_n;
+    int r, i;
+    for (i = 0; i < 100; i++) {
+        if (n >= 6) {
+            size_t fl = ((size_t)acc[0] << 8) | acc[1];
+            if (n >= 2 + fl) {
+                memcpy(m->b, acc + 2, fl);
+                m->n = fl;
+                memmove(acc, acc + 2 + fl, n - 2 - fl);
+                t->acc_n = n - 2 - fl;
+                return 1;
+            }
+        }
+        r = mbedtls_ssl_read(&t->ssl, acc + n, sizeof t->acc - n);
+        if (r > 0) { n += (size_t)r; continue; }
+        tu_pump(1, 5);
+    }
+    t->acc_n = n;
+    return 0;
+}
+
+/* Connects the library to a raw node; returns the raw side, accepted, with
+ * the library's AUTH_INFO read (what came after it in *rest). */
+static PEER_SOCKET raw_accept_auth(HGRAPH h, PEER_SOCKET l, SOCKADDR_IN6 *ra, const wchar_t *peer, ULONGLONG *id,
+                                   rxbuf *rx)
+{
+    PEER_ADDRESS pa = peer_addr(*ra);
+    PEER_SOCKET s;
+    msg m;
+    assert_int_equal(PeerGraphConnect(h, peer, &pa, id), S_OK);
+    tu_pump(2, 5);
+    s = fake_net_raw_accept(l);
+    assert_true(s != PEER_INVALID_SOCKET);
+    memset(rx, 0, sizeof *rx);
+    assert_true(recv_msg_all(s, rx, &m) > 0); /* AUTH_INFO, in the clear */
+    assert_int_equal(m.b[5], 1);
+    assert_int_equal(m.b[9] & 0x40, 0x40); /* TLS follows */
+    assert_true(rx->n > rx->off);
+    assert_int_equal(rx->b[rx->off], 0x16); /* a TLS handshake record: the ClientHello */
+    return s;
+}
+
+/* The outcome event of connection id (pumping a little first). */
+static HRESULT conn_failure(HPEEREVENT e, ULONGLONG id)
+{
+    PPEER_GRAPH_EVENT_DATA d;
+    int i;
+    for (i = 0; i < 100; i++) {
+        tu_pump(1, 5);
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (d->connectionChangeData.ullConnectionId == id && d->connectionChangeData.status == PEER_CONNECTION_FAILED) {
+                HRESULT hr = d->connectionChangeData.hrConnectionFailedReason;
+                PeerGraphFreeData(d);
+                return hr;
+            }
+            assert_int_not_equal(d->connectionChangeData.status, PEER_CONNECTED);
+            PeerGraphFreeData(d);
+        }
+    }
+    fail_msg("no failure event");
+    return S_OK;
+}
+
+/* A member whose certificate names another peer than the one it claims. */
+static void test_cert_misnamed_peer(void **st)
+{
+    tu_cred ca, alice, mallory;
+    PEER_TLS_CERT_INFO ia;
+    PEER_SECURITY_INTERFACE sa;
+    HGRAPH a;
+    HPEEREVENT ea;
+    PEER_ADDRESS la;
+    raw_tls t;
+    msg m;
+    rxbuf rx;
+    PEER_SOCKET s, l;
+    SOCKADDR_IN6 ra;
+    ULONGLONG id;
+    (void)st;
+    tu_ca(&ca, "graph ca");
+    tu_node_cert(&alice, "Alice", &ca, "graph ca");
+    tu_node_cert(&mallory, "Mallory", &ca, "graph ca");
+    sa = tu_sec_cert(&ia, &ca, &alice);
+    sa.pfnAuthFailed = on_auth_failed;
+    sa.pvContext = (PVOID)(intptr_t)2;
+    memset(auth_failed, 0, sizeof auth_failed);
+    a = tu_create_sec(L"sec-graph", L"Alice", &sa);
+    ea = tu_register_all(a);
+    la = tu_listen(a);
+
+    /* 1. Mallory's certificate, AUTH_INFO says Bob: the responder refuses */
+    s = fake_net_raw_connect(&la.sin6);
+    assert_true(s != PEER_INVALID_SOCKET);
+    m_auth(&m, 1, 0x41, "sec-graph", "Bob", NULL); /* EXT_REASONS | EXT_TLS */
+    send_msg(s, &m);
+    raw_tls_init(&t, s, 0, &ca, &mallory, NULL, 0);
+    assert_int_equal(raw_tls_handshake(&t), MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE);
+    assert_int_equal(auth_failed[2], 1);
+    raw_tls_free(&t);
+    fake_net_raw_close(s);
+    tu_pump(5, 10);
+    assert_int_equal(tu_neighbors(a), 0);
+
+    /* 2. the library asks for Carol; the responder's certificate names
+     * Mallory: refused inside the handshake */
+    l = raw_node(&ra);
+    s = raw_accept_auth(a, l, &ra, L"Carol", &id, &rx);
+    raw_tls_init(&t, s, 1, &ca, &mallory, rx.b + rx.off, rx.n - rx.off);
+    assert_true(raw_tls_handshake(&t) != 0);
+    assert_int_equal(conn_failure(ea, id), PEER_E_INVALID_PEER_NAME);
+    assert_int_equal(auth_failed[2], 2);
+    raw_tls_free(&t);
+    fake_net_raw_close(s);
+
+    /* 3. no peer ID asked for: the handshake completes, then WELCOME says
+     * Carol while the certificate says Mallory */
+    s = raw_accept_auth(a, l, &ra, NULL, &id, &rx);
+    raw_tls_init(&t, s, 1, &ca, &mallory, rx.b + rx.off, rx.n - rx.off);
+    assert_int_equal(raw_tls_handshake(&t), 0);
+    assert_int_equal(raw_tls_recv_msg(&t, &m), 1);
+    assert_int_equal(m.b[5], 2); /* CONNECT, inside TLS */
+    m_welcome(&m, 0x1234, 0, NULL, 0, "Carol", 0);
+    raw_tls_send_msg(&t, &m);
+    assert_int_equal(conn_failure(ea, id), PEER_E_INVALID_PEER_NAME);
+    assert_int_equal(auth_failed[2], 3);
+    raw_tls_free(&t);
+    fake_net_raw_close(s);
+
+    /* 4. the same, but WELCOME says Mallory: a member */
+    s = raw_accept_auth(a, l, &ra, NULL, &id, &rx);
+    raw_tls_init(&t, s, 1, &ca, &mallory, rx.b + rx.off, rx.n - rx.off);
+    assert_int_equal(raw_tls_handshake(&t), 0);
+    assert_int_equal(raw_tls_recv_msg(&t, &m), 1);
+    m_welcome(&m, 0x1234, 0, NULL, 0, "Mallory", 0);
+    raw_tls_send_msg(&t, &m);
+    tu_pump(5, 5);
+    assert_int_equal(tu_neighbors(a), 1);
+    raw_tls_free(&t);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+    tu_pump(5, 5);
+
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    tu_cred_free(&ca);
+    tu_cred_free(&alice);
+    tu_cred_free(&mallory);
+}
+
+/* ------------------------------------------------------------------------- */
+/* forced WANT_READ / WANT_WRITE, one byte per socket call                   */
+/* ------------------------------------------------------------------------- */
+
+static void set_env(const char *kv)
+{
+#ifdef _WIN32
+    _putenv(kv);
+#else
+    putenv((char *)kv);
+#endif
+}
+
+static void test_forced_want_every_operation(void **st)
+{
+    PEER_SECURITY_INTERFACE sa = psk("nbio secret", 0), sb = psk("nbio secret", 1);
+    tu_cred ca, alice, bob;
+    PEER_TLS_CERT_INFO ia, ib;
+    (void)st;
+    tu_stop_fake();
+    set_env("P2PGRAPH_TLS_NBIO=1"); /* read at Startup */
+    tu_start_fake();
+    fake_net_set_max_io(1);
+    memset(auth_failed, 0, sizeof auth_failed);
+    pair_works(&sa, &sb);
+    tu_ca(&ca, "graph ca");
+    tu_node_cert(&alice, "Alice", &ca, "graph ca");
+    tu_node_cert(&bob, "Bob", &ca, "graph ca");
+    sa = tu_sec_cert(&ia, &ca, &alice);
+    sb = tu_sec_cert(&ib, &ca, &bob);
+    pair_works(&sa, &sb);
+    /* and a failure still tells its reason */
+    sa = psk("right", 0);
+    sb = psk("wrong", 1);
+    assert_int_equal(join_fails(&sa, &sb), PEER_E_INVALID_CREDENTIAL);
+    tu_stop_fake();
+    set_env("P2PGRAPH_TLS_NBIO=0");
+    tu_start_fake();
+    tu_cred_free(&ca);
+    tu_cred_free(&alice);
+    tu_cred_free(&bob);
+}
+
+/* ------------------------------------------------------------------------- */
+/* tampering: a relay between two members flips one bit                     */
+/* ------------------------------------------------------------------------- */
+
+static unsigned char seen[1 << 20];
+static size_t seen_n;
+
+/* Moves what x's peer sent to y; flips the last bit of the first chunk of
+ * over 8 bytes when *flip. */
+static void relay_dir(PEER_SOCKET x, PEER_SOCKET y, int *flip)
+{
+    static unsigned char buf[65536];
+    size_t k;
+    while ((k = fake_net_raw_read(x, buf, sizeof buf)) > 0) {
+        if (seen_n + k <= sizeof seen) { memcpy(seen + seen_n, buf, k); seen_n += k; }
+        if (flip && *flip && k > 8) { buf[k - 1] ^= 1; *flip = 0; }
+        fake_net_raw_write(y, buf, k);
+    }
+}
+
+static int contains(const unsigned char *h, size_t n, const char *needle)
+{
+    size_t k = strlen(needle), i;
+    for (i = 0; i + k <= n; i++)
+        if (!memcmp(h + i, needle, k)) return 1;
+    return 0;
+}
+
+static void test_tampered_ciphertext(void **st)
+{
+    PEER_SECURITY_INTERFACE sa = psk("tamper", 0), sb = psk("tamper", 1), sc = psk("tamper", 2);
+    HGRAPH a, b, c;
+    HPEEREVENT ea, eb, ec;
+    PEER_ADDRESS la, lr;
+    PEER_SOCKET l, s1, s2;
+    SOCKADDR_IN6 ra;
+    HRESULT why;
+    GUID id;
+    ULONGLONG cid = 0;
+    int flip = 0, i, lost = 0;
+    PPEER_GRAPH_EVENT_DATA d;
+    static const GUID dt = {0xda7a, 0, 0, {0}};
+    static unsigned char big[3000];
+    (void)st;
+    seen_n = 0;
+    a = tu_create_sec(L"sec-graph", L"Alice", &sa);
+    ea = tu_register_all(a);
+    la = tu_listen(a);
+    id = add_record(a, "TOPSECRET-PAYLOAD");
+    c = tu_open_sec(L"sec-graph", L"Carol", &sc);
+    ec = tu_register_all(c);
+    assert_int_equal(connect_outcome(c, ec, &la, L"Alice", &why), PEER_CONNECTED);
+    /* B reaches A through the relay */
+    b = tu_open_sec(L"sec-graph", L"Bob", &sb);
+    eb = tu_register_all(b);
+    l = raw_node(&ra);
+    lr = peer_addr(ra);
+    {
+        ULONGLONG bid;
+        assert_int_equal(PeerGraphConnect(b, L"Alice", &lr, &bid), S_OK);
+        tu_pump(2, 5);
+        s1 = fake_net_raw_accept(l);
+        assert_true(s1 != PEER_INVALID_SOCKET);
+        s2 = fake_net_raw_connect(&la.sin6);
+        assert_true(s2 != PEER_INVALID_SOCKET);
+    }
+    for (i = 0; i < 100; i++) {
+        relay_dir(s1, s2, NULL);
+        relay_dir(s2, s1, NULL);
+        tu_pump(1, 5);
+    }
+    assert_true(has_record(b, &id, "TOPSECRET-PAYLOAD"));
+    assert_false(contains(seen, seen_n, "TOPSECRET")); /* the record crossed the relay encrypted */
+    assert_false(contains(seen, seen_n, "Carol"));     /* so did the referrals and presence */
+    assert_int_equal(tu_neighbors(a), 2);
+    /* B's link to A carries data; the relay flips one bit of it */
+    {
+        HPEERENUM en;
+        ULONG n = 1;
+        PEER_CONNECTION_INFO **ci;
+        assert_int_equal(PeerGraphEnumConnections(b, PEER_CONNECTION_NEIGHBOR, &en), S_OK);
+        assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&ci), S_OK);
+        assert_int_equal(n, 1);
+        cid = ci[0]->ullConnectionId;
+        PeerGraphFreeData(ci);
+        PeerGraphEndEnumeration(en);
+    }
+    memset(big, 'x', sizeof big);
+    assert_int_equal(PeerGraphSendData(b, cid, &dt, sizeof big, big), S_OK);
+    tu_pump(1, 1);
+    flip = 1;
+    for (i = 0; i < 40; i++) {
+        relay_dir(s1, s2, &flip);
+        relay_dir(s2, s1, NULL);
+        if (fake_net_raw_eof(s2)) fake_net_raw_close(s1), s1 = PEER_INVALID_SOCKET;
+        tu_pump(1, 5);
+        if (s1 == PEER_INVALID_SOCKET) break;
+    }
+    assert_int_equal(flip, 0);
+    /* A dropped that link, with the reason; its link to C is fine */
+    while ((d = tu_event(ea, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+        if (d->connectionChangeData.status == PEER_DISCONNECTED) {
+            assert_int_equal(d->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+            lost++;
+        }
+        PeerGraphFreeData(d);
+    }
+    assert_int_equal(lost, 1);
+    while ((d = tu_event(ea, PEER_GRAPH_EVENT_INCOMING_DATA)) != NULL) {
+        fail_msg("tampered data was delivered");
+        PeerGraphFreeData(d);
+    }
+    assert_int_equal(tu_neighbors(a) >= 1, 1);
+    {
+        GUID id2 = add_record(a, "after the attack");
+        tu_pump(10, 5);
+        assert_true(has_record(c, &id2, "after the attack"));
+    }
+    if (s1 != PEER_INVALID_SOCKET) fake_net_raw_close(s1);
+    fake_net_raw_close(s2);
+    fake_net_raw_close(l);
+    (void)eb;
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    assert_int_equal(PeerGraphClose(c), S_OK);
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    tu_pump(10, 300);
+}
+
+/* ------------------------------------------------------------------------- */
+/* a secured graph of 10 nodes                                               */
+/* ------------------------------------------------------------------------- */
+
+static void test_ten_secured_nodes(void **st)
+{
+    enum { N = 10 };
+    HGRAPH g[N];
+    GUID ids[N];
+    PEER_ADDRESS seed;
+    PEER_SECURITY_INTERFACE s[N];
+    wchar_t peer[N][16];
+    char payload[N][32];
+    int i, j;
+    (void)st;
+    memset(auth_failed, 0, sizeof auth_failed);
+    for (i = 0; i < N; i++) {
+        s[i] = psk("ten nodes", 0);
+        swprintf(peer[i], 16, L"node%d", i);
+        snprintf(payload[i], 32, "record of node %d", i);
+    }
+    g[0] = tu_create_sec(L"ten", peer[0], &s[0]);
+    seed = tu_listen(g[0]);
+    ids[0] = add_record(g[0], payload[0]);
+    for (i = 1; i < N; i++) {
+        HPEEREVENT e;
+        HRESULT why;
+        g[i] = tu_open_sec(L"ten", peer[i], &s[i]);
+        e = tu_register_all(g[i]);
+        assert_int_equal(connect_outcome(g[i], e, &seed, NULL, &why), PEER_CONNECTED);
+        wait_sync(g[i]);
+        tu_listen(g[i]);
+        ids[i] = add_record(g[i], payload[i]);
+        assert_int_equal(PeerGraphUnregisterEvent(e), S_OK);
+    }
+    tu_pump(200, 20);
+    for (i = 0; i < N; i++) {
+        assert_true(tu_neighbors(g[i]) >= 1);
+        for (j = 0; j < N; j++) assert_true(has_record(g[i], &ids[j], payload[j]));
+        assert_int_equal(record_count(g[i]), N);
+    }
+    assert_int_equal(auth_failed[0], 0);
+    for (i = N - 1; i >= 0; i--) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+    tu_pump(10, 300);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_interface_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_psk_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cert_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_psk_wrong_secret, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secured_differently, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cert_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cert_misnamed_peer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forced_want_every_operation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_ciphertext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ten_secured_nodes, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
