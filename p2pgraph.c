@@ -569,6 +569,9 @@ struct pg_graph {
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
+    pg_rec *deferred;       /* records the validator deferred, oldest first (via hnext) */
+    ULONG n_deferred;
+    size_t deferred_bytes;
 };
 
 typedef struct pg_enum pg_enum;
@@ -2790,8 +2793,12 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
         g->db_bad_entries++;
 }
 
+static HRESULT sec_validate(pg_graph *g, const rec_view *v, PEER_RECORD_CHANGE_TYPE ct);
+static void sec_defer(pg_graph *g, const uint8_t *wire, size_t len, const rec_view *v);
+
 /* Keeps what is still valid: not expired, and (3.1.4.2) no presence,
- * signature or contact records from an earlier run. */
+ * signature or contact records from an earlier run; with a validator, what
+ * it accepts (a deferred record moves to the deferred list). */
 static void rec_prune(pg_graph *g)
 {
     uint64_t now = peer_time(g);
@@ -2801,14 +2808,18 @@ static void rec_prune(pg_graph *g)
         while (*pp) {
             pg_rec *r = *pp;
             rec_view v;
+            HRESULT hr = S_OK;
             rec_parse(r->wire, r->len, &v);
-            if (!rec_validate_ex(g, &v, now, 0) || (guid_is_internal(v.type) && v.type[2] != 1)) {
-                *pp = r->hnext;
-                g->rec_count--;
-                g->rec_bytes -= r->len;
-                pg_free(r);
-            } else
-                pp = &r->hnext;
+            if (rec_validate_ex(g, &v, now, 0) && !(guid_is_internal(v.type) && v.type[2] != 1)) {
+                hr = sec_validate(g, &v, (v.flags & RF_DELETED) ? PEER_RECORD_DELETED : PEER_RECORD_ADDED);
+                if (hr == S_OK) { pp = &r->hnext; continue; }
+                if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, r->wire, r->len, &v);
+                else g->rejected_records++;
+            }
+            *pp = r->hnext;
+            g->rec_count--;
+            g->rec_bytes -= r->len;
+            pg_free(r);
         }
     }
 }
@@ -3972,7 +3983,8 @@ static HRESULT tls_reason(pg_tls *t, int r)
         if (f & MBEDTLS_X509_BADCERT_CN_MISMATCH) return PEER_E_INVALID_PEER_NAME;
         return PEER_E_CONNECTION_NOT_AUTHENTICATED;
     }
-    if (r == MBEDTLS_ERR_SSL_INVALID_MAC || r == MBEDTLS_ERR_SSL_BAD_HS_FINISHED) return PEER_E_INVALID_CREDENTIAL;
+    if (r == MBEDTLS_ERR_SSL_INVALID_MAC || r == MBEDTLS_ERR_SSL_BAD_HS_FINISHED || r == MBEDTLS_ERR_SSL_UNKNOWN_IDENTITY)
+        return PEER_E_INVALID_CREDENTIAL; /* wrong secret, or a PSK identity other than AUTH_INFO's peer ID */
     if (r == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
         const unsigned char *m = t->ssl.MBEDTLS_PRIVATE(in_msg);
@@ -3981,7 +3993,8 @@ static HRESULT tls_reason(pg_tls *t, int r)
 #endif
         switch (m ? m[1] : 0) {
         case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC:
-        case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return PEER_E_INVALID_CREDENTIAL;
+        case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR:
+        case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY: return PEER_E_INVALID_CREDENTIAL;
         case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return PEER_E_CERTIFICATE_NOT_TRUSTED;
         case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return PEER_E_INVALID_TIME_PERIOD;
         case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return PEER_E_INVALID_PEER_NAME;
@@ -4920,11 +4933,126 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     return r;
 }
 
-/* Local publication: store, flood to every neighbor. */
+/* --- record security: the security interface's record callbacks ---
+ * pfnSecureRecord runs on every version this node publishes (graph_publish);
+ * pfnValidateRecord on every version about to be stored from the network
+ * (record_in) or from a database file (rec_prune, import).  A deferred
+ * record waits, as received, on g->deferred (bounded) until
+ * PeerGraphValidateDeferredRecords hands it to record_in again. */
+
+/* 1 if the graph holds a live (not deleted, not expired) version of id. */
+static int rec_live_local(pg_graph *g, const uint8_t *id)
+{
+    pg_rec *r = rec_find(g, id);
+    rec_view v;
+    if (!r) return 0;
+    rec_parse(r->wire, r->len, &v);
+    return !(v.flags & RF_DELETED) && !r->departed && v.expires > peer_time(g);
+}
+
+static PEER_RECORD_CHANGE_TYPE rec_change_type(pg_graph *g, const rec_view *v)
+{
+    if (v->flags & RF_DELETED) return PEER_RECORD_DELETED;
+    return rec_live_local(g, v->id) ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
+}
+
+/* pfnValidateRecord on a parsed record: S_OK, PEER_E_DEFERRED_VALIDATION,
+ * or anything else (= reject). */
+static HRESULT sec_validate(pg_graph *g, const rec_view *v, PEER_RECORD_CHANGE_TYPE ct)
+{
+    PPEER_RECORD pr;
+    HRESULT hr;
+    if (!g->sec || !g->sec->cb.pfnValidateRecord) return S_OK;
+    if (!(pr = (PPEER_RECORD)pg_alloc(rec_api_size(v)))) return E_OUTOFMEMORY;
+    rec_to_api(v, pr);
+    L.in_callback++;
+    hr = g->sec->cb.pfnValidateRecord((HGRAPH)g->handle, g->sec->cb.pvContext, pr, ct);
+    L.in_callback--;
+    pg_free(pr);
+    return hr;
+}
+
+/* Parks a record on the deferred list (a newer deferred version replaces an
+ * older one); beyond the list's limits it is dropped like a rejected one. */
+static void sec_defer(pg_graph *g, const uint8_t *wire, size_t len, const rec_view *v)
+{
+    pg_rec **pp, *r;
+    for (pp = &g->deferred; *pp; pp = &(*pp)->hnext) {
+        rec_view ov;
+        if (memcmp((*pp)->id, v->id, 16)) continue;
+        rec_parse((*pp)->wire, (*pp)->len, &ov);
+        if (rec_compare(v, &ov) <= 0) return; /* as new a version waits already */
+        r = *pp;
+        *pp = r->hnext;
+        g->n_deferred--;
+        g->deferred_bytes -= r->len;
+        pg_free(r);
+        break;
+    }
+    if (g->n_deferred >= PEER_MAX_DEFERRED_RECORDS || g->deferred_bytes + len > PEER_MAX_DEFERRED_BYTES ||
+        !(r = rec_new(wire, len))) {
+        g->rejected_records++;
+        return;
+    }
+    for (pp = &g->deferred; *pp; pp = &(*pp)->hnext) {}
+    r->hnext = NULL;
+    *pp = r;
+    g->n_deferred++;
+    g->deferred_bytes += len;
+}
+
+/* pfnSecureRecord on a version about to be published: *out is NULL (keep
+ * wire as it is) or a new wire form carrying the returned security data. */
+static HRESULT sec_secure(pg_graph *g, const uint8_t *wire, size_t len, uint8_t **out, size_t *outLen)
+{
+    const PEER_SECURITY_INTERFACE *cb = &g->sec->cb;
+    PPEER_RECORD pr;
+    PPEER_DATA sd = NULL;
+    rec_view v;
+    HRESULT hr;
+    *out = NULL;
+    rec_parse(wire, len, &v);
+    if (!(pr = (PPEER_RECORD)pg_alloc(rec_api_size(&v)))) return E_OUTOFMEMORY;
+    rec_to_api(&v, pr);
+    L.in_callback++;
+    hr = cb->pfnSecureRecord((HGRAPH)g->handle, cb->pvContext, pr, rec_change_type(g, &v), &sd);
+    L.in_callback--;
+    pg_free(pr);
+    if (SUCCEEDED(hr) && sd && sd->cbData) {
+        size_t head = (size_t)(v.sec - wire) - 4, tail = (size_t)(v.sec - wire) + v.n_sec;
+        if (!sd->pbData) hr = E_INVALIDARG;
+        else if (sd->cbData > PEER_MAX_SECURITY_DATA) hr = PEER_E_INVALID_RECORD_SIZE;
+        else if (!(*out = (uint8_t *)pg_alloc(len - v.n_sec + sd->cbData))) hr = E_OUTOFMEMORY;
+        else {
+            memcpy(*out, wire, head);
+            put32(*out + head, sd->cbData);
+            memcpy(*out + head + 4, sd->pbData, sd->cbData);
+            memcpy(*out + head + 4 + sd->cbData, wire + tail, len - tail);
+            *outLen = len - v.n_sec + sd->cbData;
+        }
+    }
+    if (sd && cb->pfnFreeSecurityData) {
+        L.in_callback++;
+        cb->pfnFreeSecurityData((HGRAPH)g->handle, cb->pvContext, sd);
+        L.in_callback--;
+    }
+    return hr;
+}
+
+/* Local publication: secure, store, flood to every neighbor. */
 static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
 {
     HRESULT hr;
-    pg_rec *r = graph_store(g, wire, len, 1, &hr);
+    uint8_t *sw = NULL;
+    size_t sl = 0;
+    pg_rec *r;
+    if (g->sec && g->sec->cb.pfnSecureRecord) {
+        hr = sec_secure(g, wire, len, &sw, &sl);
+        if (FAILED(hr)) return hr;
+        if (sw) wire = sw, len = sl;
+    }
+    r = graph_store(g, wire, len, 1, &hr);
+    pg_free(sw);
     if (!r) return hr;
     graph_flood(g, r, NULL);
     return S_OK;
@@ -4962,31 +5090,31 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
     if (buf_used(&c->acks) >= 20 * ACK_BATCH) conn_flush_acks(c);
 }
 
-/* One record received from a neighbor (a FLOOD's, or one of a BATCH):
- * validate, keep the newer version and pass it on, or send ours back when
- * it is newer; ACK unless the record answers our own sync between
- * p2pgraph nodes (utility is about which link brings new floods first). */
-static void flood_in(pg_conn *c, const uint8_t *rec, size_t len)
+/* A structurally valid record from the network (c: the link it came on; NULL
+ * when a deferred record is validated again): keep the newer version (once
+ * the application's validator accepts it) and pass it on, or send ours back
+ * when ours is newer.  Returns the comparison with what we held (> 0: it was
+ * newer; it may still have been rejected or deferred: *useful says whether
+ * it was stored). */
+static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, const rec_view *v, int *useful)
 {
-    pg_graph *g = c->graph;
-    rec_view v, lv;
-    pg_rec *local;
+    rec_view lv;
+    pg_rec *local = rec_find(g, v->id);
     int cmp = 1;
-    /* a record that fails validation is dropped; the link stays (3.1.7.27) */
-    if (!rec_parse(rec, len, &v) || !rec_validate(g, &v, peer_time(g))) {
-        g->rejected_records++;
-        return;
-    }
-    local = rec_find(g, v.id);
+    *useful = 0;
     if (local) {
         rec_parse(local->wire, local->len, &lv);
-        cmp = rec_compare(&v, &lv);
+        cmp = rec_compare(v, &lv);
     }
     if (cmp > 0) {
-        HRESULT hr;
-        pg_rec *r = graph_store(g, rec, len, 0, &hr);
+        HRESULT hr = sec_validate(g, v, rec_change_type(g, v));
+        pg_rec *r;
+        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, rec, len, v); return cmp; }
+        if (hr != S_OK) { g->rejected_records++; return cmp; }
+        r = graph_store(g, rec, len, 0, &hr);
         if (r) graph_flood(g, r, c);
-    } else if (cmp < 0) {
+        *useful = r != NULL;
+    } else if (cmp < 0 && c) {
         uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
         if (back) {
             msg_header(back, 12 + local->len, MT_FLOOD);
@@ -4997,8 +5125,26 @@ static void flood_in(pg_conn *c, const uint8_t *rec, size_t len)
             pg_free(back);
         }
     }
-    conn_utility(c, cmp > 0);
-    if (!((c->ext & EXT_SYNC_NOACK) && c->sync != SYNC_NONE)) conn_queue_ack(c, v.id, cmp > 0);
+    return cmp;
+}
+
+/* One record received from a neighbor (a FLOOD's, or one of a BATCH):
+ * validate it, then record_in; ACK unless the record answers our own sync
+ * between p2pgraph nodes (utility is about which link brings new floods
+ * first). */
+static void flood_in(pg_conn *c, const uint8_t *rec, size_t len)
+{
+    pg_graph *g = c->graph;
+    rec_view v;
+    int useful;
+    /* a record that fails validation is dropped; the link stays (3.1.7.27) */
+    if (!rec_parse(rec, len, &v) || !rec_validate(g, &v, peer_time(g))) {
+        g->rejected_records++;
+        return;
+    }
+    record_in(g, c, rec, len, &v, &useful);
+    conn_utility(c, useful);
+    if (!((c->ext & EXT_SYNC_NOACK) && c->sync != SYNC_NONE)) conn_queue_ack(c, v.id, useful);
 }
 
 static void on_flood(pg_conn *c, const uint8_t *m, size_t size)
@@ -7290,6 +7436,7 @@ static void graph_free(pg_graph *g)
     rec_table_free(g);
     if (g->logf) fclose(g->logf);
     sec_release(g->sec);
+    while (g->deferred) { pg_rec *r = g->deferred; g->deferred = r->hnext; pg_free(r); }
     pg_free(g);
 }
 
@@ -7496,6 +7643,7 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->db_name = pg_wcsdup(dbname);
     g->db_path = db_path_for(gid, pid, dbname);
     if (!g->graph_id || !g->peer_id || !g->db_name || !g->db_path) { graph_free(g); return NULL; }
+    g->handle = new_handle(); /* known to the security callbacks while Create/Open load records */
     g->max_record = PEER_DEFAULT_MAX_RECORD_SIZE;
     g->presence_lifetime = 300;
     g->presence_max = (ULONG)-1;
@@ -7520,7 +7668,6 @@ static int graph_path_open(const char *path)
 static int graph_link(pg_graph *g)
 {
     uint64_t k = graph_idkey(g->graph_id, g->peer_id);
-    g->handle = new_handle();
     g->idnext = (pg_graph *)map_get(&L.gids, k);
     if (!map_put(&L.gids, k, g)) return 0;
     if (!map_put(&L.hgraphs, g->handle, g)) {
@@ -8333,7 +8480,9 @@ static HRESULT rec_check_app(const pg_graph *g, const PEER_RECORD *pr)
     uint64_t size;
     HRESULT hr;
     if (pr->dwSize != sizeof *pr || guid_reserved(&pr->type) || pr->dwFlags) return E_INVALIDARG;
-    if ((pr->data.cbData && !pr->data.pbData) || (pr->securityData.cbData && !pr->securityData.pbData)) return E_INVALIDARG;
+    if ((pr->data.cbData && !pr->data.pbData) || (pr->securityData.cbData && !pr->securityData.pbData) ||
+        pr->securityData.cbData > PEER_MAX_SECURITY_DATA)
+        return E_INVALIDARG;
     if (pr->pwzAttributes && wcs_units16(pr->pwzAttributes) < 0) return E_INVALIDARG;
     size = (uint64_t)pr->data.cbData + (pr->pwzAttributes ? 2 * (uint64_t)u16_units(pr->pwzAttributes) : 0);
     if (size > g->max_record) return PEER_E_MAX_RECORD_SIZE_EXCEEDED;
@@ -8598,13 +8747,52 @@ HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phP
     return hr;
 }
 
+/* 1 if id (wire form) is one of the n GUIDs. */
+static int id_listed(const uint8_t *id, const GUID *ids, ULONG n)
+{
+    ULONG i;
+    for (i = 0; i < n; i++) {
+        uint8_t w[16];
+        guid_put(w, &ids[i]);
+        if (!memcmp(w, id, 16)) return 1;
+    }
+    return 0;
+}
+
 HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds)
 {
+    pg_graph *g;
+    pg_rec *list, *keep = NULL, **kt = &keep;
     REQUIRE_STARTED();
-    if (!graph_from_handle(hGraph)) return PEER_E_INVALID_GRAPH;
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
     if (cRecordIds && !pRecordIds) return E_INVALIDARG;
-    /* Without a security provider nothing is ever deferred: there is nothing
-     * to re-validate. */
+    /* Take the list; each chosen record goes through record_in as if just
+     * received (3.1.4.10): it may be stored and flooded, rejected, or
+     * deferred again (back on the list, after the ones not chosen). */
+    list = g->deferred;
+    g->deferred = NULL;
+    g->n_deferred = 0;
+    g->deferred_bytes = 0;
+    while (list) {
+        pg_rec *r = list;
+        rec_view v;
+        int useful;
+        list = r->hnext;
+        r->hnext = NULL;
+        if (cRecordIds && !id_listed(r->id, pRecordIds, cRecordIds)) {
+            *kt = r;
+            kt = &r->hnext;
+            g->n_deferred++;
+            g->deferred_bytes += r->len;
+            continue;
+        }
+        if (rec_parse(r->wire, r->len, &v) && rec_validate(g, &v, peer_time(g))) /* it may have expired */
+            record_in(g, NULL, r->wire, r->len, &v, &useful);
+        pg_free(r);
+    }
+    *kt = g->deferred;
+    g->deferred = keep;
+    finish_call();
     return S_OK;
 }
 
@@ -8704,6 +8892,9 @@ static void import_entry(void *pv, int kind, const uint8_t *body, size_t n)
             rec_parse(local->wire, local->len, &lv);
             if (rec_compare(&v, &lv) <= 0) return; /* ours is as new */
         }
+        hr = sec_validate(g, &v, rec_change_type(g, &v));
+        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, body, n, &v); return; }
+        if (hr != S_OK) { g->rejected_records++; return; }
         if (!graph_store(g, body, n, 1, &hr)) { if (hr == E_OUTOFMEMORY) ic->oom = 1; return; }
         ic->added++;
     }

@@ -548,6 +548,9 @@ typedef struct peer_tls_cert_info_tag {
 #define PEER_MAX_HANDSHAKE_MESSAGE   16384  /* any message before the link is CONNECTED */
 #define PEER_DEFAULT_MAX_RECORD_SIZE (60u * 1024u * 1024u)
 #define PEER_MIN_RECORD_SIZE         1024u
+#define PEER_MAX_SECURITY_DATA       32768u /* PEER_RECORD.securityData bytes this node publishes */
+#define PEER_MAX_DEFERRED_RECORDS    4096u  /* records a graph holds for PeerGraphValidateDeferredRecords ... */
+#define PEER_MAX_DEFERRED_BYTES      (16u * 1024u * 1024u) /* ... and their bytes; beyond, dropped as rejected */
 #define PEER_MESSAGE_OVERHEAD        65536u /* allowance above dwMaxRecordSize for a message */
 #define PEER_MAX_SYNC_MESSAGE        (64u * 1024u * 1024u) /* a hash-sync list may reach this (20 B per record) */
 #define PEER_MAX_SEND_QUEUE          (1024u * 1024u) /* graph messages (records, sync, ACKs) queued per connection */
@@ -1213,10 +1216,18 @@ HRESULT PeerGraphEnumRecords(HGRAPH hGraph, const GUID *pRecordType, PCWSTR pwzP
  */
 HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phPeerEnum);
 
-/* PeerGraphValidateDeferredRecords: re-runs validation of deferred records.
- * Without a security interface no record is ever deferred: S_OK and nothing
- * to do.  E_INVALIDARG (cRecordIds > 0 with NULL); PEER_E_INVALID_GRAPH;
- * PEER_E_NOT_INITIALIZED. */
+/* PeerGraphValidateDeferredRecords: runs pfnValidateRecord again on records
+ * it deferred (PEER_E_DEFERRED_VALIDATION): all of them (cRecordIds 0,
+ * pRecordIds ignored) or those listed (IDs not deferred are ignored).  Each
+ * is then handled as if just received: stored, flooded to the neighbors and
+ * announced with RECORD_CHANGED when accepted and still newer than what the
+ * graph holds; dropped when rejected or expired meanwhile; deferred again
+ * when the validator says so.  The deferred list holds at most
+ * PEER_MAX_DEFERRED_RECORDS records and PEER_MAX_DEFERRED_BYTES bytes (the
+ * newest version of each record); beyond, new deferrals are dropped (counted
+ * in PEER_DATABASE_INFO.cRejectedRecords).  Without a validator nothing is
+ * ever deferred.  S_OK; E_INVALIDARG (cRecordIds > 0 with NULL);
+ * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED. */
 HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds);
 
 /* Peer time = UTC - the graph's peer time delta (learned from neighbors).

@@ -855,6 +855,227 @@ static void test_ten_secured_nodes(void **st)
     tu_pump(10, 300);
 }
 
+/* ------------------------------------------------------------------------- */
+/* record callbacks: secure, validate (accept, reject, defer), re-validate   */
+/* ------------------------------------------------------------------------- */
+
+typedef struct rec_ctx {
+    int secured[4], validated[4];   /* calls by PEER_RECORD_CHANGE_TYPE */
+    int freed;
+    int defer_ok;                   /* 1: "LATER" records are accepted now */
+    int reject_hello;               /* 1: "hello" is rejected (reload test) */
+    int reentry;                    /* what an API call made from a callback returned */
+    PEER_DATA out;
+    char mark[64];
+} rec_ctx;
+
+static int starts(const PEER_RECORD *r, const char *p)
+{
+    size_t k = strlen(p);
+    return r->data.cbData >= k && !memcmp(r->data.pbData, p, k);
+}
+
+static HRESULT CALLBACK cb_secure(HGRAPH h, PVOID ctx, PPEER_RECORD r, PEER_RECORD_CHANGE_TYPE ct, PPEER_DATA *out)
+{
+    rec_ctx *c = (rec_ctx *)ctx;
+    DWORD st;
+    assert_true(ct >= 1 && ct <= 3);
+    c->secured[ct]++;
+    c->reentry = PeerGraphGetStatus(h, &st);
+    if (starts(r, "FORBIDDEN")) return PEER_E_NOT_AUTHORIZED;
+    /* the "signature": creator, version and change type */
+    snprintf(c->mark, sizeof c->mark, "sig:%ls:%lu:%d", r->pwzCreatorId, (unsigned long)r->dwVersion, (int)ct);
+    c->out.cbData = (ULONG)strlen(c->mark);
+    c->out.pbData = (PBYTE)c->mark;
+    *out = &c->out;
+    return S_OK;
+}
+
+static HRESULT CALLBACK cb_free(HGRAPH h, PVOID ctx, PPEER_DATA d)
+{
+    rec_ctx *c = (rec_ctx *)ctx;
+    (void)h;
+    assert_ptr_equal(d, &c->out);
+    c->freed++;
+    return S_OK;
+}
+
+static HRESULT CALLBACK cb_validate(HGRAPH h, PVOID ctx, PPEER_RECORD r, PEER_RECORD_CHANGE_TYPE ct)
+{
+    rec_ctx *c = (rec_ctx *)ctx;
+    char want[64];
+    DWORD st;
+    assert_true(ct >= 1 && ct <= 3);
+    c->validated[ct]++;
+    c->reentry = PeerGraphGetStatus(h, &st);
+    if (r->type.Data1 != T_APP.Data1) return S_OK; /* the graph's own records: not ours to judge */
+    snprintf(want, sizeof want, "sig:%ls:%lu:%d", r->pwzCreatorId, (unsigned long)r->dwVersion,
+             (int)((r->dwFlags & PEER_RECORD_FLAG_DELETED) ? PEER_RECORD_DELETED : r->dwVersion > 1 ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED));
+    if (r->securityData.cbData != strlen(want) || memcmp(r->securityData.pbData, want, strlen(want))) return PEER_E_INVALID_RECORD;
+    if (starts(r, "BAD")) return PEER_E_INVALID_RECORD;
+    if (starts(r, "LATER") && !c->defer_ok) return PEER_E_DEFERRED_VALIDATION;
+    if (starts(r, "hello") && c->reject_hello) return PEER_E_INVALID_RECORD;
+    return S_OK;
+}
+
+static PEER_SECURITY_INTERFACE rec_sec(rec_ctx *c, const char *secret)
+{
+    PEER_SECURITY_INTERFACE s;
+    if (secret) s = tu_sec_psk(secret);
+    else { memset(&s, 0, sizeof s); s.dwSize = sizeof s; }
+    s.pvContext = c;
+    s.pfnSecureRecord = cb_secure;
+    s.pfnValidateRecord = cb_validate;
+    s.pfnFreeSecurityData = cb_free;
+    return s;
+}
+
+static int record_events(HPEEREVENT e, PEER_RECORD_CHANGE_TYPE ct)
+{
+    PPEER_GRAPH_EVENT_DATA d;
+    int n = 0;
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_RECORD_CHANGED)) != NULL) {
+        if (d->recordChangeData.changeType == ct && d->recordChangeData.recordType.Data1 == T_APP.Data1) n++;
+        PeerGraphFreeData(d);
+    }
+    return n;
+}
+
+static ULONG rejected(HGRAPH h)
+{
+    PEER_DATABASE_INFO di;
+    memset(&di, 0, sizeof di);
+    di.dwSize = sizeof di;
+    assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+    return di.cRejectedRecords;
+}
+
+static void record_callbacks(const char *secret)
+{
+    rec_ctx ca, cb;
+    PEER_SECURITY_INTERFACE sa, sb;
+    HGRAPH a, b;
+    HPEEREVENT eb;
+    PEER_ADDRESS la;
+    HRESULT why;
+    GUID hello, bad, later, later2;
+    PPEER_RECORD r;
+    wchar_t dbb[32];
+    memset(&ca, 0, sizeof ca);
+    memset(&cb, 0, sizeof cb);
+    sa = rec_sec(&ca, secret);
+    sb = rec_sec(&cb, secret);
+    a = tu_create_sec(L"rec-graph", L"Alice", &sa);
+    assert_true(ca.secured[PEER_RECORD_ADDED] >= 1); /* the Graph Info record, published by Create */
+    tu_dbname(dbb, 32);
+    PeerGraphDelete(L"rec-graph", L"Bob", dbb);
+    assert_int_equal(PeerGraphOpen(L"rec-graph", L"Bob", dbb, &sb, 0, NULL, &b), PEER_S_GRAPH_DATA_CREATED);
+    eb = tu_register_all(b);
+    la = tu_listen(a);
+    hello = add_record(a, "hello");
+    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
+    wait_sync(b);
+    tu_pump(10, 5);
+    /* the record arrived with A's security data and passed B's validator */
+    assert_int_equal(PeerGraphGetRecord(b, &hello, &r), S_OK);
+    assert_int_equal(r->securityData.cbData, strlen("sig:Alice:1:1"));
+    assert_memory_equal(r->securityData.pbData, "sig:Alice:1:1", r->securityData.cbData);
+    PeerGraphFreeData(r);
+    assert_true(cb.validated[PEER_RECORD_ADDED] >= 2); /* Graph Info, hello (and A's presence) */
+    assert_int_equal(ca.freed, ca.secured[1] + ca.secured[2] + ca.secured[3]);
+    assert_int_equal(ca.reentry, E_ACCESSDENIED); /* no API calls from inside a callback */
+    assert_int_equal(cb.reentry, E_ACCESSDENIED);
+    assert_int_equal(record_events(eb, PEER_RECORD_ADDED), 1);
+
+    /* rejected: not stored, not passed on, counted */
+    bad = add_record(a, "BAD apple");
+    tu_pump(10, 5);
+    assert_int_equal(PeerGraphGetRecord(b, &bad, &r), PEER_E_RECORD_NOT_FOUND);
+    assert_true(rejected(b) >= 1);
+    assert_int_equal(tu_neighbors(b), 1); /* the link stays */
+
+    /* deferred: held back until PeerGraphValidateDeferredRecords */
+    later = add_record(a, "LATER one");
+    later2 = add_record(a, "LATER two");
+    tu_pump(10, 5);
+    assert_int_equal(PeerGraphGetRecord(b, &later, &r), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(PeerGraphValidateDeferredRecords(b, 0, NULL), S_OK); /* still deferred */
+    assert_int_equal(PeerGraphGetRecord(b, &later, &r), PEER_E_RECORD_NOT_FOUND);
+    cb.defer_ok = 1;
+    assert_int_equal(PeerGraphValidateDeferredRecords(b, 1, &later2), S_OK); /* only that one */
+    assert_int_equal(PeerGraphGetRecord(b, &later, &r), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(PeerGraphGetRecord(b, &later2, &r), S_OK);
+    PeerGraphFreeData(r);
+    assert_int_equal(PeerGraphValidateDeferredRecords(b, 0, NULL), S_OK);
+    assert_int_equal(PeerGraphGetRecord(b, &later, &r), S_OK);
+    PeerGraphFreeData(r);
+    assert_int_equal(record_events(eb, PEER_RECORD_ADDED), 2);
+    assert_int_equal(PeerGraphValidateDeferredRecords(b, 1, NULL), E_INVALIDARG);
+
+    /* a change the secure callback refuses does not happen */
+    {
+        PEER_RECORD rr;
+        GUID id;
+        FILETIME exp;
+        ULONGLONG t = 134116992000000000ULL + fake_net_now() * 10000ULL + 36000000000ULL;
+        memset(&rr, 0, sizeof rr);
+        rr.dwSize = sizeof rr;
+        rr.type = T_APP;
+        rr.data.cbData = 9;
+        rr.data.pbData = (PBYTE) "FORBIDDEN";
+        exp.dwLowDateTime = (DWORD)t;
+        exp.dwHighDateTime = (DWORD)(t >> 32);
+        assert_int_equal(PeerGraphUniversalTimeToPeerTime(a, &exp, &rr.ftExpiration), S_OK);
+        assert_int_equal(PeerGraphAddRecord(a, &rr, &id), PEER_E_NOT_AUTHORIZED);
+        assert_int_equal(record_count(a), 4);
+    }
+
+    /* update and delete are secured and validated with their change types */
+    {
+        PPEER_RECORD u;
+        assert_int_equal(PeerGraphGetRecord(a, &hello, &u), S_OK);
+        u->data.cbData = 6;
+        u->data.pbData = (PBYTE) "hello2";
+        assert_int_equal(PeerGraphUpdateRecord(a, u), S_OK);
+        PeerGraphFreeData(u);
+        assert_int_equal(ca.secured[PEER_RECORD_UPDATED], 1);
+        tu_pump(10, 5);
+        assert_int_equal(record_events(eb, PEER_RECORD_UPDATED), 1);
+        assert_int_equal(PeerGraphDeleteRecord(a, &later, FALSE), S_OK);
+        assert_int_equal(ca.secured[PEER_RECORD_DELETED], 1);
+        tu_pump(10, 5);
+        assert_int_equal(cb.validated[PEER_RECORD_DELETED], 1);
+        assert_int_equal(PeerGraphGetRecord(b, &later, &r), PEER_E_RECORD_NOT_FOUND);
+    }
+
+    /* loading: B's validator runs on its database; a rejected record is not loaded */
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    tu_pump(10, 300);
+    memset(cb.validated, 0, sizeof cb.validated);
+    cb.reject_hello = 1;
+    assert_int_equal(PeerGraphOpen(L"rec-graph", L"Bob", dbb, &sb, 0, NULL, &b), S_OK);
+    assert_true(cb.validated[PEER_RECORD_ADDED] >= 2);
+    assert_int_equal(PeerGraphGetRecord(b, &hello, &r), PEER_E_RECORD_NOT_FOUND);
+    assert_int_equal(PeerGraphGetRecord(b, &later2, &r), S_OK);
+    PeerGraphFreeData(r);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    /* deferred at load: invisible until validated */
+    cb.reject_hello = 0;
+    cb.defer_ok = 0;
+    assert_int_equal(PeerGraphOpen(L"rec-graph", L"Bob", dbb, &sb, 0, NULL, &b), S_OK);
+    assert_int_equal(PeerGraphGetRecord(b, &later2, &r), PEER_E_RECORD_NOT_FOUND);
+    cb.defer_ok = 1;
+    assert_int_equal(PeerGraphValidateDeferredRecords(b, 0, NULL), S_OK);
+    assert_int_equal(PeerGraphGetRecord(b, &later2, &r), S_OK);
+    PeerGraphFreeData(r);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    PeerGraphDelete(L"rec-graph", L"Bob", dbb);
+}
+
+static void test_record_callbacks_plain_links(void **st) { (void)st; record_callbacks(NULL); }
+static void test_record_callbacks_tls_links(void **st) { (void)st; record_callbacks("record secret"); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -868,6 +1089,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forced_want_every_operation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_ciphertext, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ten_secured_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_callbacks_plain_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_callbacks_tls_links, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

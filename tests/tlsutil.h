@@ -1,8 +1,8 @@
 /*
  * tlsutil.h - test credentials made with mbedTLS at run time: a graph CA and
  * node certificates (EC P-256, ECDSA-SHA256), PEM, with any validity period
- * and subject CN, and the security interfaces of the two providers.  Shared
- * by test_security, the TLS benchmark and the secure example's tests.
+ * and subject CN, and the security interfaces of the two providers (cmocka
+ * tests; bench/tls.c has its own copy of the certificate code, without cmocka).
  */
 #ifndef TLSUTIL_H
 #define TLSUTIL_H
