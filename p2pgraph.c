@@ -51,16 +51,41 @@
 
 /* ========================================================================= */
 /* 1. Utilities                                                              */
-/* Allocation goes through pg_alloc/pg_free so a test allocator can be put   */
-/* in later.  Wire integers are big-endian, written byte by byte.  Strings:  */
+/* Allocation goes through pg_alloc/pg_free: the C library's, or the host's  */
+/* (PeerGraphSetAllocator; tests fail the N-th allocation with it).  Wire integers are big-endian, written byte by byte.  Strings:  */
 /* the API is wchar_t (UTF-16 on Windows, UTF-32 elsewhere); the handshake   */
 /* wire is UTF-8; lengths are counted in UTF-16 units as on Windows.         */
 /* ========================================================================= */
 
-static void *pg_alloc(size_t cb) { return malloc(cb ? cb : 1); }
-static void *pg_calloc(size_t n, size_t cb) { return calloc(n ? n : 1, cb ? cb : 1); }
-static void *pg_realloc(void *p, size_t cb) { return realloc(p, cb ? cb : 1); }
-static void pg_free(void *p) { free(p); }
+static PEER_ALLOCATOR g_alloc; /* PeerGraphSetAllocator; pfnAlloc NULL = the C library */
+
+static void *pg_alloc(size_t cb)
+{
+    if (!cb) cb = 1;
+    return g_alloc.pfnAlloc ? g_alloc.pfnAlloc(g_alloc.pvContext, cb) : malloc(cb);
+}
+static void *pg_calloc(size_t n, size_t cb)
+{
+    void *p;
+    if (!n) n = 1;
+    if (!cb) cb = 1;
+    if (!g_alloc.pfnAlloc) return calloc(n, cb);
+    if (n > (size_t)-1 / cb) return NULL;
+    p = g_alloc.pfnAlloc(g_alloc.pvContext, n * cb);
+    if (p) memset(p, 0, n * cb);
+    return p;
+}
+static void *pg_realloc(void *p, size_t cb)
+{
+    if (!cb) cb = 1;
+    return g_alloc.pfnAlloc ? g_alloc.pfnRealloc(g_alloc.pvContext, p, cb) : realloc(p, cb);
+}
+static void pg_free(void *p)
+{
+    if (!p) return;
+    if (g_alloc.pfnAlloc) g_alloc.pfnFree(g_alloc.pvContext, p);
+    else free(p);
+}
 
 static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
@@ -569,6 +594,8 @@ struct pg_graph {
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
+    ULONG max_records;      /* PeerGraphSetRecordLimits */
+    ULONGLONG max_rec_bytes;
     pg_rec *deferred;       /* records the validator deferred, oldest first (via hnext) */
     ULONG n_deferred;
     size_t deferred_bytes;
@@ -4908,6 +4935,10 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
         rec_parse(old->wire, old->len, &ov);
         hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
     }
+    if ((!old && g->rec_count >= g->max_records) || g->rec_bytes - (old ? old->len : 0) + len > g->max_rec_bytes) {
+        *phr = PEER_E_DISK_FULL; /* the graph's record limits */
+        return NULL;
+    }
     /* presence records are never loaded again (3.1.4.2): not worth a write */
     hr = rec_is_volatile(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
@@ -5113,6 +5144,7 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         if (hr != S_OK) { g->rejected_records++; return cmp; }
         r = graph_store(g, rec, len, 0, &hr);
         if (r) graph_flood(g, r, c);
+        else g->rejected_records++; /* the record limits, or no memory */
         *useful = r != NULL;
     } else if (cmp < 0 && c) {
         uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
@@ -7201,8 +7233,18 @@ static void listener_accept(pg_listener *l)
         HRESULT hr = SHIM->pfnAccept(SHIM->pvContext, l->s, &s, &remote);
         if (hr != S_OK) return;
         if (pending >= PEER_MAX_PENDING_ACCEPTS) {
-            SHIM->pfnClose(SHIM->pvContext, s);
-            continue;
+            /* full of connections that have not authenticated: the oldest
+             * (lowest ID; preferably one that never sent AUTH_INFO) makes room, so
+             * silent connections cannot keep real peers out */
+            pg_conn *c2, *old = NULL;
+            for (c2 = L.conns; c2; c2 = c2->next)
+                if (!c2->dead && c2->listener == l && c2->pending_counted &&
+                    (!old || (c2->state == CS_AUTH_WAIT && old->state != CS_AUTH_WAIT) ||
+                     ((c2->state == CS_AUTH_WAIT) == (old->state == CS_AUTH_WAIT) && c2->id < old->id)))
+                    old = c2;
+            if (!old) { SHIM->pfnClose(SHIM->pvContext, s); continue; }
+            conn_abort(old, PEER_E_TIMEOUT);
+            pending = l->pending;
         }
         c = conn_new(NULL, s, 0);
         if (!c) { SHIM->pfnClose(SHIM->pvContext, s); return; }
@@ -7375,6 +7417,17 @@ static ULONGLONG next_deadline(void)
 #define REQUIRE_STARTED() do { if (!L.started) return PEER_E_NOT_INITIALIZED; \
                                   if (L.in_callback) return E_ACCESSDENIED; } while (0)
 
+HRESULT PeerGraphSetAllocator(const PEER_ALLOCATOR *pAllocator)
+{
+    if (L.started) return E_ACCESSDENIED;
+    if (!pAllocator) { memset(&g_alloc, 0, sizeof g_alloc); return S_OK; }
+    if (pAllocator->dwSize != sizeof *pAllocator || !pAllocator->pfnAlloc || !pAllocator->pfnRealloc ||
+        !pAllocator->pfnFree)
+        return E_INVALIDARG;
+    g_alloc = *pAllocator;
+    return S_OK;
+}
+
 HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim)
 {
     if (L.started) return E_ACCESSDENIED;
@@ -7391,12 +7444,15 @@ HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim)
 
 HRESULT PeerGraphSetDatabaseDirectory(PCWSTR pwzDirectory)
 {
+    /* process configuration that outlives Startup/Shutdown: the C library's
+     * heap, not PeerGraphSetAllocator's (which may change meanwhile) */
     char *d;
-    if (!pwzDirectory) { pg_free(L.db_dir); L.db_dir = NULL; return S_OK; }
+    if (!pwzDirectory) { free(L.db_dir); L.db_dir = NULL; return S_OK; }
     if (!*pwzDirectory || wcs_units16(pwzDirectory) < 0 || utf8_len(pwzDirectory) > 1024) return E_INVALIDARG;
-    d = wcs_to_utf8(pwzDirectory);
+    d = (char *)malloc(utf8_len(pwzDirectory) + 1);
     if (!d) return E_OUTOFMEMORY;
-    pg_free(L.db_dir);
+    utf8_put((uint8_t *)d, pwzDirectory);
+    free(L.db_dir);
     L.db_dir = d;
     return S_OK;
 }
@@ -7644,6 +7700,8 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->db_path = db_path_for(gid, pid, dbname);
     if (!g->graph_id || !g->peer_id || !g->db_name || !g->db_path) { graph_free(g); return NULL; }
     g->handle = new_handle(); /* known to the security callbacks while Create/Open load records */
+    g->max_records = PEER_DEFAULT_MAX_RECORDS;
+    g->max_rec_bytes = PEER_DEFAULT_MAX_RECORD_BYTES;
     g->max_record = PEER_DEFAULT_MAX_RECORD_SIZE;
     g->presence_lifetime = 300;
     g->presence_max = (ULONG)-1;
@@ -8757,6 +8815,16 @@ static int id_listed(const uint8_t *id, const GUID *ids, ULONG n)
         if (!memcmp(w, id, 16)) return 1;
     }
     return 0;
+}
+
+HRESULT PeerGraphSetRecordLimits(HGRAPH hGraph, ULONG cMaxRecords, ULONGLONG cbMaxBytes)
+{
+    pg_graph *g;
+    REQUIRE_STARTED();
+    if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
+    if (cMaxRecords) g->max_records = cMaxRecords;
+    if (cbMaxBytes) g->max_rec_bytes = cbMaxBytes;
+    return S_OK;
 }
 
 HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds)

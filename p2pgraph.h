@@ -153,6 +153,7 @@ typedef void *HPEERENUM, **PHPEERENUM;
 #ifndef PEER_E_ALREADY_EXISTS
 #define PEER_E_ALREADY_EXISTS              P2PG_HR(0x800700B7) /* HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS) */
 #define PEER_E_NOT_FOUND                   P2PG_HR(0x80070490)
+#define PEER_E_DISK_FULL                   P2PG_HR(0x80070070) /* HRESULT_FROM_WIN32(ERROR_DISK_FULL) */
 /* p2pgraph extension: PeerGraphSendData found the connection's queue full
  * (HRESULT_FROM_WIN32(WSAEWOULDBLOCK)); wait for PEER_GRAPH_EVENT_SEND_READY. */
 #define PEER_E_SEND_QUEUE_FULL             P2PG_HR(0x80072733)
@@ -561,7 +562,10 @@ typedef struct peer_tls_cert_info_tag {
 #define PEER_DATA_MSG_OVERHEAD       32u    /* queue bytes counted per SendData message beyond cbData */
 #define PEER_MAX_INCOMING_DATA       (4u * 1024u * 1024u) /* undelivered INCOMING_DATA bytes per registration before reading pauses */
 #define PEER_MAX_CONNECTIONS_PER_GRAPH 1024 /* neighbor + direct + in progress */
-#define PEER_MAX_PENDING_ACCEPTS     256    /* unauthenticated inbound per listener */
+#define PEER_MAX_PENDING_ACCEPTS     256    /* unauthenticated inbound per listener; when full, the
+                                               * oldest is closed to make room for a new one */
+#define PEER_DEFAULT_MAX_RECORDS     1000000u /* records per graph (PeerGraphSetRecordLimits) */
+#define PEER_DEFAULT_MAX_RECORD_BYTES (1024ull * 1024u * 1024u) /* bytes of records per graph */
 #define PEER_MAX_EVENTS_QUEUED       65536  /* per registration; further events are dropped and counted */
 #define PEER_MAX_REFERRALS           100
 #define PEER_REFERRALS_SENT          10
@@ -750,6 +754,30 @@ const PEER_NET_SHIM *PeerGraphGetPlatformNetShim(void);
  * E_ACCESSDENIED (the library is started: shut it down first).
  */
 HRESULT PeerGraphSetNetShim(const PEER_NET_SHIM *pShim);
+
+/*
+ * PeerGraphSetAllocator (p2pgraph extension): every allocation of the
+ * library (graphs, connections, buffers, records, event and enumeration
+ * blocks the host frees with PeerGraphFreeData) goes through these three
+ * functions instead of malloc/realloc/free: a game engine's allocator, a
+ * budget, or a test that fails the N-th allocation.  pfnRealloc(ctx, NULL, n)
+ * must allocate; a NULL return is a failure the library reports as
+ * E_OUTOFMEMORY (or, inside PeerGraphService, by closing the connection
+ * concerned).  mbedTLS allocates through its own calloc/free (Debian builds
+ * it without MBEDTLS_PLATFORM_MEMORY), and so do the shims' wait calls.
+ * Call it before the first PeerGraphStartup (or after the last Shutdown):
+ * memory from one allocator must go back to it.  NULL restores the C
+ * library's.  Returns S_OK; E_INVALIDARG (dwSize wrong or a function NULL);
+ * E_ACCESSDENIED (the library is started: shut it down first).
+ */
+typedef struct peer_allocator_tag {
+    DWORD dwSize;
+    PVOID pvContext;
+    void *(*pfnAlloc)(PVOID pvContext, size_t cb);
+    void *(*pfnRealloc)(PVOID pvContext, void *pv, size_t cb);
+    void (*pfnFree)(PVOID pvContext, void *pv);
+} PEER_ALLOCATOR;
+HRESULT PeerGraphSetAllocator(const PEER_ALLOCATOR *pAllocator);
 
 /*
  * PeerGraphSetDatabaseDirectory: where database files live (process-wide; may
@@ -1001,6 +1029,9 @@ HRESULT PeerGraphUnregisterEvent(HPEEREVENT hPeerEvent);
  * same block); PEER_S_NO_EVENT_DATA (*ppEventData NULL: the queue is empty,
  * call PeerGraphService and try later); E_INVALIDARG; E_OUTOFMEMORY (the event
  * stays queued); PEER_E_EVENT_HANDLE_NOT_FOUND; PEER_E_NOT_INITIALIZED.
+ * After events were dropped (PEER_MAX_EVENTS_QUEUED reached), the next one
+ * popped is a STATUS_CHANGED when the registration includes that type: some
+ * events were lost, re-read the state you track.
  */
 HRESULT PeerGraphGetEventData(HPEEREVENT hPeerEvent, PPEER_GRAPH_EVENT_DATA *ppEventData);
 
@@ -1165,7 +1196,10 @@ HRESULT PeerGraphEndEnumeration(HPEERENUM hPeerEnum);
  * PEER_E_INVALID_ATTRIBUTES (attribute XML not valid); PEER_E_GRAPH_NOT_READY
  * (never synchronized: wait for the SYNCHRONIZED status);
  * PEER_E_DATABASE_ACCESSDENIED (the file could not be written: nothing was
- * changed); E_OUTOFMEMORY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ * changed); PEER_E_DISK_FULL (the graph holds its record limit, see
+ * PeerGraphSetRecordLimits: delete records or raise it); an error from the
+ * security interface's pfnSecureRecord (nothing was changed);
+ * E_OUTOFMEMORY; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
  */
 HRESULT PeerGraphAddRecord(HGRAPH hGraph, PPEER_RECORD pRecord, GUID *pRecordId);
 
@@ -1229,6 +1263,18 @@ HRESULT PeerGraphSearchRecords(HGRAPH hGraph, PCWSTR pwzCriteria, HPEERENUM *phP
  * ever deferred.  S_OK; E_INVALIDARG (cRecordIds > 0 with NULL);
  * PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED. */
 HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds);
+
+/*
+ * PeerGraphSetRecordLimits (p2pgraph extension): the most records, and the
+ * most bytes of records (their wire form, deletion marks included), the
+ * graph holds; 0 keeps the current value.  Defaults PEER_DEFAULT_MAX_RECORDS
+ * and PEER_DEFAULT_MAX_RECORD_BYTES.  A new record beyond either limit is
+ * refused: from the network it is dropped (counted in cRejectedRecords, the
+ * link stays); PeerGraphAddRecord / UpdateRecord return PEER_E_DISK_FULL.
+ * Records already held are kept when a limit is lowered.  Per graph, not
+ * persisted.  S_OK; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED.
+ */
+HRESULT PeerGraphSetRecordLimits(HGRAPH hGraph, ULONG cMaxRecords, ULONGLONG cbMaxBytes);
 
 /* Peer time = UTC - the graph's peer time delta (learned from neighbors).
  * S_OK; E_INVALIDARG; PEER_E_INVALID_GRAPH; PEER_E_NOT_INITIALIZED. */
