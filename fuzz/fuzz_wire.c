@@ -5,7 +5,11 @@
  * p2pgraph extensions BATCH 0x80 and DEPARTED 0x81).
  *
  * Two graphs listen: "G" (compat profile) and "F" (fast profile: keepalive,
- * dead links, DEPARTED).  Each holds two application records with
+ * dead links, DEPARTED).  A third, "S", secured with the TLS-PSK provider,
+ * shares G's port: an AUTH_INFO naming it (with or without bit 0x40) in a
+ * payload of handshake mode 0 sends what follows into the TLS layer
+ * (PROTOCOL.md 6; the fuzzer cannot know the key, so this exercises the
+ * switch to TLS, the refusals and the TLS failure paths).  Each holds two application records with
  * attributes.  Per input, in the responder role a raw peer connects to the
  * graph; in the initiator role the graph connects to a raw listener (the
  * decoders of WELCOME, REFUSE, sync answers, ADVERTISE...).  The harness
@@ -53,7 +57,7 @@ void fuzz_teardown(void);
 
 static int fw_ready, fw_dirty;
 static unsigned fw_runs;
-static HGRAPH fw_g[2];
+static HGRAPH fw_g[2], fw_s;
 static HPEEREVENT fw_e[2];
 static SOCKADDR_IN6 fw_addr[2];
 static PEER_SOCKET fw_raw_l; /* the raw listener the graphs connect to (initiator role) */
@@ -82,6 +86,23 @@ static void fw_restart(void)
         fz_add_record(fw_g[i], 2, "second", fz_attrs2, 30);
         fw_addr[i] = fz_listen(fw_g[i]);
     }
+    {   /* the secured graph on G's port */
+        PEER_GRAPH_PROPERTIES p;
+        PEER_SECURITY_INTERFACE sec;
+        memset(&p, 0, sizeof p);
+        p.dwSize = sizeof p;
+        p.pwzGraphId = (PWSTR)L"S";
+        p.pwzCreatorId = (PWSTR)L"Bob";
+        memset(&sec, 0, sizeof sec);
+        sec.dwSize = sizeof sec;
+        sec.pwzPackageName = (PWSTR)PEER_SECURITY_PACKAGE_PSK;
+        sec.cbSecurityInfo = 6;
+        sec.pbSecurityInfo = (PBYTE) "secret";
+        fz_wname(name, 64, "fuzzwire2");
+        PeerGraphDelete(L"S", L"Bob", name);
+        FZ_CHECK(PeerGraphCreate(&p, name, &sec, &fw_s) == S_OK);
+        FZ_CHECK(PeerGraphListen(fw_s, PEER_GRAPH_SCOPE_ANY, 0, fake_net_port(&fw_addr[0])) == S_OK);
+    }
     fz_pump(2, 1);
     fz_pump(40, 5000); /* until the signature and contact records are there (contact timer: 10-180 s) */
     for (i = 0; i < 2; i++) {
@@ -100,6 +121,7 @@ void fuzz_teardown(void)
     if (!fw_ready) return;
     fz_close_delete(fw_g[0], L"G", L"Bob", fz_wname(name, 64, "fuzzwire0"));
     fz_close_delete(fw_g[1], L"F", L"Bob", fz_wname(name, 64, "fuzzwire1"));
+    fz_close_delete(fw_s, L"S", L"Bob", fz_wname(name, 64, "fuzzwire2"));
     fz_pump(2, PEER_LINGER_MS + 1);
     fz_lib_stop();
     fw_ready = 0;
