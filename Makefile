@@ -14,8 +14,8 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LIB_SRCS = p2pgraph.c net_posix.c
 HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
-TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer test_fuzz_replay test_security test_tls_interop test_alloc test_limits
-EXAMPLES = two_nodes poll_host epoll_host demo
+TEST_PROGS = test_fake_net test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer test_fuzz_replay test_security test_tls_interop test_alloc test_limits test_ecdsa_records
+EXAMPLES = two_nodes poll_host epoll_host demo secure_graph
 BENCHES  = connect sync flood store data scale multihost tls
 
 TEST_BINS = $(addprefix build/,$(TEST_PROGS))
