@@ -172,50 +172,6 @@ static long long heap_now(void)
 #endif
 }
 
-static void write_all(int fd, const void *pv, size_t n)
-{
-    const char *p = (const char *)pv;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return;
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-/* Reads exactly n bytes within ms milliseconds; 0 ok, -1 EOF/error/timeout. */
-static int read_full_ms(int fd, void *pv, size_t n, int ms)
-{
-    char *p = (char *)pv;
-    long long end = now_ns() + (long long)ms * 1000000LL;
-    while (n > 0) {
-        struct pollfd pf;
-        long long left = (end - now_ns()) / 1000000LL;
-        ssize_t k;
-        if (left <= 0) return -1;
-        pf.fd = fd;
-        pf.events = POLLIN;
-        pf.revents = 0;
-        if (poll(&pf, 1, (int)left) <= 0) continue;
-        k = read(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* 1 when the control pipe has a byte or EOF (waiting at most ms). */
-static int ctl_ready(int fd, int ms)
-{
-    struct pollfd pf;
-    pf.fd = fd;
-    pf.events = POLLIN;
-    pf.revents = 0;
-    return poll(&pf, 1, ms) > 0;
-}
 
 static void rusage_now(long long *cpu, long long *flt)
 {
