@@ -1198,29 +1198,6 @@ static void child_fail(const tp_params *p, tp_result *r, const char *fmt, ...)
     _exit(1);
 }
 
-static void msg_stamp(uint8_t *b, size_t n, uint64_t seq)
-{
-    uint64_t x = ~seq;
-    memcpy(b, &seq, 8);
-    memcpy(b + n - 8, &x, 8);
-}
-
-static uint64_t msg_seq(const uint8_t *b)
-{
-    uint64_t s;
-    memcpy(&s, b, 8);
-    return s;
-}
-
-/* Order-sensitive checksum step over the first, middle and last words. */
-static uint64_t msg_sum(uint64_t acc, const uint8_t *b, size_t n)
-{
-    uint64_t a, m, z;
-    memcpy(&a, b, 8);
-    memcpy(&m, b + n / 2, 8);
-    memcpy(&z, b + n - 8, 8);
-    return (acc ^ (a * 0x9E3779B97F4A7C15ULL + (z ^ (m << 7)) + n)) * 0x100000001B3ULL;
-}
 
 static void msg_check(tp_result *r, const uint8_t *b, size_t n)
 {
