@@ -502,6 +502,8 @@ typedef struct pg_conn {
     size_t in_cap;          /* bytes allocated for in_ev */
     struct pg_conn *dnext;  /* L.dirty list */
     int dirty;
+    struct pg_conn *inext;  /* L.itouch list: its poll interest may have changed */
+    int itouched;
     ULONGLONG last_rx, last_tx; /* fast profile: keepalive and silence */
     ULONGLONG connected_at;  /* when it became CONNECTED */
     pg_tls *tls;             /* secured graph: the TLS layer (section 8c) */
@@ -634,6 +636,7 @@ static struct {
     int sweep_needed;
     ULONGLONG min_deadline; /* no timer of any connection or graph is due before this */
     struct pg_conn *dirty;  /* connections given output since the last flush (via dnext) */
+    struct pg_conn *itouch; /* connections whose poll interest may have changed (via inext) */
     int tls_nbio;           /* P2PGRAPH_TLS_NBIO: forced WANT_READ/WANT_WRITE (tests) */
     int in_callback;        /* inside a security callback: the API refuses calls */
 } L;
@@ -2955,9 +2958,12 @@ static size_t conn_msg_limit(const pg_conn *c)
 
 /* Moves c to graph g's list (NULL: to no graph).  Unlinking keeps c->gnext,
  * so a loop over a graph's list may unlink the current connection. */
+static void conn_touch(pg_conn *c);
+
 static void conn_set_graph(pg_conn *c, pg_graph *g)
 {
     if (c->graph == g) return;
+    conn_touch(c); /* reading may pause with the graph (rx_paused) */
     if (c->graph) {
         if (c->gprev) c->gprev->gnext = c->gnext;
         else c->graph->conns = c->gnext;
@@ -3029,6 +3035,11 @@ static void sweep(void)
 {
     pg_conn **pp = &L.conns;
     if (!L.sweep_needed) return;
+    for (pp = &L.itouch; *pp;) { /* the dead leave the touched list first */
+        if ((*pp)->dead) { (*pp)->itouched = 0; *pp = (*pp)->inext; }
+        else pp = &(*pp)->inext;
+    }
+    pp = &L.conns;
     while (*pp) {
         pg_conn *c = *pp;
         if (c->dead) { *pp = c->next; conn_set_graph(c, NULL); conn_free(c); }
@@ -3110,8 +3121,19 @@ static void conn_check_pump(const pg_conn *c)
     if (!c->dead && c->out_end && buf_used(&c->tx) < sync_watermark(c)) wake_at(L.now);
 }
 
+/* Its poll interest may have changed: announce_interest looks at it (only the
+ * connections touched since the last call, not every connection). */
+static void conn_touch(pg_conn *c)
+{
+    if (c->itouched) return;
+    c->itouched = 1;
+    c->inext = L.itouch;
+    L.itouch = c;
+}
+
 static void conn_mark_dirty(pg_conn *c)
 {
+    conn_touch(c);
     if (c->dirty) return;
     c->dirty = 1;
     c->dnext = L.dirty;
@@ -3125,6 +3147,7 @@ static void conn_mark_dirty(pg_conn *c)
 static void conn_try_send(pg_conn *c)
 {
     int units = 0;
+    conn_touch(c);
     if (c->tls && tls_flush(c) < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
     while (!c->dead) {
         const uint8_t *p;
@@ -3232,11 +3255,12 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     c->kind = OBJ_CONN;
     c->id = ++L.next_conn_id;
     c->app_epoch = L.epoch - 1;
-    wake_at(L.now); /* its first timer check (deadline 0 until set) */
-    conn_set_graph(c, g);
     c->s = s;
     c->outbound = outbound;
     if (s != PEER_INVALID_SOCKET && !sock_put(s, c)) { pg_free(c); return NULL; }
+    wake_at(L.now); /* its first timer check (deadline 0 until set) */
+    conn_set_graph(c, g); /* touches it */
+    conn_touch(c);
     c->next = L.conns;
     L.conns = c;
     return c;
@@ -3548,11 +3572,14 @@ static void graph_update_rx_pause(pg_graph *g)
     for (r = g->regs; r && !paused; r = r->gnext)
         paused = r->data_bytes > PEER_MAX_INCOMING_DATA ||
                  (r->data_bytes && r->count >= PEER_MAX_EVENTS_QUEUED / 2);
-    if (g->rx_paused && !paused) {
-        /* TLS links may hold input the socket will not report again */
+    if (g->rx_paused != paused) {
+        /* reading stops or resumes: every link's poll interest changes, and
+         * TLS links may hold input the socket will not report again */
         pg_conn *c;
-        for (c = g->conns; c; c = c->gnext)
-            if (c->tls && !c->dead) { c->poke = 1; wake_at(L.now); }
+        for (c = g->conns; c; c = c->gnext) {
+            conn_touch(c);
+            if (!paused && c->tls && !c->dead) { c->poke = 1; wake_at(L.now); }
+        }
     }
     g->rx_paused = paused;
 }
@@ -6284,6 +6311,7 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
         conn_set_deadline(c, L.now);
     } else {
         c->s = s;
+        conn_touch(c);
         if (!sock_put(s, c)) {
             SHIM->pfnClose(SHIM->pvContext, s);
             c->s = PEER_INVALID_SOCKET;
@@ -7266,6 +7294,7 @@ static void listener_accept(pg_listener *l)
 
 static void conn_on_timer(pg_conn *c)
 {
+    conn_touch(c);
     switch (c->state) {
     case CS_TCP_CONNECTING:
         if (c->s == PEER_INVALID_SOCKET) { conn_abort(c, c->close_reason); return; }
@@ -7304,6 +7333,7 @@ static void conn_on_timer(pg_conn *c)
 static void conn_service(pg_conn *c, DWORD ev, int drain)
 {
     if (c->dead) return;
+    conn_touch(c);
     if (c->state == CS_TCP_CONNECTING) {
         if (c->s != PEER_INVALID_SOCKET && (ev & (PEER_POLL_WRITE | PEER_POLL_ERROR | PEER_POLL_READ)))
             conn_on_connect_result(c);
@@ -7320,15 +7350,19 @@ static void announce_interest(void)
 {
     pg_listener *l;
     pg_conn *c;
-    if (!L.poll_cb) return;
-    for (l = L.listeners; l; l = l->next)
-        if (l->announced != PEER_POLL_READ) { l->announced = PEER_POLL_READ; L.poll_cb(L.poll_ctx, l->s, PEER_POLL_READ); }
-    for (c = L.conns; c; c = c->next) {
-        DWORD want = conn_interest(c);
-        if (c->dead || c->s == PEER_INVALID_SOCKET || want == c->announced) continue;
+    while ((c = L.itouch) != NULL) { /* the touched connections only */
+        DWORD want;
+        L.itouch = c->inext;
+        c->itouched = 0;
+        if (!L.poll_cb || c->dead || c->s == PEER_INVALID_SOCKET) continue;
+        want = conn_interest(c);
+        if (want == c->announced) continue;
         c->announced = want;
         L.poll_cb(L.poll_ctx, c->s, want);
     }
+    if (!L.poll_cb) return;
+    for (l = L.listeners; l; l = l->next)
+        if (l->announced != PEER_POLL_READ) { l->announced = PEER_POLL_READ; L.poll_cb(L.poll_ctx, l->s, PEER_POLL_READ); }
 }
 
 static void flush_dirty(void);
@@ -7379,6 +7413,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         if (c->dead) continue;
         if (c->poke) {
             c->poke = 0;
+            conn_touch(c);
             if (c->state == CS_TCP_CONNECTING && c->s != PEER_INVALID_SOCKET) conn_on_connect_result(c);
             else tls_resume(c); /* input left inside TLS while the host was behind */
         }
@@ -7601,7 +7636,8 @@ HRESULT PeerGraphGetPollFds(PEER_POLL_FD *pFds, ULONG cMax, ULONG *pcFds, ULONGL
     pg_listener *l;
     pg_conn *c;
     REQUIRE_STARTED();
-    if (!pcFds || !pullDeadline || (!pFds && cMax)) return E_INVALIDARG;
+    if (!pullDeadline || (!pFds && cMax) || (!pcFds && pFds)) return E_INVALIDARG;
+    if (!pcFds) { *pullDeadline = next_deadline(); return S_OK; } /* the deadline only: O(1) */
     for (l = L.listeners; l; l = l->next) {
         if (n < cMax) { pFds[n].s = l->s; pFds[n].dwEvents = PEER_POLL_READ; }
         n++;
@@ -7668,7 +7704,7 @@ HRESULT PeerGraphSetPollCallback(void (*pfn)(PVOID pvContext, PEER_SOCKET s, DWO
     REQUIRE_STARTED();
     /* a new callback starts from nothing announced */
     for (l = L.listeners; l; l = l->next) l->announced = 0;
-    for (c = L.conns; c; c = c->next) c->announced = 0;
+    for (c = L.conns; c; c = c->next) { c->announced = 0; if (!c->dead) conn_touch(c); }
     L.poll_cb = pfn;
     L.poll_ctx = pvContext;
     announce_interest();
@@ -8237,6 +8273,7 @@ HRESULT PeerGraphSendData(HGRAPH hGraph, ULONGLONG ullConnectionId, const GUID *
     /* The first message after a service goes out at once (latency); more in
      * the same round wait for the next service and share its writes.  A big
      * one with nothing queued before it is written from pvData directly. */
+    conn_touch(c); /* queued data wants the socket writable */
     if (c->app_epoch != L.epoch && app_send_direct(c, pType, (const uint8_t *)pvData, cbData)) {
         c->app_epoch = L.epoch;
         finish_call();

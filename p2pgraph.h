@@ -627,8 +627,10 @@ typedef struct peer_poll_fd_tag {
  * (the first cMax are filled, and *pcFds and *pullDeadline are set all the
  * same, so a poll-callback host may call it with cMax 0 just for the
  * deadline; otherwise call again with a larger array); E_INVALIDARG
- * (pcFds or pullDeadline NULL, or pFds NULL with cMax > 0);
- * PEER_E_NOT_INITIALIZED.
+ * (pullDeadline NULL, pFds NULL with cMax > 0, or pcFds NULL with pFds);
+ * PEER_E_NOT_INITIALIZED.  With pFds and pcFds both NULL (cMax 0) it only
+ * reads the deadline, in constant time, and returns S_OK: what an epoll /
+ * poll-callback host calls before every wait.
  */
 HRESULT PeerGraphGetPollFds(PEER_POLL_FD *pFds, ULONG cMax, ULONG *pcFds, ULONGLONG *pullDeadline);
 

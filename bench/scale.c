@@ -1,6 +1,6 @@
 /*
  * bench/scale.c - N nodes (default 1000) of one graph in one process, one
- * thread, one poll() loop, over real IPv4 loopback sockets: every node
+ * thread, one host loop, over real IPv4 loopback sockets: every node
  * listens on an address of its own (127.<net>.x.y, PeerGraphListenAddress)
  * and its links leave from it, so a set of nodes can be killed at once as a
  * crash would (see bench/scale_harness.h).  Figures for issue 6's scenarios,
@@ -16,10 +16,26 @@
  *
  * Usage: bench_scale [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S]
  *                    [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR] [--no-compat]
+ *                    [--poll | --epoll]
  * (run from the repository root; databases in build/tmp-bench-scale unless
  * -d, deleted at the end).  --quick: N = 100 and short phases (a smoke run).
  * SCALE_DEBUG=1 in the environment: after each S6, what the survivors left
  * below 2 neighbors see.
+ *
+ * The host loop (the "driver" line of the output says which ran):
+ *   --epoll (the default; Linux): an epoll set kept by the library's poll
+ *           callback (PeerGraphSetPollCallback); each step asks
+ *           PeerGraphGetPollFds(NULL, 0, NULL, ...) for the deadline only, then
+ *           epoll_wait (level-triggered) and PeerGraphService.
+ *   --poll: each step rebuilds the whole set with PeerGraphGetPollFds and
+ *           poll()s it (the only loop off Linux).
+ * Both leave the killed nodes' sockets (zombies) out of every wait.  The
+ * phases report wall time in PeerGraphService, in the wait (epoll_wait or
+ * poll), in GetPollFds, and loop steps per second; for epoll also the
+ * epoll_ctl calls the callback made (inside library calls, so inside the
+ * Service figure).  SCALE_EPOLL_CHECK=1: the epoll set is compared with a full
+ * PeerGraphGetPollFds at every step (slow; mismatches are counted and the
+ * first ones printed).
  *
  * Four graphs are built one after another, each in its own address block:
  * fast A (S12, S9, S8, S6 50%), fast B (S6 80%), compat C (S12, S6 50%),
@@ -42,6 +58,9 @@ int main(void)
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <sys/time.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 #if defined(__GLIBC__)
 #include <malloc.h>
 #if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)
@@ -65,7 +84,7 @@ static const GUID REC_TYPE = {0x5ca1e000, 0xbe7c, 0x4a11, {0x90, 0x1d, 0xb3, 0x2
 /* ------------------------------------------------------------------------- */
 
 typedef struct opts {
-    int n, trials, records, idle_s, cap_s, compat, check_ms, parallel;
+    int n, trials, records, idle_s, cap_s, compat, check_ms, parallel, poll_driver;
     unsigned long long seed;
     const char *dbdir;
     int quick;
@@ -74,20 +93,66 @@ typedef struct opts {
 static opts O;
 
 /* ------------------------------------------------------------------------- */
-/* the real driver: GetPollFds + poll() + Service, zombies left out          */
+/* the real drivers                                                          */
 /* ------------------------------------------------------------------------- */
 
+/*
+ * Two host loops over the same library, chosen on the command line:
+ *
+ *  epoll (the default on Linux): PeerGraphSetPollCallback keeps an epoll set
+ *    equal to what the library wants (ep_on_poll: called only when a socket's
+ *    wanted events change, and with 0 just before the library closes it).  A
+ *    step is PeerGraphGetPollFds(NULL, 0, NULL, ...) for the deadline only
+ *    (E_NOT_SUFFICIENT_BUFFER is expected; the deadline is set all the same),
+ *    epoll_wait (level-triggered), PeerGraphService.
+ *  poll (--poll): PeerGraphGetPollFds of every socket, poll(), Service: the
+ *    set is rebuilt and polled whole at every step.
+ *
+ * Zombies (scale_net_is_zombie: the sockets of killed nodes, /dev/null under
+ * their numbers) are never waited on.  The poll driver filters them out of
+ * each step's set.  The epoll driver takes them out of the set at the kill
+ * (real_kill_socket, before the dup2: the library is not told of the kill and
+ * calls the callback again only if its interest in the number changes, or
+ * with 0 before it closes it) and ignores whatever the callback says about
+ * them afterwards; the library's 0 before it closes a zombie is then a no-op
+ * here, and the number, once closed, can come back as a new socket that the
+ * callback adds.  SCALE_EPOLL_CHECK=1 in the environment compares the epoll
+ * set with a full PeerGraphGetPollFds at every step (slow; for checking only).
+ */
+enum { DRV_EPOLL, DRV_POLL };
+
 typedef struct real_drv {
+    int kind;                  /* DRV_EPOLL or DRV_POLL */
+    /* poll(): the set rebuilt at every step (and the epoll check's scratch) */
     PEER_POLL_FD *want, *ready;
     struct pollfd *pf;
     ULONG cap;
-    long long gpf_ns, poll_ns, svc_ns; /* sums, reset by the phases */
+#ifdef __linux__
+    /* epoll: the set kept by the poll callback */
+    int epfd;
+    struct epoll_event *evs;
+    PEER_POLL_FD *eready;
+    int evcap;
+#endif
+    unsigned char *announced;  /* per fd number: the PEER_POLL_* set the library last announced (zombies too) */
+    unsigned char *inset;      /* per fd number: 1 if in the epoll set */
+    size_t fdcap;
+    long watched;              /* fds in the epoll set */
+    int check;                 /* SCALE_EPOLL_CHECK */
+    unsigned long long check_steps, check_bad, ctl_errors, zombie_ready;
+    /* accounting, reset by the phases */
+    long long gpf_ns, wait_ns, svc_ns; /* GetPollFds (poll: with the set built; epoll: deadline only), the wait, Service */
+    long long cb_ns;           /* in the poll callback (inside library calls, mostly PeerGraphService) */
+    unsigned long long cb_calls, ctl_calls; /* poll callbacks; epoll_ctl calls (the callback's and the kills') */
     long steps;
     double svc_max_ms;
-    ULONG last_fds;
+    ULONG last_fds;            /* poll: fds polled at the last step; epoll: fds in the set */
 } real_drv;
 
 static real_drv RD;
+
+static const char *drv_name(void) { return RD.kind == DRV_EPOLL ? "epoll" : "poll"; }
+static const char *wait_name(void) { return RD.kind == DRV_EPOLL ? "epoll_wait()" : "poll()"; }
 
 static void real_grow(real_drv *d, ULONG cap)
 {
@@ -144,27 +209,198 @@ static void real_step(void *ctx, int maxWaitMs)
     ms = (double)(td - tc) / 1e6;
     if (ms > d->svc_max_ms) d->svc_max_ms = ms;
     d->gpf_ns += tb - ta;
-    d->poll_ns += tc - tb;
+    d->wait_ns += tc - tb;
     d->svc_ns += td - tc;
     d->steps++;
 }
+
+#ifdef __linux__
+/* Room in the per-fd tables for fd s. */
+static void ep_fit(real_drv *d, PEER_SOCKET s)
+{
+    size_t nc = d->fdcap ? d->fdcap : 1024;
+    if ((size_t)s < d->fdcap) return;
+    while (nc <= (size_t)s) nc *= 2;
+    d->announced = (unsigned char *)realloc(d->announced, nc);
+    d->inset = (unsigned char *)realloc(d->inset, nc);
+    if (!d->announced || !d->inset) { fprintf(stderr, BENCH_NAME ": out of memory\n"); exit(2); }
+    memset(d->announced + d->fdcap, 0, nc - d->fdcap);
+    memset(d->inset + d->fdcap, 0, nc - d->fdcap);
+    d->fdcap = nc;
+}
+
+static int ep_ctl(real_drv *d, int op, PEER_SOCKET s, DWORD ev)
+{
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    /* level-triggered (no EPOLLET); EPOLLERR and EPOLLHUP are always reported */
+    e.events = ((ev & PEER_POLL_READ) ? EPOLLIN : 0u) | ((ev & PEER_POLL_WRITE) ? EPOLLOUT : 0u);
+    e.data.fd = s;
+    d->ctl_calls++;
+    return epoll_ctl(d->epfd, op, s, &e);
+}
+
+static void ep_error(real_drv *d, const char *what, PEER_SOCKET s, DWORD ev, int err)
+{
+    if (d->ctl_errors++ < 10)
+        fprintf(stderr, BENCH_NAME ": epoll_ctl %s fd %d (events 0x%lx): %s\n", what, (int)s, (unsigned long)ev, strerror(err));
+}
+
+/* Takes fd s out of the epoll set (if there). */
+static void ep_unwatch(real_drv *d, PEER_SOCKET s)
+{
+    if (s < 0 || (size_t)s >= d->fdcap || !d->inset[s]) return;
+    if (ep_ctl(d, EPOLL_CTL_DEL, s, 0) < 0) ep_error(d, "DEL", s, 0, errno);
+    d->inset[s] = 0;
+    d->watched--;
+}
+
+/* What the library announced for fd s, into the epoll set. */
+static void ep_apply(real_drv *d, PEER_SOCKET s, DWORD ev)
+{
+    if (s < 0) return;
+    ep_fit(d, s);
+    d->announced[s] = (unsigned char)ev;
+    if (!ev || scale_net_is_zombie(s)) { /* not wanted, about to be closed, or a killed node's */
+        ep_unwatch(d, s);
+        return;
+    }
+    if (d->inset[s]) {
+        if (ep_ctl(d, EPOLL_CTL_MOD, s, ev) == 0) return;
+        /* ENOENT: the kernel dropped it, i.e. the number was closed without
+         * the callback's 0 and now names another socket */
+        ep_error(d, "MOD", s, ev, errno);
+        d->inset[s] = 0;
+        d->watched--;
+    }
+    if (ep_ctl(d, EPOLL_CTL_ADD, s, ev) == 0) {
+        d->inset[s] = 1;
+        d->watched++;
+        return;
+    }
+    {
+        int err = errno;
+        ep_error(d, "ADD", s, ev, err);
+        if (err == EEXIST && ep_ctl(d, EPOLL_CTL_MOD, s, ev) == 0) { d->inset[s] = 1; d->watched++; }
+    }
+}
+
+/* The poll callback (inside library calls; it must not call the library). */
+static void ep_on_poll(PVOID ctx, PEER_SOCKET s, DWORD ev)
+{
+    real_drv *d = (real_drv *)ctx;
+    long long t = now_ns();
+    ep_apply(d, s, ev);
+    d->cb_calls++;
+    d->cb_ns += now_ns() - t;
+}
+
+/* SCALE_EPOLL_CHECK: the epoll set against a full PeerGraphGetPollFds. */
+static void ep_check(real_drv *d)
+{
+    ULONG n = 0, i, live = 0;
+    ULONGLONG dl;
+    HRESULT hr;
+    int bad = 0;
+    if (!d->cap) real_grow(d, 4096);
+    for (;;) {
+        hr = PeerGraphGetPollFds(d->want, d->cap, &n, &dl);
+        if (hr != E_NOT_SUFFICIENT_BUFFER) break;
+        real_grow(d, n + 1024);
+    }
+    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", hr);
+    for (i = 0; i < n; i++) {
+        PEER_SOCKET s = d->want[i].s;
+        if (scale_net_is_zombie(s)) continue;
+        live++;
+        if (s < 0 || (size_t)s >= d->fdcap || !d->inset[s] || d->announced[s] != d->want[i].dwEvents) {
+            if (d->check_bad + (unsigned long long)bad < 10)
+                fprintf(stderr, BENCH_NAME ": epoll check: fd %d wanted 0x%lx, announced 0x%x, %s the set\n", (int)s,
+                        (unsigned long)d->want[i].dwEvents, s >= 0 && (size_t)s < d->fdcap ? d->announced[s] : 0,
+                        s >= 0 && (size_t)s < d->fdcap && d->inset[s] ? "in" : "not in");
+            bad++;
+        }
+    }
+    if ((long)live != d->watched) {
+        if (d->check_bad + (unsigned long long)bad < 10)
+            fprintf(stderr, BENCH_NAME ": epoll check: %lu sockets wanted (zombies left out), %ld in the epoll set\n",
+                    (unsigned long)live, d->watched);
+        bad++;
+    }
+    d->check_steps++;
+    d->check_bad += (unsigned long long)bad;
+}
+
+static void ep_step(void *ctx, int maxWaitMs)
+{
+    real_drv *d = (real_drv *)ctx;
+    long long ta, tb, tc, td;
+    ULONG nr = 0;
+    ULONGLONG dl = PEER_NO_DEADLINE, t;
+    int timeout, r, i;
+    double ms;
+    HRESULT hr;
+    if (d->check) ep_check(d); /* not timed */
+    if (!d->evcap || d->watched > d->evcap) { /* room for every socket in the set to be ready at once */
+        d->evcap = (int)d->watched + 1024;
+        free(d->evs); free(d->eready);
+        d->evs = (struct epoll_event *)xcalloc((size_t)d->evcap, sizeof *d->evs);
+        d->eready = (PEER_POLL_FD *)xcalloc((size_t)d->evcap, sizeof *d->eready);
+    }
+    ta = now_ns();
+    /* the deadline only: the sockets are in the epoll set already */
+    hr = PeerGraphGetPollFds(NULL, 0, NULL, &dl); /* O(1): no count */
+    if (FAILED(hr)) die_hr("PeerGraphGetPollFds", hr);
+    tb = now_ns();
+    t = now_ms();
+    timeout = dl == PEER_NO_DEADLINE ? maxWaitMs : dl <= t ? 0 : (int)(dl - t < (ULONGLONG)maxWaitMs ? dl - t : (ULONGLONG)maxWaitMs);
+    r = epoll_wait(d->epfd, d->evs, d->evcap, timeout);
+    if (r < 0 && errno != EINTR) { perror(BENCH_NAME ": epoll_wait"); exit(2); }
+    tc = now_ns();
+    for (i = 0; i < r; i++) {
+        uint32_t re = d->evs[i].events;
+        PEER_SOCKET s = d->evs[i].data.fd;
+        if (scale_net_is_zombie(s)) { d->zombie_ready++; continue; } /* never: a zombie leaves the set at the kill */
+        d->eready[nr].s = s;
+        d->eready[nr].dwEvents = ((re & (EPOLLIN | EPOLLHUP)) ? PEER_POLL_READ : 0) | ((re & EPOLLOUT) ? PEER_POLL_WRITE : 0) |
+                                 ((re & EPOLLERR) ? PEER_POLL_ERROR : 0);
+        nr++;
+    }
+    hr = PeerGraphService(d->eready, nr, now_ms());
+    td = now_ns();
+    if (FAILED(hr)) die_hr("PeerGraphService", hr);
+    ms = (double)(td - tc) / 1e6;
+    if (ms > d->svc_max_ms) d->svc_max_ms = ms;
+    d->gpf_ns += tb - ta;
+    d->wait_ns += tc - tb;
+    d->svc_ns += td - tc;
+    d->steps++;
+    d->last_fds = (ULONG)d->watched;
+}
+#endif /* __linux__ */
 
 static long long real_now_us(void *ctx) { (void)ctx; return now_ns() / 1000; }
 
 static void real_reset_counters(void)
 {
-    RD.gpf_ns = RD.poll_ns = RD.svc_ns = 0;
+    RD.gpf_ns = RD.wait_ns = RD.svc_ns = RD.cb_ns = 0;
+    RD.ctl_calls = RD.cb_calls = 0;
     RD.steps = 0;
     RD.svc_max_ms = 0;
 }
 
 /* Killing a real socket: /dev/null over its fd.  The kernel closes the socket
  * (peers see FIN, or RST with unread data, exactly as when a process dies)
- * and the number stays taken until the library closes it. */
+ * and the number stays taken until the library closes it.  The epoll driver
+ * takes it out of its set first: nothing else would (the library does not
+ * know of the kill). */
 static int g_devnull = -1;
 static void real_kill_socket(void *ctx, PEER_SOCKET s)
 {
     (void)ctx;
+#ifdef __linux__
+    if (RD.kind == DRV_EPOLL) ep_unwatch(&RD, s);
+#endif
     if (dup2(g_devnull, s) < 0) { perror(BENCH_NAME ": dup2"); exit(2); }
 }
 static void real_close_zombie(void *ctx, PEER_SOCKET s, int fresh) { (void)ctx; (void)fresh; close(s); }
@@ -320,8 +556,9 @@ static const char *type_name(unsigned t)
 
 typedef struct idle_res {
     unsigned long long msgs[256], bytes[256];
-    double secs, bytes_per_node_s, sends_per_node_s, cpu_pct, svc_pct, poll_pct, gpf_pct, steps_per_s;
+    double secs, bytes_per_node_s, sends_per_node_s, cpu_pct, svc_pct, wait_pct, gpf_pct, steps_per_s;
     double cpu_us_per_node_s;
+    double cb_pct, cb_per_s, ctl_per_s; /* epoll: time in the poll callback (within library calls), its calls, epoll_ctl calls */
     ULONG fds;
     int ran;
 } idle_res;
@@ -348,7 +585,10 @@ static void s12_idle(scale_graph *g, int secs, idle_res *r)
     r->cpu_pct = 100.0 * (c1 - c0) / r->secs;
     r->cpu_us_per_node_s = 1e6 * (c1 - c0) / r->secs / live;
     r->svc_pct = 100.0 * (double)RD.svc_ns / 1e9 / r->secs;
-    r->poll_pct = 100.0 * (double)RD.poll_ns / 1e9 / r->secs;
+    r->wait_pct = 100.0 * (double)RD.wait_ns / 1e9 / r->secs;
+    r->cb_pct = 100.0 * (double)RD.cb_ns / 1e9 / r->secs;
+    r->ctl_per_s = (double)RD.ctl_calls / r->secs;
+    r->cb_per_s = (double)RD.cb_calls / r->secs;
     r->gpf_pct = 100.0 * (double)RD.gpf_ns / 1e9 / r->secs;
     r->steps_per_s = RD.steps / r->secs;
     r->fds = RD.last_fds;
@@ -365,8 +605,15 @@ static void print_idle(const char *prof, const idle_res *r)
            "(%.1f us per node per second = %.2fx RTT)\n",
            prof, r->secs, r->bytes_per_node_s, r->sends_per_node_s, r->cpu_pct, r->cpu_us_per_node_s,
            r->cpu_us_per_node_s / 1000.0 / g_rtt_ms);
-    printf("         wall time in PeerGraphService %.2f%%, in poll() %.2f%% (%lu fds), in GetPollFds %.2f%%; %.0f loop steps/s\n",
-           r->svc_pct, r->poll_pct, (unsigned long)r->fds, r->gpf_pct, r->steps_per_s);
+    if (RD.kind == DRV_EPOLL)
+        printf("         wall time in PeerGraphService %.2f%% (in the poll callback %.2f%%: %.0f calls/s, %.0f epoll_ctl/s),"
+               " in epoll_wait() %.2f%% (%lu fds in the set), in GetPollFds (deadline only) %.2f%%; %.0f loop steps/s\n",
+               r->svc_pct, r->cb_pct, r->cb_per_s, r->ctl_per_s, r->wait_pct, (unsigned long)r->fds, r->gpf_pct,
+               r->steps_per_s);
+    else
+        printf("         wall time in PeerGraphService %.2f%%, in poll() %.2f%% (%lu fds), in GetPollFds %.2f%%;"
+               " %.0f loop steps/s\n",
+               r->svc_pct, r->wait_pct, (unsigned long)r->fds, r->gpf_pct, r->steps_per_s);
     {
         int t, any = 0;
         printf("         sent by type (per node per second: messages, bytes):");
@@ -619,6 +866,8 @@ static void fmt_t(char *b, size_t cb, double ms, double capMs)
 
 static double g_s6_svc_max; /* the longest PeerGraphService call during the last S6 */
 static long g_s6_steps;
+static double g_s6_wall_s, g_s6_svc_pct, g_s6_wait_pct, g_s6_gpf_pct, g_s6_cpu_pct, g_s6_cb_pct; /* the last S6's loop */
+static unsigned long long g_s6_cb_calls, g_s6_ctl_calls;
 static unsigned long long g_s6_msgs[256], g_s6_bytes[256]; /* sent during the last S6, by type */
 
 /* "FLOOD 1234 (56 KB); ..." for the types sent */
@@ -634,6 +883,8 @@ static void print_types(const unsigned long long *msgs, const unsigned long long
 static void s6(scale_graph *g, int pct, scale_s6 *r)
 {
     int dbg = getenv("SCALE_DEBUG") != NULL, t;
+    long long t0;
+    double c0;
     if (dbg) {
         g_dbg = (dbg_node *)xcalloc((size_t)g->n, sizeof *g_dbg);
         g->on_event = dbg_event;
@@ -641,7 +892,17 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
     real_reset_counters();
     memcpy(g_s6_msgs, SN.msgs, sizeof g_s6_msgs);
     memcpy(g_s6_bytes, SN.msg_bytes, sizeof g_s6_bytes);
+    c0 = cpu_s();
+    t0 = now_ns();
     scale_s6_run(g, pct, (long long)O.cap_s * 1000, O.check_ms, REC_PAYLOAD, r);
+    g_s6_wall_s = (double)(now_ns() - t0) / 1e9;
+    g_s6_cpu_pct = 100.0 * (cpu_s() - c0) / g_s6_wall_s;
+    g_s6_svc_pct = 100.0 * (double)RD.svc_ns / 1e9 / g_s6_wall_s;
+    g_s6_wait_pct = 100.0 * (double)RD.wait_ns / 1e9 / g_s6_wall_s;
+    g_s6_gpf_pct = 100.0 * (double)RD.gpf_ns / 1e9 / g_s6_wall_s;
+    g_s6_cb_pct = 100.0 * (double)RD.cb_ns / 1e9 / g_s6_wall_s;
+    g_s6_cb_calls = RD.cb_calls;
+    g_s6_ctl_calls = RD.ctl_calls;
     g_s6_svc_max = RD.svc_max_ms;
     g_s6_steps = RD.steps;
     for (t = 0; t < 256; t++) {
@@ -676,6 +937,12 @@ static void print_kill(const char *prof, const scale_s6 *r)
            r->stale_presence, r->missing_presence);
     printf("         loop: %ld steps, longest PeerGraphService call %.0f ms; %d mesh checks, %.2f ms each%s\n", g_s6_steps,
            g_s6_svc_max, r->checks, r->check_ms_mean, r->unresolved ? " (WARNING: sockets of unknown owner at the kill)" : "");
+    printf("         %.1f s of wall time: PeerGraphService %.1f%%, %s %.1f%%, GetPollFds%s %.1f%% (the rest: event drain,"
+           " mesh checks); process CPU %.0f%% of one core\n", g_s6_wall_s, g_s6_svc_pct, wait_name(), g_s6_wait_pct,
+           RD.kind == DRV_EPOLL ? " (deadline only)" : "", g_s6_gpf_pct, g_s6_cpu_pct);
+    if (RD.kind == DRV_EPOLL)
+        printf("         poll callback: %llu calls, %.1f%% of wall time (inside the library calls); %llu epoll_ctl calls"
+               " (the kill's DELs included)\n", g_s6_cb_calls, g_s6_cb_pct, g_s6_ctl_calls);
     printf("         sent by the survivors meanwhile (messages, bytes):");
     print_types(g_s6_msgs, g_s6_bytes);
 }
@@ -688,9 +955,11 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S] [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR]"
-            " [--no-compat]\n"
+            " [--no-compat] [--poll | --epoll]\n"
             "  defaults: N 1000, 20 trials (S8), 100 records (S9), 10 s idle (S12), 30 s cap (S6), 16 joins at once\n"
-            "  --quick: N 100, 5 trials, 20 records, 3 s idle, 15 s cap\n",
+            "  --quick: N 100, 5 trials, 20 records, 3 s idle, 15 s cap\n"
+            "  host loop: --epoll (the default on Linux: PeerGraphSetPollCallback + epoll_wait) or --poll\n"
+            "  (PeerGraphGetPollFds + poll() at every step)\n",
             argv0);
     exit(2);
 }
@@ -720,6 +989,8 @@ int main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) continue;
         else if (!strcmp(argv[i], "--no-compat")) O.compat = 0;
+        else if (!strcmp(argv[i], "--poll")) O.poll_driver = 1;
+        else if (!strcmp(argv[i], "--epoll")) O.poll_driver = 0;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) O.n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) O.trials = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) O.records = atoi(argv[++i]);
@@ -732,11 +1003,22 @@ int main(int argc, char **argv)
     }
     if (O.n < 10 || O.n > 60000 || O.trials < 1 || O.records < 1 || O.idle_s < 1 || O.cap_s < 6 || O.parallel < 1)
         usage(argv[0]);
+#ifndef __linux__
+    O.poll_driver = 1; /* epoll is Linux only */
+#endif
+    RD.kind = O.poll_driver ? DRV_POLL : DRV_EPOLL;
 
     if (raise_nofile(&rl, &before) != 0) fprintf(stderr, BENCH_NAME ": could not raise RLIMIT_NOFILE\n");
-    printf("bench_scale: N nodes of one graph in one process, one thread, one poll() loop, real IPv4 loopback sockets\n"
+    printf("bench_scale: N nodes of one graph in one process, one thread, one host loop, real IPv4 loopback sockets\n"
            "(node i listens on its own 127.x.y.z and its links leave from it; kills close every socket of a node at once)\n");
     print_command_machine(argc, argv);
+    if (RD.kind == DRV_EPOLL)
+        printf("driver: epoll (PeerGraphSetPollCallback keeps a level-triggered epoll set; each step: PeerGraphGetPollFds"
+               "(NULL, 0) for the deadline only, epoll_wait, PeerGraphService)%s\n",
+               getenv("SCALE_EPOLL_CHECK") ? "; SCALE_EPOLL_CHECK: the set checked against PeerGraphGetPollFds at every"
+                                             " step (timings not meaningful)" : "");
+    else
+        printf("driver: poll (each step: PeerGraphGetPollFds of every socket, poll() of all but zombies, PeerGraphService)\n");
     printf("N = %d; S8 trials %d; S9 records %d x %d B; S12 idle window %d s; S6 cap %d s; seed %llu; databases in %s;"
            " open files limit %llu\n",
            O.n, O.trials, O.records, REC_PAYLOAD, O.idle_s, O.cap_s, O.seed, O.dbdir, (unsigned long long)rl.rlim_cur);
@@ -753,6 +1035,14 @@ int main(int argc, char **argv)
     DRV.ctx = &RD;
     DRV.step = real_step;
     DRV.now_us = real_now_us;
+#ifdef __linux__
+    if (RD.kind == DRV_EPOLL) {
+        if ((RD.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) { perror(BENCH_NAME ": epoll_create1"); return 2; }
+        RD.check = getenv("SCALE_EPOLL_CHECK") != NULL;
+        if (FAILED(hr = PeerGraphSetPollCallback(ep_on_poll, &RD))) die_hr("PeerGraphSetPollCallback", hr);
+        DRV.step = ep_step;
+    }
+#endif
 
     raw_pingpong(rtt, PING_ROUNDS);
     rtt_n = PING_ROUNDS;
@@ -837,11 +1127,21 @@ int main(int argc, char **argv)
     rtt_p99 = pct_ms(rtt, rtt_n, 99);
     PeerGraphShutdown();
     scale_net_free();
+#ifdef __linux__
+    if (RD.kind == DRV_EPOLL) {
+        printf("\nepoll set after PeerGraphShutdown: %ld fds (0 expected); epoll_ctl errors %llu; zombies reported ready %llu",
+               RD.watched, RD.ctl_errors, RD.zombie_ready);
+        if (RD.check) printf("; SCALE_EPOLL_CHECK: %llu mismatches in %llu steps", RD.check_bad, RD.check_steps);
+        printf("\n");
+        close(RD.epfd);
+        free(RD.evs); free(RD.eready);
+    }
+#endif
 
     /* --- summary --- */
-    printf("\n==== summary (N = %d) ====\n", O.n);
+    printf("\n==== summary (N = %d, %s driver) ====\n", O.n, drv_name());
     printf("machine: loopback RTT (64 B ping-pong, start and end of the run pooled) p50 %.4f ms, p99 %.4f ms;"
-           " every time below is also given in RTTs\n", g_rtt_ms, rtt_p99);
+           " every time below is also given in RTTs; driver: %s\n", g_rtt_ms, rtt_p99, drv_name());
     {
         char a[64], b[64], c[64], d[64];
         double jp99 = pct_us(vJoin.lat, vJoin.nlat, 990), kp99 = pct_us(vKill.lat, vKill.nlat, 990);
@@ -875,6 +1175,9 @@ int main(int argc, char **argv)
            iFast.bytes_per_node_s, iFast.cpu_pct, O.n, iFast.cpu_us_per_node_s, iFast.cpu_us_per_node_s / 1000 / g_rtt_ms);
     printf("      targets: <= 20 B/s per node: %s; <= 1%% of one core: %s\n", met(iFast.bytes_per_node_s <= 20),
            met(iFast.cpu_pct <= 1.0));
+    printf("      host loop (%s): wall time in PeerGraphService %.1f%%, in %s %.1f%%, in GetPollFds%s %.1f%%; %.0f steps/s\n",
+           drv_name(), iFast.svc_pct, wait_name(), iFast.wait_pct, RD.kind == DRV_EPOLL ? " (deadline only)" : "",
+           iFast.gpf_pct, iFast.steps_per_s);
     if (iCompat.ran)
         printf("    idle (compat): %.1f B/s per node, CPU %.2f%% of one core (%.1f us per node-second = %.2fx RTT)\n",
                iCompat.bytes_per_node_s, iCompat.cpu_pct, iCompat.cpu_us_per_node_s, iCompat.cpu_us_per_node_s / 1000 / g_rtt_ms);
@@ -912,6 +1215,7 @@ int main(int argc, char **argv)
     scale_vis_free(&vKill);
     free(rtt);
     free(RD.want); free(RD.ready); free(RD.pf);
+    free(RD.announced); free(RD.inset);
     close(g_devnull);
     (void)before;
     return 0;

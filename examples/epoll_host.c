@@ -7,7 +7,7 @@
  * dwEvents 0 just before it closes a socket; the callback mirrors that into
  * the epoll set with epoll_ctl.  The loop is then:
  *
- *   1. PeerGraphGetPollFds(NULL, 0, ...) only for the deadline (the sockets
+ *   1. PeerGraphGetPollFds(NULL, 0, NULL, &deadline) only for the deadline (the sockets
  *      are already in the epoll set; E_NOT_SUFFICIENT_BUFFER just says how
  *      many there are, the deadline is filled in either way).
  *   2. epoll_wait until that deadline.
@@ -75,12 +75,11 @@ static int host_step(host *h, ULONGLONG limit)
     struct epoll_event evs[MAX_READY];
     PEER_POLL_FD ready[MAX_READY];
     ULONGLONG deadline, now;
-    ULONG nfds;
     HRESULT hr;
     int timeout, n, i;
 
-    hr = PeerGraphGetPollFds(NULL, 0, &nfds, &deadline);
-    if (FAILED(hr) && hr != E_NOT_SUFFICIENT_BUFFER) return 0;
+    hr = PeerGraphGetPollFds(NULL, 0, NULL, &deadline); /* the deadline only: O(1) */
+    if (FAILED(hr)) return 0;
     now = PeerGraphGetTickCount();
     if (deadline > limit) deadline = limit; /* also caps PEER_NO_DEADLINE */
     if (deadline <= now) timeout = 0;

@@ -408,6 +408,12 @@ static void test_poll_fds_and_deadline(void **st)
     assert_true(d > fake_net_now() && d != PEER_NO_DEADLINE); /* next: the Graph Info refresh */
     assert_int_equal(PeerGraphGetPollFds(NULL, 1, &n, &d), E_INVALIDARG);
     assert_int_equal(PeerGraphGetPollFds(fds, 4, NULL, &d), E_INVALIDARG);
+    {
+        ULONGLONG d2 = 0;
+        assert_int_equal(PeerGraphGetPollFds(NULL, 0, NULL, &d2), S_OK); /* the deadline only */
+        assert_true(d2 == d);
+    }
+    assert_int_equal(PeerGraphGetPollFds(NULL, 0, NULL, NULL), E_INVALIDARG);
     tu_listen(h);
     assert_int_equal(PeerGraphGetPollFds(fds, 4, &n, &d), S_OK);
     assert_int_equal(n, 1);
