@@ -3125,7 +3125,7 @@ static void conn_check_pump(const pg_conn *c)
  * connections touched since the last call, not every connection). */
 static void conn_touch(pg_conn *c)
 {
-    if (c->itouched) return;
+    if (c->itouched || c->dead) return; /* a dead one's socket is closed (and announced) already */
     c->itouched = 1;
     c->inext = L.itouch;
     L.itouch = c;
