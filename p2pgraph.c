@@ -374,6 +374,7 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
+#define KEEPALIVE_SLACK_MS 32 /* fast profile: keepalive deadlines are rounded up to this */
 #define APP_BURST     65536u /* application data written in one go when no graph message waits */
 #define APP_BATCH_MAX 65536u /* small messages share buffers up to this size */
 #define APP_SMALL     4096u  /* messages up to this size (framed) are batched */
@@ -4214,6 +4215,11 @@ static void conn_arm_keepalive(pg_conn *c)
     d = c->last_tx + c->graph->timers.ulKeepaliveMs;
     if ((c->ext & EXT_FAST) && c->last_rx + c->graph->timers.ulDeadMs < d) d = c->last_rx + c->graph->timers.ulDeadMs;
     if (d <= L.now) d = L.now + 1;
+    /* rounded up to a multiple of KEEPALIVE_SLACK_MS: the keepalive timers of
+     * many links fall due together, so a process with thousands of links
+     * runs its timer pass tens of times a second, not on every millisecond
+     * (a Ping or a death noticed that much later changes nothing) */
+    d = (d + KEEPALIVE_SLACK_MS - 1) / KEEPALIVE_SLACK_MS * KEEPALIVE_SLACK_MS;
     conn_set_deadline(c, d);
 }
 
