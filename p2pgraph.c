@@ -440,7 +440,8 @@ typedef struct pg_appmsg {
 
 typedef struct pg_conn {
     int kind; /* OBJ_CONN */
-    struct pg_conn *next;
+    struct pg_conn *next, *prev;   /* L.conns */
+    struct pg_conn *deadnext;      /* L.dead: killed, freed by the next sweep */
     struct pg_conn *gnext, *gprev; /* the graph's own list (c->graph) */
     ULONGLONG id;
     pg_graph *graph;        /* NULL before AUTH_INFO (inbound) or after the graph closed */
@@ -594,6 +595,7 @@ struct pg_graph {
     ULONGLONG ltr_last;     /* the last CONNECTION_REQUIRED (long-term repair) */
     struct { ULONGLONG node, at; } tried[16]; /* recent neighbor attempts, to spread the next ones */
     pg_map pres;            /* node ID -> its live presence record (section 5) */
+    pg_map contacts;        /* the contact records held (section 5) */
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
@@ -638,8 +640,10 @@ static struct {
     ULONGLONG min_deadline; /* no timer of any connection or graph is due before this */
     struct pg_conn *dirty;  /* connections given output since the last flush (via dnext) */
     struct pg_conn *itouch; /* connections whose poll interest may have changed (via inext) */
+    struct pg_conn *dead;   /* connections killed since the last sweep (via deadnext) */
     int tls_nbio;           /* P2PGRAPH_TLS_NBIO: forced WANT_READ/WANT_WRITE (tests) */
     int in_callback;        /* inside a security callback: the API refuses calls */
+    int listeners_new;      /* a listener the poll callback has not been told about */
 } L;
 
 /* Timers anywhere (connection deadlines, expiry, database flushes) lower
@@ -1270,15 +1274,20 @@ static ULONGLONG rec_presence_node(const pg_rec *r)
     if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8) return 0;
     return get64(v.data);
 }
+/* ... and the contact set (g->contacts, keyed by the record's address), so
+ * contact maintenance visits the few contact records, not the database.
+ * Every record leaving the table goes through pres_unmap. */
 static void pres_unmap(pg_graph *g, const pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(r);
     if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
+    if (rec_is_contact(r->wire)) map_del(&g->contacts, (uintptr_t)r);
 }
 static void pres_map(pg_graph *g, pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(r);
     if (node) map_put(&g->pres, node, r); /* out of memory: the node is simply not found */
+    if (rec_is_contact(r->wire)) map_put(&g->contacts, (uintptr_t)r, r); /* ... the contact is not counted */
 }
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
@@ -1353,6 +1362,7 @@ static void rec_table_free(pg_graph *g)
         while (r) { pg_rec *nx = r->hnext; pg_free(r); r = nx; }
     }
     map_free(&g->pres);
+    map_free(&g->contacts);
     pg_free(g->recs);
     g->recs = NULL;
     g->rec_cap = g->rec_count = 0;
@@ -2850,6 +2860,7 @@ static void rec_prune(pg_graph *g)
             *pp = r->hnext;
             g->rec_count--;
             g->rec_bytes -= r->len;
+            pres_unmap(g, r);
             pg_free(r);
         }
     }
@@ -3002,6 +3013,8 @@ static void conn_kill(pg_conn *c)
     conn_unpend(c);
     conn_destroy_socket(c);
     c->dead = 1;
+    c->deadnext = L.dead;
+    L.dead = c;
     L.sweep_needed = 1;
 }
 
@@ -3040,11 +3053,14 @@ static void sweep(void)
         if ((*pp)->dead) { (*pp)->itouched = 0; *pp = (*pp)->inext; }
         else pp = &(*pp)->inext;
     }
-    pp = &L.conns;
-    while (*pp) {
-        pg_conn *c = *pp;
-        if (c->dead) { *pp = c->next; conn_set_graph(c, NULL); conn_free(c); }
-        else pp = &c->next;
+    while (L.dead) { /* only the dead: L.conns is doubly linked */
+        pg_conn *c = L.dead;
+        L.dead = c->deadnext;
+        if (c->prev) c->prev->next = c->next;
+        else L.conns = c->next;
+        if (c->next) c->next->prev = c->prev;
+        conn_set_graph(c, NULL);
+        conn_free(c);
     }
     L.sweep_needed = 0;
 }
@@ -3263,6 +3279,8 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     conn_set_graph(c, g); /* touches it */
     conn_touch(c);
     c->next = L.conns;
+    c->prev = NULL;
+    if (L.conns) L.conns->prev = c;
     L.conns = c;
     return c;
 }
@@ -6989,14 +7007,12 @@ static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
     ULONG n = 0;
     size_t i;
     *mismatch = 0;
-    for (i = 0; i < g->rec_cap; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
-            contact_view cv;
-            if (!rec_is_contact(r->wire) || r->expires <= now || !contact_parse(r, &cv)) continue;
-            n++;
-            if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
-        }
+    for (i = 0; i < g->contacts.cap; i++) { /* the contact set, not the database */
+        const pg_rec *r = (const pg_rec *)g->contacts.slots[i].obj;
+        contact_view cv;
+        if (!g->contacts.slots[i].key || r->expires <= now || !contact_parse(r, &cv)) continue;
+        n++;
+        if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
     }
     return n;
 }
@@ -7366,7 +7382,8 @@ static void announce_interest(void)
         c->announced = want;
         L.poll_cb(L.poll_ctx, c->s, want);
     }
-    if (!L.poll_cb) return;
+    if (!L.poll_cb || !L.listeners_new) return;
+    L.listeners_new = 0;
     for (l = L.listeners; l; l = l->next)
         if (l->announced != PEER_POLL_READ) { l->announced = PEER_POLL_READ; L.poll_cb(L.poll_ctx, l->s, PEER_POLL_READ); }
 }
@@ -7710,6 +7727,7 @@ HRESULT PeerGraphSetPollCallback(void (*pfn)(PVOID pvContext, PEER_SOCKET s, DWO
     REQUIRE_STARTED();
     /* a new callback starts from nothing announced */
     for (l = L.listeners; l; l = l->next) l->announced = 0;
+    L.listeners_new = 1;
     for (c = L.conns; c; c = c->next) { c->announced = 0; if (!c->dead) conn_touch(c); }
     L.poll_cb = pfn;
     L.poll_ctx = pvContext;
@@ -7887,6 +7905,7 @@ static HRESULT graph_listen(pg_graph *g, const SOCKADDR_IN6 *want, DWORD scope)
         l->refs = 1;
         l->next = L.listeners;
         L.listeners = l;
+        L.listeners_new = 1;
     }
     g->listener = l;
     g->listen_scope = scope;
