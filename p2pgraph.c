@@ -375,6 +375,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define KEEPALIVE_SLACK_MS 32 /* fast profile: keepalive deadlines are rounded up to this */
+#define TIMER_SLACK_MS    16  /* timer passes are rounded up to this ... */
+#define TIMER_SLACK_CONNS 256 /* ... in a process with at least this many connections */
 #define APP_BURST     65536u /* application data written in one go when no graph message waits */
 #define APP_BATCH_MAX 65536u /* small messages share buffers up to this size */
 #define APP_SMALL     4096u  /* messages up to this size (framed) are batched */
@@ -506,6 +508,9 @@ typedef struct pg_conn {
     int dirty;
     struct pg_conn *inext;  /* L.itouch list: its poll interest may have changed */
     int itouched;
+    struct pg_conn *anext;  /* L.attn list: needs a look at the next service */
+    int attn;
+    size_t hidx;            /* its place in L.theap + 1 (0: no timer) */
     ULONGLONG last_rx, last_tx; /* fast profile: keepalive and silence */
     ULONGLONG connected_at;  /* when it became CONNECTED */
     pg_tls *tls;             /* secured graph: the TLS layer (section 8c) */
@@ -602,6 +607,8 @@ struct pg_graph {
     ULONG max_records;      /* PeerGraphSetRecordLimits */
     ULONGLONG max_rec_bytes;
     pg_rec *deferred;       /* records the validator deferred, oldest first (via hnext) */
+    pg_graph *pnext;        /* L.gpoked list: its timers need a look at the next service */
+    int poked;
     ULONG n_deferred;
     size_t deferred_bytes;
 };
@@ -641,6 +648,12 @@ static struct {
     struct pg_conn *dirty;  /* connections given output since the last flush (via dnext) */
     struct pg_conn *itouch; /* connections whose poll interest may have changed (via inext) */
     struct pg_conn *dead;   /* connections killed since the last sweep (via deadnext) */
+    ULONG n_conns;          /* connections in L.conns */
+    int theap_lost;         /* a timer could not enter the heap: the next pass visits every connection */
+    struct pg_conn *attn;   /* connections that need a look at the next service (via anext) */
+    struct pg_conn **theap; /* connections with a timer: a min-heap on deadline */
+    size_t theap_n, theap_cap;
+    pg_graph *gpoked;       /* graphs whose timers need a look at the next service (via pnext) */
     int tls_nbio;           /* P2PGRAPH_TLS_NBIO: forced WANT_READ/WANT_WRITE (tests) */
     int in_callback;        /* inside a security callback: the API refuses calls */
     int listeners_new;      /* a listener the poll callback has not been told about */
@@ -651,10 +664,86 @@ static struct {
  * graphs only once it is reached, and recomputes it exactly then. */
 static void wake_at(ULONGLONG t)
 {
+    /* Timer slack: with many connections, a future wake-up is rounded up to
+     * TIMER_SLACK_MS, so the timers of thousands of links and graphs share
+     * passes (each pass visits every connection and graph) instead of one
+     * pass per millisecond.  Small hosts keep exact timers. */
+    if (t > L.now && t != PEER_NO_DEADLINE && L.n_conns >= TIMER_SLACK_CONNS)
+        t = (t + TIMER_SLACK_MS - 1) / TIMER_SLACK_MS * TIMER_SLACK_MS;
     if (t < L.min_deadline) L.min_deadline = t;
 }
-#define conn_set_deadline(c, t) do { (c)->deadline = (t); wake_at((c)->deadline); } while (0)
-#define graph_set_expiry(g, t) do { (g)->exp_deadline = (t); wake_at((g)->exp_deadline); } while (0)
+/* Connection timers: a binary min-heap on c->deadline (c->hidx = place + 1),
+ * so a due timer costs O(log n) and no pass over every connection.  Out of
+ * memory for the heap: a full pass is forced instead (L.theap_lost). */
+static void theap_swap(size_t i, size_t j)
+{
+    struct pg_conn *a = L.theap[i], *b = L.theap[j];
+    L.theap[i] = b; L.theap[j] = a;
+    b->hidx = i + 1; a->hidx = j + 1;
+}
+static void theap_up(size_t i)
+{
+    while (i && L.theap[(i - 1) / 2]->deadline > L.theap[i]->deadline) { theap_swap(i, (i - 1) / 2); i = (i - 1) / 2; }
+}
+static void theap_down(size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < L.theap_n && L.theap[l]->deadline < L.theap[m]->deadline) m = l;
+        if (l + 1 < L.theap_n && L.theap[l + 1]->deadline < L.theap[m]->deadline) m = l + 1;
+        if (m == i) return;
+        theap_swap(i, m);
+        i = m;
+    }
+}
+static void theap_remove(struct pg_conn *c)
+{
+    size_t i;
+    if (!c->hidx) return;
+    i = c->hidx - 1;
+    c->hidx = 0;
+    if (i != --L.theap_n) {
+        L.theap[i] = L.theap[L.theap_n];
+        L.theap[i]->hidx = i + 1;
+        theap_up(i);
+        theap_down(i);
+    }
+}
+static void conn_set_deadline(struct pg_conn *c, ULONGLONG t)
+{
+    c->deadline = t;
+    if (t == PEER_NO_DEADLINE) { theap_remove(c); return; }
+    if (!c->hidx) {
+        if (L.theap_n == L.theap_cap) {
+            size_t nc = L.theap_cap ? 2 * L.theap_cap : 64;
+            struct pg_conn **nh = (struct pg_conn **)pg_realloc(L.theap, nc * sizeof *nh);
+            if (!nh) { L.theap_lost = 1; wake_at(t); return; }
+            L.theap = nh;
+            L.theap_cap = nc;
+        }
+        L.theap[L.theap_n] = c;
+        c->hidx = ++L.theap_n;
+    }
+    theap_up(c->hidx - 1);
+    theap_down(c->hidx - 1);
+}
+
+/* "Look at this at the next service": a connection (a connect to check, TLS
+ * input left, a sync answer to pump) or a graph (maintenance or contacts
+ * due, expiry now) goes on a list; the service looks at the listed ones
+ * without a pass over every connection and graph. */
+static void conn_attend(struct pg_conn *c);
+static void graph_poke(pg_graph *g)
+{
+    if (g->poked) return;
+    g->poked = 1;
+    g->pnext = L.gpoked;
+    L.gpoked = g;
+}
+#define graph_set_expiry(g, t) do { \
+        (g)->exp_deadline = (t); \
+        if ((g)->exp_deadline <= L.now) graph_poke(g); else wake_at((g)->exp_deadline); \
+    } while (0)
 
 #define SHIM (&L.shim)
 
@@ -2618,7 +2707,7 @@ static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n, 
         return PEER_E_DATABASE_ACCESSDENIED;
     }
     if (durable && !g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; wake_at(L.now + PEER_DB_SYNC_MS); }
-    if (g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) wake_at(L.now); /* compaction due */
+    if (g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) graph_poke(g); /* compaction due */
     return S_OK;
 }
 
@@ -3012,6 +3101,7 @@ static void conn_kill(pg_conn *c)
     if (c->dead) return;
     conn_unpend(c);
     conn_destroy_socket(c);
+    theap_remove(c);
     c->dead = 1;
     c->deadnext = L.dead;
     L.dead = c;
@@ -3049,9 +3139,13 @@ static void sweep(void)
 {
     pg_conn **pp = &L.conns;
     if (!L.sweep_needed) return;
-    for (pp = &L.itouch; *pp;) { /* the dead leave the touched list first */
+    for (pp = &L.itouch; *pp;) { /* the dead leave the touched and attention lists first */
         if ((*pp)->dead) { (*pp)->itouched = 0; *pp = (*pp)->inext; }
         else pp = &(*pp)->inext;
+    }
+    for (pp = &L.attn; *pp;) {
+        if ((*pp)->dead) { (*pp)->attn = 0; *pp = (*pp)->anext; }
+        else pp = &(*pp)->anext;
     }
     while (L.dead) { /* only the dead: L.conns is doubly linked */
         pg_conn *c = L.dead;
@@ -3059,6 +3153,7 @@ static void sweep(void)
         if (c->prev) c->prev->next = c->next;
         else L.conns = c->next;
         if (c->next) c->next->prev = c->prev;
+        L.n_conns--;
         conn_set_graph(c, NULL);
         conn_free(c);
     }
@@ -3135,7 +3230,7 @@ static size_t sync_watermark(const pg_conn *c);
 /* A sync answer in progress with room in tx needs another pump now. */
 static void conn_check_pump(const pg_conn *c)
 {
-    if (!c->dead && c->out_end && buf_used(&c->tx) < sync_watermark(c)) wake_at(L.now);
+    if (!c->dead && c->out_end && buf_used(&c->tx) < sync_watermark(c)) conn_attend((pg_conn *)c);
 }
 
 /* Its poll interest may have changed: announce_interest looks at it (only the
@@ -3146,6 +3241,14 @@ static void conn_touch(pg_conn *c)
     c->itouched = 1;
     c->inext = L.itouch;
     L.itouch = c;
+}
+
+static void conn_attend(pg_conn *c)
+{
+    if (c->attn || c->dead) return;
+    c->attn = 1;
+    c->anext = L.attn;
+    L.attn = c;
 }
 
 static void conn_mark_dirty(pg_conn *c)
@@ -3275,13 +3378,15 @@ static pg_conn *conn_new(pg_graph *g, PEER_SOCKET s, int outbound)
     c->s = s;
     c->outbound = outbound;
     if (s != PEER_INVALID_SOCKET && !sock_put(s, c)) { pg_free(c); return NULL; }
-    wake_at(L.now); /* its first timer check (deadline 0 until set) */
+    c->deadline = PEER_NO_DEADLINE; /* the caller sets its first timer */
+    c->hidx = 0;
     conn_set_graph(c, g); /* touches it */
     conn_touch(c);
     c->next = L.conns;
     c->prev = NULL;
     if (L.conns) L.conns->prev = c;
     L.conns = c;
+    L.n_conns++;
     return c;
 }
 
@@ -3597,7 +3702,7 @@ static void graph_update_rx_pause(pg_graph *g)
         pg_conn *c;
         for (c = g->conns; c; c = c->gnext) {
             conn_touch(c);
-            if (!paused && c->tls && !c->dead) { c->poke = 1; wake_at(L.now); }
+            if (!paused && c->tls && !c->dead) { c->poke = 1; conn_attend(c); }
         }
     }
     g->rx_paused = paused;
@@ -4227,7 +4332,7 @@ static void conn_arm_keepalive(pg_conn *c)
 {
     ULONGLONG d;
     if (!c->graph || c->graph->profile != PEER_MAINTENANCE_FAST || c->direct || c->state != CS_CONNECTED) {
-        if (c->state == CS_CONNECTED) c->deadline = PEER_NO_DEADLINE;
+        if (c->state == CS_CONNECTED) conn_set_deadline(c, PEER_NO_DEADLINE);
         return;
     }
     d = c->last_tx + c->graph->timers.ulKeepaliveMs;
@@ -4605,7 +4710,7 @@ static void conn_become_connected(pg_conn *c)
 {
     pg_graph *g = c->graph;
     c->state = CS_CONNECTED;
-    c->deadline = PEER_NO_DEADLINE;
+    conn_set_deadline(c, PEER_NO_DEADLINE);
     c->last_rx = c->last_tx = c->connected_at = L.now;
     conn_arm_keepalive(c);
     c->neighbor_seq = ++g->neighbor_seq;
@@ -6345,7 +6450,7 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
         }
         conn_set_deadline(c, L.now + conn_handshake_ms(c, auth_timer_ms(graph_conn_count(g, 0) - 1)));
         c->poke = 1; /* check the connect at the next service even without readiness */
-        wake_at(L.now);
+        conn_attend(c);
     }
     g->used_network = 1;
     *phr = S_OK;
@@ -6591,7 +6696,7 @@ static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, con
 static void graph_poke_maintenance(pg_graph *g)
 {
     g->maint_due = 1;
-    wake_at(L.now);
+    graph_poke(g);
 }
 
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
@@ -7072,7 +7177,7 @@ static void contact_maintain(pg_graph *g, int timer)
 static void graph_poke_contacts(pg_graph *g)
 {
     g->contacts_due = 1;
-    wake_at(L.now);
+    graph_poke(g);
 }
 
 /* Partition Detection timer: connect to a node whose contact still names
@@ -7346,7 +7451,7 @@ static void conn_on_timer(pg_conn *c)
         conn_arm_keepalive(c);
         return;
     default:
-        c->deadline = PEER_NO_DEADLINE;
+        conn_set_deadline(c, PEER_NO_DEADLINE);
     }
 }
 
@@ -7412,6 +7517,36 @@ static void flush_dirty(void)
     }
 }
 
+/* One connection's due work: a pending check, its timer, a sync answer to
+ * pump, output; then its next wake-up. */
+static void conn_pass(pg_conn *c)
+{
+    if (c->poke) {
+        c->poke = 0;
+        conn_touch(c);
+        if (c->state == CS_TCP_CONNECTING && c->s != PEER_INVALID_SOCKET) conn_on_connect_result(c);
+        else tls_resume(c); /* input left inside TLS while the host was behind */
+    }
+    if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
+    if (!c->dead && c->out_end) conn_pump_out(c);
+    if (!c->dead && conn_has_output(c)) conn_try_send(c);
+    if (c->dead) return;
+    if (L.theap_lost) wake_at(c->deadline); /* not in the heap: the next full pass */
+    conn_check_pump(c);
+}
+
+/* One graph's due work: expiry, maintenance timers, the database; then its
+ * next wake-ups. */
+static void graph_pass(pg_graph *g)
+{
+    if (g->exp_deadline <= L.now) graph_expire(g);
+    graph_maintenance_timers(g);
+    db_maintain(g);
+    wake_at(g->exp_deadline);
+    if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
+    if (g->meta_pending) wake_at(g->meta_pending_since + META_DELAY_MS);
+}
+
 static void service_all(const PEER_POLL_FD *ready, ULONG n)
 {
     pg_conn *c;
@@ -7429,41 +7564,61 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         }
     }
     flush_dirty();
-    if (L.now < L.min_deadline) return;
-    /* something is due: scan everything once and recompute the next time */
-    L.min_deadline = PEER_NO_DEADLINE;
-    for (c = L.conns; c; c = c->next) {
-        if (c->dead) continue;
-        if (c->poke) {
-            c->poke = 0;
-            conn_touch(c);
-            if (c->state == CS_TCP_CONNECTING && c->s != PEER_INVALID_SOCKET) conn_on_connect_result(c);
-            else tls_resume(c); /* input left inside TLS while the host was behind */
+    /* what was asked to be looked at now: the connections listed so far,
+     * then the graphs (which the connections may have poked); what is
+     * listed meanwhile waits for the next call (next_deadline says now) */
+    {
+        pg_conn *list = L.attn;
+        pg_graph *gl;
+        L.attn = NULL;
+        while ((c = list) != NULL) {
+            list = c->anext;
+            c->attn = 0;
+            if (!c->dead) conn_pass(c);
         }
-        if (!c->dead && c->deadline != PEER_NO_DEADLINE && c->deadline <= L.now) conn_on_timer(c);
-        if (!c->dead && c->out_end) conn_pump_out(c);
-        if (!c->dead && conn_has_output(c)) conn_try_send(c);
-        if (c->dead) continue;
-        wake_at(c->deadline);
-        conn_check_pump(c);
+        gl = L.gpoked;
+        L.gpoked = NULL;
+        while (gl) {
+            pg_graph *g = gl;
+            gl = g->pnext;
+            g->poked = 0;
+            graph_pass(g);
+        }
+    }
+    /* due connection timers, from the heap */
+    while (L.theap_n && L.theap[0]->deadline <= L.now) {
+        c = L.theap[0];
+        conn_pass(c);
+        if (c->hidx == 1 && c->deadline <= L.now) theap_remove(c); /* a timer that did not move: drop it */
+    }
+    flush_dirty();
+    if (L.now < L.min_deadline) return;
+    /* a graph timer is due (or a connection timer is outside the heap): one
+     * pass over the graphs, and recompute the next time */
+    L.min_deadline = PEER_NO_DEADLINE;
+    if (L.theap_lost) {
+        L.theap_lost = 0;
+        for (c = L.conns; c; c = c->next)
+            if (!c->dead) conn_pass(c);
     }
     {
         pg_graph *g;
-        for (g = L.graphs; g; g = g->next) {
-            if (g->exp_deadline <= L.now) graph_expire(g);
-            graph_maintenance_timers(g);
-            db_maintain(g);
-            wake_at(g->exp_deadline);
-            if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
-            if (g->meta_pending) wake_at(g->meta_pending_since + META_DELAY_MS);
-        }
+        for (g = L.graphs; g; g = g->next) graph_pass(g);
     }
     flush_dirty(); /* what expiry and refresh queued */
 }
 
 static ULONGLONG next_deadline(void)
 {
-    return L.dirty ? L.now : L.min_deadline;
+    ULONGLONG t = L.min_deadline;
+    if (L.dirty || L.attn || L.gpoked) return L.now;
+    if (L.theap_n && L.theap[0]->deadline < t) {
+        t = L.theap[0]->deadline;
+        if (t > L.now && L.n_conns >= TIMER_SLACK_CONNS) /* timer slack, as wake_at */
+            t = (t + TIMER_SLACK_MS - 1) / TIMER_SLACK_MS * TIMER_SLACK_MS;
+        if (t > L.min_deadline) t = L.min_deadline;
+    }
+    return t;
 }
 
 /* ========================================================================= */
@@ -7549,6 +7704,11 @@ static void graph_free(pg_graph *g)
     pg_free(g->node_attrs);
     rec_table_free(g);
     if (g->logf) fclose(g->logf);
+    if (g->poked) {
+        pg_graph **pp;
+        for (pp = &L.gpoked; *pp; pp = &(*pp)->pnext)
+            if (*pp == g) { *pp = g->pnext; break; }
+    }
     sec_release(g->sec);
     while (g->deferred) { pg_rec *r = g->deferred; g->deferred = r->hnext; pg_free(r); }
     pg_free(g);
@@ -7624,6 +7784,10 @@ HRESULT PeerGraphShutdown(void)
     map_free(&L.hgraphs);
     map_free(&L.gids);
     blk_release_all();
+    pg_free(L.theap); /* every connection left it */
+    L.theap = NULL;
+    L.theap_n = L.theap_cap = 0;
+    L.theap_lost = 0;
     map_free(&L.hregs);
     map_free(&L.henums);
     pg_free(L.wait_want);
