@@ -2828,7 +2828,8 @@ static int meta_parse(const uint8_t *p, size_t n, pg_meta *m)
     m->ptd = (int64_t)rd64(&r);
     if (m->ptd > 315360000000000000LL || m->ptd < -315360000000000000LL) m->ptd = 0; /* over 1000 years: forged */
     m->left = rd64(&r);
-    if (r.bad || !m->gid || !m->pid) { meta_free(m); return 0; }
+    /* the creator's own database names its creator (graph_publish_info needs it) */
+    if (r.bad || !m->gid || !m->pid || (m->is_creator && !m->creator)) { meta_free(m); return 0; }
     return 1;
 }
 
@@ -6065,6 +6066,7 @@ static size_t gi_str(uint8_t *p, const wchar_t *w)
 
 static HRESULT graph_publish_info(pg_graph *g)
 {
+    if (!g->creator_id) return E_FAIL; /* not the creator's database (guarded at load too) */
     size_t n = 4 * 6 + 4 * 4 + 2 * ((size_t)u16_units(g->graph_id) + u16_units(g->creator_id) +
                                      (g->friendly ? u16_units(g->friendly) : 0) + (g->comment ? u16_units(g->comment) : 0));
     uint8_t *p = (uint8_t *)pg_alloc(n), type[16], *wire;
