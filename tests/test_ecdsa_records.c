@@ -534,40 +534,7 @@ static void test_malformed_security_data(void **st)
 /* graph helpers                                                             */
 /* ------------------------------------------------------------------------- */
 
-static PEER_CONNECTION_STATUS connect_outcome(HGRAPH h, HPEEREVENT e, PEER_ADDRESS *a, const wchar_t *peer, HRESULT *why)
-{
-    ULONGLONG id;
-    int i;
-    assert_int_equal(PeerGraphConnect(h, peer, a, &id), S_OK);
-    for (i = 0; i < 400; i++) {
-        PPEER_GRAPH_EVENT_DATA d;
-        tu_pump(1, 5);
-        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
-            if (d->connectionChangeData.ullConnectionId == id &&
-                (d->connectionChangeData.status == PEER_CONNECTED ||
-                 d->connectionChangeData.status == PEER_CONNECTION_FAILED)) {
-                PEER_CONNECTION_STATUS st = d->connectionChangeData.status;
-                *why = d->connectionChangeData.hrConnectionFailedReason;
-                PeerGraphFreeData(d);
-                return st;
-            }
-            PeerGraphFreeData(d);
-        }
-    }
-    fail_msg("no outcome for the connection");
-    return PEER_DISCONNECTED;
-}
 
-static void wait_sync(HGRAPH h)
-{
-    DWORD st = 0;
-    int i;
-    for (i = 0; i < 400 && !(st & PEER_GRAPH_STATUS_SYNCHRONIZED); i++) {
-        tu_pump(1, 5);
-        assert_int_equal(PeerGraphGetStatus(h, &st), S_OK);
-    }
-    assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
-}
 
 /* Fake UTC now, in FILETIME units (fake_net.h), as peer time of h. */
 static ULONGLONG peer_now(HGRAPH h)
@@ -668,8 +635,8 @@ static void member_join(member *m, const tu_cred *c, const wchar_t *peer, member
     PeerGraphDelete(GRAPH, peer, m->db);
     assert_int_equal(PeerGraphOpen(GRAPH, peer, m->db, &m->sec, 0, NULL, &m->h), PEER_S_GRAPH_DATA_CREATED);
     m->e = tu_register_all(m->h);
-    assert_int_equal(connect_outcome(m->h, m->e, &to->addr, toPeer, &why), PEER_CONNECTED);
-    wait_sync(m->h);
+    assert_int_equal(tu_connect_outcome(m->h, m->e, &to->addr, toPeer, &why), PEER_CONNECTED);
+    tu_wait_sync(m->h);
     m->addr = tu_listen(m->h);
 }
 
@@ -686,7 +653,7 @@ static void triangle_join(member *a, member *b, member *c)
     int i;
     member_join(b, &bob, L"Bob", a, L"Alice");
     member_join(c, &carol, L"Carol", a, L"Alice");
-    if (tu_neighbors(c->h) < 2) assert_int_equal(connect_outcome(c->h, c->e, &b->addr, L"Bob", &why), PEER_CONNECTED);
+    if (tu_neighbors(c->h) < 2) assert_int_equal(tu_connect_outcome(c->h, c->e, &b->addr, L"Bob", &why), PEER_CONNECTED);
     for (i = 0; i < 50; i++) tu_pump(1, 5);
     assert_int_equal(tu_neighbors(a->h), 2);
     assert_int_equal(tu_neighbors(b->h), 2);

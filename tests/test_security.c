@@ -36,34 +36,6 @@ static PEER_SECURITY_INTERFACE psk(const char *secret, int ctx)
     return s;
 }
 
-/* Connects h to a and pumps until the outcome; returns the status and puts
- * the failure reason in *why. */
-static PEER_CONNECTION_STATUS connect_outcome(HGRAPH h, HPEEREVENT e, PEER_ADDRESS *a, const wchar_t *peer, HRESULT *why)
-{
-    ULONGLONG id;
-    int i;
-    assert_int_equal(PeerGraphConnect(h, peer, a, &id), S_OK);
-    for (i = 0; i < 400; i++) {
-        PPEER_GRAPH_EVENT_DATA d;
-        tu_pump(1, 5);
-        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
-            if (d->connectionChangeData.ullConnectionId == id && d->connectionChangeData.status == PEER_CONNECTION_FAILED &&
-                d->connectionChangeData.ullNextConnectionId) {
-                id = d->connectionChangeData.ullNextConnectionId; /* refused busy: a referral is tried */
-            } else if (d->connectionChangeData.ullConnectionId == id &&
-                (d->connectionChangeData.status == PEER_CONNECTED ||
-                 d->connectionChangeData.status == PEER_CONNECTION_FAILED)) {
-                PEER_CONNECTION_STATUS st = d->connectionChangeData.status;
-                *why = d->connectionChangeData.hrConnectionFailedReason;
-                PeerGraphFreeData(d);
-                return st;
-            }
-            PeerGraphFreeData(d);
-        }
-    }
-    fail_msg("no outcome for the connection");
-    return PEER_DISCONNECTED;
-}
 
 static ULONG record_count(HGRAPH h)
 {
@@ -106,17 +78,6 @@ static int has_record(HGRAPH h, const GUID *id, const char *payload)
     return ok;
 }
 
-/* Pumps until h is synchronized. */
-static void wait_sync(HGRAPH h)
-{
-    DWORD st = 0;
-    int i;
-    for (i = 0; i < 400 && !(st & PEER_GRAPH_STATUS_SYNCHRONIZED); i++) {
-        tu_pump(1, 5);
-        assert_int_equal(PeerGraphGetStatus(h, &st), S_OK);
-    }
-    assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
-}
 
 /* Two secured graphs: A creates and listens, B opens and connects; a record
  * from each end reaches the other and application data flows both ways. */
@@ -133,8 +94,8 @@ static void pair_works(PEER_SECURITY_INTERFACE *sa, PEER_SECURITY_INTERFACE *sb)
     static const GUID dt = {0xda7a, 0, 0, {0}};
     int got = 0, i;
     ra = add_record(a, "from alice, secret stuff");
-    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
-    wait_sync(b);
+    assert_int_equal(tu_connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
+    tu_wait_sync(b);
     assert_true(has_record(b, &ra, "from alice, secret stuff"));
     rb = add_record(b, "from bob");
     tu_pump(20, 5);
@@ -296,7 +257,7 @@ static HRESULT join_fails(PEER_SECURITY_INTERFACE *sa, PEER_SECURITY_INTERFACE *
     PEER_ADDRESS la = tu_listen(a);
     HRESULT why = S_OK;
     add_record(a, "members only");
-    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTION_FAILED);
+    assert_int_equal(tu_connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTION_FAILED);
     tu_pump(10, 10);
     {   /* nothing was learned: B never synchronized */
         HPEERENUM en;
@@ -595,7 +556,7 @@ static void test_tampered_ciphertext(void **st)
     id = add_record(a, "TOPSECRET-PAYLOAD");
     c = tu_open_sec(L"sec-graph", L"Carol", &sc);
     ec = tu_register_all(c);
-    assert_int_equal(connect_outcome(c, ec, &la, L"Alice", &why), PEER_CONNECTED);
+    assert_int_equal(tu_connect_outcome(c, ec, &la, L"Alice", &why), PEER_CONNECTED);
     /* B reaches A through the relay */
     b = tu_open_sec(L"sec-graph", L"Bob", &sb);
     eb = tu_register_all(b);
@@ -701,8 +662,8 @@ static void test_ten_secured_nodes(void **st)
         HRESULT why;
         g[i] = tu_open_sec(L"ten", peer[i], &s[i]);
         e = tu_register_all(g[i]);
-        assert_int_equal(connect_outcome(g[i], e, &seed, NULL, &why), PEER_CONNECTED);
-        wait_sync(g[i]);
+        assert_int_equal(tu_connect_outcome(g[i], e, &seed, NULL, &why), PEER_CONNECTED);
+        tu_wait_sync(g[i]);
         tu_listen(g[i]);
         ids[i] = add_record(g[i], payload[i]);
         assert_int_equal(PeerGraphUnregisterEvent(e), S_OK);
@@ -836,8 +797,8 @@ static void record_callbacks(const char *secret)
     eb = tu_register_all(b);
     la = tu_listen(a);
     hello = add_record(a, "hello");
-    assert_int_equal(connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
-    wait_sync(b);
+    assert_int_equal(tu_connect_outcome(b, eb, &la, L"Alice", &why), PEER_CONNECTED);
+    tu_wait_sync(b);
     tu_pump(10, 5);
     /* the record arrived with A's security data and passed B's validator */
     assert_int_equal(PeerGraphGetRecord(b, &hello, &r), S_OK);

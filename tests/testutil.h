@@ -217,4 +217,46 @@ static inline ULONG tu_neighbors(HGRAPH h)
     return n;
 }
 
+/* Connects h to a (peer: the peer ID asked for, or NULL) and pumps until the
+ * outcome, following referrals; returns the status and puts the failure
+ * reason in *why. */
+static inline PEER_CONNECTION_STATUS tu_connect_outcome(HGRAPH h, HPEEREVENT e, PEER_ADDRESS *a, const wchar_t *peer, HRESULT *why)
+{
+    ULONGLONG id;
+    int i;
+    assert_int_equal(PeerGraphConnect(h, peer, a, &id), S_OK);
+    for (i = 0; i < 400; i++) {
+        PPEER_GRAPH_EVENT_DATA d;
+        tu_pump(1, 5);
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (d->connectionChangeData.ullConnectionId == id && d->connectionChangeData.status == PEER_CONNECTION_FAILED &&
+                d->connectionChangeData.ullNextConnectionId) {
+                id = d->connectionChangeData.ullNextConnectionId; /* refused busy: a referral is tried */
+            } else if (d->connectionChangeData.ullConnectionId == id &&
+                (d->connectionChangeData.status == PEER_CONNECTED ||
+                 d->connectionChangeData.status == PEER_CONNECTION_FAILED)) {
+                PEER_CONNECTION_STATUS st = d->connectionChangeData.status;
+                *why = d->connectionChangeData.hrConnectionFailedReason;
+                PeerGraphFreeData(d);
+                return st;
+            }
+            PeerGraphFreeData(d);
+        }
+    }
+    fail_msg("no outcome for the connection");
+    return PEER_DISCONNECTED;
+}
+
+/* Pumps until h is synchronized. */
+static inline void tu_wait_sync(HGRAPH h)
+{
+    DWORD st = 0;
+    int i;
+    for (i = 0; i < 400 && !(st & PEER_GRAPH_STATUS_SYNCHRONIZED); i++) {
+        tu_pump(1, 5);
+        assert_int_equal(PeerGraphGetStatus(h, &st), S_OK);
+    }
+    assert_true(st & PEER_GRAPH_STATUS_SYNCHRONIZED);
+}
+
 #endif
