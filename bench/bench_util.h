@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
@@ -361,6 +364,165 @@ static inline int ctl_ready(int fd, int ms)
     pf.events = POLLIN;
     pf.revents = 0;
     return poll(&pf, 1, ms) > 0;
+}
+
+/* Closes both ends of a pipe (those not -1 yet) and marks them -1. */
+static inline void close_pair(int *fds)
+{
+    if (fds[0] >= 0) close(fds[0]);
+    if (fds[1] >= 0) close(fds[1]);
+    fds[0] = fds[1] = -1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* two processes, a receiver and a sender (bench/data, bench/tls)            */
+/* ------------------------------------------------------------------------- */
+
+/* What one end's process is given: its side and its pipes. */
+typedef struct bench_end {
+    int sender;  /* 0: the receiver (forked first), 1: the sender */
+    int port;    /* sender: the port the receiver wrote to portfd; receiver: 0 */
+    int portfd;  /* receiver: write its port (an int) here; sender: -1 */
+    int out;     /* write the end's result struct here (write_all) */
+    int ctl;     /* the parent's control pipe: EOF (ctl_ready) when the end may tear down */
+} bench_end;
+
+/* Where an end's result struct keeps its "int ok" and "char err[]". */
+typedef struct bench_result_layout {
+    size_t size, ok_off, err_off, err_size;
+} bench_result_layout;
+
+/* The layout of a result struct type with the members ok (int) and err (char array). */
+#define BENCH_RESULT_LAYOUT(type) {sizeof(type), offsetof(type, ok), offsetof(type, err), sizeof(((type *)0)->err)}
+
+/* One measurement between two processes. */
+typedef struct bench_pair {
+    /* An end's main, run in its own process (alarm(child_limit_s) set), which
+     * then _exits with 0: reports a result struct on e->out, then waits for
+     * EOF on e->ctl. */
+    void (*end)(void *ctx, const bench_end *e);
+    /* Optional: called once the sender's result is in (rs), before waiting
+     * for the receiver's; ctl: the write end of the receiver's control pipe. */
+    void (*sent)(void *ctx, int ctl, const void *rs);
+    void *ctx;
+    bench_result_layout res;  /* both ends report this struct */
+    unsigned child_limit_s;   /* a child that runs longer is ended by SIGALRM */
+    int port_ms;              /* how long the receiver may take to give its port */
+    int result_ms;            /* how long each end may take to give its result */
+    int reap_ms;              /* how long both may take to exit after the control pipes close (then SIGKILL) */
+    int check_exit;           /* a child that did not exit with status 0 fails the pair */
+} bench_pair;
+
+static inline int bench_result_ok(const bench_result_layout *l, const void *r)
+{
+    int ok;
+    memcpy(&ok, (const char *)r + l->ok_off, sizeof ok);
+    return ok;
+}
+
+/* Marks result r failed, with why as its err. */
+static inline void bench_result_fail(const bench_result_layout *l, void *r, const char *why)
+{
+    int no = 0;
+    snprintf((char *)r + l->err_off, l->err_size, "%s", why);
+    memcpy((char *)r + l->ok_off, &no, sizeof no);
+}
+
+/* Forks one end of bp (the pipes are already arranged); does not return in the child. */
+static inline pid_t bench_pair_fork(const bench_pair *bp, const bench_end *e, const int *close_fds, int nclose)
+{
+    pid_t pid = fork();
+    int i;
+    if (pid < 0) {
+        perror(BENCH_NAME ": fork");
+        exit(2);
+    }
+    if (pid > 0) return pid;
+    for (i = 0; i < nclose; i++)
+        if (close_fds[i] >= 0) close(close_fds[i]);
+    alarm(bp->child_limit_s);
+    bp->end(bp->ctx, e);
+    _exit(0);
+}
+
+/* Waits up to ms for both children to exit (ps < 0: no sender), then kills
+ * and reaps what is left; 0 when both exited in time (and, with check_exit,
+ * with status 0), else -1. */
+static inline int bench_pair_reap(pid_t pr, pid_t ps, int ms, int check_exit)
+{
+    long long end = now_ns() + (long long)ms * 1000000LL;
+    int stR = 0, stS = 0, doneR = 0, doneS = ps < 0, ok = 1;
+    while ((!doneR || !doneS) && now_ns() < end) {
+        if (!doneR && waitpid(pr, &stR, WNOHANG) == pr) doneR = 1;
+        if (!doneS && waitpid(ps, &stS, WNOHANG) == ps) doneS = 1;
+        if (!doneR || !doneS) {
+            struct timespec ts = {0, 2000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (!doneR) { kill(pr, SIGKILL); waitpid(pr, &stR, 0); ok = 0; }
+    if (!doneS) { kill(ps, SIGKILL); waitpid(ps, &stS, 0); ok = 0; }
+    if (check_exit && doneR && (!WIFEXITED(stR) || WEXITSTATUS(stR) != 0)) ok = 0;
+    if (check_exit && doneS && ps >= 0 && (!WIFEXITED(stS) || WEXITSTATUS(stS) != 0)) ok = 0;
+    return ok ? 0 : -1;
+}
+
+/* Runs bp: forks the receiver, passes its port to the sender it forks next,
+ * collects the sender's result into rs and then the receiver's into rr
+ * (each zeroed first; on a failure its err says why and ok is 0), closes the
+ * control pipes so both tear down, and reaps them.  A sender that fails gets
+ * the receiver killed (it would wait for data that never comes).  0 when both
+ * ends reported ok (and exited in time), else -1. */
+static inline int bench_pair_run(const bench_pair *bp, void *rr, void *rs)
+{
+    int portp[2], resr[2], ress[2], ctlr[2], ctls[2], port = 0, ok = 1;
+    pid_t pr, ps = -1;
+    bench_end e;
+
+    memset(rr, 0, bp->res.size);
+    memset(rs, 0, bp->res.size);
+    if (pipe(portp) || pipe(resr) || pipe(ress) || pipe(ctlr) || pipe(ctls)) {
+        perror(BENCH_NAME ": pipe");
+        exit(2);
+    }
+    fflush(stdout);
+    fflush(stderr);
+    {
+        const int cl[] = {portp[0], resr[0], ctlr[1], ress[0], ress[1], ctls[0], ctls[1]};
+        e.sender = 0;
+        e.port = 0;
+        e.portfd = portp[1];
+        e.out = resr[1];
+        e.ctl = ctlr[0];
+        pr = bench_pair_fork(bp, &e, cl, (int)(sizeof cl / sizeof cl[0]));
+    }
+    close(portp[1]); close(resr[1]); close(ctlr[0]);
+    if (read_full_ms(portp[0], &port, sizeof port, bp->port_ms) != 0) {
+        bench_result_fail(&bp->res, rr, "receiver gave no port");
+        ok = 0;
+    } else {
+        const int cl[] = {portp[0], resr[0], ctlr[1], ress[0], ctls[1]};
+        e.sender = 1;
+        e.port = port;
+        e.portfd = -1;
+        e.out = ress[1];
+        e.ctl = ctls[0];
+        ps = bench_pair_fork(bp, &e, cl, (int)(sizeof cl / sizeof cl[0]));
+        close(ress[1]); close(ctls[0]);
+        ress[1] = ctls[0] = -1;
+        if (read_full_ms(ress[0], rs, bp->res.size, bp->result_ms) != 0) bench_result_fail(&bp->res, rs, "sender died or timed out");
+        if (!bench_result_ok(&bp->res, rs)) kill(pr, SIGKILL);
+        if (bp->sent) bp->sent(bp->ctx, ctlr[1], rs);
+        if (read_full_ms(resr[0], rr, bp->res.size, bp->result_ms) != 0) bench_result_fail(&bp->res, rr, "receiver died or timed out");
+        ok = bench_result_ok(&bp->res, rr) && bench_result_ok(&bp->res, rs);
+    }
+    /* EOF on both control pipes: both ends tear down */
+    close(ctlr[1]);
+    close_pair(ctls);
+    close(portp[0]); close(resr[0]);
+    close_pair(ress);
+    if (bench_pair_reap(pr, ps, bp->reap_ms, bp->check_exit) != 0) ok = 0;
+    return ok ? 0 : -1;
 }
 
 /* Test messages of the data benchmarks: a sequence number at each end, and an
