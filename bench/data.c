@@ -999,99 +999,42 @@ static void pin_to(int cpu)
 #endif
 }
 
-static void close_pair(int *fds)
+/* One measurement: transport t with the parameters pa (what bench_pair runs). */
+typedef struct pair_job {
+    int t;
+    params pa;
+} pair_job;
+
+/* An end's process: its pipes into a copy of the parameters, then t's end. */
+static void pair_end(void *ctx, const bench_end *e)
 {
-    if (fds[0] >= 0) close(fds[0]);
-    if (fds[1] >= 0) close(fds[1]);
-    fds[0] = fds[1] = -1;
+    const pair_job *j = (const pair_job *)ctx;
+    params p = j->pa;
+    pin_to(e->sender ? 0 : 1);
+    if (e->sender) p.port = e->port;
+    p.portfd = e->portfd;
+    p.out = e->out;
+    p.ctl = e->ctl;
+    (e->sender ? send_fn : recv_fn)[j->t](&p);
+}
+
+/* The memory test's receiver starts reading once the sender reported: tell it
+ * how many messages to expect. */
+static void pair_sent(void *ctx, int ctl, const void *rs)
+{
+    long long accepted = ((const result *)rs)->msgs;
+    (void)ctx;
+    write_all(ctl, &accepted, sizeof accepted);
 }
 
 /* Runs the receiver and the sender of transport t; 0 when both reported. */
 static int run_pair(int t, params pa, result *rr, result *rs)
 {
-    int portp[2], resr[2], ress[2], ctlr[2], ctls[2], port = 0, ok = 1;
-    pid_t pr, ps = -1;
-    long long accepted;
-
-    memset(rr, 0, sizeof *rr);
-    memset(rs, 0, sizeof *rs);
-    if (pipe(portp) || pipe(resr) || pipe(ress) || pipe(ctlr) || pipe(ctls)) {
-        perror(BENCH_NAME ": pipe");
-        exit(2);
-    }
-    fflush(stdout);
-    fflush(stderr);
-    if ((pr = fork()) < 0) {
-        perror(BENCH_NAME ": fork");
-        exit(2);
-    }
-    if (pr == 0) {
-        params p = pa;
-        close(portp[0]); close(resr[0]); close(ctlr[1]);
-        close_pair(ress); close_pair(ctls);
-        alarm(CHILD_LIMIT_S);
-        pin_to(1);
-        p.portfd = portp[1];
-        p.out = resr[1];
-        p.ctl = ctlr[0];
-        recv_fn[t](&p);
-        _exit(0);
-    }
-    close(portp[1]); close(resr[1]); close(ctlr[0]);
-    if (read_full_ms(portp[0], &port, sizeof port, 30000) != 0) {
-        snprintf(rr->err, sizeof rr->err, "receiver gave no port");
-        ok = 0;
-    } else {
-        pa.port = port;
-        if ((ps = fork()) < 0) {
-            perror(BENCH_NAME ": fork");
-            exit(2);
-        }
-        if (ps == 0) {
-            params p = pa;
-            close(portp[0]); close(resr[0]); close(ctlr[1]);
-            close(ress[0]); close(ctls[1]);
-            alarm(CHILD_LIMIT_S);
-            pin_to(0);
-            p.portfd = -1;
-            p.out = ress[1];
-            p.ctl = ctls[0];
-            send_fn[t](&p);
-            _exit(0);
-        }
-        close(ress[1]); close(ctls[0]);
-        ress[1] = ctls[0] = -1;
-        if (read_full_ms(ress[0], rs, sizeof *rs, PARENT_WAIT_MS) != 0) {
-            snprintf(rs->err, sizeof rs->err, "sender died or timed out");
-            rs->ok = 0;
-        }
-        if (!rs->ok) kill(pr, SIGKILL); /* the receiver would wait for data that never comes */
-        /* the memory test's receiver starts reading now: tell it how many messages to expect */
-        accepted = rs->msgs;
-        write_all(ctlr[1], &accepted, sizeof accepted);
-        if (read_full_ms(resr[0], rr, sizeof *rr, PARENT_WAIT_MS) != 0) {
-            snprintf(rr->err, sizeof rr->err, "receiver died or timed out");
-            rr->ok = 0;
-        }
-        ok = rr->ok && rs->ok;
-    }
-    /* EOF on both control pipes: both ends tear down */
-    close(ctlr[1]);
-    close_pair(ctls);
-    close(portp[0]); close(resr[0]);
-    close_pair(ress);
-    {
-        long long end = now_ns() + 10000000000LL;
-        int stR = 0, stS = 0, doneR = 0, doneS = ps < 0;
-        while ((!doneR || !doneS) && now_ns() < end) {
-            if (!doneR && waitpid(pr, &stR, WNOHANG) == pr) doneR = 1;
-            if (!doneS && waitpid(ps, &stS, WNOHANG) == ps) doneS = 1;
-            if (!doneR || !doneS) usleep(2000);
-        }
-        if (!doneR) { kill(pr, SIGKILL); waitpid(pr, &stR, 0); ok = 0; }
-        if (!doneS) { kill(ps, SIGKILL); waitpid(ps, &stS, 0); ok = 0; }
-    }
-    return ok ? 0 : -1;
+    pair_job j;
+    bench_pair bp = {pair_end, pair_sent, &j, BENCH_RESULT_LAYOUT(result), CHILD_LIMIT_S, 30000, PARENT_WAIT_MS, 10000, 0};
+    j.t = t;
+    j.pa = pa;
+    return bench_pair_run(&bp, rr, rs);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -555,7 +555,7 @@ static const char *type_name(unsigned t)
 }
 
 typedef struct idle_res {
-    unsigned long long msgs[256], bytes[256];
+    unsigned long long msgs[256], bytes[256], floods[5];
     double secs, bytes_per_node_s, sends_per_node_s, cpu_pct, svc_pct, wait_pct, gpf_pct, steps_per_s;
     double cpu_us_per_node_s;
     double cb_pct, cb_per_s, ctl_per_s; /* epoll: time in the poll callback (within library calls), its calls, epoll_ctl calls */
@@ -573,6 +573,7 @@ static void s12_idle(scale_graph *g, int secs, idle_res *r)
     memset(r, 0, sizeof *r);
     memcpy(r->msgs, SN.msgs, sizeof r->msgs);
     memcpy(r->bytes, SN.msg_bytes, sizeof r->bytes);
+    memcpy(r->floods, SN.floods, sizeof r->floods);
     real_reset_counters();
     c0 = cpu_s();
     t0 = now_ns();
@@ -596,6 +597,7 @@ static void s12_idle(scale_graph *g, int secs, idle_res *r)
         r->msgs[i] = SN.msgs[i] - r->msgs[i];
         r->bytes[i] = SN.msg_bytes[i] - r->bytes[i];
     }
+    for (i = 0; i < 5; i++) r->floods[i] = SN.floods[i] - r->floods[i];
     r->ran = 1;
 }
 
@@ -623,6 +625,9 @@ static void print_idle(const char *prof, const idle_res *r)
                        (double)r->msgs[t] / O.n / r->secs, (double)r->bytes[t] / O.n / r->secs);
             }
         printf("%s\n", any ? "" : " nothing");
+        printf("         FLOODs by record type (per node per second): application %.2f, Graph Info %.2f, Signature %.2f,"
+               " Contact %.2f, Presence %.2f\n", (double)r->floods[0] / O.n / r->secs, (double)r->floods[1] / O.n / r->secs,
+               (double)r->floods[2] / O.n / r->secs, (double)r->floods[3] / O.n / r->secs, (double)r->floods[4] / O.n / r->secs);
     }
 }
 

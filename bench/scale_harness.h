@@ -102,6 +102,8 @@ typedef struct scale_dec {
     unsigned msg_left;      /* bytes left in the current message after hdr */
     unsigned type;
     unsigned pend;          /* frame-header bytes not yet charged to a message */
+    unsigned moff;          /* FLOOD: message bytes seen, while reading its record's type */
+    unsigned char rt[4];    /* ... the record type's first 4 bytes (message offsets 12..15) */
 } scale_dec;
 
 typedef struct scale_sock {
@@ -127,6 +129,7 @@ typedef struct scale_net {
     unsigned long long zombie_bytes; /* swallowed from dead nodes */
     unsigned long long unknown_owner;/* sockets created with no known owner */
     unsigned long long msgs[256], msg_bytes[256]; /* by message type, frame bytes included */
+    unsigned long long floods[5]; /* FLOODs by record type: 0 application, 1 Graph Info, 2 Signature, 3 Contact, 4 Presence */
     PEER_POLL_FD *wscratch;
     ULONG wcap;
 } scale_net;
@@ -223,10 +226,19 @@ static inline void scale_net_account(scale_dec *st, const unsigned char *p, size
                     SN.msgs[st->type]++;
                     SN.msg_bytes[st->type] += 6 + st->pend;
                     st->pend = 0;
+                    st->moff = st->type == 0x0B ? 6 : 16;
                     if (!st->msg_left) st->hlen = 0;
                 }
             } else {
-                size_t t = k < st->msg_left ? k : st->msg_left;
+                size_t t = k < st->msg_left ? k : st->msg_left, j;
+                for (j = 0; j < t && st->moff < 16; j++, st->moff++) /* a FLOOD's record type (record at offset 12) */
+                    if (st->moff >= 12) {
+                        st->rt[st->moff - 12] = p[j];
+                        if (st->moff == 15) {
+                            int internal = !st->rt[0] && !st->rt[1] && !st->rt[3] && st->rt[2] >= 1 && st->rt[2] <= 4;
+                            SN.floods[internal ? st->rt[2] : 0]++;
+                        }
+                    }
                 SN.msg_bytes[st->type] += t + st->pend;
                 st->pend = 0;
                 st->msg_left -= (unsigned)t;

@@ -1473,98 +1473,28 @@ static void tp_raw_send(const tp_params *p)
     free(buf);
 }
 
-static void close_pair(int *fds)
+/* An end's process: its pipes into a copy of the parameters, then kind's end. */
+static void tp_end(void *ctx, const bench_end *e)
 {
-    if (fds[0] >= 0) close(fds[0]);
-    if (fds[1] >= 0) close(fds[1]);
-    fds[0] = fds[1] = -1;
+    tp_params p = *(const tp_params *)ctx;
+    if (e->sender) p.port = e->port;
+    p.portfd = e->portfd;
+    p.out = e->out;
+    p.ctl = e->ctl;
+    if (p.kind == TP_RAW) (e->sender ? tp_raw_send : tp_raw_recv)(&p);
+    else (e->sender ? tp_p2p_send : tp_p2p_recv)(&p);
 }
 
 /* Runs the receiver and the sender of kind in two processes; 0 when both
  * reported success. */
 static int tp_pair(int kind, long long count, tp_result *rr, tp_result *rs)
 {
-    int portp[2], resr[2], ress[2], ctlr[2], ctls[2], port = 0, ok = 1;
-    pid_t pr, ps = -1;
     tp_params pa;
-    memset(rr, 0, sizeof *rr);
-    memset(rs, 0, sizeof *rs);
+    bench_pair bp = {tp_end, NULL, &pa, BENCH_RESULT_LAYOUT(tp_result), CHILD_LIMIT_S, 30000, PARENT_WAIT_MS, 10000, 1};
     memset(&pa, 0, sizeof pa);
     pa.kind = kind;
     pa.count = count;
-    if (pipe(portp) || pipe(resr) || pipe(ress) || pipe(ctlr) || pipe(ctls)) {
-        perror(BENCH_NAME ": pipe");
-        exit(2);
-    }
-    fflush(stdout);
-    fflush(stderr);
-    if ((pr = fork()) < 0) {
-        perror(BENCH_NAME ": fork");
-        exit(2);
-    }
-    if (pr == 0) {
-        close(portp[0]); close(resr[0]); close(ctlr[1]);
-        close_pair(ress); close_pair(ctls);
-        alarm(CHILD_LIMIT_S);
-        pa.portfd = portp[1];
-        pa.out = resr[1];
-        pa.ctl = ctlr[0];
-        if (kind == TP_RAW) tp_raw_recv(&pa);
-        else tp_p2p_recv(&pa);
-        _exit(0);
-    }
-    close(portp[1]); close(resr[1]); close(ctlr[0]);
-    if (read_full_ms(portp[0], &port, sizeof port, 30000) != 0) {
-        snprintf(rr->err, sizeof rr->err, "receiver gave no port");
-        ok = 0;
-    } else {
-        pa.port = port;
-        if ((ps = fork()) < 0) {
-            perror(BENCH_NAME ": fork");
-            exit(2);
-        }
-        if (ps == 0) {
-            close(portp[0]); close(resr[0]); close(ctlr[1]);
-            close(ress[0]); close(ctls[1]);
-            alarm(CHILD_LIMIT_S);
-            pa.portfd = -1;
-            pa.out = ress[1];
-            pa.ctl = ctls[0];
-            if (kind == TP_RAW) tp_raw_send(&pa);
-            else tp_p2p_send(&pa);
-            _exit(0);
-        }
-        close(ress[1]); close(ctls[0]);
-        ress[1] = ctls[0] = -1;
-        if (read_full_ms(ress[0], rs, sizeof *rs, PARENT_WAIT_MS) != 0) {
-            snprintf(rs->err, sizeof rs->err, "sender died or timed out");
-            rs->ok = 0;
-        }
-        if (!rs->ok) kill(pr, SIGKILL);
-        if (read_full_ms(resr[0], rr, sizeof *rr, PARENT_WAIT_MS) != 0) {
-            snprintf(rr->err, sizeof rr->err, "receiver died or timed out");
-            rr->ok = 0;
-        }
-        ok = rr->ok && rs->ok;
-    }
-    close(ctlr[1]);
-    close_pair(ctls);
-    close(portp[0]); close(resr[0]);
-    close_pair(ress);
-    {
-        long long end = now_ns() + 10000000000LL;
-        int stR = 0, stS = 0, doneR = 0, doneS = ps < 0;
-        while ((!doneR || !doneS) && now_ns() < end) {
-            if (!doneR && waitpid(pr, &stR, WNOHANG) == pr) doneR = 1;
-            if (!doneS && waitpid(ps, &stS, WNOHANG) == ps) doneS = 1;
-            if (!doneR || !doneS) usleep(2000);
-        }
-        if (!doneR) { kill(pr, SIGKILL); waitpid(pr, &stR, 0); ok = 0; }
-        if (!doneS) { kill(ps, SIGKILL); waitpid(ps, &stS, 0); ok = 0; }
-        if (doneR && (!WIFEXITED(stR) || WEXITSTATUS(stR) != 0)) ok = 0;
-        if (doneS && (!WIFEXITED(stS) || WEXITSTATUS(stS) != 0)) ok = 0;
-    }
-    return ok ? 0 : -1;
+    return bench_pair_run(&bp, rr, rs);
 }
 
 /* ------------------------------------------------------------------------- */
