@@ -21,6 +21,23 @@
  *   - the demo prints each node's neighbors, then node0 leaves
  *     (PeerGraphClose) and its neighbors report PEER_DISCONNECTED.
  *
+ * Every node runs the fast maintenance profile
+ * (PeerGraphSetMaintenanceProfile(PEER_MAINTENANCE_FAST), set before Listen
+ * and Connect so every link agrees on it; PROTOCOL.md section 4, bit 0x20),
+ * and every listening node publishes its presence (cPresenceMax = -1): the
+ * presence records are where a node finds new neighbors.  Without node0 the
+ * tree normally falls apart (node1 with node3 and node4, node2 with node5);
+ * the demo then only keeps running the library, with no Connect call of its
+ * own, and waits until the library has re-linked the five into one
+ * connected graph in which every node has at least PEER_MIN_NEIGHBORS (2)
+ * neighbors, the minimum its connection maintenance refills a node to at
+ * once.  The links the library makes are printed as NEIGHBOR_CONNECTION
+ * events as they come, after the NODE_CHANGED (disconnected) of node0's
+ * presence.  An attempt may fail on the way (PEER_E_TCP_CONNECTION_REFUSED):
+ * a node can still hold node0's address as a referral from when it joined;
+ * the library then tries another node ulRetryMs (100 ms) later.  The demo
+ * fails if the graph is not repaired within REPAIR_LIMIT_MS.
+ *
  * Every event of every node is printed as it is pulled.  (Spreading the
  * joiners matters: a node accepts at most PEER_MAX_NEIGHBORS = 7 neighbors
  * and refuses more as busy; the refused node then sees
@@ -51,7 +68,8 @@
 #define N_NODES 6
 #define GRAPH_ID L"demo-graph"
 #define DB_NAME  L"demo"
-#define TIME_LIMIT_MS 10000 /* for the whole demo; it normally needs well under a second */
+#define TIME_LIMIT_MS 10000 /* for the demo up to node0's departure; it normally needs well under a second */
+#define REPAIR_LIMIT_MS 10000 /* for the re-linking after it; the fast profile normally needs well under one */
 
 typedef struct node {
     char name[8];
@@ -375,12 +393,16 @@ static int show_graph(void)
 
 /* ---- the demo ------------------------------------------------------------------ */
 
+/* run_until gives up at this tick count: t0 + TIME_LIMIT_MS, then, for the
+ * repair, REPAIR_LIMIT_MS after node0 leaves. */
+static ULONGLONG deadline;
+
 /* Runs the library until done() holds or the demo's time is up. */
 static int run_until(int (*done)(void), int (*step)(void))
 {
     while (!done()) {
-        if (PeerGraphGetTickCount() - t0 > TIME_LIMIT_MS) {
-            printf("demo: not finished after %d ms: giving up\n", TIME_LIMIT_MS);
+        if (PeerGraphGetTickCount() > deadline) {
+            printf("demo: not finished after %lu ms: giving up\n", elapsed());
             return 0;
         }
         if (FAILED(PeerGraphRunOnce(20))) { printf("demo: PeerGraphRunOnce failed\n"); return 0; }
@@ -398,21 +420,69 @@ static int departure_seen(void)
     return seen >= leaver_neighbors;
 }
 
+/* The open nodes form one connected graph (links seen from both ends, by
+ * PeerGraphEnumConnections on every node, like show_graph) and each has at
+ * least PEER_MIN_NEIGHBORS neighbors.  With five nodes that minimum can be
+ * met by all (a ring of five already does).  Between the minimum and
+ * PEER_IDEAL_NEIGHBORS (3) a node adds links only on its maintenance timer
+ * (every 2 s in the fast profile), so the ideal count is not waited for. */
+static int repaired(void)
+{
+    int adj[N_NODES][N_NODES], comp[N_NODES], i, j, k, changed;
+    memset(adj, 0, sizeof adj);
+    for (i = 0; i < N_NODES; i++) {
+        HPEERENUM en;
+        ULONG count = 0;
+        PEER_CONNECTION_INFO **items = NULL;
+        if (!nodes[i].h) continue;
+        if (FAILED(PeerGraphEnumConnections(nodes[i].h, PEER_CONNECTION_NEIGHBOR, &en))) return 0;
+        PeerGraphGetItemCount(en, &count);
+        if (count && SUCCEEDED(PeerGraphGetNextItem(en, &count, (PVOID **)&items))) {
+            for (k = 0; k < (int)count; k++)
+                for (j = 0; j < N_NODES; j++)
+                    if (nodes[j].h && j != i && nodes[j].nodeId == items[k]->ullNodeId) adj[i][j] = 1;
+            PeerGraphFreeData(items);
+        }
+        PeerGraphEndEnumeration(en);
+    }
+    /* component labels: the lowest index reachable, by relaxation */
+    for (i = 0; i < N_NODES; i++) comp[i] = i;
+    do {
+        changed = 0;
+        for (i = 0; i < N_NODES; i++)
+            for (j = 0; j < N_NODES; j++)
+                if (adj[i][j] && adj[j][i] && comp[j] < comp[i]) { comp[i] = comp[j]; changed = 1; }
+    } while (changed);
+    k = -1;
+    for (i = 0; i < N_NODES; i++) {
+        int degree = 0;
+        if (!nodes[i].h) continue;
+        if (k < 0) k = comp[i];
+        if (comp[i] != k) return 0;
+        for (j = 0; j < N_NODES; j++) degree += adj[i][j] && adj[j][i];
+        if (degree < PEER_MIN_NEIGHBORS) return 0;
+    }
+    return 1;
+}
+
 int main(void)
 {
     PEER_VERSION_DATA version;
     PEER_GRAPH_PROPERTIES props;
     HRESULT hr;
-    int i, ok = 0, ends, links_formed = 0, ms_formed = 0;
+    int i, ok = 0, ends, links_formed = 0, ms_formed = 0, ms_repair = 0;
+    ULONGLONG t_leave;
 
     printf("p2pgraph demo: %d nodes of graph \"demo-graph\" in one process join over real TCP on [::1],\n"
-           "one by one, into a tree; then node0 leaves and its neighbors see it go.\n"
-           "Then a record published at node5 is flooded to all, updated at node2 and deleted at node4.\n\n",
+           "one by one, into a tree; a record published at node5 is flooded to all, updated at node2\n"
+           "and deleted at node4.  Then node0 leaves, its neighbors see it go, and the library\n"
+           "(fast maintenance profile) re-links the rest on its own.\n\n",
            N_NODES);
 
     hr = PeerGraphStartup(PEER_GRAPH_VERSION, &version);
     if (FAILED(hr)) { printf("demo: PeerGraphStartup: %s\n", hr_name(hr)); return 1; }
     t0 = PeerGraphGetTickCount();
+    deadline = t0 + TIME_LIMIT_MS;
     make_dir("build");
     make_dir("build/ex-db");
     PeerGraphSetDatabaseDirectory(L"build/ex-db");
@@ -429,10 +499,15 @@ int main(void)
     props.pwzGraphId = (PWSTR)GRAPH_ID;
     props.pwzCreatorId = nodes[0].peerId;
     props.pwzFriendlyName = (PWSTR)L"p2pgraph demo";
+    /* every listening node publishes its presence: that is how the others
+     * find a new neighbor when they lose one (with 0, nobody would) */
+    props.cPresenceMax = (ULONG)-1;
     hr = PeerGraphCreate(&props, DB_NAME, NULL, &nodes[0].h);
     if (FAILED(hr)) { printf("demo: PeerGraphCreate: %s\n", hr_name(hr)); goto done; }
     if (!register_events(&nodes[0])) goto done;
     printf("[%5lu ms] node0 creates the graph\n", elapsed());
+    hr = PeerGraphSetMaintenanceProfile(nodes[0].h, PEER_MAINTENANCE_FAST); /* before Listen */
+    if (FAILED(hr)) { printf("demo: PeerGraphSetMaintenanceProfile(node0): %s\n", hr_name(hr)); goto done; }
     if (!start_listening(&nodes[0])) goto done;
 
     /* the others open it (a new, empty database each: not synchronized) */
@@ -441,6 +516,11 @@ int main(void)
         if (FAILED(hr)) { printf("demo: PeerGraphOpen(%s): %s\n", nodes[i].name, hr_name(hr)); goto done; }
         if (!register_events(&nodes[i]) || !read_node_info(&nodes[i], 0)) goto done;
         printf("[%5lu ms] %s opens the graph: %s\n", elapsed(), nodes[i].name, hr_name(hr));
+        hr = PeerGraphSetMaintenanceProfile(nodes[i].h, PEER_MAINTENANCE_FAST); /* before Connect */
+        if (FAILED(hr)) {
+            printf("demo: PeerGraphSetMaintenanceProfile(%s): %s\n", nodes[i].name, hr_name(hr));
+            goto done;
+        }
     }
 
     /* formation: connect, synchronize, listen, until every node is in */
@@ -511,17 +591,39 @@ int main(void)
         leaver_neighbors = (int)count;
     }
     printf("[%5lu ms] node0 leaves the graph (PeerGraphClose)\n", elapsed());
+    t_leave = PeerGraphGetTickCount();
     PeerGraphClose(nodes[0].h);
     nodes[0].h = NULL;
     if (!run_until(departure_seen, NULL)) goto done;
 
-    printf("\nThe graph without node0:\n");
+    printf("\nThe graph without node0, at once:\n");
     ends = show_graph();
-    printf("  %d links (the library does not yet re-link the parts on its own; a host may Connect them)\n\n",
-           ends / 2);
+    printf("  %d links\n\n", ends / 2);
+
+    /* repair: the host only runs the library (no Connect call) until the rest
+     * is one graph again, each node with at least PEER_MIN_NEIGHBORS */
+    printf("[%5lu ms] waiting for the library to re-link the %d nodes left (at most %d ms)\n", elapsed(),
+           N_NODES - 1, REPAIR_LIMIT_MS);
+    deadline = PeerGraphGetTickCount() + REPAIR_LIMIT_MS;
+    if (!run_until(repaired, NULL)) {
+        printf("\nThe graph without node0, %lu ms after it left:\n", (unsigned long)(PeerGraphGetTickCount() - t_leave));
+        ends = show_graph();
+        printf("  %d links: not one connected graph with at least %d neighbors per node after %d ms\n", ends / 2,
+               PEER_MIN_NEIGHBORS, REPAIR_LIMIT_MS);
+        goto done;
+    }
+    ms_repair = (int)(PeerGraphGetTickCount() - t_leave);
+
+    printf("\nThe graph without node0, repaired:\n");
+    ends = show_graph();
+    printf("  %d links: the graph re-linked itself in %d ms (no Connect call from the host)\n\n", ends / 2,
+           ms_repair);
     printf("summary: %d nodes formed a graph of %d links over real sockets in %d ms, replicated a record's add, "
-           "update and delete to every node; node0 left and its %d neighbors saw it go (%lu ms in all).\n",
-           N_NODES, links_formed, ms_formed, leaver_neighbors, elapsed());
+           "update and delete to every node; node0 left, its %d neighbors saw it go, and the library re-linked "
+           "the other %d into one graph (%d links, each node with %d or more neighbors) in %d ms on its own "
+           "(%lu ms in all).\n",
+           N_NODES, links_formed, ms_formed, leaver_neighbors, N_NODES - 1, ends / 2, PEER_MIN_NEIGHBORS, ms_repair,
+           elapsed());
     ok = 1;
 done:
     for (i = 0; i < N_NODES; i++)
