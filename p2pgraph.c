@@ -4976,6 +4976,8 @@ bad:
 
 /* --- both --- */
 
+static void referral_forget(pg_graph *g, const SOCKADDR_IN6 *a);
+
 static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
 {
     unsigned reason, n, aoff;
@@ -4991,6 +4993,8 @@ static void on_disconnect(pg_conn *c, const uint8_t *m, size_t size)
         ULONGLONG node = c->remote_node;
         int leaving = reason == DISC_LEAVING && c->state == CS_CONNECTED && !c->direct && g &&
                       g->profile == PEER_MAINTENANCE_FAST;
+        SOCKADDR_IN6 ra;
+        if (reason == DISC_LEAVING && g && !c->direct && conn_reach_addr(c, &ra)) referral_forget(g, &ra);
         conn_abort(c, c->state == CS_CONNECTED ? S_OK : PEER_E_CONNECTION_REFUSED);
         /* fast profile: a leaving node's departure is announced too, in case its
          * own presence deletion does not get through (its neighbors may be
@@ -6689,10 +6693,32 @@ static void node_event(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *
 }
 
 /* Called by graph_store / graph_expire for every presence record change. */
+/* Forgets the referrals to a's address (a node that left or died): refilling
+ * the neighbor set should not begin with a dead address. */
+static void referral_forget(pg_graph *g, const SOCKADDR_IN6 *a)
+{
+    ULONG i;
+    for (i = 0; i < g->n_refs; i++)
+        if (addr_eq(&g->refs[i].addr, a)) { g->refs[i] = g->refs[--g->n_refs]; return; }
+}
+
+/* The same for every address of a presence that went away. */
+static void referrals_forget_presence(pg_graph *g, const presence_view *pv)
+{
+    uint32_t k;
+    for (k = 0; k < pv->n_addrs; k++) {
+        SOCKADDR_IN6 x;
+        if (peer_addr_get(pv->addrs + 32 * (size_t)k, &x)) referral_forget(g, &x);
+    }
+}
+
 static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len)
 {
     rec_view v;
-    if (rec_parse(wire, len, &v)) node_event(g, ct, &v);
+    presence_view pv;
+    if (!rec_parse(wire, len, &v)) return;
+    if (ct == PEER_RECORD_DELETED && g->n_refs && presence_parse(&v, &pv)) referrals_forget_presence(g, &pv);
+    node_event(g, ct, &v);
 }
 
 static void graph_poke_maintenance(pg_graph *g)
@@ -6732,6 +6758,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
         }
     if (!r) return; /* unknown, or already gone: the news stops here */
     r->departed = 1;
+    referrals_forget_presence(g, &pv);
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
     for (c = g->conns; c; c = c->gnext)

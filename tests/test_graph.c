@@ -520,6 +520,57 @@ static void test_fast_profile_mesh(void **st)
     tu_pump(3, 3000);
 }
 
+/* A node that leaves is not tried again: its address, handed out in
+ * WELCOME referral lists, is dropped from every survivor's referrals when its
+ * DISCONNECT (LEAVING) or its presence deletion arrives, so refilling goes to
+ * live nodes.  A raw listener put at the leaver's address must see no
+ * connection attempt. */
+static void test_leaver_not_retried(void **st)
+{
+    HGRAPH g[7];
+    PEER_ADDRESS seed;
+    PEER_SOCKET raw;
+    int i, k, ok, round;
+    (void)st;
+    for (round = 0; round < 4; round++) {
+        fake_net_seed(100 + (ULONGLONG)round);
+        g[0] = tu_create(L"V", L"v0");
+        assert_int_equal(PeerGraphSetMaintenanceProfile(g[0], PEER_MAINTENANCE_FAST), S_OK);
+        seed = tu_listen_at(g[0], "fd00::1");
+        for (i = 1; i < 7; i++) {
+            wchar_t p[8];
+            swprintf(p, 8, L"v%d", i);
+            g[i] = tu_open(L"V", p);
+            assert_int_equal(PeerGraphSetMaintenanceProfile(g[i], PEER_MAINTENANCE_FAST), S_OK);
+            join(g[i], &seed);
+        }
+        for (k = 0, ok = 0; k < 100 && !ok; k++) {
+            tu_pump(1, 100);
+            for (i = 0, ok = 1; i < 7 && ok; i++) {
+                ULONG n = tu_neighbors(g[i]);
+                ok = n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS && count_nodes(g[i], NULL) == 7;
+            }
+        }
+        assert_true(ok);
+        assert_int_equal(PeerGraphClose(g[0]), S_OK);
+        tu_pump(1, 1);
+        raw = fake_net_raw_listen(&seed.sin6);
+        assert_true(raw != PEER_INVALID_SOCKET);
+        for (k = 0; k < 50; k++) { /* 5 s: refills, maintenance rounds */
+            tu_pump(1, 100);
+            assert_true(fake_net_raw_accept(raw) == PEER_INVALID_SOCKET);
+        }
+        for (i = 1; i < 7; i++) {
+            ULONG n = tu_neighbors(g[i]);
+            assert_true(n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS);
+            assert_int_equal(count_nodes(g[i], NULL), 6);
+        }
+        fake_net_raw_close(raw);
+        for (i = 1; i < 7; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+        tu_pump(3, 3000);
+    }
+}
+
 /* The Signature record ends up naming the lowest node ID, at every node;
  * when that node leaves, the next lowest takes over. */
 static ULONGLONG signature_at(HGRAPH h)
@@ -842,6 +893,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_thirty_percent, setup, teardown),
