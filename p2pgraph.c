@@ -601,6 +601,8 @@ struct pg_graph {
     struct { ULONGLONG node, at; } tried[16]; /* recent neighbor attempts, to spread the next ones */
     pg_map pres;            /* node ID -> its live presence record (section 5) */
     pg_map contacts;        /* the contact records held (section 5) */
+    pg_map departed;        /* presence records marked departed (fast profile; section 9c) */
+    pg_map dep_addrs;       /* their addresses (addr_key) -> how many of them list it */
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
     unsigned n_tried;
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
@@ -1058,6 +1060,7 @@ static void enum_free(pg_enum *e)
 #define REC_FIXED 90
 #define RF_AUTOREFRESH 0x01
 #define RF_DELETED 0x02
+#define DEP_INDEXED 0x02 /* pg_rec.departed */
 #define FT_SECOND 10000000ULL
 #define ACK_BATCH 64
 
@@ -1071,7 +1074,8 @@ struct pg_rec {
     uint8_t id[16];    /* wire form */
     uint32_t version;
     uint8_t flags;
-    uint8_t departed;  /* a presence whose node was announced dead (fast profile; local only) */
+    uint8_t departed;  /* a presence whose node was announced dead (fast profile; local only):
+                          1, | DEP_INDEXED once in g->departed and g->dep_addrs */
     uint64_t expires, modified;
     uint32_t len;
     uint8_t wire[1];   /* len bytes */
@@ -1366,11 +1370,13 @@ static ULONGLONG rec_presence_node(const pg_rec *r)
 /* ... and the contact set (g->contacts, keyed by the record's address), so
  * contact maintenance visits the few contact records, not the database.
  * Every record leaving the table goes through pres_unmap. */
+static void departed_unindex(pg_graph *g, const pg_rec *r);
 static void pres_unmap(pg_graph *g, const pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(r);
     if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
     if (rec_is_contact(r->wire)) map_del(&g->contacts, (uintptr_t)r);
+    if (r->departed & DEP_INDEXED) departed_unindex(g, r);
 }
 static void pres_map(pg_graph *g, pg_rec *r)
 {
@@ -1452,6 +1458,8 @@ static void rec_table_free(pg_graph *g)
     }
     map_free(&g->pres);
     map_free(&g->contacts);
+    map_free(&g->departed);
+    map_free(&g->dep_addrs);
     pg_free(g->recs);
     g->recs = NULL;
     g->rec_cap = g->rec_count = 0;
@@ -6717,7 +6725,8 @@ static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, con
     rec_view v;
     presence_view pv;
     if (!rec_parse(wire, len, &v)) return;
-    if (ct == PEER_RECORD_DELETED && g->n_refs && presence_parse(&v, &pv)) referrals_forget_presence(g, &pv);
+    if ((ct == PEER_RECORD_DELETED || ct == PEER_RECORD_EXPIRED) && g->n_refs && presence_parse(&v, &pv))
+        referrals_forget_presence(g, &pv);
     node_event(g, ct, &v);
 }
 
@@ -6725,6 +6734,63 @@ static void graph_poke_maintenance(pg_graph *g)
 {
     g->maint_due = 1;
     graph_poke(g);
+}
+
+/* --- the departed index: the presence records marked departed (a set, so
+ * the replay to a new link and partition repair visit only them) and their
+ * addresses (so a referral to a dead node is skipped without a scan) --- */
+static uint64_t addr_key(const SOCKADDR_IN6 *a)
+{
+    uint64_t h = 1469598103934665603ULL;
+    unsigned i, port = addr_port(a);
+    for (i = 0; i < 16; i++) h = (h ^ a->sin6_addr.s6_addr[i]) * 1099511628211ULL;
+    h = (h ^ (port & 0xFF)) * 1099511628211ULL;
+    h = (h ^ (port >> 8)) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* Adds (+1) or removes (-1) one count per address of presence pv; 0 if out
+ * of memory on adding (what was added is taken back). */
+static int dep_addrs_adjust(pg_graph *g, const presence_view *pv, int delta, uint32_t upto)
+{
+    uint32_t k;
+    for (k = 0; k < pv->n_addrs && k < upto; k++) {
+        SOCKADDR_IN6 x;
+        uint64_t key;
+        uintptr_t n;
+        if (!peer_addr_get(pv->addrs + 32 * (size_t)k, &x)) continue;
+        key = addr_key(&x);
+        n = (uintptr_t)map_get(&g->dep_addrs, key);
+        if (delta > 0) {
+            if (!map_put(&g->dep_addrs, key, (void *)(n + 1))) {
+                dep_addrs_adjust(g, pv, -1, k);
+                return 0;
+            }
+        } else if (n <= 1)
+            map_del(&g->dep_addrs, key);
+        else
+            map_put(&g->dep_addrs, key, (void *)(n - 1)); /* the key exists: no allocation */
+    }
+    return 1;
+}
+
+/* r (a presence, just marked departed) joins the index; out of memory it
+ * stays unindexed: its addresses may then be tried, and a new link does not
+ * hear of it. */
+static void departed_index(pg_graph *g, pg_rec *r, const presence_view *pv)
+{
+    if (r->departed & DEP_INDEXED) return;
+    if (!map_put(&g->departed, (uintptr_t)r, r)) return;
+    if (!dep_addrs_adjust(g, pv, +1, UINT32_MAX)) { map_del(&g->departed, (uintptr_t)r); return; }
+    r->departed |= DEP_INDEXED;
+}
+
+static void departed_unindex(pg_graph *g, const pg_rec *r)
+{
+    rec_view v;
+    presence_view pv;
+    map_del(&g->departed, (uintptr_t)r);
+    if (rec_parse(r->wire, r->len, &v) && presence_parse(&v, &pv)) dep_addrs_adjust(g, &pv, -1, UINT32_MAX);
 }
 
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
@@ -6758,6 +6824,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
         }
     if (!r) return; /* unknown, or already gone: the news stops here */
     r->departed = 1;
+    departed_index(g, r, &pv);
     referrals_forget_presence(g, &pv);
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
@@ -6781,17 +6848,15 @@ static void departed_replay(pg_conn *c)
     uint8_t m[20];
     size_t i;
     msg_header(m, 20, MT_DEPARTED);
-    for (i = 0; i < g->rec_cap && !c->dead; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r && !c->dead; r = r->hnext) {
-            rec_view v;
-            presence_view pv;
-            if (!r->departed || !rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
-            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
-            put64(m + 8, pv.node);
-            put32(m + 16, r->version);
-            conn_send(c, m, 20);
-        }
+    for (i = 0; i < g->departed.cap && !c->dead; i++) { /* the departed set, not the database */
+        const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
+        rec_view v;
+        presence_view pv;
+        if (!g->departed.slots[i].key || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
+        put64(m + 8, pv.node);
+        put32(m + 16, r->version);
+        conn_send(c, m, 20);
     }
 }
 
@@ -6840,25 +6905,99 @@ static cand *cand_next(cand **cs, size_t n, size_t *cap)
     return *cs + n;
 }
 
-/* Is a the address of a node announced departed (fast profile)? */
+/* Is a the address of a node announced departed (fast profile)?  (The
+ * index; a 64-bit hash collision would only skip one referral.) */
 static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a)
 {
-    size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
-            rec_view v;
-            presence_view pv;
-            uint32_t k;
-            if (!r->departed || !rec_is_presence(r->wire) || !rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv))
-                continue;
-            for (k = 0; k < pv.n_addrs; k++) {
-                SOCKADDR_IN6 x;
-                if (peer_addr_get(pv.addrs + 32 * (size_t)k, &x) && addr_eq(&x, a)) return 1;
-            }
-        }
+    return g->dep_addrs.n && map_get(&g->dep_addrs, addr_key(a)) != NULL;
+}
+
+/* Starts the neighbor connection to candidate x; 1 if started. */
+static int cand_connect(pg_graph *g, const cand *x)
+{
+    wchar_t *peer = x->peer ? u16_dup(x->peer, x->npeer) : NULL;
+    HRESULT hr;
+    int started = 0;
+    if (x->node) {
+        g->tried[g->n_tried % 16].node = x->node;
+        g->tried[g->n_tried++ % 16].at = L.now;
     }
+    if (x->ref) g->refs[x->ref - 1].attempted = 1;
+    if (!x->peer || peer) {
+        pg_conn *nc = graph_start_connect(g, peer, &x->a, 0, 0, &hr);
+        if (nc) { nc->cand_node = x->node; started = 1; }
+    }
+    pg_free(peer);
+    return started;
+}
+
+/* Is there a neighbor link (made or in progress) with node? */
+static int conn_to_node_exists(const pg_graph *g, ULONGLONG node)
+{
+    const pg_conn *c;
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && !c->direct && c->remote_node == node) return 1;
     return 0;
+}
+
+/* A referral we may try: not attempted, not connected, not a departed
+ * node's, not our own listener. */
+static int ref_eligible(const pg_graph *g, ULONG i)
+{
+    SOCKADDR_IN6 la;
+    if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0) || addr_of_departed(g, &g->refs[i].addr))
+        return 0;
+    if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
+        (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
+        return 0;
+    return 1;
+}
+
+/* Large graphs: a random candidate by probing random slots of the presence
+ * index (g->pres) instead of visiting every record, which at 1000 nodes
+ * made each attempt cost a pass over the database.  Each occupied slot is
+ * equally likely; a referral is taken instead in proportion to the eligible
+ * referrals.  Returns 1 if a connection was started, 0 if no candidate was
+ * found in PROBES tries (the caller then scans). */
+#define PROBE_MIN_PRESENCE 64
+#define PROBES 64
+static int graph_connect_probe(pg_graph *g)
+{
+    uint64_t now = peer_time(g);
+    ULONG i, nref = 0, pick;
+    cand x, stale;
+    int have_stale = 0, t;
+    for (i = 0; i < g->n_refs; i++) nref += (ULONG)ref_eligible(g, i);
+    if (nref && random64() % (nref + g->pres.n) < nref) {
+        pick = (ULONG)(random64() % nref);
+        for (i = 0; i < g->n_refs; i++)
+            if (ref_eligible(g, i) && !pick--) break;
+        memset(&x, 0, sizeof x);
+        x.a = g->refs[i].addr;
+        x.ref = (int)i + 1;
+        return cand_connect(g, &x);
+    }
+    for (t = 0; t < PROBES; t++) {
+        size_t k = (size_t)(random64() % g->pres.cap);
+        const pg_rec *r = (const pg_rec *)g->pres.slots[k].obj;
+        ULONGLONG node = g->pres.slots[k].key;
+        rec_view v;
+        presence_view pv;
+        SOCKADDR_IN6 a;
+        if (!node || node == g->node_id || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
+        if (conn_to_node_exists(g, node)) continue;
+        if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || !peer_addr_get(pv.addrs, &a) ||
+            conn_to_addr_exists(g, &a, node))
+            continue;
+        x.a = a;
+        x.peer = v.creator;
+        x.npeer = v.n_creator;
+        x.ref = 0;
+        x.node = node;
+        if (!recently_tried(g, node)) return cand_connect(g, &x);
+        if (!have_stale) { stale = x; have_stale = 1; } /* tried lately: only if nothing else turns up */
+    }
+    return have_stale ? cand_connect(g, &stale) : 0;
 }
 
 /* Starts one connection to a random candidate; 1 if one was started. */
@@ -6868,6 +7007,7 @@ static int graph_connect_random(pg_graph *g)
     size_t n = 0, cap = 0, i;
     uint64_t now = peer_time(g);
     int started = 0;
+    if (g->pres.n >= PROBE_MIN_PRESENCE && graph_connect_probe(g)) return 1;
     for (i = 0; i < g->rec_cap; i++) {
         const pg_rec *r;
         for (r = g->recs[i]; r; r = r->hnext) {
@@ -6887,12 +7027,7 @@ static int graph_connect_random(pg_graph *g)
         }
     }
     for (i = 0; i < g->n_refs; i++) {
-        SOCKADDR_IN6 la;
-        if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0) || addr_of_departed(g, &g->refs[i].addr))
-            continue;
-        if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
-            (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
-            continue;
+        if (!ref_eligible(g, i)) continue;
         if (!(x = cand_next(&cs, n, &cap))) return 0;
         x->a = g->refs[i].addr;
         x->peer = NULL;
@@ -6910,18 +7045,7 @@ static int graph_connect_random(pg_graph *g)
                 if ((!cs[j].node || !recently_tried(g, cs[j].node)) && !k--) break;
             k = j;
         }
-        if (cs[k].node) {
-            g->tried[g->n_tried % 16].node = cs[k].node;
-            g->tried[g->n_tried++ % 16].at = L.now;
-        }
-        wchar_t *peer = cs[k].peer ? u16_dup(cs[k].peer, cs[k].npeer) : NULL;
-        HRESULT hr;
-        if (cs[k].ref) g->refs[cs[k].ref - 1].attempted = 1;
-        if (!cs[k].peer || peer) {
-            pg_conn *nc = graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr);
-            if (nc) { nc->cand_node = cs[k].node; started = 1; }
-        }
-        pg_free(peer);
+        started = cand_connect(g, &cs[k]);
     }
     pg_free(cs);
     return started;
@@ -7161,10 +7285,9 @@ static ULONG departed_candidates(const pg_graph *g)
     uint64_t now = peer_time(g);
     ULONG n = 0;
     size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext)
-            if (r->departed && rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && r->expires > now) n++;
+    for (i = 0; i < g->departed.cap; i++) { /* the departed set */
+        const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
+        if (g->departed.slots[i].key && !(r->flags & RF_DELETED) && r->expires > now) n++;
     }
     return n;
 }
@@ -7222,43 +7345,39 @@ static void partition_timer(pg_graph *g)
     if (!g->synchronized || !signature_live(g, &sig)) return;
     for (o = g->conns; o; o = o->gnext)
         if (o->repair && !o->dead && o->state != CS_CONNECTED) return; /* one attempt at a time */
-    for (i = 0; i < g->rec_cap; i++) {
-        const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
-            contact_view cv;
+    for (i = 0; i < g->contacts.cap; i++) { /* the contact set, not the database */
+        const pg_rec *r = (const pg_rec *)g->contacts.slots[i].obj;
+        contact_view cv;
+        rec_view v;
+        SOCKADDR_IN6 a;
+        if (!g->contacts.slots[i].key || r->expires <= now || !contact_parse(r, &cv)) continue;
+        if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
+        if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
+        if (!(x = cand_next(&cs, n, &cap))) return;
+        x->a = a;
+        x->peer = v.creator;
+        x->npeer = v.n_creator;
+        x->ref = 0;
+        x->node = cv.node;
+        n++;
+    }
+    if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
+        for (i = 0; i < g->departed.cap; i++) { /* the departed set */
+            const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
             rec_view v;
+            presence_view pv;
             SOCKADDR_IN6 a;
-            if (!rec_is_contact(r->wire) || r->expires <= now || !contact_parse(r, &cv)) continue;
-            if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
-            if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
+            if (!g->departed.slots[i].key || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
+                continue;
+            if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (!(x = cand_next(&cs, n, &cap))) return;
             x->a = a;
             x->peer = v.creator;
             x->npeer = v.n_creator;
             x->ref = 0;
-            x->node = cv.node;
+            x->node = pv.node;
             n++;
-        }
-    }
-    if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
-        for (i = 0; i < g->rec_cap; i++) {
-            const pg_rec *r;
-            for (r = g->recs[i]; r; r = r->hnext) {
-                rec_view v;
-                presence_view pv;
-                SOCKADDR_IN6 a;
-                if (!r->departed || !rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->expires <= now) continue;
-                if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
-                    continue;
-                if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-                if (!(x = cand_next(&cs, n, &cap))) return;
-                x->a = a;
-                x->peer = v.creator;
-                x->npeer = v.n_creator;
-                x->ref = 0;
-                x->node = pv.node;
-                n++;
-            }
         }
     }
     if (n) {
