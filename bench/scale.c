@@ -874,6 +874,7 @@ static long g_s6_steps;
 static double g_s6_wall_s, g_s6_svc_pct, g_s6_wait_pct, g_s6_gpf_pct, g_s6_cpu_pct, g_s6_cb_pct; /* the last S6's loop */
 static unsigned long long g_s6_cb_calls, g_s6_ctl_calls;
 static unsigned long long g_s6_msgs[256], g_s6_bytes[256]; /* sent during the last S6, by type */
+static unsigned long long g_s6_floods[5];                   /* ... FLOODs by record type (as floods[] of scale_net) */
 
 /* "FLOOD 1234 (56 KB); ..." for the types sent */
 static void print_types(const unsigned long long *msgs, const unsigned long long *bytes)
@@ -897,6 +898,7 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
     real_reset_counters();
     memcpy(g_s6_msgs, SN.msgs, sizeof g_s6_msgs);
     memcpy(g_s6_bytes, SN.msg_bytes, sizeof g_s6_bytes);
+    memcpy(g_s6_floods, SN.floods, sizeof g_s6_floods);
     c0 = cpu_s();
     t0 = now_ns();
     scale_s6_run(g, pct, (long long)O.cap_s * 1000, O.check_ms, REC_PAYLOAD, r);
@@ -914,6 +916,7 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
         g_s6_msgs[t] = SN.msgs[t] - g_s6_msgs[t];
         g_s6_bytes[t] = SN.msg_bytes[t] - g_s6_bytes[t];
     }
+    for (t = 0; t < 5; t++) g_s6_floods[t] = SN.floods[t] - g_s6_floods[t];
     if (dbg) stuck_report(g);
     g->on_event = NULL;
     free(g_dbg);
@@ -950,6 +953,8 @@ static void print_kill(const char *prof, const scale_s6 *r)
                " (the kill's DELs included)\n", g_s6_cb_calls, g_s6_cb_pct, g_s6_ctl_calls);
     printf("         sent by the survivors meanwhile (messages, bytes):");
     print_types(g_s6_msgs, g_s6_bytes);
+    printf("         FLOODs by record type: application %llu, Graph Info %llu, Signature %llu, Contact %llu, Presence %llu\n",
+           g_s6_floods[0], g_s6_floods[1], g_s6_floods[2], g_s6_floods[3], g_s6_floods[4]);
 }
 
 /* ------------------------------------------------------------------------- */
