@@ -1201,6 +1201,10 @@ static void test_crash_kill9(void **st)
                 if (PeerGraphCreate(&p, L"crashdb", NULL, &c) != S_OK) _exit(3);
             } else if (PeerGraphOpen(L"crash", L"alice", L"crashdb", NULL, 0, NULL, &c) != S_OK)
                 _exit(4);
+            { /* ready: the kill is meant for the AddRecord stream, not for Create (slow under ASan and load) */
+                static const GUID ready = {0xFFFFFFFF, 0xFFFF, 0xFFFF, {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}};
+                if (write(fds[1], &ready, sizeof ready) != (ssize_t)sizeof ready) _exit(6);
+            }
             for (;;) {
                 PEER_RECORD r;
                 GUID id;
@@ -1220,6 +1224,11 @@ static void test_crash_kill9(void **st)
             }
         }
         close(fds[1]);
+        { /* wait for the child's graph to be there */
+            GUID ready;
+            assert_int_equal(read(fds[0], &ready, sizeof ready), (ssize_t)sizeof ready);
+            assert_int_equal(ready.Data1, 0xFFFFFFFFu);
+        }
         {
             struct timespec ts;
             ts.tv_sec = 0;
