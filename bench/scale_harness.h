@@ -760,17 +760,22 @@ static inline void scale_listen(scale_graph *g, int i)
 static inline void scale_join_start(scale_graph *g, int i)
 {
     scale_node *x = &g->v[i];
-    int t, tries;
+    int t, tries, again;
     HRESULT hr;
-    for (tries = 0;; tries++) {
-        t = scale_rand_below(g, g->n);
-        if (t != i && g->v[t].state == SN_LIVE) break;
-        if (tries > 100000) { fprintf(stderr, "scale_harness: no live node to join\n"); exit(2); }
+    for (again = 0;; again++) {
+        for (tries = 0;; tries++) {
+            t = scale_rand_below(g, g->n);
+            if (t != i && g->v[t].state == SN_LIVE) break;
+            if (tries > 100000) { fprintf(stderr, "scale_harness: no live node to join\n"); exit(2); }
+        }
+        SN.actor = i;
+        hr = PeerGraphConnect(x->h, NULL, &g->v[t].addr, &x->cid);
+        SN.actor = -1;
+        /* a retried join may pick a node the joiner is already linked or
+         * linking to (its first attempt, or its own maintenance): another */
+        if (hr != PEER_E_ALREADY_EXISTS || again >= 16) break;
     }
-    SN.actor = i;
-    hr = PeerGraphConnect(x->h, NULL, &g->v[t].addr, &x->cid);
-    SN.actor = -1;
-    if (FAILED(hr)) scale_die("PeerGraphConnect", i, hr);
+    if (FAILED(hr) && hr != PEER_E_ALREADY_EXISTS) scale_die("PeerGraphConnect", i, hr);
     x->t_attempt = scale_now(g);
     if (!x->attempts++) x->t_join = x->t_attempt;
     x->state = SN_JOINING;
