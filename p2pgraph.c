@@ -6766,10 +6766,10 @@ static int dep_addrs_adjust(pg_graph *g, const presence_view *pv, int delta, uin
                 dep_addrs_adjust(g, pv, -1, k);
                 return 0;
             }
-        } else if (n <= 1)
+        } else {
             map_del(&g->dep_addrs, key);
-        else
-            map_put(&g->dep_addrs, key, (void *)(n - 1)); /* the key exists: no allocation */
+            if (n > 1) map_put(&g->dep_addrs, key, (void *)(n - 1)); /* just freed a slot: no allocation */
+        }
     }
     return 1;
 }
