@@ -6480,8 +6480,10 @@ static pg_conn *graph_start_connect(pg_graph *g, const wchar_t *peer, const SOCK
 /* and on triggers (listening, first WELCOME, a neighbor link lost): presence */
 /* maintenance, then connection maintenance: below the minimum (or below the  */
 /* ideal count on the timer) connect to a random known node; above the ideal  */
-/* count on the timer drop the least useful link.  Signature, contacts and   */
-/* partition repair are not implemented yet.                                 */
+/* count on the timer drop the least useful link.  Then the Signature       */
+/* record (lowest node ID), Contact records (Cmin..Cmax), partition repair   */
+/* and, in the fast profile, DEPARTED with its departed index (PROTOCOL.md   */
+/* P10-P13).  Candidates come from the presence index and the referrals.     */
 /* ========================================================================= */
 
 static const GUID GUID_PRESENCE_TYPE_G = {0x00000400, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
