@@ -474,7 +474,10 @@ typedef struct pg_conn {
     ULONGLONG cand_node;    /* a maintenance attempt: the node whose presence gave the address */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
-    pg_buf acks;            /* ACK entries gathered while reading */
+    pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS) */
+    struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
+    int ack_listed;
+    ULONGLONG ack_due;      /* when the entries go out on their own */
     uint8_t *out_ids;       /* sync answer: record IDs still to FLOOD */
     size_t out_n, out_i;
     int out_end;            /* 1: FLOOD out_ids then SYNC_END; 2: FLOOD only */
@@ -611,6 +614,10 @@ struct pg_graph {
     pg_rec *deferred;       /* records the validator deferred, oldest first (via hnext) */
     pg_graph *pnext;        /* L.gpoked list: its timers need a look at the next service */
     int poked;
+    struct pg_fwd *fwd;     /* records received, to relay at the end of the read pass (section 5) */
+    size_t fwd_n, fwd_cap;
+    pg_graph *fwdnext;      /* L.fwdq: graphs with records to relay */
+    int fwd_listed;
     ULONG n_deferred;
     size_t deferred_bytes;
 };
@@ -653,6 +660,8 @@ static struct {
     ULONG n_conns;          /* connections in L.conns */
     int theap_lost;         /* a timer could not enter the heap: the next pass visits every connection */
     struct pg_conn *attn;   /* connections that need a look at the next service (via anext) */
+    struct pg_conn *ackq, *ackq_tail; /* connections holding ACK entries, by ack_due (via aknext) */
+    pg_graph *fwdq;         /* graphs with received records still to relay (via fwdnext) */
     struct pg_conn **theap; /* connections with a timer: a min-heap on deadline */
     size_t theap_n, theap_cap;
     pg_graph *gpoked;       /* graphs whose timers need a look at the next service (via pnext) */
@@ -1063,6 +1072,11 @@ static void enum_free(pg_enum *e)
 #define DEP_INDEXED 0x02 /* pg_rec.departed */
 #define FT_SECOND 10000000ULL
 #define ACK_BATCH 64
+/* How long an ACK entry may wait for other output to the same neighbor
+ * before it goes out on its own (PROTOCOL.md R10).  An ACK only feeds the
+ * link's utility, so holding it costs nothing, while sending it at once puts
+ * one more write and one more read on the flood's path at every hop. */
+#define ACK_DELAY_MS 200
 
 static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x40, 0x6b,
                                           0xbc, 0x6e, 0x5e, 0x9c, 0x0d, 0x86, 0x45, 0x80};
@@ -3105,12 +3119,27 @@ static void conn_destroy_socket(pg_conn *c)
     }
 }
 
+static void conn_flush_acks(pg_conn *c);
+
+/* Off L.ackq (its entries were sent, or are dropped: an ACK is advisory). */
+static void ackq_unlink(pg_conn *c)
+{
+    if (!c->ack_listed) return;
+    if (c->akprev) c->akprev->aknext = c->aknext;
+    else L.ackq = c->aknext;
+    if (c->aknext) c->aknext->akprev = c->akprev;
+    else L.ackq_tail = c->akprev;
+    c->aknext = c->akprev = NULL;
+    c->ack_listed = 0;
+}
+
 static void conn_kill(pg_conn *c)
 {
     if (c->dead) return;
     conn_unpend(c);
     conn_destroy_socket(c);
     theap_remove(c);
+    ackq_unlink(c);
     c->dead = 1;
     c->deadnext = L.dead;
     L.dead = c;
@@ -3277,6 +3306,7 @@ static void conn_try_send(pg_conn *c)
 {
     int units = 0;
     conn_touch(c);
+    if (c->ack_listed && buf_used(&c->tx)) conn_flush_acks(c); /* held ACKs ride along (R10) */
     if (c->tls && tls_flush(c) < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
     while (!c->dead) {
         const uint8_t *p;
@@ -3361,6 +3391,7 @@ static int conn_send_big(pg_conn *c, const uint8_t *msg, size_t len) { return co
 static void conn_close_after_flush(pg_conn *c, HRESULT hr)
 {
     if (c->dead || c->state == CS_CLOSING) return;
+    if (c->ack_listed) conn_flush_acks(c); /* held ACKs go before the close */
     c->close_reason = hr;
     conn_report_close(c, hr, 0);
     c->state = CS_CLOSING;
@@ -5069,13 +5100,33 @@ static void graph_info_received(pg_graph *g, const rec_view *v);
 static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len);
 
 /* Sends a FLOOD of r on every CONNECTED neighbor link except `except`. */
-static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
+/* A received record waiting to be relayed: its version, and the links that
+ * have it already (it came on them during this read pass). */
+#define FWD_FROM 4
+#define FWD_SCAN 64 /* a duplicate looks for its record among the last this many */
+typedef struct pg_fwd {
+    uint8_t id[16];
+    uint32_t version;
+    unsigned nfrom;
+    const pg_conn *from[FWD_FROM];
+} pg_fwd;
+
+static int fwd_has(const pg_fwd *f, const pg_conn *c)
+{
+    unsigned i;
+    for (i = 0; f && i < f->nfrom; i++)
+        if (f->from[i] == c) return 1;
+    return 0;
+}
+
+/* FLOOD r to every neighbor but the ones in f (NULL: to all). */
+static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f)
 {
     pg_conn *c;
     uint8_t *m = NULL;
     size_t size = 12 + r->len;
     for (c = g->conns; c; c = c->gnext) {
-        if (c->dead || c->state != CS_CONNECTED || c->direct || c == except) continue;
+        if (c->dead || c->state != CS_CONNECTED || c->direct || fwd_has(f, c)) continue;
         if (!m) {
             if (!(m = (uint8_t *)pg_alloc(size))) return;
             msg_header(m, size, MT_FLOOD);
@@ -5086,6 +5137,66 @@ static void graph_flood(pg_graph *g, const pg_rec *r, const pg_conn *except)
         conn_send(c, m, size);
     }
     pg_free(m);
+}
+
+/* Publishing: FLOOD at once (the caller's order of messages holds). */
+static void graph_flood(pg_graph *g, const pg_rec *r) { graph_flood_ex(g, r, NULL); }
+
+/* Relaying: a record that came in on `from` goes out when the read pass
+ * ends (flush_dirty), so that the neighbors it comes in on meanwhile, in the
+ * same pass, do not get it back (fwd_note).  In a flood wave a node hears a
+ * record from every neighbor one hop nearer its source at about the same
+ * time: each of those copies saved is a write and a read on both sides. */
+static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from)
+{
+    pg_fwd *f;
+    if (g->fwd_n == g->fwd_cap) {
+        size_t nc = g->fwd_cap ? 2 * g->fwd_cap : 8;
+        pg_fwd *nf = (pg_fwd *)pg_realloc(g->fwd, nc * sizeof *nf);
+        if (!nf) { pg_fwd one; one.nfrom = 1; one.from[0] = from; graph_flood_ex(g, r, &one); return; }
+        g->fwd = nf;
+        g->fwd_cap = nc;
+    }
+    f = &g->fwd[g->fwd_n++];
+    memcpy(f->id, r->id, 16);
+    f->version = r->version;
+    f->nfrom = 0;
+    if (from) f->from[f->nfrom++] = from;
+    if (!g->fwd_listed) {
+        g->fwd_listed = 1;
+        g->fwdnext = L.fwdq;
+        L.fwdq = g;
+    }
+}
+
+/* A copy of record `id` (or an older version) came on c: if we are about to
+ * relay it, not to c. */
+static void fwd_note(pg_graph *g, const uint8_t *id, const pg_conn *c)
+{
+    size_t i, stop = g->fwd_n > FWD_SCAN ? g->fwd_n - FWD_SCAN : 0;
+    for (i = g->fwd_n; i-- > stop;) {
+        pg_fwd *f = &g->fwd[i];
+        if (memcmp(f->id, id, 16)) continue;
+        if (f->nfrom < FWD_FROM && !fwd_has(f, c)) f->from[f->nfrom++] = c;
+        return;
+    }
+}
+
+/* The end of a read pass: relay what was received (the version still held;
+ * a newer one that came meanwhile has its own entry). */
+static void fwd_flush(void)
+{
+    while (L.fwdq) {
+        pg_graph *g = L.fwdq;
+        size_t i;
+        L.fwdq = g->fwdnext;
+        g->fwd_listed = 0;
+        for (i = 0; i < g->fwd_n; i++) {
+            const pg_rec *r = rec_find(g, g->fwd[i].id);
+            if (r && r->version == g->fwd[i].version) graph_flood_ex(g, r, &g->fwd[i]);
+        }
+        g->fwd_n = 0;
+    }
 }
 
 /* Stores a new version (wire bytes already validated), persists it, and
@@ -5254,21 +5365,19 @@ static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
     r = graph_store(g, wire, len, 1, &hr);
     pg_free(sw);
     if (!r) return hr;
-    graph_flood(g, r, NULL);
+    graph_flood(g, r);
     return S_OK;
 }
 
 /* Connection utility ([MS-PPGRH] 3.1.7.33) in integer form. */
 static void conn_utility(pg_conn *c, int useful) { c->utility = c->utility - c->utility / 32 + (useful ? 128 : 0); }
 
-/* Sends the ACK entries gathered so far as one ACK message. */
+/* Sends the ACK entries held so far as one ACK message. */
 static void conn_flush_acks(pg_conn *c)
 {
     size_t n = buf_used(&c->acks);
     uint8_t *m;
-    if (!n || c->dead) return;
-    m = (uint8_t *)pg_alloc(12 + n);
-    if (m) {
+    if (n && !c->dead && (m = (uint8_t *)pg_alloc(12 + n)) != NULL) {
         msg_header(m, 12 + n, MT_ACK);
         put16(m + 8, (unsigned)(n / 20));
         put16(m + 10, 12);
@@ -5277,17 +5386,29 @@ static void conn_flush_acks(pg_conn *c)
         pg_free(m);
     }
     buf_consume(&c->acks, n);
+    ackq_unlink(c);
 }
 
-/* ACKs are gathered while reading and sent at the end of the read pass (or
- * every ACK_BATCH entries). */
+/* ACK entries are held, up to ACK_BATCH of them, until other output goes to
+ * that neighbor (conn_try_send puts them behind it: the same write) or
+ * ACK_DELAY_MS have passed (service_all).  L.ackq is in order of ack_due, as
+ * every entry waits the same time. */
 static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
 {
     uint8_t e[20];
     memcpy(e, id, 16);
     put32(e + 16, useful ? 1 : 0);
     if (!buf_append(&c->acks, e, 20)) return; /* an ACK is advisory: drop it */
-    if (buf_used(&c->acks) >= 20 * ACK_BATCH) conn_flush_acks(c);
+    if (buf_used(&c->acks) >= 20 * ACK_BATCH) { conn_flush_acks(c); return; }
+    if (c->ack_listed) return;
+    c->ack_listed = 1;
+    /* rounded like keepalives, so that the ACKs of many links go in one pass */
+    c->ack_due = (L.now + ACK_DELAY_MS + KEEPALIVE_SLACK_MS - 1) / KEEPALIVE_SLACK_MS * KEEPALIVE_SLACK_MS;
+    c->aknext = NULL;
+    c->akprev = L.ackq_tail;
+    if (L.ackq_tail) L.ackq_tail->aknext = c;
+    else L.ackq = c;
+    L.ackq_tail = c;
 }
 
 /* A structurally valid record from the network (c: the link it came on; NULL
@@ -5312,10 +5433,13 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, rec, len, v); return cmp; }
         if (hr != S_OK) { g->rejected_records++; return cmp; }
         r = graph_store(g, rec, len, 0, &hr);
-        if (r) graph_flood(g, r, c);
+        if (r) fwd_defer(g, r, c);
         else g->rejected_records++; /* the record limits, or no memory */
         *useful = r != NULL;
-    } else if (cmp < 0 && c) {
+    } else if (c && g->fwd_n) {
+        fwd_note(g, v->id, c); /* it has this version, or gets it back just below */
+    }
+    if (cmp < 0 && c) {
         uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
         if (back) {
             msg_header(back, 12 + local->len, MT_FLOOD);
@@ -6388,7 +6512,6 @@ static void conn_on_readable(pg_conn *c, int drain)
          * drained for now: the socket is reported again if more arrives. */
         if (!drain && (size_t)k < sizeof buf) break;
     }
-    conn_flush_acks(c);
 }
 
 /* TCP connect finished (or failed) for an outbound connection. */
@@ -7658,6 +7781,7 @@ static void finish_call(void)
  * connection. */
 static void flush_dirty(void)
 {
+    fwd_flush();
     while (L.dirty) {
         pg_conn *c = L.dirty;
         L.dirty = c->dnext;
@@ -7741,6 +7865,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
         conn_pass(c);
         if (c->hidx == 1 && c->deadline <= L.now) theap_remove(c); /* a timer that did not move: drop it */
     }
+    while (L.ackq && L.ackq->ack_due <= L.now) conn_flush_acks(L.ackq); /* ACKs held long enough */
     flush_dirty();
     if (L.now < L.min_deadline) return;
     /* a graph timer is due (or a connection timer is outside the heap): one
@@ -7762,6 +7887,7 @@ static ULONGLONG next_deadline(void)
 {
     ULONGLONG t = L.min_deadline;
     if (L.dirty || L.attn || L.gpoked) return L.now;
+    if (L.ackq && L.ackq->ack_due < t) t = L.ackq->ack_due;
     if (L.theap_n && L.theap[0]->deadline < t) {
         t = L.theap[0]->deadline;
         if (t > L.now && L.n_conns >= TIMER_SLACK_CONNS) /* timer slack, as wake_at */
@@ -7859,6 +7985,12 @@ static void graph_free(pg_graph *g)
         for (pp = &L.gpoked; *pp; pp = &(*pp)->pnext)
             if (*pp == g) { *pp = g->pnext; break; }
     }
+    if (g->fwd_listed) {
+        pg_graph **pp;
+        for (pp = &L.fwdq; *pp; pp = &(*pp)->fwdnext)
+            if (*pp == g) { *pp = g->fwdnext; break; }
+    }
+    pg_free(g->fwd);
     sec_release(g->sec);
     while (g->deferred) { pg_rec *r = g->deferred; g->deferred = r->hnext; pg_free(r); }
     pg_free(g);

@@ -1206,6 +1206,10 @@ static inline void scale_s8_join(scale_graph *g, int trials, long long limitMs, 
             if (g->v[i].t_mark - t0 > last) last = g->v[i].t_mark - t0;
         }
         if (ok) r->last[r->nlast++] = last;
+        if (getenv("SCALE_DEBUG"))
+            printf("    S8 join %d: node %d, %d attempt(s), listening %.1f ms after PeerGraphConnect, last node %.1f ms"
+                   " after it (%.1f ms after the listen)\n", k, j, g->v[j].attempts, (g->v[j].t_listen - t0) / 1000.0,
+                   last / 1000.0, (last - (g->v[j].t_listen - t0)) / 1000.0);
         g->watch_node = 0;
         scale_run_ms(g, pauseMs);
     }

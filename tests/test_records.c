@@ -752,8 +752,8 @@ static void x_default(xrec *x, HGRAPH h, unsigned char low)
     x->expires = pt_now(h) + 3600 * 10000000ULL;
     x->proto = 0x0100;
 }
-/* FLOOD the record from a raw neighbor; returns after one service. */
-static void x_flood(PEER_SOCKET s, const xrec *x)
+/* Writes a FLOOD of the record from a raw neighbor (no service). */
+static void x_write_flood(PEER_SOCKET s, const xrec *x)
 {
     wbuf w;
     unsigned char hdr[14];
@@ -765,6 +765,11 @@ static void x_flood(PEER_SOCKET s, const xrec *x)
     hdr[6] = 0x10; hdr[7] = 0x0B; hdr[8] = 0; hdr[9] = 0; hdr[10] = 0; hdr[11] = 12; hdr[12] = 0; hdr[13] = 0;
     fake_net_raw_write(s, hdr, 14);
     fake_net_raw_write(s, w.b, w.n);
+}
+/* FLOOD the record from a raw neighbor; returns after one service. */
+static void x_flood(PEER_SOCKET s, const xrec *x)
+{
+    x_write_flood(s, x);
     tu_pump(1, 1);
 }
 static GUID x_guid(const unsigned char *b)
@@ -776,8 +781,9 @@ static GUID x_guid(const unsigned char *b)
     memcpy(g.Data4, b + 8, 8);
     return g;
 }
-/* A raw neighbor connected to h (which listens): AUTH_INFO + CONNECT. */
-static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph)
+/* A raw neighbor connected to h (which listens): AUTH_INFO + CONNECT, with
+ * node ID `node`. */
+static PEER_SOCKET raw_neighbor_node(PEER_ADDRESS *la, const char *graph, unsigned char node)
 {
     PEER_SOCKET s = fake_net_raw_connect(&la->sin6);
     unsigned char m[64];
@@ -791,7 +797,7 @@ static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph)
     fake_net_raw_write(s, fr, 2);
     fake_net_raw_write(s, m, n);
     memset(m, 0, 24);
-    m[3] = 24; m[4] = 0x10; m[5] = 2; m[11] = 24; m[13] = 24; m[23] = 0x42;
+    m[3] = 24; m[4] = 0x10; m[5] = 2; m[11] = 24; m[13] = 24; m[23] = node;
     fr[1] = 24;
     fake_net_raw_write(s, fr, 2);
     fake_net_raw_write(s, m, 24);
@@ -799,6 +805,52 @@ static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph)
     k = fake_net_raw_pending(s);
     assert_true(k > 0); /* WELCOME */
     return s;
+}
+static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph) { return raw_neighbor_node(la, graph, 0x42); }
+
+/* FLOOD messages waiting on a raw socket (the rest is read and dropped). */
+static int floods_waiting(PEER_SOCKET s)
+{
+    static rxbuf r;
+    static msg m;
+    int n = 0;
+    memset(&r, 0, sizeof r);
+    while (recv_msg(s, &r, &m) > 0) n += m.b[5] == 0x0B;
+    return n;
+}
+
+/* Relaying (PROTOCOL.md R12): a record that comes in on two links in one
+ * read pass goes out on the third only, not back on either; one that comes
+ * on one link goes to both others. */
+static void test_relay_skips_senders(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42), b = raw_neighbor_node(&la, "hostile", 0x43),
+                c = raw_neighbor_node(&la, "hostile", 0x44);
+    xrec x;
+    GUID id;
+    char buf[32];
+    (void)st;
+    tu_pump(2, 1);
+    floods_waiting(a); floods_waiting(b); floods_waiting(c);
+    x_default(&x, h, 0x51);
+    id = x_guid(x.id);
+    x_write_flood(a, &x);
+    x_write_flood(b, &x);
+    tu_pump(1, 1); /* both read in one pass */
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "payload");
+    assert_int_equal(floods_waiting(c), 1);
+    assert_int_equal(floods_waiting(a), 0);
+    assert_int_equal(floods_waiting(b), 0);
+    x_default(&x, h, 0x52);
+    x_flood(c, &x);
+    assert_int_equal(floods_waiting(a), 1);
+    assert_int_equal(floods_waiting(b), 1);
+    assert_int_equal(floods_waiting(c), 0);
+    fake_net_raw_close(a);
+    fake_net_raw_close(b);
+    fake_net_raw_close(c);
 }
 
 /* ACKs during a sync: a plain responder gets one per FLOOD (MS-PPGRH); a
@@ -827,6 +879,7 @@ static void sync_ack_case(unsigned ext, int acksDuringSync)
     tu_pump(1, 1);
     x_default(&x, h, 1);
     x_flood(s, &x); /* an answer to the first solicitation */
+    tu_pump(25, 10); /* an ACK may be held up to 200 ms (PROTOCOL.md R10) */
     while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
     assert_int_equal(acks, acksDuringSync);
     for (i = 0; i < 3; i++) {
@@ -838,10 +891,41 @@ static void sync_ack_case(unsigned ext, int acksDuringSync)
     assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
     acks = 0;
     while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
-    x_default(&x, h, 2);
-    x_flood(s, &x);
-    while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
+    /* After the sync: an ACK is held while nothing else goes to that
+     * neighbor, and the entries of FLOODs read in separate passes within
+     * ACK_DELAY_MS (200 ms) go out together, in one ACK message. */
+    for (i = 0; i < 3; i++) {
+        x_default(&x, h, (unsigned char)(2 + i));
+        x_flood(s, &x);
+        tu_pump(5, 10);
+        while (recv_msg(s, &r, &m) > 0) assert_int_not_equal(m.b[5], 0x0E); /* held */
+    }
+    tu_pump(20, 10); /* 60 + 200 ms after the first: due */
+    while (recv_msg(s, &r, &m) > 0)
+        if (m.b[5] == 0x0E) {
+            acks++;
+            assert_int_equal((m.b[8] << 8) | m.b[9], 3); /* three entries */
+        }
     assert_int_equal(acks, 1);
+    /* A FLOOD that goes back to the sender (ours is newer) takes the held
+     * ACK with it, at once. */
+    x_default(&x, h, 2);
+    x.version = 2;
+    x_flood(s, &x);
+    tu_pump(25, 10);
+    while (recv_msg(s, &r, &m) > 0) {}
+    x.version = 1; /* older than ours now */
+    x_flood(s, &x);
+    acks = 0;
+    {
+        int floods = 0;
+        while (recv_msg(s, &r, &m) > 0) {
+            if (m.b[5] == 0x0E) acks++;
+            if (m.b[5] == 0x0B) floods++;
+        }
+        assert_int_equal(floods, 1);
+        assert_int_equal(acks, 1);
+    }
     fake_net_raw_close(s);
     fake_net_raw_close(l);
     assert_int_equal(PeerGraphClose(h), S_OK);
@@ -1281,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hash_sync_only_differences, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_skips_senders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
