@@ -5398,7 +5398,11 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
     uint8_t e[20];
     memcpy(e, id, 16);
     put32(e + 16, useful ? 1 : 0);
-    if (!buf_append(&c->acks, e, 20)) return; /* an ACK is advisory: drop it */
+    if (!c->acks.cap) { /* room for two to start with, not a 256-byte buffer per link held 200 ms */
+        if (!(c->acks.p = (uint8_t *)pg_alloc(40))) return; /* an ACK is advisory: drop it */
+        c->acks.cap = 40;
+    }
+    if (!buf_append(&c->acks, e, 20)) return;
     if (buf_used(&c->acks) >= 20 * ACK_BATCH) { conn_flush_acks(c); return; }
     if (c->ack_listed) return;
     c->ack_listed = 1;
