@@ -7024,14 +7024,24 @@ static int recently_tried(const pg_graph *g, ULONGLONG node)
 }
 
 /* Room for one more candidate; NULL when out of memory (*cs freed then). */
-static cand *cand_next(cand **cs, size_t n, size_t *cap)
+/* Appends a candidate (ref: referral index + 1, or 0); 0 when out of
+ * memory (the list is freed then). */
+static int cand_push(cand **cs, size_t *n, size_t *cap, const SOCKADDR_IN6 *a, const uint8_t *peer, uint32_t npeer,
+                     int ref, ULONGLONG node)
 {
-    if (n == *cap) {
+    cand *x;
+    if (*n == *cap) {
         cand *nc = (cand *)pg_realloc(*cs, (*cap = *cap ? *cap * 2 : 16) * sizeof **cs);
-        if (!nc) { pg_free(*cs); *cs = NULL; return NULL; }
+        if (!nc) { pg_free(*cs); *cs = NULL; return 0; }
         *cs = nc;
     }
-    return *cs + n;
+    x = *cs + (*n)++;
+    x->a = *a;
+    x->peer = peer;
+    x->npeer = npeer;
+    x->ref = ref;
+    x->node = node;
+    return 1;
 }
 
 /* Is a the address of a node announced departed (fast profile)?  (The
@@ -7041,23 +7051,23 @@ static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a)
     return g->dep_addrs.n && map_get(&g->dep_addrs, addr_key(a)) != NULL;
 }
 
-/* Starts the neighbor connection to candidate x; 1 if started. */
-static int cand_connect(pg_graph *g, const cand *x)
+/* Starts the neighbor connection to candidate x; the connection, or NULL. */
+static pg_conn *cand_connect(pg_graph *g, const cand *x)
 {
     wchar_t *peer = x->peer ? u16_dup(x->peer, x->npeer) : NULL;
     HRESULT hr;
-    int started = 0;
+    pg_conn *nc = NULL;
     if (x->node) {
         g->tried[g->n_tried % 16].node = x->node;
         g->tried[g->n_tried++ % 16].at = L.now;
     }
     if (x->ref) g->refs[x->ref - 1].attempted = 1;
     if (!x->peer || peer) {
-        pg_conn *nc = graph_start_connect(g, peer, &x->a, 0, 0, &hr);
-        if (nc) { nc->cand_node = x->node; started = 1; }
+        nc = graph_start_connect(g, peer, &x->a, 0, 0, &hr);
+        if (nc) nc->cand_node = x->node;
     }
     pg_free(peer);
-    return started;
+    return nc;
 }
 
 /* Is there a neighbor link (made or in progress) with node? */
@@ -7104,7 +7114,7 @@ static int graph_connect_probe(pg_graph *g)
         memset(&x, 0, sizeof x);
         x.a = g->refs[i].addr;
         x.ref = (int)i + 1;
-        return cand_connect(g, &x);
+        return cand_connect(g, &x) != NULL;
     }
     for (t = 0; t < PROBES; t++) {
         size_t k = (size_t)(random64() % g->pres.cap);
@@ -7123,16 +7133,16 @@ static int graph_connect_probe(pg_graph *g)
         x.npeer = v.n_creator;
         x.ref = 0;
         x.node = node;
-        if (!recently_tried(g, node)) return cand_connect(g, &x);
+        if (!recently_tried(g, node)) return cand_connect(g, &x) != NULL;
         if (!have_stale) { stale = x; have_stale = 1; } /* tried lately: only if nothing else turns up */
     }
-    return have_stale ? cand_connect(g, &stale) : 0;
+    return have_stale ? cand_connect(g, &stale) != NULL : 0;
 }
 
 /* Starts one connection to a random candidate; 1 if one was started. */
 static int graph_connect_random(pg_graph *g)
 {
-    cand *cs = NULL, *x;
+    cand *cs = NULL;
     size_t n = 0, cap = 0, i;
     uint64_t now = peer_time(g);
     int started = 0;
@@ -7146,24 +7156,12 @@ static int graph_connect_random(pg_graph *g)
             if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
             if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-            if (!(x = cand_next(&cs, n, &cap))) return 0;
-            x->a = a;
-            x->peer = v.creator;
-            x->npeer = v.n_creator;
-            x->ref = 0;
-            x->node = pv.node;
-            n++;
+            if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return 0;
         }
     }
     for (i = 0; i < g->n_refs; i++) {
         if (!ref_eligible(g, i)) continue;
-        if (!(x = cand_next(&cs, n, &cap))) return 0;
-        x->a = g->refs[i].addr;
-        x->peer = NULL;
-        x->npeer = 0;
-        x->ref = (int)i + 1;
-        x->node = 0;
-        n++;
+        if (!cand_push(&cs, &n, &cap, &g->refs[i].addr, NULL, 0, (int)i + 1, 0)) return 0;
     }
     if (n) {
         size_t k = (size_t)(random64() % n), fresh = 0, j;
@@ -7174,7 +7172,7 @@ static int graph_connect_random(pg_graph *g)
                 if ((!cs[j].node || !recently_tried(g, cs[j].node)) && !k--) break;
             k = j;
         }
-        started = cand_connect(g, &cs[k]);
+        started = cand_connect(g, &cs[k]) != NULL;
     }
     pg_free(cs);
     return started;
@@ -7467,7 +7465,7 @@ static void partition_timer(pg_graph *g)
 {
     ULONGLONG sig = 0;
     uint64_t now = peer_time(g);
-    cand *cs = NULL, *x;
+    cand *cs = NULL;
     size_t n = 0, cap = 0, i;
     const pg_conn *o;
     g->partition_deadline = PEER_NO_DEADLINE;
@@ -7482,13 +7480,7 @@ static void partition_timer(pg_graph *g)
         if (!g->contacts.slots[i].key || r->expires <= now || !contact_parse(r, &cv)) continue;
         if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
         if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
-        if (!(x = cand_next(&cs, n, &cap))) return;
-        x->a = a;
-        x->peer = v.creator;
-        x->npeer = v.n_creator;
-        x->ref = 0;
-        x->node = cv.node;
-        n++;
+        if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, cv.node)) return;
     }
     if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
         for (i = 0; i < g->departed.cap; i++) { /* the departed set */
@@ -7500,24 +7492,16 @@ static void partition_timer(pg_graph *g)
             if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
                 continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-            if (!(x = cand_next(&cs, n, &cap))) return;
-            x->a = a;
-            x->peer = v.creator;
-            x->npeer = v.n_creator;
-            x->ref = 0;
-            x->node = pv.node;
-            n++;
+            if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return;
         }
     }
     if (n) {
-        size_t k = (size_t)(random64() % n);
-        wchar_t *peer = u16_dup(cs[k].peer, cs[k].npeer);
-        g->tried[g->n_tried % 16].node = cs[k].node;
-        g->tried[g->n_tried++ % 16].at = L.now;
-        HRESULT hr;
-        pg_conn *nc = peer ? graph_start_connect(g, peer, &cs[k].a, 0, 0, &hr) : NULL;
-        if (nc) { nc->repair = 1; g->partition_repairs++; }
-        pg_free(peer);
+        pg_conn *nc = cand_connect(g, &cs[(size_t)(random64() % n)]);
+        if (nc) {
+            nc->cand_node = 0; /* a repair attempt, not a maintenance one */
+            nc->repair = 1;
+            g->partition_repairs++;
+        }
     }
     pg_free(cs);
 }

@@ -452,32 +452,37 @@ static void test_custom_timers(void **st)
 
 /* Fast profile between library nodes: idle links survive on Pings; when a
  * node hangs, the graph learns it and repairs within seconds. */
+/* n fast-profile nodes of graph `graph` (peer IDs prefix0..): node 0 creates
+ * it and listens at fd00::1 (*seed), the others join it; 1 once every node
+ * has 2..7 neighbors and sees all n (within 10 s of synthetic time). */
+static int fast_mesh(HGRAPH *g, int n, const wchar_t *graph, const wchar_t *prefix, PEER_ADDRESS *seed)
+{
+    int i, k, ok = 0;
+    wchar_t p[16];
+    for (i = 0; i < n; i++) {
+        swprintf(p, 16, L"%ls%d", prefix, i);
+        g[i] = i ? tu_open(graph, p) : tu_create(graph, p);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(g[i], PEER_MAINTENANCE_FAST), S_OK);
+        if (!i) *seed = tu_listen_at(g[0], "fd00::1");
+        else join(g[i], seed);
+    }
+    for (k = 0; k < 100 && !ok; k++) { /* fast maintenance settles within seconds */
+        tu_pump(1, 100);
+        for (i = 0, ok = 1; i < n && ok; i++) {
+            ULONG c = tu_neighbors(g[i]);
+            ok = c >= PEER_MIN_NEIGHBORS && c <= PEER_MAX_NEIGHBORS && count_nodes(g[i], NULL) == (ULONG)n;
+        }
+    }
+    return ok;
+}
+
 static void test_fast_profile_mesh(void **st)
 {
     HGRAPH g[8];
     PEER_ADDRESS seed;
     int i, k, ok;
     (void)st;
-    g[0] = tu_create(L"F", L"f0");
-    assert_int_equal(PeerGraphSetMaintenanceProfile(g[0], PEER_MAINTENANCE_FAST), S_OK);
-    seed = tu_listen_at(g[0], "fd00::1");
-    for (i = 1; i < 8; i++) {
-        wchar_t p[8];
-        swprintf(p, 8, L"f%d", i);
-        g[i] = tu_open(L"F", p);
-        assert_int_equal(PeerGraphSetMaintenanceProfile(g[i], PEER_MAINTENANCE_FAST), S_OK);
-        join(g[i], &seed);
-    }
-    for (k = 0; k < 100; k++) { /* fast maintenance settles within seconds */
-        int ok = 1;
-        tu_pump(1, 100);
-        for (i = 0; i < 8 && ok; i++) {
-            ULONG n = tu_neighbors(g[i]);
-            ok = n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS && count_nodes(g[i], NULL) == 8;
-        }
-        if (ok) break;
-    }
-    assert_true(k < 100);
+    assert_true(fast_mesh(g, 8, L"F", L"f", &seed));
     /* the seed hangs (no FIN, no data): its neighbors find it dead within
      * PEER_FAST_DEAD_MS, the departure reaches every node (NODE_CHANGED)
      * within 3 s, and everyone is back at two neighbors or more */
@@ -530,28 +535,11 @@ static void test_leaver_not_retried(void **st)
     HGRAPH g[7];
     PEER_ADDRESS seed;
     PEER_SOCKET raw;
-    int i, k, ok, round;
+    int i, k, round;
     (void)st;
     for (round = 0; round < 4; round++) {
         fake_net_seed(100 + (ULONGLONG)round);
-        g[0] = tu_create(L"V", L"v0");
-        assert_int_equal(PeerGraphSetMaintenanceProfile(g[0], PEER_MAINTENANCE_FAST), S_OK);
-        seed = tu_listen_at(g[0], "fd00::1");
-        for (i = 1; i < 7; i++) {
-            wchar_t p[8];
-            swprintf(p, 8, L"v%d", i);
-            g[i] = tu_open(L"V", p);
-            assert_int_equal(PeerGraphSetMaintenanceProfile(g[i], PEER_MAINTENANCE_FAST), S_OK);
-            join(g[i], &seed);
-        }
-        for (k = 0, ok = 0; k < 100 && !ok; k++) {
-            tu_pump(1, 100);
-            for (i = 0, ok = 1; i < 7 && ok; i++) {
-                ULONG n = tu_neighbors(g[i]);
-                ok = n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS && count_nodes(g[i], NULL) == 7;
-            }
-        }
-        assert_true(ok);
+        assert_true(fast_mesh(g, 7, L"V", L"v", &seed));
         assert_int_equal(PeerGraphClose(g[0]), S_OK);
         tu_pump(1, 1);
         raw = fake_net_raw_listen(&seed.sin6);
