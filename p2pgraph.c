@@ -1072,6 +1072,7 @@ static void enum_free(pg_enum *e)
 #define DEP_INDEXED 0x02 /* pg_rec.departed */
 #define FT_SECOND 10000000ULL
 #define ACK_BATCH 64
+#define FAST_PARALLEL 4 /* fast profile: neighbor attempts at once below the minimum */
 /* How long an ACK entry may wait for other output to the same neighbor
  * before it goes out on its own (PROTOCOL.md R10).  An ACK only feeds the
  * link's utility, so holding it costs nothing, while sending it at once puts
@@ -3230,6 +3231,9 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     if (!g) return;
     if (!c->direct && c->state == CS_CONNECTED)
         graph_poke_maintenance(g); /* a neighbor lost: refill at once */
+    else if (!c->direct && c->outbound && g->profile == PEER_MAINTENANCE_FAST && hr == PEER_E_TCP_CONNECTION_REFUSED &&
+             graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS)
+        graph_poke_maintenance(g); /* fast: nothing listens there (a dead node, marked below): the next at once */
     else if (!c->direct && c->outbound && !graph_conn_count(g, 1))
         graph_schedule_maintenance(g); /* an attempt failed while we have none: the next after ulRetryMs */
     else if (!c->direct && c->outbound && graph_conn_count(g, 1) < PEER_MIN_NEIGHBORS && g->maint_retry == PEER_NO_DEADLINE) {
@@ -7207,7 +7211,17 @@ static int conn_maintain(pg_graph *g, int timer)
         return 1;
     }
     /* one attempt at a time; in the fast profile two below the minimum (a
-     * dead node's presence may still be around, and its attempt waits) */
+     * dead node's presence may still be around, and its attempt waits),
+     * and a node that lost neighbors and is below the minimum starts up to
+     * FAST_PARALLEL - n together: after a mass death half the presences it
+     * holds may name dead nodes it has not heard about (cut off, it hears
+     * no DEPARTED), and one at a time the unlucky ones spent a loop step on
+     * each (a joiner, which has lost nothing, keeps to two) */
+    if (g->profile == PEER_MAINTENANCE_FAST && n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever > n) {
+        int any = 0;
+        while (pending < FAST_PARALLEL - n && graph_connect_random(g)) pending++, any = 1;
+        return any || pending;
+    }
     if (pending >= (g->profile == PEER_MAINTENANCE_FAST && n < PEER_MIN_NEIGHBORS ? 2u : 1u)) return 1;
     if (n == 0 || (n < PEER_MIN_NEIGHBORS && g->n_neighbors_ever) || (n < PEER_IDEAL_NEIGHBORS && timer))
         return graph_connect_random(g);

@@ -1310,7 +1310,8 @@ typedef struct scale_s6 {
 static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int checkMs, ULONG recBytes, scale_s6 *r)
 {
     int live = 0, i, k, *vic, pub = -1;
-    long long t0, tnow, tcheck = -1, tpub = 0, checkus = 0;
+    long long t0, tnow, tcheck = -1, tpub = 0, checkus = 0, tshown = -1000000;
+    int dbg = getenv("SCALE_DEBUG") != NULL; /* the repair as it goes, every 100 ms */
     scale_mesh m;
     memset(r, 0, sizeof *r);
     r->ran = 1;
@@ -1371,6 +1372,11 @@ static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int ch
             if (r->t_onecomp_ms < 0 && m.components == 1) r->t_onecomp_ms = at;
             if (r->t_mesh_ms < 0 && m.ok) r->t_mesh_ms = at;
             if (r->isolated_5s < 0 && tnow - t0 >= 5000000) r->isolated_5s = m.isolated;
+            if (dbg && (m.isolated || m.below_min || m.components > 1) && tnow - tshown >= 100000) {
+                tshown = tnow;
+                printf("    S6 %d%% at %5.0f ms: %d isolated, %d below 2 neighbors, %d components, %d links\n", pct, at,
+                       m.isolated, m.below_min, m.components, m.links);
+            }
         }
         if ((r->t_mesh_ms >= 0 && r->t_rec_ms >= 0 && r->isolated_5s >= 0) || tnow - t0 > capMs * 1000) break;
     }
