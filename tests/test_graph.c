@@ -476,6 +476,61 @@ static int fast_mesh(HGRAPH *g, int n, const wchar_t *graph, const wchar_t *pref
     return ok;
 }
 
+/* Fast profile, refilling after losing every neighbor (PROTOCOL.md P13):
+ * x's neighbors close, and at the same instant all but three of the other
+ * nodes, so x hears its neighbors leave but nothing of the rest: of its
+ * candidates, the three live ones accept and the others refuse at the TCP
+ * level (nothing listens).  It tries several at once and the next at once
+ * after a refusal, so it is back at two neighbors within 30 ms (one or two
+ * at a time with 100 ms after each refusal took longer). */
+static void test_refill_after_losing_all(void **st)
+{
+    enum { NR = 10 };
+    PEER_ADDRESS seed;
+    ULONGLONG nb[16], t0;
+    ULONG n, j;
+    int i, k, ok = 0, closed[NR] = {0}, live = 0, unknown = 0, x = NR - 1;
+    (void)st;
+    memset(gs, 0, sizeof gs);
+    fake_net_seed(7);
+    gs[0] = tu_create(L"R", L"r0");
+    assert_int_equal(PeerGraphSetMaintenanceProfile(gs[0], PEER_MAINTENANCE_FAST), S_OK);
+    seed = tu_listen_at(gs[0], "fd00::301");
+    ids[0] = local_node(gs[0]);
+    for (i = 1; i < NR; i++) {
+        wchar_t p[8];
+        char a[32];
+        swprintf(p, 8, L"r%d", i);
+        snprintf(a, sizeof a, "fd00::%d", 301 + i);
+        gs[i] = tu_open(L"R", p);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
+        ids[i] = local_node(gs[i]);
+        join_at(gs[i], &seed, a);
+    }
+    for (k = 0; k < 100 && !ok; k++) {
+        tu_pump(1, 100);
+        ok = check_group(0, NR, 0);
+        for (i = 0; i < NR && ok; i++) ok = count_nodes(gs[i], NULL) == NR;
+    }
+    assert_true(ok);
+    n = neighbor_ids(x, nb);
+    for (j = 0; j < n; j++) closed[index_of_node(nb[j])] = 1;
+    for (i = 0; i < x; i++) live += !closed[i];
+    for (i = 0; i < x && live > 3; i++)
+        if (!closed[i]) { closed[i] = 1; live--; unknown++; }
+    assert_true(unknown >= 2); /* dead nodes x will not hear about */
+    for (i = 0; i < x; i++)
+        if (closed[i]) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    t0 = fake_net_now();
+    tu_pump(1, 1); /* x reads the DISCONNECTs: no neighbor left */
+    assert_int_equal(tu_neighbors(gs[x]), 0);
+    for (k = 0; k < 3000 && tu_neighbors(gs[x]) < PEER_MIN_NEIGHBORS; k++) tu_pump(1, 1);
+    assert_true(tu_neighbors(gs[x]) >= PEER_MIN_NEIGHBORS);
+    assert_true(fake_net_now() - t0 <= 30);
+    for (i = 0; i < NR; i++)
+        if (gs[i]) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+}
+
 static void test_fast_profile_mesh(void **st)
 {
     HGRAPH g[8];
@@ -881,6 +936,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
