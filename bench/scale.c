@@ -845,7 +845,16 @@ static void stuck_report(scale_graph *g)
         if (x->state != SN_LIVE || x->deg >= PEER_MIN_NEIGHBORS) continue;
         shown++;
         if (SUCCEEDED(PeerGraphEnumConnections(x->h, PEER_CONNECTION_NEIGHBOR, &en))) {
+            PEER_CONNECTION_INFO **items = NULL;
+            ULONG k, m = 16;
             PeerGraphGetItemCount(en, &c);
+            if (c && SUCCEEDED(PeerGraphGetNextItem(en, &m, (PVOID **)&items)) && items) {
+                for (k = 0; k < m; k++) {
+                    int j = scale_index_of_id(g, items[k]->ullNodeId);
+                    printf("    [debug] node %d: neighbor node %d (state %d)\n", i, j, j >= 0 ? (int)g->v[j].state : -1);
+                }
+                PeerGraphFreeData(items);
+            }
             PeerGraphEndEnumeration(en);
         }
         if (SUCCEEDED(PeerGraphEnumNodes(x->h, NULL, &en))) {
@@ -894,6 +903,7 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
     if (dbg) {
         g_dbg = (dbg_node *)xcalloc((size_t)g->n, sizeof *g_dbg);
         g->on_event = dbg_event;
+        g->on_s6_late = stuck_report;
     }
     real_reset_counters();
     memcpy(g_s6_msgs, SN.msgs, sizeof g_s6_msgs);
@@ -919,6 +929,7 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
     for (t = 0; t < 5; t++) g_s6_floods[t] = SN.floods[t] - g_s6_floods[t];
     if (dbg) stuck_report(g);
     g->on_event = NULL;
+    g->on_s6_late = NULL;
     free(g_dbg);
     g_dbg = NULL;
 }

@@ -558,6 +558,7 @@ typedef struct scale_graph {
     /* mesh scratch */
     int *adj, *uf;
     long nbr_events;          /* NEIGHBOR_CONNECTION events seen */
+    void (*on_s6_late)(struct scale_graph *g); /* S6: called once if a survivor is below 2 neighbors 1 s after the kill */
     /* optional: sees every event scale_drain pops (after the harness's own use) */
     void (*on_event)(struct scale_graph *g, int node, const PEER_GRAPH_EVENT_DATA *e);
     void *user;
@@ -1311,7 +1312,7 @@ static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int ch
 {
     int live = 0, i, k, *vic, pub = -1;
     long long t0, tnow, tcheck = -1, tpub = 0, checkus = 0, tshown = -1000000;
-    int dbg = getenv("SCALE_DEBUG") != NULL; /* the repair as it goes, every 100 ms */
+    int dbg = getenv("SCALE_DEBUG") != NULL, late_done = 0; /* the repair as it goes, every 100 ms */
     scale_mesh m;
     memset(r, 0, sizeof *r);
     r->ran = 1;
@@ -1372,6 +1373,10 @@ static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int ch
             if (r->t_onecomp_ms < 0 && m.components == 1) r->t_onecomp_ms = at;
             if (r->t_mesh_ms < 0 && m.ok) r->t_mesh_ms = at;
             if (r->isolated_5s < 0 && tnow - t0 >= 5000000) r->isolated_5s = m.isolated;
+            if (g->on_s6_late && m.below_min && tnow - t0 >= 1000000 && !late_done) {
+                late_done = 1;
+                g->on_s6_late(g);
+            }
             if (dbg && (m.isolated || m.below_min || m.components > 1) && tnow - tshown >= 100000) {
                 tshown = tnow;
                 printf("    S6 %d%% at %5.0f ms: %d isolated, %d below 2 neighbors, %d components, %d links\n", pct, at,
