@@ -531,6 +531,9 @@ static void build(scale_graph *g, int net, PEER_MAINTENANCE_PROFILE prof, const 
            prof == PEER_MAINTENANCE_FAST ? "fast" : "compat", net, O.n, br->open_ms, br->build_ms / 1000,
            br->ok ? "ok" : "TIMED OUT", br->mesh.links, br->mesh.min_deg, br->mesh.max_deg, br->mesh.components,
            br->join_failures);
+    printf("    sockets opened with no known owner so far: %llu, of which %llu were given one by the CONNECT sent on them"
+           " (library connects made before a node listens leave from no address of its own)\n", SN.unknown_owner,
+           SN.adopted);
     fflush(stdout);
     if (!br->ok) {
         scale_mesh_check(g, &br->mesh);

@@ -87,6 +87,7 @@ typedef struct scale_net_ops {
 typedef struct scale_net_owner {
     void *ctx;
     int (*owner_of)(void *ctx, const SOCKADDR_IN6 *a); /* node index, -1 if none */
+    int (*owner_of_node)(void *ctx, unsigned long long node); /* node index by node ID, -1 if none */
     int (*is_dead)(void *ctx, int node);
     const SOCKADDR_IN6 *(*addr_of)(void *ctx, int node); /* the node's own address, port 0 */
 } scale_net_owner;
@@ -102,8 +103,10 @@ typedef struct scale_dec {
     unsigned msg_left;      /* bytes left in the current message after hdr */
     unsigned type;
     unsigned pend;          /* frame-header bytes not yet charged to a message */
-    unsigned moff;          /* FLOOD: message bytes seen, while reading its record's type */
-    unsigned char rt[4];    /* ... the record type's first 4 bytes (message offsets 12..15) */
+    unsigned moff;          /* FLOOD / CONNECT: message bytes seen, while reading what is wanted */
+    unsigned char rt[4];    /* ... a FLOOD's record type's first 4 bytes (message offsets 12..15) */
+    unsigned char nid[8];   /* ... a CONNECT's node ID (offsets 16..23) */
+    int nid_ready;          /* a CONNECT's node ID was read */
 } scale_dec;
 
 typedef struct scale_sock {
@@ -128,6 +131,7 @@ typedef struct scale_net {
     unsigned long long send_calls;   /* pfnSend / pfnSendV calls that moved bytes */
     unsigned long long zombie_bytes; /* swallowed from dead nodes */
     unsigned long long unknown_owner;/* sockets created with no known owner */
+    unsigned long long adopted;      /* ... then given one by the CONNECT sent on it */
     unsigned long long msgs[256], msg_bytes[256]; /* by message type, frame bytes included */
     unsigned long long floods[5]; /* FLOODs by record type: 0 application, 1 Graph Info, 2 Signature, 3 Contact, 4 Presence */
     PEER_POLL_FD *wscratch;
@@ -226,13 +230,17 @@ static inline void scale_net_account(scale_dec *st, const unsigned char *p, size
                     SN.msgs[st->type]++;
                     SN.msg_bytes[st->type] += 6 + st->pend;
                     st->pend = 0;
-                    st->moff = st->type == 0x0B ? 6 : 16;
+                    st->moff = st->type == 0x0B || st->type == 0x02 ? 6 : 24;
                     if (!st->msg_left) st->hlen = 0;
                 }
             } else {
                 size_t t = k < st->msg_left ? k : st->msg_left, j;
-                for (j = 0; j < t && st->moff < 16; j++, st->moff++) /* a FLOOD's record type (record at offset 12) */
-                    if (st->moff >= 12) {
+                unsigned lim = st->type == 0x0B ? 16 : st->type == 0x02 ? 24 : 0;
+                for (j = 0; j < t && st->moff < lim; j++, st->moff++) /* a FLOOD's record type (record at offset 12) */
+                    if (st->type == 0x02) { /* a CONNECT's node ID: whose socket this is */
+                        if (st->moff >= 16) st->nid[st->moff - 16] = p[j];
+                        if (st->moff == 23) st->nid_ready = 1;
+                    } else if (st->moff >= 12) {
                         st->rt[st->moff - 12] = p[j];
                         if (st->moff == 15) {
                             int internal = !st->rt[0] && !st->rt[1] && !st->rt[3] && st->rt[2] >= 1 && st->rt[2] <= 4;
@@ -248,6 +256,20 @@ static inline void scale_net_account(scale_dec *st, const unsigned char *p, size
             }
         }
     }
+}
+
+/* A socket opened with no known owner (a library connect made before its
+ * node listens leaves from no address of its own) belongs to the node
+ * whose CONNECT goes out on it: so a kill closes it too. */
+static inline void scale_net_adopt(scale_sock *e)
+{
+    unsigned long long id = 0;
+    int i;
+    if (e->owner >= 0 || !e->dec.nid_ready || !SN.own.owner_of_node) return;
+    e->dec.nid_ready = 0;
+    for (i = 0; i < 8; i++) id = id << 8 | e->dec.nid[i];
+    e->owner = SN.own.owner_of_node(SN.own.ctx, id);
+    if (e->owner >= 0) SN.adopted++;
 }
 
 static inline void scale_net_del(scale_sock *e)
@@ -341,7 +363,10 @@ static inline long sn_send(PVOID ctx, PEER_SOCKET s, const void *pv, ULONG cb)
     if (k > 0) {
         SN.bytes_sent += (unsigned long long)k;
         SN.send_calls++;
-        if (e) scale_net_account(&e->dec, (const unsigned char *)pv, (size_t)k);
+        if (e) {
+            scale_net_account(&e->dec, (const unsigned char *)pv, (size_t)k);
+            scale_net_adopt(e);
+        }
     }
     return k;
 }
@@ -372,6 +397,7 @@ static inline long sn_sendv(PVOID ctx, PEER_SOCKET s, const PEER_NET_BUF *b, ULO
         for (i = 0; e && i < n && left; i++) {
             size_t t = b[i].cb < left ? b[i].cb : (size_t)left;
             scale_net_account(&e->dec, (const unsigned char *)b[i].pv, t);
+            scale_net_adopt(e);
             left -= t;
         }
     }
@@ -659,6 +685,10 @@ static inline int scale_index_of_id(const scale_graph *g, ULONGLONG id)
         if (g->idk[i] == id) return g->idv[i];
     return -1;
 }
+static inline int scale_owner_of_node(void *ctx, unsigned long long node)
+{
+    return scale_index_of_id((const scale_graph *)ctx, (ULONGLONG)node);
+}
 
 /* Sets up an empty scale_graph for up to cap nodes of graph gid, in address
  * block net (1..254: distinct per graph of a run, so no old socket or
@@ -683,6 +713,7 @@ static inline void scale_init(scale_graph *g, int cap, const wchar_t *gid, int n
     SN.own.owner_of = scale_owner_of;
     SN.own.is_dead = scale_is_dead;
     SN.own.addr_of = scale_addr_of;
+    SN.own.owner_of_node = scale_owner_of_node;
 }
 
 /* Frees it (the graphs must be closed: scale_close_all). */
