@@ -476,6 +476,27 @@ static int fast_mesh(HGRAPH *g, int n, const wchar_t *graph, const wchar_t *pref
     return ok;
 }
 
+/* gs[0..n): fast-profile nodes of `graph` with peer IDs prefix0.., node i
+ * at fd00::(base + i); gs[0] creates the graph and listens, the others join
+ * it one after another (ids[] filled; addrs[i], if given, node i's address). */
+static void fast_group(int n, const wchar_t *graph, const wchar_t *prefix, int base, SOCKADDR_IN6 *addrs)
+{
+    PEER_ADDRESS seed;
+    int i;
+    for (i = 0; i < n; i++) {
+        wchar_t p[16];
+        char a[32];
+        swprintf(p, 16, L"%ls%d", prefix, i);
+        snprintf(a, sizeof a, "fd00::%d", base + i);
+        gs[i] = i ? tu_open(graph, p) : tu_create(graph, p);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
+        ids[i] = local_node(gs[i]);
+        if (!i) seed = tu_listen_at(gs[0], a);
+        if (addrs) addrs[i] = i ? join_at(gs[i], &seed, a).sin6 : seed.sin6;
+        else if (i) join_at(gs[i], &seed, a);
+    }
+}
+
 /* Fast profile, refilling after losing every neighbor (PROTOCOL.md P13):
  * x's neighbors close, and at the same instant all but three of the other
  * nodes, so x hears its neighbors leave but nothing of the rest: of its
@@ -486,27 +507,13 @@ static int fast_mesh(HGRAPH *g, int n, const wchar_t *graph, const wchar_t *pref
 static void test_refill_after_losing_all(void **st)
 {
     enum { NR = 10 };
-    PEER_ADDRESS seed;
     ULONGLONG nb[16], t0;
     ULONG n, j;
     int i, k, ok = 0, closed[NR] = {0}, live = 0, unknown = 0, x = NR - 1;
     (void)st;
     memset(gs, 0, sizeof gs);
     fake_net_seed(7);
-    gs[0] = tu_create(L"R", L"r0");
-    assert_int_equal(PeerGraphSetMaintenanceProfile(gs[0], PEER_MAINTENANCE_FAST), S_OK);
-    seed = tu_listen_at(gs[0], "fd00::301");
-    ids[0] = local_node(gs[0]);
-    for (i = 1; i < NR; i++) {
-        wchar_t p[8];
-        char a[32];
-        swprintf(p, 8, L"r%d", i);
-        snprintf(a, sizeof a, "fd00::%d", 301 + i);
-        gs[i] = tu_open(L"R", p);
-        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
-        ids[i] = local_node(gs[i]);
-        join_at(gs[i], &seed, a);
-    }
+    fast_group(NR, L"R", L"r", 301, NULL);
     for (k = 0; k < 100 && !ok; k++) {
         tu_pump(1, 100);
         ok = check_group(0, NR, 0);
@@ -682,25 +689,13 @@ static void test_kill_thirty_percent(void **st)
 {
     HGRAPH dead[NK];
     SOCKADDR_IN6 cut[NK];
-    PEER_ADDRESS seed, mine;
+    SOCKADDR_IN6 addrs[NK];
     int i, k, nd = 0, ok = 0;
     (void)st;
     for (i = 0; i < NN; i++) gs[i] = NULL;
-    gs[0] = tu_create(L"kill", L"k0");
-    assert_int_equal(PeerGraphSetMaintenanceProfile(gs[0], PEER_MAINTENANCE_FAST), S_OK);
-    seed = tu_listen_at(gs[0], "fd00::200");
-    ids[0] = local_node(gs[0]);
-    for (i = 1; i < NK; i++) {
-        wchar_t p[8];
-        char a[32];
-        swprintf(p, 8, L"k%d", i);
-        snprintf(a, sizeof a, "fd00::%d", 200 + i);
-        gs[i] = tu_open(L"kill", p);
-        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
-        ids[i] = local_node(gs[i]);
-        mine = join_at(gs[i], &seed, a);
-        if (i % 10 < 3 || i == NK - 1) cut[nd++] = mine.sin6; /* 1, 2, 10, 11, 12, 20, ..., 39: 30% */
-    }
+    fast_group(NK, L"kill", L"k", 200, addrs);
+    for (i = 1; i < NK; i++)
+        if (i % 10 < 3 || i == NK - 1) cut[nd++] = addrs[i]; /* 1, 2, 10, 11, 12, 20, ..., 39: 30% */
     assert_true(settle(300, 100));
     tu_pump(30, 100);
     for (i = 0; i < NK; i++) assert_int_equal(count_nodes(gs[i], NULL), NK);
@@ -854,36 +849,20 @@ static int has_rec(HGRAPH h, const GUID *id)
 
 static void test_partition_heals(void **st)
 {
-    SOCKADDR_IN6 sideA[NP / 2];
-    PEER_ADDRESS seed, mine;
+    SOCKADDR_IN6 addrs[NP];
     GUID ra, rb;
     ULONGLONG sa, sb;
     int i, k, ok = 0;
     (void)st;
     for (i = 0; i < NN; i++) gs[i] = NULL;
-    gs[0] = tu_create(L"part", L"q0");
-    assert_int_equal(PeerGraphSetMaintenanceProfile(gs[0], PEER_MAINTENANCE_FAST), S_OK);
-    seed = tu_listen_at(gs[0], "fd00::100");
-    sideA[0] = seed.sin6;
-    ids[0] = local_node(gs[0]);
-    for (i = 1; i < NP; i++) {
-        wchar_t p[8];
-        char a[32];
-        swprintf(p, 8, L"q%d", i);
-        snprintf(a, sizeof a, "fd00::%d", 100 + i);
-        gs[i] = tu_open(L"part", p);
-        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
-        ids[i] = local_node(gs[i]);
-        mine = join_at(gs[i], &seed, a);
-        if (i < NP / 2) sideA[i] = mine.sin6;
-    }
+    fast_group(NP, L"part", L"q", 100, addrs); /* side A: the first NP / 2 */
     assert_true(settle(300, 100));
     tu_pump(30, 100);
     for (i = 0; i < NP; i++) assert_int_equal(count_nodes(gs[i], NULL), NP);
     for (i = 1; i < NP; i++) assert_true(signature_at(gs[i]) == signature_at(gs[0]));
 
     /* the split: each side ends up one component of its own, with its own signature */
-    assert_true(fake_net_partition(sideA, NP / 2));
+    assert_true(fake_net_partition(addrs, NP / 2));
     for (k = 0; k < 600 && !ok; k++) {
         tu_pump(1, 100);
         if (k % 10 == 9) {
