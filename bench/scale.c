@@ -16,11 +16,16 @@
  *
  * Usage: bench_scale [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S]
  *                    [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR] [--no-compat]
- *                    [--poll | --epoll]
+ *                    [--s8] [--poll | --epoll]
  * (run from the repository root; databases in build/tmp-bench-scale unless
  * -d, deleted at the end).  --quick: N = 100 and short phases (a smoke run).
+ * --s8: graph A only, built, settled and then S8 alone (for profiling).
  * SCALE_DEBUG=1 in the environment: after each S6, what the survivors left
- * below 2 neighbors see.
+ * below 2 neighbors see; after each S8 join slower than 55 ms, the loop's
+ * steps meanwhile.  SCALE_PERF_CTL=FIFO: "enable" / "disable" written to a
+ * perf control fifo around each S8 join, so that
+ * `perf record -D -1 --control fifo:FIFO -- ./build/bench_scale --s8`
+ * samples the join waves only (SCALE_PERF_TRIAL=k: join k's only).
  *
  * The host loop (the "driver" line of the output says which ran):
  *   --epoll (the default; Linux): an epoll set kept by the library's poll
@@ -88,6 +93,7 @@ typedef struct opts {
     unsigned long long seed;
     const char *dbdir;
     int quick;
+    int s8_only; /* --s8: graph A built and settled, then S8 only */
 } opts;
 
 static opts O;
@@ -146,10 +152,26 @@ typedef struct real_drv {
     unsigned long long cb_calls, ctl_calls; /* poll callbacks; epoll_ctl calls (the callback's and the kills') */
     long steps;
     double svc_max_ms;
+    /* SCALE_DEBUG: the last steps (start, wait, Service, ready sockets) for the slow-join timeline */
+    struct step_rec { long long t0_us; int wait_us, svc_us, drain_us, nready; } *trace;
+    unsigned long trace_n;
     ULONG last_fds;            /* poll: fds polled at the last step; epoll: fds in the set */
 } real_drv;
 
 static real_drv RD;
+
+#define TRACE_STEPS 65536
+static void trace_step(real_drv *d, long long ta, long long tc, long long td, ULONG nr)
+{
+    struct step_rec *x;
+    if (!d->trace) return;
+    x = &d->trace[d->trace_n++ % TRACE_STEPS];
+    x->t0_us = ta / 1000;
+    x->wait_us = (int)((tc - ta) / 1000);
+    x->svc_us = (int)((td - tc) / 1000);
+    x->drain_us = 0;
+    x->nready = (int)nr;
+}
 
 static const char *drv_name(void) { return RD.kind == DRV_EPOLL ? "epoll" : "poll"; }
 static const char *wait_name(void) { return RD.kind == DRV_EPOLL ? "epoll_wait()" : "poll()"; }
@@ -211,6 +233,7 @@ static void real_step(void *ctx, int maxWaitMs)
     d->gpf_ns += tb - ta;
     d->wait_ns += tc - tb;
     d->svc_ns += td - tc;
+    trace_step(d, ta, tc, td, nr);
     d->steps++;
 }
 
@@ -376,6 +399,7 @@ static void ep_step(void *ctx, int maxWaitMs)
     d->svc_ns += td - tc;
     d->steps++;
     d->last_fds = (ULONG)d->watched;
+    trace_step(d, ta, tc, td, nr);
 }
 #endif /* __linux__ */
 
@@ -975,13 +999,46 @@ static void print_kill(const char *prof, const scale_s6 *r)
 /* main                                                                      */
 /* ------------------------------------------------------------------------- */
 
+static int g_perf_ctl = -1;
+
+/* SCALE_DEBUG: a join whose last node took over 55 ms: the loop's steps
+ * meanwhile (the gap is the time outside wait and Service: event drain, mesh
+ * bookkeeping) */
+static void s8_join_report(scale_graph *g, int trial, long long t0, long long last)
+{
+    unsigned long i, from;
+    long long prev_end = -1;
+    int shown = 0;
+    (void)g;
+    if (g_perf_ctl >= 0 && (!getenv("SCALE_PERF_TRIAL") || atoi(getenv("SCALE_PERF_TRIAL")) == trial)) {
+        /* SCALE_PERF_CTL: perf records the waves only (SCALE_PERF_TRIAL=k: join k's only) */
+        const char *cmd = last < 0 ? "enable\n" : "disable\n";
+        if (write(g_perf_ctl, cmd, strlen(cmd)) < 0) perror(BENCH_NAME ": SCALE_PERF_CTL");
+    }
+    if (!RD.trace || last <= 55000) return;
+    printf("    S8 join %d took %.1f ms: the loop's steps (t from PeerGraphConnect, ms; wait / Service / gap us; ready"
+           " sockets), steps under 300 us of Service left out\n", trial, last / 1000.0);
+    from = RD.trace_n > TRACE_STEPS ? RD.trace_n - TRACE_STEPS : 0;
+    for (i = from; i < RD.trace_n; i++) {
+        const struct step_rec *x = &RD.trace[i % TRACE_STEPS];
+        long long gap = prev_end < 0 ? 0 : x->t0_us - prev_end;
+        prev_end = x->t0_us + x->wait_us + x->svc_us;
+        if (x->t0_us < t0 - 2000 || x->t0_us > t0 + last) continue;
+        if (x->svc_us < 300 && gap < 300) continue;
+        if (++shown > 80) break;
+        printf("      t %7.2f: %6d / %6d / %6lld us, %4d ready\n", (x->t0_us - t0) / 1000.0, x->wait_us, x->svc_us, gap,
+               x->nready);
+    }
+}
+
 static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S] [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR]"
-            " [--no-compat] [--poll | --epoll]\n"
+            " [--no-compat] [--s8] [--poll | --epoll]\n"
             "  defaults: N 1000, 20 trials (S8), 100 records (S9), 10 s idle (S12), 30 s cap (S6), 16 joins at once\n"
             "  --quick: N 100, 5 trials, 20 records, 3 s idle, 15 s cap\n"
+            "  --s8: graph A only, S8 only (no S12, S9, S6: for profiling the joins and kills)\n"
             "  host loop: --epoll (the default on Linux: PeerGraphSetPollCallback + epoll_wait) or --poll\n"
             "  (PeerGraphGetPollFds + poll() at every step)\n",
             argv0);
@@ -1013,6 +1070,7 @@ int main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) continue;
         else if (!strcmp(argv[i], "--no-compat")) O.compat = 0;
+        else if (!strcmp(argv[i], "--s8")) { O.s8_only = 1; O.compat = 0; }
         else if (!strcmp(argv[i], "--poll")) O.poll_driver = 1;
         else if (!strcmp(argv[i], "--epoll")) O.poll_driver = 0;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) O.n = atoi(argv[++i]);
@@ -1088,12 +1146,23 @@ int main(int argc, char **argv)
     printf("\n[fast profile, graph A]\n");
     build(&g, 11, PEER_MAINTENANCE_FAST, L"bench-scale-a", O.n + O.trials + 1, &bA);
     scale_run_ms(&g, 3000); /* settled: maintenance rounds done */
-    s12_idle(&g, O.idle_s, &iFast);
-    print_idle("fast", &iFast);
-    fflush(stdout);
-    s9_memory(&g, &bA, &mem);
-    print_mem(&mem);
-    fflush(stdout);
+    memset(&iFast, 0, sizeof iFast);
+    memset(&mem, 0, sizeof mem);
+    memset(&kF50, 0, sizeof kF50);
+    memset(&kF80, 0, sizeof kF80);
+    memset(&bB, 0, sizeof bB);
+    if (!O.s8_only) {
+        s12_idle(&g, O.idle_s, &iFast);
+        print_idle("fast", &iFast);
+        fflush(stdout);
+        s9_memory(&g, &bA, &mem);
+        print_mem(&mem);
+        fflush(stdout);
+    } else {
+        scale_mesh m;
+        scale_mesh_check(&g, &m);
+        mem.links = m.links;
+    }
     /* S8 starts once maintenance has trimmed S9's extra links (the fast
      * profile's link churn never stops altogether: about 30 links a second
      * open and close in a graph at rest, see S12) */
@@ -1110,7 +1179,16 @@ int main(int argc, char **argv)
         scale_run_ms(&g, 1000);
     }
     real_reset_counters();
+    if (getenv("SCALE_DEBUG")) {
+        RD.trace = (struct step_rec *)xcalloc(TRACE_STEPS, sizeof *RD.trace);
+        g.on_s8_join = s8_join_report;
+    }
+    if (getenv("SCALE_PERF_CTL")) { /* a perf --control fifo: `perf record -D -1 --control fifo:F ...` */
+        if ((g_perf_ctl = open(getenv("SCALE_PERF_CTL"), O_WRONLY | O_CLOEXEC)) < 0) perror(BENCH_NAME ": SCALE_PERF_CTL");
+        g.on_s8_join = s8_join_report;
+    }
     scale_s8_join(&g, O.trials, 10000, 300, &vJoin);
+    g.on_s8_join = NULL;
     printf("  S8 join: %d joins, %d reached every node within 10 s; longest PeerGraphService call %.0f ms\n", vJoin.trials,
            vJoin.complete, RD.svc_max_ms);
     fflush(stdout);
@@ -1119,22 +1197,26 @@ int main(int argc, char **argv)
     printf("  S8 kill: %d kills, %d seen gone by every node within 10 s; longest PeerGraphService call %.0f ms\n",
            vKill.trials, vKill.complete, RD.svc_max_ms);
     fflush(stdout);
-    scale_run_ms(&g, 2000);
-    s6(&g, 50, &kF50);
-    print_kill("fast", &kF50);
-    fflush(stdout);
+    if (!O.s8_only) {
+        scale_run_ms(&g, 2000);
+        s6(&g, 50, &kF50);
+        print_kill("fast", &kF50);
+        fflush(stdout);
+    }
     scale_close_all(&g);
     scale_free(&g);
 
     /* --- fast profile, graph B: S6 80% --- */
-    printf("\n[fast profile, graph B]\n");
-    build(&g, 12, PEER_MAINTENANCE_FAST, L"bench-scale-b", O.n, &bB);
-    scale_run_ms(&g, 3000);
-    s6(&g, 80, &kF80);
-    print_kill("fast", &kF80);
-    fflush(stdout);
-    scale_close_all(&g);
-    scale_free(&g);
+    if (!O.s8_only) {
+        printf("\n[fast profile, graph B]\n");
+        build(&g, 12, PEER_MAINTENANCE_FAST, L"bench-scale-b", O.n, &bB);
+        scale_run_ms(&g, 3000);
+        s6(&g, 80, &kF80);
+        print_kill("fast", &kF80);
+        fflush(stdout);
+        scale_close_all(&g);
+        scale_free(&g);
+    }
 
     if (O.compat) {
         printf("\n[compat profile, graph C]\n");
@@ -1201,6 +1283,7 @@ int main(int argc, char **argv)
                ms_rtt(d, sizeof d, pct_us(vKill.last, vKill.nlast, 500)), vKill.missing);
         printf("      target p99 <= 200 ms: %s\n", met(vKill.nlat && !vKill.missing && kp99 <= 200));
     }
+    if (O.s8_only) goto summary_end;
     {
         double link = mem.per_link_end, rec = mem.per_record - REC_PAYLOAD;
         printf("\nS9  heap per node %.1f KB (graph + links + %d presence records); per idle link endpoint %.0f B"
@@ -1244,6 +1327,7 @@ int main(int argc, char **argv)
                met(kF50.t_rec_ms >= 0 && kF50.t_rec_ms <= 2000), met(kF80.t_rec_ms >= 0 && kF80.t_rec_ms <= 5000),
                met(kF50.isolated_5s == 0 && kF80.isolated_5s == 0));
     }
+summary_end:
     printf("\nbuilds: fast A %.1f s, fast B %.1f s", bA.build_ms / 1000, bB.build_ms / 1000);
     if (O.compat) printf(", compat C %.1f s, compat D %.1f s", bC.build_ms / 1000, bD.build_ms / 1000);
     printf(" (joins %d at a time, each to a random live node, until one component with 2..7 neighbors each and every presence everywhere)\n",
@@ -1252,7 +1336,7 @@ int main(int argc, char **argv)
     scale_vis_free(&vJoin);
     scale_vis_free(&vKill);
     free(rtt);
-    free(RD.want); free(RD.ready); free(RD.pf);
+    free(RD.want); free(RD.ready); free(RD.pf); free(RD.trace);
     free(RD.announced); free(RD.inset);
     close(g_devnull);
     (void)before;

@@ -585,6 +585,8 @@ typedef struct scale_graph {
     int *adj, *uf;
     long nbr_events;          /* NEIGHBOR_CONNECTION events seen */
     void (*on_s6_late)(struct scale_graph *g); /* S6: called once if a survivor is below 2 neighbors 1 s after the kill */
+    /* S8: called before each join (last -1) and after it with its start and the last node's latency (us, driver clock) */
+    void (*on_s8_join)(struct scale_graph *g, int trial, long long t0, long long last);
     /* optional: sees every event scale_drain pops (after the harness's own use) */
     void (*on_event)(struct scale_graph *g, int node, const PEER_GRAPH_EVENT_DATA *e);
     void *user;
@@ -1220,10 +1222,12 @@ static inline void scale_s8_join(scale_graph *g, int trials, long long limitMs, 
     for (k = 0; k < trials; k++) {
         int j = scale_open(g), ok;
         long long t0, last = 0;
+        long nbr0 = g->nbr_events;
         if (j < 0) break;
         for (i = 0; i < g->n; i++) g->v[i].t_mark = -1;
         g->watch_node = g->v[j].id;
         g->watch_ct = PEER_NODE_CHANGE_CONNECTED;
+        if (g->on_s8_join) g->on_s8_join(g, k, scale_now(g), -1);
         scale_join_start(g, j);
         t0 = g->v[j].t_join;
         ok = scale_wait_marks(g, j, limitMs, j);
@@ -1238,10 +1242,12 @@ static inline void scale_s8_join(scale_graph *g, int trials, long long limitMs, 
             if (g->v[i].t_mark - t0 > last) last = g->v[i].t_mark - t0;
         }
         if (ok) r->last[r->nlast++] = last;
+        if (g->on_s8_join) g->on_s8_join(g, k, t0, last);
         if (getenv("SCALE_DEBUG"))
             printf("    S8 join %d: node %d, %d attempt(s), listening %.1f ms after PeerGraphConnect, last node %.1f ms"
-                   " after it (%.1f ms after the listen)\n", k, j, g->v[j].attempts, (g->v[j].t_listen - t0) / 1000.0,
-                   last / 1000.0, (last - (g->v[j].t_listen - t0)) / 1000.0);
+                   " after it (%.1f ms after the listen); %ld NEIGHBOR_CONNECTION events meanwhile\n", k, j, g->v[j].attempts,
+                   (g->v[j].t_listen - t0) / 1000.0, last / 1000.0, (last - (g->v[j].t_listen - t0)) / 1000.0,
+                   g->nbr_events - nbr0);
         g->watch_node = 0;
         scale_run_ms(g, pauseMs);
     }
