@@ -335,6 +335,155 @@ static void addr_make(SOCKADDR_IN6 *a, const uint8_t ip[16], unsigned port)
 }
 
 /* ========================================================================= */
+/* 1b. Hash maps                                                             */
+/* One open-addressing map type (pg_map) for every index: sockets, handles,  */
+/* graphs by ID, presence by node ID, the contact and departed sets.  Growth */
+/* is spread over later changes (tests/test_map.c drives it against a       */
+/* reference; the section is extracted for it like 5b for test_search).      */
+/* ========================================================================= */
+
+typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
+/* Open-addressing hash from a 64-bit key (never 0) to an object (never
+ * NULL): sockets and the three kinds of handles, graphs by ID, presence
+ * records by node ID.  Growing is incremental: the old slots stay beside the
+ * new ones and each change moves MAP_STEP of them, so no single call
+ * rehashes a whole table (a thousand graphs in one process, holding the same
+ * records, would otherwise all rehash in the same Service call). */
+typedef struct pg_map {
+    sock_slot *slots; size_t cap, n; /* n: entries in both tables */
+    sock_slot *old; size_t oldcap, mig; /* while growing: the old slots, [0, mig) moved (obj NULL) */
+} pg_map;
+
+static size_t map_hash(uint64_t k, size_t cap)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (size_t)k & (cap - 1);
+}
+
+#define MAP_STEP 16 /* old slots moved per change while growing */
+
+/* Puts k in the new table (room guaranteed); 1 if it was not there. */
+static int map_place(pg_map *m, uint64_t k, void *obj)
+{
+    size_t i;
+    for (i = map_hash(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i].key || m->slots[i].key == k) {
+            int fresh = !m->slots[i].key;
+            m->slots[i].key = k;
+            m->slots[i].obj = obj;
+            return fresh;
+        }
+    }
+}
+
+/* Moves up to `budget` old slots (all: SIZE_MAX) into the new table.  A
+ * moved slot keeps its key with obj NULL, so the old probe chains hold. */
+static void map_migrate(pg_map *m, size_t budget)
+{
+    while (m->old && budget--) {
+        if (m->mig == m->oldcap) {
+            pg_free(m->old);
+            m->old = NULL;
+            m->oldcap = m->mig = 0;
+            return;
+        }
+        if (m->old[m->mig].key && m->old[m->mig].obj) {
+            map_place(m, m->old[m->mig].key, m->old[m->mig].obj);
+            m->old[m->mig].obj = NULL;
+        }
+        m->mig++;
+    }
+}
+
+/* The old slot of k still holding it, or NULL. */
+static sock_slot *map_old_slot(const pg_map *m, uint64_t k)
+{
+    size_t i;
+    if (!m->old) return NULL;
+    for (i = map_hash(k, m->oldcap); m->old[i].key; i = (i + 1) & (m->oldcap - 1))
+        if (m->old[i].key == k) return m->old[i].obj ? &m->old[i] : NULL;
+    return NULL;
+}
+
+static int map_grow(pg_map *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 16;
+    sock_slot *n;
+    map_migrate(m, SIZE_MAX); /* (never while growing: see map_put) */
+    if (!(n = (sock_slot *)pg_calloc(ncap, sizeof *n))) return 0;
+    if (m->n) {
+        m->old = m->slots;
+        m->oldcap = m->cap;
+        m->mig = 0;
+    } else
+        pg_free(m->slots);
+    m->slots = n;
+    m->cap = ncap;
+    return 1;
+}
+
+static int map_put(pg_map *m, uint64_t k, void *obj)
+{
+    sock_slot *o;
+    map_migrate(m, MAP_STEP);
+    /* a table at half load grows; the old one is gone by then (it is moved
+     * MAP_STEP slots a change, and growing again takes cap/4 more entries) */
+    if ((m->n + 1) * 2 > m->cap && !map_grow(m)) return 0;
+    if ((o = map_old_slot(m, k)) != NULL) { o->obj = NULL; m->n--; }
+    m->n += (size_t)map_place(m, k, obj);
+    return 1;
+}
+
+static void *map_get(const pg_map *m, uint64_t k)
+{
+    size_t i;
+    const sock_slot *o;
+    if (!m->cap || !k) return NULL;
+    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i].key == k) return m->slots[i].obj;
+    o = map_old_slot(m, k);
+    return o ? o->obj : NULL;
+}
+
+static void map_del(pg_map *m, uint64_t k)
+{
+    size_t i, j;
+    sock_slot *o;
+    if (!m->cap) return;
+    map_migrate(m, MAP_STEP);
+    if ((o = map_old_slot(m, k)) != NULL) { o->obj = NULL; m->n--; return; }
+    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
+        if (m->slots[i].key == k) break;
+    if (!m->slots[i].key) return;
+    m->slots[i].key = 0;
+    m->n--;
+    /* backward-shift deletion keeps probe chains intact */
+    for (j = (i + 1) & (m->cap - 1); m->slots[j].key; j = (j + 1) & (m->cap - 1)) {
+        size_t h = map_hash(m->slots[j].key, m->cap);
+        if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+            m->slots[i] = m->slots[j];
+            m->slots[j].key = 0;
+            i = j;
+        }
+    }
+}
+
+/* Visiting every entry: positions 0 .. map_span(m) - 1, of which map_at
+ * gives the entry's object and key, or NULL for an empty position. */
+static size_t map_span(const pg_map *m) { return m->cap + (m->old ? m->oldcap : 0); }
+static void *map_at(const pg_map *m, size_t pos, uint64_t *key)
+{
+    const sock_slot *x = pos < m->cap ? &m->slots[pos] : &m->old[pos - m->cap];
+    if (!x->key || !x->obj) return NULL;
+    if (key) *key = x->key;
+    return x->obj;
+}
+
+static void map_free(pg_map *m) { pg_free(m->slots); pg_free(m->old); memset(m, 0, sizeof *m); }
+
+/* ========================================================================= */
 /* 2. Library state                                                          */
 /* One process-wide state, like Winsock's: Startup is counted, handles are   */
 /* never-reused numbers looked up in lists (a stale handle is an error, not  */
@@ -535,10 +684,6 @@ typedef struct pg_referral {
     int attempted;
 } pg_referral;
 
-typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
-/* Open-addressing hash from a 64-bit key (never 0) to an object: sockets and
- * the three kinds of handles, graphs by ID, presence records by node ID. */
-typedef struct pg_map { sock_slot *slots; size_t cap, n; } pg_map;
 
 struct pg_graph {
     pg_graph *next;
@@ -791,76 +936,6 @@ static uintptr_t new_handle(void) { return ++L.next_handle; }
 
 static uint64_t sock_key(PEER_SOCKET s) { return (uint64_t)s + 1; }
 
-static size_t map_hash(uint64_t k, size_t cap)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    return (size_t)k & (cap - 1);
-}
-
-static int map_put(pg_map *m, uint64_t k, void *obj);
-
-static int map_grow(pg_map *m)
-{
-    size_t oldcap = m->cap, i;
-    sock_slot *old = m->slots;
-    size_t ncap = oldcap ? oldcap * 2 : 16;
-    sock_slot *n = (sock_slot *)pg_calloc(ncap, sizeof *n);
-    if (!n) return 0;
-    m->slots = n;
-    m->cap = ncap;
-    m->n = 0;
-    for (i = 0; i < oldcap; i++)
-        if (old[i].key) map_put(m, old[i].key, old[i].obj);
-    pg_free(old);
-    return 1;
-}
-
-static int map_put(pg_map *m, uint64_t k, void *obj)
-{
-    size_t i;
-    if ((m->n + 1) * 2 > m->cap && !map_grow(m)) return 0;
-    for (i = map_hash(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->slots[i].key || m->slots[i].key == k) {
-            if (!m->slots[i].key) m->n++;
-            m->slots[i].key = k;
-            m->slots[i].obj = obj;
-            return 1;
-        }
-    }
-}
-
-static void *map_get(const pg_map *m, uint64_t k)
-{
-    size_t i;
-    if (!m->cap || !k) return NULL;
-    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
-        if (m->slots[i].key == k) return m->slots[i].obj;
-    return NULL;
-}
-
-static void map_del(pg_map *m, uint64_t k)
-{
-    size_t i, j;
-    if (!m->cap) return;
-    for (i = map_hash(k, m->cap); m->slots[i].key; i = (i + 1) & (m->cap - 1))
-        if (m->slots[i].key == k) break;
-    if (!m->slots[i].key) return;
-    m->slots[i].key = 0;
-    m->n--;
-    /* backward-shift deletion keeps probe chains intact */
-    for (j = (i + 1) & (m->cap - 1); m->slots[j].key; j = (j + 1) & (m->cap - 1)) {
-        size_t h = map_hash(m->slots[j].key, m->cap);
-        if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
-            m->slots[i] = m->slots[j];
-            m->slots[j].key = 0;
-            i = j;
-        }
-    }
-}
-
-static void map_free(pg_map *m) { pg_free(m->slots); memset(m, 0, sizeof *m); }
 
 static int sock_put(PEER_SOCKET s, void *obj) { return map_put(&L.socks, sock_key(s), obj); }
 static void *sock_get(PEER_SOCKET s) { return map_get(&L.socks, sock_key(s)); }
@@ -6981,11 +7056,11 @@ static void departed_replay(pg_conn *c)
     uint8_t m[20];
     size_t i;
     msg_header(m, 20, MT_DEPARTED);
-    for (i = 0; i < g->departed.cap && !c->dead; i++) { /* the departed set, not the database */
-        const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
+    for (i = 0; i < map_span(&g->departed) && !c->dead; i++) { /* the departed set, not the database */
+        const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
         rec_view v;
         presence_view pv;
-        if (!g->departed.slots[i].key || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
         if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
         put64(m + 8, pv.node);
         put32(m + 16, r->version);
@@ -7121,9 +7196,8 @@ static int graph_connect_probe(pg_graph *g)
         return cand_connect(g, &x) != NULL;
     }
     for (t = 0; t < PROBES; t++) {
-        size_t k = (size_t)(random64() % g->pres.cap);
-        const pg_rec *r = (const pg_rec *)g->pres.slots[k].obj;
-        ULONGLONG node = g->pres.slots[k].key;
+        ULONGLONG node = 0;
+        const pg_rec *r = (const pg_rec *)map_at(&g->pres, (size_t)(random64() % map_span(&g->pres)), &node);
         rec_view v;
         presence_view pv;
         SOCKADDR_IN6 a;
@@ -7406,10 +7480,10 @@ static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
     ULONG n = 0;
     size_t i;
     *mismatch = 0;
-    for (i = 0; i < g->contacts.cap; i++) { /* the contact set, not the database */
-        const pg_rec *r = (const pg_rec *)g->contacts.slots[i].obj;
+    for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
+        const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
-        if (!g->contacts.slots[i].key || r->expires <= now || !contact_parse(r, &cv)) continue;
+        if (!r || r->expires <= now || !contact_parse(r, &cv)) continue;
         n++;
         if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
     }
@@ -7426,9 +7500,9 @@ static ULONG departed_candidates(const pg_graph *g)
     uint64_t now = peer_time(g);
     ULONG n = 0;
     size_t i;
-    for (i = 0; i < g->departed.cap; i++) { /* the departed set */
-        const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
-        if (g->departed.slots[i].key && !(r->flags & RF_DELETED) && r->expires > now) n++;
+    for (i = 0; i < map_span(&g->departed); i++) { /* the departed set */
+        const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
+        if (r && !(r->flags & RF_DELETED) && r->expires > now) n++;
     }
     return n;
 }
@@ -7486,23 +7560,23 @@ static void partition_timer(pg_graph *g)
     if (!g->synchronized || !signature_live(g, &sig)) return;
     for (o = g->conns; o; o = o->gnext)
         if (o->repair && !o->dead && o->state != CS_CONNECTED) return; /* one attempt at a time */
-    for (i = 0; i < g->contacts.cap; i++) { /* the contact set, not the database */
-        const pg_rec *r = (const pg_rec *)g->contacts.slots[i].obj;
+    for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
+        const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
         rec_view v;
         SOCKADDR_IN6 a;
-        if (!g->contacts.slots[i].key || r->expires <= now || !contact_parse(r, &cv)) continue;
+        if (!r || r->expires <= now || !contact_parse(r, &cv)) continue;
         if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
         if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
         if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, cv.node)) return;
     }
     if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
-        for (i = 0; i < g->departed.cap; i++) { /* the departed set */
-            const pg_rec *r = (const pg_rec *)g->departed.slots[i].obj;
+        for (i = 0; i < map_span(&g->departed); i++) { /* the departed set */
+            const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!g->departed.slots[i].key || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
             if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
                 continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
