@@ -763,6 +763,7 @@ struct pg_graph {
     size_t fwd_n, fwd_cap;
     pg_graph *fwdnext;      /* L.fwdq: graphs with records to relay */
     int fwd_listed;
+    ULONGLONG fwd_next;     /* the earliest due of g->fwd (0: this pass) */
     ULONG n_deferred;
     size_t deferred_bytes;
 };
@@ -807,6 +808,7 @@ static struct {
     struct pg_conn *attn;   /* connections that need a look at the next service (via anext) */
     struct pg_conn *ackq, *ackq_tail; /* connections holding ACK entries, by ack_due (via aknext) */
     pg_graph *fwdq;         /* graphs with received records still to relay (via fwdnext) */
+    ULONGLONG fwd_due;      /* the earliest due among them (PEER_NO_DEADLINE: none) */
     struct pg_conn **theap; /* connections with a timer: a min-heap on deadline */
     size_t theap_n, theap_cap;
     pg_graph *gpoked;       /* graphs whose timers need a look at the next service (via pnext) */
@@ -5188,7 +5190,18 @@ typedef struct pg_fwd {
     uint32_t version;
     unsigned nfrom;
     const pg_conn *from[FWD_FROM];
+    ULONGLONG due;  /* 0: when this read pass ends; else a paced renewal (R13) */
 } pg_fwd;
+
+/* Paced renewals (PROTOCOL.md R13): a renewal of the Signature record (the
+ * same signature, a new version) is relayed FWD_PACE_MS to FWD_PACE_MS +
+ * FWD_PACE_JITTER_MS after it came, not at the end of the pass.  Nobody waits
+ * for a renewal, and in a large graph its flood wave would otherwise compete
+ * with the latency-bound ones (a join's presence) every few seconds; paced,
+ * it is spread over a second, and the neighbors whose copy comes meanwhile
+ * are left out of the relay. */
+#define FWD_PACE_MS 50
+#define FWD_PACE_JITTER_MS 100
 
 static int fwd_has(const pg_fwd *f, const pg_conn *c)
 {
@@ -5226,7 +5239,7 @@ static void graph_flood(pg_graph *g, const pg_rec *r) { graph_flood_ex(g, r, NUL
  * same pass, do not get it back (fwd_note).  In a flood wave a node hears a
  * record from every neighbor one hop nearer its source at about the same
  * time: each of those copies saved is a write and a read on both sides. */
-static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from)
+static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from, ULONGLONG due)
 {
     pg_fwd *f;
     if (g->fwd_n == g->fwd_cap) {
@@ -5241,11 +5254,15 @@ static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from)
     f->version = r->version;
     f->nfrom = 0;
     if (from) f->from[f->nfrom++] = from;
+    f->due = due;
     if (!g->fwd_listed) {
         g->fwd_listed = 1;
+        g->fwd_next = due;
         g->fwdnext = L.fwdq;
         L.fwdq = g;
-    }
+    } else if (due < g->fwd_next)
+        g->fwd_next = due;
+    if (due < L.fwd_due) L.fwd_due = due;
 }
 
 /* A copy of record `id` (or an older version) came on c: if we are about to
@@ -5265,17 +5282,49 @@ static void fwd_note(pg_graph *g, const uint8_t *id, const pg_conn *c)
  * a newer one that came meanwhile has its own entry). */
 static void fwd_flush(void)
 {
+    pg_graph *keep = NULL;
+    ULONGLONG next = PEER_NO_DEADLINE;
+    if (!L.fwdq || L.fwd_due > L.now) return; /* only paced ones, none due */
     while (L.fwdq) {
         pg_graph *g = L.fwdq;
-        size_t i;
+        size_t i, k = 0;
+        ULONGLONG gnext = PEER_NO_DEADLINE;
         L.fwdq = g->fwdnext;
-        g->fwd_listed = 0;
-        for (i = 0; i < g->fwd_n; i++) {
-            const pg_rec *r = rec_find(g, g->fwd[i].id);
-            if (r && r->version == g->fwd[i].version) graph_flood_ex(g, r, &g->fwd[i]);
+        if (g->fwd_next <= L.now) {
+            for (i = 0; i < g->fwd_n; i++) {
+                const pg_fwd *f = &g->fwd[i];
+                const pg_rec *r;
+                if (f->due > L.now) { /* a paced renewal not due yet */
+                    if (f->due < gnext) gnext = f->due;
+                    g->fwd[k++] = *f;
+                    continue;
+                }
+                r = rec_find(g, f->id);
+                if (r && r->version == f->version) graph_flood_ex(g, r, f);
+            }
+            g->fwd_n = k;
+            g->fwd_next = gnext;
         }
-        g->fwd_n = 0;
+        if (!g->fwd_n) { g->fwd_listed = 0; continue; }
+        g->fwdnext = keep;
+        keep = g;
+        if (g->fwd_next < next) next = g->fwd_next;
     }
+    L.fwdq = keep;
+    L.fwd_due = next;
+}
+
+/* When a paced renewal of r (its record before this version: lv) is due, or
+ * 0 (relay it when the pass ends). */
+static ULONGLONG fwd_pace(const pg_rec *local, const rec_view *lv, const rec_view *v)
+{
+    ULONGLONG t;
+    if (!local || memcmp(local->id, SIGNATURE_ID, 16) || ((lv->flags | v->flags) & RF_DELETED) ||
+        lv->n_data != v->n_data || (v->n_data && memcmp(lv->data, v->data, v->n_data)))
+        return 0;
+    t = L.now + FWD_PACE_MS + fast_random64() % FWD_PACE_JITTER_MS;
+    if (L.n_conns >= TIMER_SLACK_CONNS) t = (t + TIMER_SLACK_MS - 1) / TIMER_SLACK_MS * TIMER_SLACK_MS; /* as wake_at */
+    return t;
 }
 
 /* Stores a new version (wire bytes already validated), persists it, and
@@ -5515,8 +5564,9 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         pg_rec *r;
         if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, rec, len, v); return cmp; }
         if (hr != S_OK) { g->rejected_records++; return cmp; }
+        ULONGLONG due = fwd_pace(local, &lv, v); /* (before the store frees local) */
         r = graph_store(g, rec, len, 0, &hr);
-        if (r) fwd_defer(g, r, c);
+        if (r) fwd_defer(g, r, c, due);
         else g->rejected_records++; /* the record limits, or no memory */
         *useful = r != NULL;
     } else if (c && g->fwd_n) {
@@ -7964,6 +8014,7 @@ static ULONGLONG next_deadline(void)
     ULONGLONG t = L.min_deadline;
     if (L.dirty || L.attn || L.gpoked) return L.now;
     if (L.ackq && L.ackq->ack_due < t) t = L.ackq->ack_due;
+    if (L.fwdq && L.fwd_due < t) t = L.fwd_due;
     if (L.theap_n && L.theap[0]->deadline < t) {
         t = L.theap[0]->deadline;
         if (t > L.now && L.n_conns >= TIMER_SLACK_CONNS) /* timer slack, as wake_at */
@@ -8134,6 +8185,7 @@ HRESULT PeerGraphShutdown(void)
     for (c = L.conns; c; c = c->next) conn_kill(c);
     L.dirty = NULL; /* every connection is dead now */
     L.min_deadline = 0;
+    L.fwd_due = PEER_NO_DEADLINE;
     sweep();
     while (L.listeners) { L.listeners->refs = 1; listener_release(L.listeners); }
     while (L.regs) { pg_reg *r = L.regs; L.regs = r->next; reg_free(r); }

@@ -710,6 +710,7 @@ typedef struct {
     const char *creator, *modby, *graph, *data, *attr;
     ULONGLONG created, expires, modified;
     unsigned proto;
+    size_t ndata; /* bytes of data when not 0 (binary data); else strlen(data) */
 } xrec;
 static void x_id_for(const char *creator, unsigned char id[16], unsigned char low)
 {
@@ -732,8 +733,11 @@ static void x_encode(const xrec *x, wbuf *w)
     w64(w, x->created); w64(w, x->expires); w64(w, x->modified);
     wstr(w, x->graph);
     w8(w, x->proto >> 8); w8(w, x->proto & 0xFF);
-    w32(w, (unsigned long)strlen(x->data));
-    memcpy(w->b + w->n, x->data, strlen(x->data)); w->n += strlen(x->data);
+    {
+        size_t nd = x->ndata ? x->ndata : strlen(x->data);
+        w32(w, (unsigned long)nd);
+        memcpy(w->b + w->n, x->data, nd); w->n += nd;
+    }
     wstr(w, x->attr);
 }
 static void x_default(xrec *x, HGRAPH h, unsigned char low)
@@ -851,6 +855,69 @@ static void test_relay_skips_senders(void **st)
     fake_net_raw_close(a);
     fake_net_raw_close(b);
     fake_net_raw_close(c);
+}
+
+/* Paced renewals (PROTOCOL.md R13): a new Signature record is relayed when
+ * the pass ends; a renewal (same signature, a higher version) 50-150 ms
+ * later, and not to a neighbor whose copy came meanwhile; a changed
+ * signature at once again. */
+static void sig_rec(xrec *x, HGRAPH h, unsigned long version, unsigned char owner)
+{
+    static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
+                                             0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
+    static unsigned char value[8];
+    x_default(x, h, 0x60);
+    memset(x->type, 0, 16);
+    x->type[2] = 0x02; /* GUID {00000200-0000-0000-0000-000000000000} */
+    memcpy(x->id, sig_id, 16);
+    x->version = version;
+    x->flags = 1; /* auto-refresh, as a publisher sets it */
+    x->modby = "mallory";
+    memset(value, 0, 8);
+    value[7] = owner;
+    x->data = (const char *)value;
+    x->ndata = 8;
+    x->modified = x->created + version;
+    x->expires = pt_now(h) + 300 * 10000000ULL;
+}
+
+static void test_renewal_relay_paced(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42), b = raw_neighbor_node(&la, "hostile", 0x43);
+    xrec x;
+    int waited;
+    (void)st;
+    tu_pump(2, 1);
+    floods_waiting(a); floods_waiting(b);
+    sig_rec(&x, h, 1, 0x05);
+    x_flood(a, &x);
+    assert_int_equal(floods_waiting(b), 1); /* a new signature: at once */
+    /* a renewal: not within 40 ms, then once */
+    sig_rec(&x, h, 2, 0x05);
+    x_flood(a, &x);
+    tu_pump(4, 10);
+    assert_int_equal(floods_waiting(b), 0);
+    for (waited = 40; waited < 400 && !floods_waiting(b); waited += 10) tu_pump(1, 10);
+    assert_true(waited >= 50 && waited <= 160);
+    tu_pump(30, 10);
+    assert_int_equal(floods_waiting(b), 0);
+    assert_int_equal(floods_waiting(a), 0);
+    /* a renewal that b sends too while it is held: b is left out */
+    sig_rec(&x, h, 3, 0x05);
+    x_flood(a, &x);
+    tu_pump(2, 10);
+    x_flood(b, &x);
+    tu_pump(30, 10);
+    assert_int_equal(floods_waiting(b), 0);
+    assert_int_equal(floods_waiting(a), 0);
+    /* another owner (a lower node took over): at once */
+    sig_rec(&x, h, 4, 0x03);
+    x_flood(a, &x);
+    assert_int_equal(floods_waiting(b), 1);
+    fake_net_raw_close(a);
+    fake_net_raw_close(b);
 }
 
 /* ACKs during a sync: a plain responder gets one per FLOOD (MS-PPGRH); a
@@ -1366,6 +1433,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_skips_senders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
