@@ -7703,6 +7703,12 @@ static void graph_long_term_repair(pg_graph *g, int attempted)
     emit(g, &e, NULL, NULL);
 }
 
+/* The next Graph Maintenance period: between 3/4 of `ms` and `ms`, at
+ * random (PROTOCOL.md P14), so that graphs whose timers were set at the
+ * same moment (a restart of many nodes, a host setting every graph's timers
+ * at once) do not run their maintenance, prunes and refills in step. */
+static ULONGLONG maint_period(ULONG ms) { return ms - fast_random64() % (ms / 4 + 1); }
+
 /* Graph maintenance in its strict order; `timer`: the Graph Maintenance
  * timer fired (not a trigger). */
 static void graph_maintain(pg_graph *g, int timer)
@@ -7717,7 +7723,7 @@ static void graph_maintain(pg_graph *g, int timer)
     contact_maintain(g, 0);         /* 2. contacts, 3. partition detection */
     presence_maintain(g, 0);
     graph_long_term_repair(g, conn_maintain(g, timer)); /* 4. connections, 5. long-term repair */
-    g->maint_deadline = L.now + (graph_conn_count(g, 1) ? g->timers.ulMaintenanceMs : g->timers.ulMaintenanceIdleMs);
+    g->maint_deadline = L.now + maint_period(graph_conn_count(g, 1) ? g->timers.ulMaintenanceMs : g->timers.ulMaintenanceIdleMs);
     wake_at(g->maint_deadline);
 }
 
@@ -8970,7 +8976,7 @@ static void graph_timers_changed(pg_graph *g)
 {
     pg_conn *c;
     if (g->maint_deadline != PEER_NO_DEADLINE && g->maint_deadline > L.now + g->timers.ulMaintenanceMs) {
-        g->maint_deadline = L.now + g->timers.ulMaintenanceIdleMs;
+        g->maint_deadline = L.now + maint_period(g->timers.ulMaintenanceIdleMs);
         wake_at(g->maint_deadline);
     }
     for (c = g->conns; c; c = c->gnext)
