@@ -711,8 +711,10 @@ struct pg_graph {
     pg_conn *conns;        /* connections of this graph (via gnext) */
     pg_reg *regs;          /* event registrations of this graph (via gnext) */
     /* records */
-    pg_rec **recs;         /* hash table by record ID */
+    pg_rec **recs;         /* hash table by record ID (chains via hnext) */
     size_t rec_cap, rec_count;
+    pg_rec **rec_old;      /* while growing: the old buckets, [0, rec_mig) moved (see rec_insert) */
+    size_t rec_oldcap, rec_mig;
     ULONGLONG rec_bytes;   /* wire bytes of the records held */
     ULONGLONG exp_deadline;/* next expiration / autorefresh pass */
     ULONG rejected_records;/* FLOODed records that failed validation */
@@ -1433,21 +1435,37 @@ static int rec_compare(const rec_view *a, const rec_view *b)
 
 /* --- the table --- */
 
-static size_t rec_bucket(const pg_graph *g, const uint8_t id[16])
+static size_t rec_hash(const uint8_t id[16], size_t cap)
 {
     uint64_t k = get64(id + 8) ^ (get64(id) * 0x9E3779B97F4A7C15ULL);
     k ^= k >> 29;
-    return (size_t)k & (g->rec_cap - 1);
+    return (size_t)k & (cap - 1);
+}
+
+/* The chain that holds (or would hold) id: in the old buckets while a growth
+ * has not moved its bucket yet, else in the new ones. */
+static pg_rec **rec_home(const pg_graph *g, const uint8_t id[16])
+{
+    if (g->rec_old) {
+        size_t b = rec_hash(id, g->rec_oldcap);
+        if (b >= g->rec_mig) return &g->rec_old[b];
+    }
+    return &g->recs[rec_hash(id, g->rec_cap)];
 }
 
 static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
 {
     pg_rec *r;
     if (!g->rec_cap) return NULL;
-    for (r = g->recs[rec_bucket(g, id)]; r; r = r->hnext)
+    for (r = *rec_home(g, id); r; r = r->hnext)
         if (!memcmp(r->id, id, 16)) return r;
     return NULL;
 }
+
+/* Visiting every record: chains 0 .. rec_span(g) - 1 (the new buckets, then
+ * the old ones while a growth is under way). */
+static size_t rec_span(const pg_graph *g) { return g->rec_cap + (g->rec_old ? g->rec_oldcap : 0); }
+static pg_rec **rec_chain(const pg_graph *g, size_t i) { return i < g->rec_cap ? &g->recs[i] : &g->rec_old[i - g->rec_cap]; }
 
 /* The presence index (g->pres): node ID -> the presence record naming it,
  * so that departures and node lookups do not scan the database.  Only
@@ -1479,30 +1497,53 @@ static void pres_map(pg_graph *g, pg_rec *r)
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
-    pg_rec **pp = &g->recs[rec_bucket(g, r->id)];
+    pg_rec **pp = rec_home(g, r->id);
     while (*pp && *pp != r) pp = &(*pp)->hnext;
     if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; }
     pres_unmap(g, r);
 }
 
-static int rec_table_grow(pg_graph *g)
+/* Moves up to `budget` old chains (all: SIZE_MAX) into the new buckets. */
+#define REC_STEP 8
+static void rec_migrate(pg_graph *g, size_t budget)
 {
-    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 8, i, oldcap = g->rec_cap;
-    pg_rec **old = g->recs, **n = (pg_rec **)pg_calloc(ncap, sizeof *n);
-    if (!n) return 0;
-    g->recs = n;
-    g->rec_cap = ncap;
-    for (i = 0; i < oldcap; i++) {
-        pg_rec *r = old[i];
+    while (g->rec_old && budget--) {
+        pg_rec *r;
+        if (g->rec_mig == g->rec_oldcap) {
+            pg_free(g->rec_old);
+            g->rec_old = NULL;
+            g->rec_oldcap = g->rec_mig = 0;
+            return;
+        }
+        r = g->rec_old[g->rec_mig];
+        g->rec_old[g->rec_mig++] = NULL;
         while (r) {
             pg_rec *nx = r->hnext;
-            size_t b = rec_bucket(g, r->id);
-            r->hnext = n[b];
-            n[b] = r;
+            size_t b = rec_hash(r->id, g->rec_cap);
+            r->hnext = g->recs[b];
+            g->recs[b] = r;
             r = nx;
         }
     }
-    pg_free(old);
+}
+
+/* Doubles the buckets.  The records move REC_STEP chains per insert (no
+ * call rehashes the whole table: like the maps of section 1b); an empty
+ * table is simply replaced. */
+static int rec_table_grow(pg_graph *g)
+{
+    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 8;
+    pg_rec **n;
+    rec_migrate(g, SIZE_MAX); /* (never while growing: 2 x cap / REC_STEP inserts move all, a growth takes cap / 2) */
+    if (!(n = (pg_rec **)pg_calloc(ncap, sizeof *n))) return 0;
+    if (g->rec_count) {
+        g->rec_old = g->recs;
+        g->rec_oldcap = g->rec_cap;
+        g->rec_mig = 0;
+    } else
+        pg_free(g->recs);
+    g->recs = n;
+    g->rec_cap = ncap;
     return 1;
 }
 
@@ -1529,12 +1570,13 @@ static pg_rec *rec_new(const uint8_t *wire, size_t len)
 static int rec_insert(pg_graph *g, pg_rec *r)
 {
     pg_rec *old = rec_find(g, r->id);
-    size_t b;
+    pg_rec **home;
     if (old) { rec_unlink(g, old); pg_free(old); }
+    rec_migrate(g, REC_STEP);
     if ((g->rec_count + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g)) return 0;
-    b = rec_bucket(g, r->id);
-    r->hnext = g->recs[b];
-    g->recs[b] = r;
+    home = rec_home(g, r->id);
+    r->hnext = *home;
+    *home = r;
     g->rec_count++;
     g->rec_bytes += r->len;
     pres_map(g, r);
@@ -1544,8 +1586,8 @@ static int rec_insert(pg_graph *g, pg_rec *r)
 static void rec_table_free(pg_graph *g)
 {
     size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
-        pg_rec *r = g->recs[i];
+    for (i = 0; i < rec_span(g); i++) {
+        pg_rec *r = *rec_chain(g, i);
         while (r) { pg_rec *nx = r->hnext; pg_free(r); r = nx; }
     }
     map_free(&g->pres);
@@ -1553,8 +1595,9 @@ static void rec_table_free(pg_graph *g)
     map_free(&g->departed);
     map_free(&g->dep_addrs);
     pg_free(g->recs);
-    g->recs = NULL;
-    g->rec_cap = g->rec_count = 0;
+    pg_free(g->rec_old);
+    g->recs = g->rec_old = NULL;
+    g->rec_cap = g->rec_count = g->rec_oldcap = g->rec_mig = 0;
     g->rec_bytes = 0;
 }
 
@@ -2835,9 +2878,9 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
 {
     size_t i;
     if (fwrite(LOG_MAGIC, 1, 8, f) != 8 || !log_write(f, LE_META, meta, nmeta, bytes)) return 0;
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext)
+        for (r = *rec_chain(g, i); r; r = r->hnext)
             if (!rec_is_volatile(r->wire) && !log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
     }
     return 1;
@@ -3034,8 +3077,8 @@ static void rec_prune(pg_graph *g)
 {
     uint64_t now = peer_time(g);
     size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
-        pg_rec **pp = &g->recs[i];
+    for (i = 0; i < rec_span(g); i++) {
+        pg_rec **pp = rec_chain(g, i);
         while (*pp) {
             pg_rec *r = *pp;
             rec_view v;
@@ -5854,9 +5897,9 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
     if (type != MT_SOLICIT_HASH && g->rec_count) {
         c->out_ids = (uint8_t *)pg_alloc(16 * g->rec_count);
         if (!c->out_ids) { conn_abort(c, E_OUTOFMEMORY); return; }
-        for (i = 0; i < g->rec_cap; i++) {
+        for (i = 0; i < rec_span(g); i++) {
             const pg_rec *r;
-            for (r = g->recs[i]; r; r = r->hnext) {
+            for (r = *rec_chain(g, i); r; r = r->hnext) {
                 if (r->expires <= now || r->modified < since) continue;
                 if (!solicit_wants(r->wire, m + off, inc, exc)) continue;
                 memcpy(c->out_ids + 16 * n++, r->id, 16);
@@ -6026,9 +6069,9 @@ static pg_rec **rec_sorted(pg_graph *g, size_t *pn)
     sort_key *k = (sort_key *)pg_alloc(sizeof *k * (cnt + cnt / 2 + 1));
     uint64_t now = peer_time(g);
     if (!v || !k) { pg_free(v); pg_free(k); return NULL; }
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext)
+        for (r = *rec_chain(g, i); r; r = r->hnext)
             if (r->expires > now) {
                 k[n].t = r->modified;
                 k[n].id8 = get64(r->id);
@@ -6302,9 +6345,9 @@ static void graph_expire(pg_graph *g)
     }
     /* 1. autorefresh first: our own records flagged for it that expire within
      * 20 s (or already did, if the host was away) get a new version */
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
+        for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
             if (!(r->flags & RF_AUTOREFRESH) || (r->flags & RF_DELETED)) continue;
             rec_parse(r->wire, r->len, &v);
@@ -6329,8 +6372,8 @@ static void graph_expire(pg_graph *g)
     }
     pg_free(due);
     /* 2. purge what expired */
-    for (i = 0; i < g->rec_cap; i++) {
-        pg_rec **pp = &g->recs[i];
+    for (i = 0; i < rec_span(g); i++) {
+        pg_rec **pp = rec_chain(g, i);
         while (*pp) {
             pg_rec *r = *pp;
             if (r->expires <= now) {
@@ -6943,9 +6986,9 @@ static ULONG presence_count(const pg_graph *g)
     uint64_t now = peer_time(g);
     ULONG n = 0;
     size_t i;
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext)
+        for (r = *rec_chain(g, i); r; r = r->hnext)
             if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now) n++;
     }
     return n;
@@ -7317,9 +7360,9 @@ static int graph_connect_random(pg_graph *g)
     uint64_t now = peer_time(g);
     int started = 0;
     if (g->pres.n >= PROBE_MIN_PRESENCE && graph_connect_probe(g)) return 1;
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
+        for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
@@ -9380,9 +9423,9 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
     e->graph = g;
     e->ids = (uint8_t *)pg_alloc(16 * (g->rec_count ? g->rec_count : 1));
     if (!e->ids) { pg_free(e); return E_OUTOFMEMORY; }
-    for (i = 0; i < g->rec_cap; i++) {
+    for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
-        for (r = g->recs[i]; r; r = r->hnext) {
+        for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
             if ((r->flags & RF_DELETED) || r->expires <= now || r->departed) continue;
             if (type ? memcmp(r->wire, tw, 16) != 0 : guid_is_internal(r->wire)) continue;
