@@ -724,6 +724,10 @@ struct pg_graph {
     int meta_pending;      /* a non-durable metadata change not yet written */
     ULONG db_bad_entries;
     int log_dirty;
+    int log_listed;         /* on L.logq: entries waiting in logbuf (records from the network) */
+    pg_buf logbuf;          /* those entries (at most LOG_BUF_MAX bytes; freed when written) */
+    int log_failed;         /* a deferred flush failed: the file is rewritten from memory */
+    pg_graph *lognext;
     /* application data */
     ULONG data_limit;      /* data queue limit for new connections */
     int rx_paused;         /* a registration holds too much incoming data */
@@ -810,6 +814,7 @@ static struct {
     struct pg_conn *attn;   /* connections that need a look at the next service (via anext) */
     struct pg_conn *ackq, *ackq_tail; /* connections holding ACK entries, by ack_due (via aknext) */
     pg_graph *fwdq;         /* graphs with received records still to relay (via fwdnext) */
+    pg_graph *logq;         /* graphs with log entries still in the stdio buffer (via lognext) */
     ULONGLONG fwd_due;      /* the earliest due among them (PEER_NO_DEADLINE: none) */
     struct pg_conn **theap; /* connections with a timer: a min-heap on deadline */
     size_t theap_n, theap_cap;
@@ -2837,21 +2842,78 @@ static int file_sync(FILE *f)
 #endif
 }
 
-/* Appends to g's log and hands it to the OS; E_* on failure (nothing
- * committed in memory by the caller then).  `durable` changes (this node's
- * own records and settings) are fsynced within PEER_DB_SYNC_MS; others
- * (records received from neighbors, which the graph can send again; expiry)
- * reach the disk with the next durable change or at Close. */
+/* Writes g's waiting log entries (logbuf) to the file; 1 if done.  A write
+ * that fails now (disk full) cannot undo the records, which are in memory
+ * already: the file is rewritten from memory by the next maintenance. */
+static int log_flush_graph(pg_graph *g)
+{
+    size_t n = buf_used(&g->logbuf);
+    int ok = 1;
+    if (n) {
+        ok = g->logf && fwrite(g->logbuf.p + g->logbuf.off, 1, n, g->logf) == n;
+        if (!ok) {
+            if (g->logf) clearerr(g->logf);
+            g->log_failed = 1;
+            graph_poke(g);
+        }
+    }
+    buf_free(&g->logbuf);
+    return ok;
+}
+
+/* Appends to g's log; E_* on failure (nothing committed in memory by the
+ * caller then).  `durable` changes (this node's own records and settings)
+ * are written at once (after any entries still waiting, in order) and
+ * fsynced within PEER_DB_SYNC_MS.  Others (records received from
+ * neighbors, which the graph can send again; expiry) wait in g->logbuf
+ * until the public call ends (log_flush_pending from finish_call) or
+ * LOG_BUF_MAX bytes wait: a synchronization's hundreds of records cost a
+ * few write()s instead of one each, and every change is still with the OS
+ * when the call returns.  They reach the disk with the next durable change
+ * or at Close. */
+#define LOG_BUF_MAX 65536u
 static HRESULT log_append(pg_graph *g, int kind, const uint8_t *body, size_t n, int durable)
 {
     if (!g->logf) return PEER_E_DATABASE_ACCESSDENIED;
+    if (!durable) {
+        size_t start = g->logbuf.len;
+        uint8_t h[5], sum[16];
+        put32(h, (uint32_t)(n + 1));
+        h[4] = (uint8_t)kind;
+        if (buf_append(&g->logbuf, h, 5) && (!n || buf_append(&g->logbuf, body, n)) &&
+            SUCCEEDED(md5(g->logbuf.p + start + 4, n + 1, sum)) && buf_append(&g->logbuf, sum, 16)) {
+            g->log_bytes += 21 + n;
+            if (!g->log_listed) {
+                g->log_listed = 1;
+                g->lognext = L.logq;
+                L.logq = g;
+            }
+            if (buf_used(&g->logbuf) >= LOG_BUF_MAX) log_flush_graph(g);
+            goto written;
+        }
+        g->logbuf.len = start; /* out of memory: this one is written at once */
+    }
+    if (buf_used(&g->logbuf)) log_flush_graph(g);
     if (!log_write(g->logf, kind, body, n, &g->log_bytes) || fflush(g->logf) != 0) {
         clearerr(g->logf);
         return PEER_E_DATABASE_ACCESSDENIED;
     }
+written:
     if (durable && !g->log_dirty) { g->log_dirty = 1; g->log_dirty_since = L.now; wake_at(L.now + PEER_DB_SYNC_MS); }
     if (g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) graph_poke(g); /* compaction due */
     return S_OK;
+}
+
+/* The end of a public call: the log entries waiting in any graph's logbuf
+ * are written. */
+static void log_flush_pending(void)
+{
+    while (L.logq) {
+        pg_graph *g = L.logq;
+        L.logq = g->lognext;
+        g->log_listed = 0;
+        log_flush_graph(g);
+    }
 }
 
 /* Writes the graph's metadata.  A non-durable save (synchronized flag,
@@ -2906,6 +2968,7 @@ static HRESULT db_rewrite(pg_graph *g)
     fclose(f);
     f = NULL;
     if (g->logf) { fclose(g->logf); g->logf = NULL; }
+    buf_free(&g->logbuf); /* the snapshot holds what was waiting */
 #ifdef _WIN32
     if (!MoveFileExA(tmp, g->db_path, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) goto done;
 #else
@@ -3142,11 +3205,12 @@ static void db_maintain(pg_graph *g)
         if (meta_body(g, &body) && SUCCEEDED(log_append(g, LE_META, body.p, body.len, 0))) g->meta_pending = 0;
         buf_free(&body);
     }
-    if (g->logf && g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20)) {
-        db_rewrite(g); /* on failure the old log stays valid */
+    if (g->logf && (g->log_failed || g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20))) {
+        if (SUCCEEDED(db_rewrite(g))) g->log_failed = 0; /* on failure the old log stays valid */
         return;
     }
     if (g->log_dirty && g->logf && L.now >= g->log_dirty_since + PEER_DB_SYNC_MS) {
+        log_flush_graph(g);
         file_sync(g->logf);
         g->log_dirty = 0;
     }
@@ -7988,6 +8052,7 @@ static void flush_dirty(void);
 /* Ends every public call that may have changed state. */
 static void finish_call(void)
 {
+    log_flush_pending();
     flush_dirty();
     sweep();
     announce_interest();
@@ -8197,7 +8262,8 @@ static void graph_free(pg_graph *g)
     pg_free(g->sync_types);
     pg_free(g->node_attrs);
     rec_table_free(g);
-    if (g->logf) fclose(g->logf);
+    if (g->logf) { log_flush_graph(g); fclose(g->logf); }
+    buf_free(&g->logbuf);
     if (g->poked) {
         pg_graph **pp;
         for (pp = &L.gpoked; *pp; pp = &(*pp)->pnext)
@@ -8207,6 +8273,11 @@ static void graph_free(pg_graph *g)
         pg_graph **pp;
         for (pp = &L.fwdq; *pp; pp = &(*pp)->fwdnext)
             if (*pp == g) { *pp = g->fwdnext; break; }
+    }
+    if (g->log_listed) {
+        pg_graph **pp;
+        for (pp = &L.logq; *pp; pp = &(*pp)->lognext)
+            if (*pp == g) { *pp = g->lognext; break; }
     }
     pg_free(g->fwd);
     sec_release(g->sec);
@@ -8246,7 +8317,7 @@ static void graph_close(pg_graph *g)
         g->left_pt = peer_time(g);
         db_save(g, 1);
     }
-    if (g->logf) file_sync(g->logf);
+    if (g->logf) { log_flush_graph(g); file_sync(g->logf); }
     while ((c = g->conns) != NULL) {
         if (!c->dead && c->state == CS_CONNECTED) conn_disconnect(c, DISC_LEAVING, S_OK);
         else if (!c->dead) conn_kill(c);
@@ -8496,6 +8567,7 @@ HRESULT PeerGraphCreate(PPEER_GRAPH_PROPERTIES pGraphProperties, PCWSTR pwzDatab
     hr = db_rewrite(g); /* a new file */
     if (SUCCEEDED(hr)) hr = graph_publish_info(g);
     if (SUCCEEDED(hr) && g->log_dirty) { /* Create is durable when it returns */
+        log_flush_graph(g);
         file_sync(g->logf);
         g->log_dirty = 0;
     }

@@ -920,6 +920,43 @@ static void test_renewal_relay_paced(void **st)
     fake_net_raw_close(b);
 }
 
+/* Records from the network are written to the database file together when
+ * the call that read them ends (one write, not one per record), and are
+ * there when PeerGraphService returns. */
+static void test_received_records_on_disk_when_call_returns(void **st)
+{
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"flushdb", 0);
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42);
+    char path[512];
+    unsigned char *file;
+    size_t n = 0, k;
+    xrec x[10];
+    FILE *f;
+    int i;
+    (void)st;
+    tu_pump(2, 1);
+    for (i = 0; i < 10; i++) {
+        x_default(&x[i], h, (unsigned char)(0x70 + i));
+        x_write_flood(a, &x[i]);
+    }
+    tu_pump(1, 1); /* one Service reads all ten */
+    tu_db_file_path("hostile", "alice", "flushdb", path, sizeof path);
+    file = (unsigned char *)malloc(1 << 20);
+    assert_non_null(file);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    n = fread(file, 1, 1 << 20, f);
+    fclose(f);
+    for (i = 0; i < 10; i++) {
+        int found = 0;
+        for (k = 0; k + 16 <= n && !found; k++) found = !memcmp(file + k, x[i].id, 16);
+        assert_true(found);
+    }
+    free(file);
+    fake_net_raw_close(a);
+}
+
 /* ACKs during a sync: a plain responder gets one per FLOOD (MS-PPGRH); a
  * p2pgraph responder that offered capability 0x08 gets none until the
  * sync is over (PROTOCOL.md section 4); after it, FLOODs are ACKed again. */
@@ -1434,6 +1471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_skips_senders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
