@@ -345,9 +345,9 @@ static void addr_make(SOCKADDR_IN6 *a, const uint8_t ip[16], unsigned port)
 typedef struct sock_slot { uint64_t key; void *obj; } sock_slot;
 /* Open-addressing hash from a 64-bit key (never 0) to an object (never
  * NULL): sockets and the three kinds of handles, graphs by ID, presence
- * records by node ID.  Growing is incremental: the old slots stay beside the
- * new ones and each change moves MAP_STEP of them, so no single call
- * rehashes a whole table (a thousand graphs in one process, holding the same
+ * records by node ID, contact and departed records by record ID.  Growing
+ * is incremental: the old slots stay beside the new ones and each change
+ * moves MAP_STEP of them, so no single call rehashes a whole table (a thousand graphs in one process, holding the same
  * records, would otherwise all rehash in the same Service call). */
 typedef struct pg_map {
     sock_slot *slots; size_t cap, n; /* n: entries in both tables */
@@ -1482,22 +1482,39 @@ static ULONGLONG rec_presence_node(const pg_rec *r)
     if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8) return 0;
     return get64(v.data);
 }
-/* ... and the contact set (g->contacts, keyed by the record's address), so
- * contact maintenance visits the few contact records, not the database.
- * Every record leaving the table goes through pres_unmap. */
+/* ... and the contact set (g->contacts), so contact maintenance visits the
+ * few contact records, not the database.  Every record leaving the table
+ * goes through pres_unmap.  The contact and departed sets are keyed by the
+ * record ID folded to 64 bits, not by address, so that they are walked in
+ * the same order in every run (a seeded test replays exactly); two IDs
+ * that fold alike (only a hostile publisher makes them) keep the first
+ * one in the set. */
+static uint64_t rec_key(const pg_rec *r)
+{
+    uint64_t k = get64(r->id) ^ get64(r->id + 8);
+    return k ? k : 1; /* (a map key is never 0) */
+}
+static void set_add(pg_map *m, pg_rec *r)
+{
+    if (!map_get(m, rec_key(r))) map_put(m, rec_key(r), r); /* out of memory: not in the set */
+}
+static void set_del(pg_map *m, const pg_rec *r)
+{
+    if (map_get(m, rec_key(r)) == r) map_del(m, rec_key(r));
+}
 static void departed_unindex(pg_graph *g, const pg_rec *r);
 static void pres_unmap(pg_graph *g, const pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(r);
     if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
-    if (rec_is_contact(r->wire)) map_del(&g->contacts, (uintptr_t)r);
+    if (rec_is_contact(r->wire)) set_del(&g->contacts, r);
     if (r->departed & DEP_INDEXED) departed_unindex(g, r);
 }
 static void pres_map(pg_graph *g, pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(r);
     if (node) map_put(&g->pres, node, r); /* out of memory: the node is simply not found */
-    if (rec_is_contact(r->wire)) map_put(&g->contacts, (uintptr_t)r, r); /* ... the contact is not counted */
+    if (rec_is_contact(r->wire)) set_add(&g->contacts, r); /* ... the contact is not counted */
 }
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
@@ -5422,12 +5439,17 @@ static void fwd_flush(void)
 }
 
 /* When a paced renewal of r (its record before this version: lv) is due, or
- * 0 (relay it when the pass ends). */
-static ULONGLONG fwd_pace(const pg_rec *local, const rec_view *lv, const rec_view *v)
+ * 0 (relay it when the pass ends).  Only a renewal that replaces a copy
+ * with more than FWD_PACE_MIN_LIFE_S to live is paced: the compat profile's
+ * owner renews 20 s before the expiry, and a node on the far side must not
+ * see its copy expire because each hop waited for the host's next call. */
+#define FWD_PACE_MIN_LIFE_S 60
+static ULONGLONG fwd_pace(const pg_graph *g, const pg_rec *local, const rec_view *lv, const rec_view *v)
 {
     ULONGLONG t;
     if (!local || memcmp(local->id, SIGNATURE_ID, 16) || ((lv->flags | v->flags) & RF_DELETED) ||
-        lv->n_data != v->n_data || (v->n_data && memcmp(lv->data, v->data, v->n_data)))
+        lv->n_data != v->n_data || (v->n_data && memcmp(lv->data, v->data, v->n_data)) ||
+        local->expires < peer_time(g) + FWD_PACE_MIN_LIFE_S * FT_SECOND)
         return 0;
     t = L.now + FWD_PACE_MS + fast_random64() % FWD_PACE_JITTER_MS;
     if (L.n_conns >= TIMER_SLACK_CONNS) t = (t + TIMER_SLACK_MS - 1) / TIMER_SLACK_MS * TIMER_SLACK_MS; /* as wake_at */
@@ -5461,7 +5483,13 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, old->wire, old->len);
     r = rec_new(wire, len);
     if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
-    graph_arm_expiry(g, r->expires);
+    /* our own autorefreshed records are renewed 20 s before they expire
+     * (graph_expire): the timer must fire then, not at the expiry itself */
+    if ((r->flags & RF_AUTOREFRESH) && !(r->flags & RF_DELETED) && r->expires > 20 * FT_SECOND &&
+        u16_eq(v.creator, v.n_creator, g->peer_id))
+        graph_arm_expiry(g, r->expires - 20 * FT_SECOND);
+    else
+        graph_arm_expiry(g, r->expires);
     if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
     else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
     if (!(r->flags & RF_DELETED) || hadLive) {
@@ -5671,7 +5699,7 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         pg_rec *r;
         if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, rec, len, v); return cmp; }
         if (hr != S_OK) { g->rejected_records++; return cmp; }
-        ULONGLONG due = fwd_pace(local, &lv, v); /* (before the store frees local) */
+        ULONGLONG due = fwd_pace(g, local, &lv, v); /* (before the store frees local) */
         r = graph_store(g, rec, len, 0, &hr);
         if (r) fwd_defer(g, r, c, due);
         else g->rejected_records++; /* the record limits, or no memory */
@@ -7187,8 +7215,9 @@ static int dep_addrs_adjust(pg_graph *g, const presence_view *pv, int delta, uin
 static void departed_index(pg_graph *g, pg_rec *r, const presence_view *pv)
 {
     if (r->departed & DEP_INDEXED) return;
-    if (!map_put(&g->departed, (uintptr_t)r, r)) return;
-    if (!dep_addrs_adjust(g, pv, +1, UINT32_MAX)) { map_del(&g->departed, (uintptr_t)r); return; }
+    set_add(&g->departed, r);
+    if (map_get(&g->departed, rec_key(r)) != r) return;
+    if (!dep_addrs_adjust(g, pv, +1, UINT32_MAX)) { set_del(&g->departed, r); return; }
     r->departed |= DEP_INDEXED;
 }
 
@@ -7196,7 +7225,7 @@ static void departed_unindex(pg_graph *g, const pg_rec *r)
 {
     rec_view v;
     presence_view pv;
-    map_del(&g->departed, (uintptr_t)r);
+    set_del(&g->departed, r);
     if (rec_parse(r->wire, r->len, &v) && presence_parse(&v, &pv)) dep_addrs_adjust(g, &pv, -1, UINT32_MAX);
 }
 

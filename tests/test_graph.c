@@ -681,6 +681,77 @@ static void test_signature(void **st)
     tu_pump(3, 3000);
 }
 
+/* The compat Signature record is renewed by its owner 20 s before it
+ * expires, and the renewal must reach every node well before the copy
+ * there expires: along a chain of 10 nodes, with a host that handles
+ * readiness at once but serves timers only every 4 s (a paced relay waits
+ * for that), every node holds the owner's record with more than 16 s to
+ * live at every step.  (Renewing at the expiry itself, or pacing each hop of the
+ * renewal, leaves the far copies expiring first and starts an election.) */
+#define NCH 10
+static const PEER_RECORD *signature_rec(HGRAPH h, HPEERENUM *en, PEER_RECORD ***items)
+{
+    static const GUID sigType = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    ULONG n = 4;
+    assert_int_equal(PeerGraphEnumRecords(h, &sigType, NULL, en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(*en, &n, (PVOID **)items), S_OK);
+    if (n == 1) return (*items)[0];
+    if (n) PeerGraphFreeData(*items);
+    *items = NULL;
+    return NULL;
+}
+static void test_signature_renewed_in_time(void **st)
+{
+    const PEER_NET_SHIM *net = fake_net_shim();
+    HGRAPH g[NCH];
+    PEER_ADDRESS prev;
+    ULONGLONG low = (ULONGLONG)-1;
+    DWORD v0 = 0, vlow = 0;
+    HPEEREVENT ev[NCH];
+    int i, k, lowest = 0;
+    (void)st;
+    g[0] = tu_create(L"R", L"r0");
+    prev = tu_listen(g[0]);
+    for (i = 1; i < NCH; i++) { /* a chain: each joins the one before */
+        wchar_t p[8];
+        swprintf(p, 8, L"r%d", i);
+        g[i] = tu_open(L"R", p);
+        prev = join(g[i], &prev);
+    }
+    for (i = 0; i < NCH; i++)
+        if (local_node(g[i]) < low) { low = local_node(g[i]); lowest = i; }
+    for (k = 0; k < 50; k++) tu_pump(1, 200);
+    for (i = 0; i < NCH; i++) ev[i] = reg_nodes(g[i]);
+    for (k = 0; k <= 300; k++) { /* 20 minutes, timers served every 4 s: four renewals */
+        ULONGLONG ft;
+        if (k) tu_pump_host(1, 4000);
+        ft = net->pfnUtcNow(net->pvContext);
+        for (i = 0; i < NCH; i++) {
+            HPEERENUM en;
+            PEER_RECORD **items;
+            const PEER_RECORD *r = signature_rec(g[i], &en, &items);
+            ULONGLONG exp = 0;
+            int ok = r && signature_at(g[i]) == low;
+            if (r) exp = ((ULONGLONG)r->ftExpiration.dwHighDateTime << 32) | r->ftExpiration.dwLowDateTime;
+            ok = ok && exp > ft + 16 * 10000000ULL;
+            if (!ok)
+                print_message("step %d: node %d holds signature %llx (want %llx), %lld ms to live\n", k, i,
+                              (unsigned long long)signature_at(g[i]), (unsigned long long)low,
+                              r ? (long long)(exp - ft) / 10000 : -1LL);
+            if (r && !k && i == lowest) v0 = r->dwVersion;
+            if (r && i == lowest) vlow = r->dwVersion;
+            if (items) PeerGraphFreeData(items);
+            PeerGraphEndEnumeration(en);
+            assert_true(ok);
+        }
+    }
+    assert_true(vlow >= v0 + 4); /* (the renewals did happen) */
+    for (i = 0; i < NCH; i++) /* nor did any presence lapse */
+        assert_int_equal(node_events(ev[i], PEER_NODE_CHANGE_DISCONNECTED, 0, NULL), 0);
+    for (i = 0; i < NCH; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+    tu_pump(3, 3000);
+}
+
 /* 30% of 40 fast-profile nodes are cut off at once (dead as far as the rest
  * can tell): within 8 s the survivors are one component with 2..7 neighbors
  * each, and every survivor's node list comes to hold exactly the survivors. */
@@ -778,10 +849,11 @@ static void test_contacts(void **st)
         join(gs[i], &seed);
     }
     for (i = 0; i < NCT; i++) assert_int_equal(PeerGraphRegisterEvent(gs[i], NULL, 1, &reg, &ev[i]), S_OK);
-    tu_pump(240, 5000); /* 20 minutes: contact timers (10-180 s) and maintenance (300 s) run */
+    tu_pump_host(240, 5000); /* 20 minutes: contact timers (10-180 s) and maintenance (300 s) run */
     /* Contacts churn now and then (a node that counts fewer than Cmin while
-     * one is in flight publishes its own); the 5 s steps above may end with
-     * a FLOOD on its way: every node must agree within 100 steps of 10 ms. */
+     * one is in flight publishes its own); a relay waiting for its timer
+     * may leave a FLOOD on its way: every node must agree within 100 steps
+     * of 10 ms. */
     for (k = 0; k < 100; k++) {
         ULONGLONG sg = signature_at(gs[0]);
         ULONG c0 = contacts_at(gs[0], sg, NULL, 0);
@@ -793,6 +865,10 @@ static void test_contacts(void **st)
     assert_true(k < 100);
     sig = signature_at(gs[0]);
     for (i = 0; i < NCT; i++) if (!s || ids[i] < s) s = ids[i];
+    if (sig != s)
+        for (i = 0; i < NCT; i++)
+            print_message("node %d: ID %016llx, signature %016llx\n", i, (unsigned long long)ids[i],
+                          (unsigned long long)signature_at(gs[i]));
     assert_true(sig == s); /* the lowest node ID */
     if (sig >= (1ULL << 60)) cmin = 5;
     else { while (s >>= 1) lg++; cmin = 60 - lg; }
@@ -933,6 +1009,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_thirty_percent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signature_renewed_in_time, setup, teardown),
     };
+    if (getenv("P2PG_TEST_FILTER")) cmocka_set_test_filter(getenv("P2PG_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,6 +148,41 @@ static inline void tu_pump(int n, ULONGLONG stepMs)
     }
 }
 
+/* A host that handles socket readiness at once but wakes for timers only
+ * every stepMs (20 simulated minutes in few calls): after each clock step,
+ * Service is called again, the clock unchanged, while the fake network
+ * reports a socket ready (at most 500 times).  tu_pump instead moves every
+ * message one hop per step. */
+static inline void tu_pump_host(int n, ULONGLONG stepMs)
+{
+    const PEER_NET_SHIM *net = fake_net_shim();
+    PEER_POLL_FD *want = NULL, *ready = NULL;
+    ULONG cap = 0;
+    int i, k;
+    for (i = 0; i < n; i++) {
+        fake_net_advance(stepMs);
+        assert_int_equal(PeerGraphService(NULL, 0, fake_net_now()), S_OK);
+        for (k = 0; k < 500; k++) {
+            ULONG cw = 0, cr = 0;
+            ULONGLONG deadline;
+            HRESULT hr;
+            while ((hr = PeerGraphGetPollFds(want, cap, &cw, &deadline)) == E_NOT_SUFFICIENT_BUFFER) {
+                cap = cw + 64;
+                want = (PEER_POLL_FD *)realloc(want, cap * sizeof *want);
+                ready = (PEER_POLL_FD *)realloc(ready, cap * sizeof *ready);
+                assert_non_null(want);
+                assert_non_null(ready);
+            }
+            assert_int_equal(hr, S_OK);
+            assert_int_equal(net->pfnWait(net->pvContext, want, cw, ready, &cr, 0), S_OK);
+            if (!cr) break;
+            assert_int_equal(PeerGraphService(ready, cr, fake_net_now()), S_OK);
+        }
+    }
+    free(want);
+    free(ready);
+}
+
 /* Listens on an ephemeral port; returns the loopback address of it. */
 static inline PEER_ADDRESS tu_listen(HGRAPH h)
 {
