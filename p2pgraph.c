@@ -7756,7 +7756,16 @@ static void contact_maintain(pg_graph *g, int timer)
     n = contact_scan(g, sig, &mismatch);
     cmin = contact_cmin(sig);
     if ((!own && n < cmin) || (own && n > cmin + 5)) {
-        if (timer) contact_publish(g, sig, own != NULL);
+        /* Damping (PROTOCOL.md P11): of the nodes that may act (those
+         * without a contact when there are too few, the holders when there
+         * are too many), each acts with probability need / pool and tries
+         * again a timer later, so a round changes about `need` contacts
+         * however many nodes there are.  Every one acting at once made
+         * hundreds publish before the first contact reached them, then
+         * delete again: with slow floods that never settled. */
+        ULONG nodes = (ULONG)g->pres.n, pool = own ? n : (nodes > n ? nodes - n : 1);
+        ULONG need = own ? n - (cmin + 5) : cmin - n;
+        if (timer && (need >= pool || fast_random64() % pool < need)) contact_publish(g, sig, own != NULL);
         else if (g->contact_deadline == PEER_NO_DEADLINE) {
             g->contact_deadline = timer_between(g->timers.ulContactMinMs, g->timers.ulContactMaxMs);
             wake_at(g->contact_deadline);

@@ -827,6 +827,61 @@ static ULONG contacts_at(HGRAPH h, ULONGLONG sig, wchar_t holders[][8], ULONG ma
     PeerGraphEndEnumeration(en);
     return good;
 }
+/* Contacts with slow floods (fast profile, 100 nodes; PROTOCOL.md P11
+ * damping): the holders all leave at once and every hop takes 500 ms; the
+ * others refill to between Cmin and Cmin + 5 within 30 s, stay in that
+ * range for the next 20 s, and agree.  With every node lacking a contact
+ * publishing when its timer fired, dozens published before the first
+ * contact reached them, then deleted again: the count swung between 0 and
+ * 45 for good. */
+static ULONG contact_cmin_of(ULONGLONG s)
+{
+    ULONG lg = 0;
+    if (s >= (1ULL << 60)) return 5;
+    while (s >>= 1) lg++;
+    return 60 - lg;
+}
+static void test_contacts_settle_with_slow_floods(void **st)
+{
+    wchar_t h0[20][8];
+    ULONGLONG sig;
+    ULONG c, cmin;
+    int i, k, obs = -1, same = 0;
+    (void)st;
+    fast_group(NN, L"cs", L"c", 0x100, NULL);
+    for (k = 0; k < 100; k++) tu_pump(1, 100);
+    sig = signature_at(gs[0]);
+    c = contacts_at(gs[0], sig, h0, 20);
+    assert_true(c >= 1 && c <= 20);
+    for (k = 0; k < (int)c; k++) { /* every holder leaves at once */
+        i = (int)wcstol(h0[k] + 1, NULL, 10);
+        assert_true(i >= 0 && i < NN && gs[i]);
+        assert_int_equal(PeerGraphClose(gs[i]), S_OK);
+        gs[i] = NULL;
+    }
+    for (k = 0; k < 60; k++) tu_pump(1, 500); /* 30 s, 500 ms a hop */
+    for (i = 0; i < NN; i++)
+        if (gs[i] && obs < 0) obs = i;
+    sig = signature_at(gs[obs]);
+    cmin = contact_cmin_of(sig);
+    for (k = 0; k < 40; k++) { /* 20 s more, always in range */
+        c = contacts_at(gs[obs], sig, NULL, 0);
+        if (c < cmin || c > cmin + 5) print_message("%d s: %lu contacts, Cmin %lu\n", 30 + k / 2, (unsigned long)c, (unsigned long)cmin);
+        assert_true(c >= cmin && c <= cmin + 5);
+        tu_pump(1, 500);
+    }
+    for (k = 0; k < 20 && !same; k++) { /* everyone agrees (a change may be on its way) */
+        c = contacts_at(gs[obs], sig, NULL, 0);
+        for (i = 0, same = 1; i < NN && same; i++)
+            if (gs[i]) same = signature_at(gs[i]) == sig && contacts_at(gs[i], sig, NULL, 0) == c;
+        if (!same) tu_pump(1, 500);
+    }
+    assert_true(same);
+    for (i = 0; i < NN; i++)
+        if (gs[i]) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    tu_pump(3, 3000);
+}
+
 static void test_contacts(void **st)
 {
     PEER_ADDRESS seed;
@@ -1007,6 +1062,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contacts_settle_with_slow_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_thirty_percent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_renewed_in_time, setup, teardown),
