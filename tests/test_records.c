@@ -857,6 +857,76 @@ static void test_relay_skips_senders(void **st)
     fake_net_raw_close(c);
 }
 
+/* Contact records whose IDs fold to the same 64-bit key (the core's contact
+ * set is keyed by ID high ^ low) and one whose halves are equal (folds to
+ * 0, which no map key may be): each is stored and enumerable, replacing
+ * and deleting them in any order leaves the link up and the graph working,
+ * and nothing dangles (ASan, valgrind). */
+static void contact_rec(xrec *x, HGRAPH h, const char *creator, const unsigned char low[8], unsigned long version,
+                        unsigned flags)
+{
+    static unsigned char body[20]; /* signature 0, node 7, no addresses */
+    int i;
+    x_default(x, h, 0);
+    memset(x->type, 0, 16);
+    x->type[2] = 0x03; /* GUID {00000300-0000-0000-0000-000000000000} */
+    x->creator = creator;
+    x_id_for(creator, x->id, 0);
+    for (i = 0; i < 8; i++) x->id[8 + i] = low[i];
+    memset(body, 0, sizeof body);
+    body[15] = 7;
+    x->data = (const char *)body;
+    x->ndata = (flags & 2) ? 0 : sizeof body;
+    if (flags & 2) x->data = "";
+    x->version = version;
+    x->flags = flags;
+    x->modified = x->created + version;
+}
+static void test_contact_ids_folding_alike(void **st)
+{
+    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET a = raw_neighbor(&la, "hostile");
+    const char *who[4] = {"mallory", "trudy", "eve", "oscar"};
+    unsigned char hi[4][16], low[4][8];
+    xrec x;
+    GUID id;
+    char buf[32];
+    int i, k;
+    (void)st;
+    tu_pump(2, 1);
+    for (i = 0; i < 4; i++) x_id_for(who[i], hi[i], 0);
+    for (k = 0; k < 8; k++) {
+        low[0][k] = (unsigned char)(0x11 * (k + 1));
+        low[1][k] = (unsigned char)(hi[0][k] ^ low[0][k] ^ hi[1][k]); /* trudy's ID folds as mallory's */
+        low[2][k] = hi[2][k];                                         /* eve's folds to 0 */
+        low[3][k] = (unsigned char)(hi[3][k] ^ (k == 7));            /* oscar's to 1, eve's stand-in key */
+    }
+    for (i = 0; i < 4; i++) {
+        contact_rec(&x, h, who[i], low[i], 1, 1);
+        x_flood(a, &x);
+    }
+    assert_int_equal(record_count(h, &contactType), 4);
+    /* replace, delete and replace again, the colliding ones in both orders */
+    contact_rec(&x, h, who[1], low[1], 2, 1); x_flood(a, &x);
+    contact_rec(&x, h, who[0], low[0], 2, 2); x_flood(a, &x);
+    contact_rec(&x, h, who[2], low[2], 2, 2); x_flood(a, &x);
+    contact_rec(&x, h, who[3], low[3], 2, 1); x_flood(a, &x);
+    contact_rec(&x, h, who[0], low[0], 3, 1); x_flood(a, &x);
+    assert_int_equal(record_count(h, &contactType), 3); /* eve's is deleted */
+    tu_pump(30, 1000); /* contact maintenance and timers walk the set meanwhile */
+    /* the link is still up and the graph takes records from it */
+    x_default(&x, h, 0x5a);
+    id = x_guid(x.id);
+    x_flood(a, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "payload");
+    assert_int_equal(tu_neighbors(h), 1);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_pump(2, 1);
+    fake_net_raw_close(a);
+}
+
 /* Paced renewals (PROTOCOL.md R13): a new Signature record is relayed when
  * the pass ends; a renewal (same signature, a higher version) 50-150 ms
  * later, and not to a neighbor whose copy came meanwhile; a changed
@@ -1470,6 +1540,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_skips_senders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contact_ids_folding_alike, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
