@@ -995,6 +995,21 @@ static void print_kill(const char *prof, const scale_s6 *r)
            g_s6_floods[0], g_s6_floods[1], g_s6_floods[2], g_s6_floods[3], g_s6_floods[4]);
 }
 
+/* A graph built for one S6 kill only (graphs B and D): build, settle 3 s,
+ * kill pct%, print, close. */
+static void kill_graph(scale_graph *g, const char *title, int net, PEER_MAINTENANCE_PROFILE prof, const wchar_t *gid,
+                       build_res *br, int pct, scale_s6 *k)
+{
+    printf("\n[%s]\n", title);
+    build(g, net, prof, gid, O.n, br);
+    scale_run_ms(g, 3000);
+    s6(g, pct, k);
+    print_kill(prof == PEER_MAINTENANCE_FAST ? "fast" : "compat", k);
+    fflush(stdout);
+    scale_close_all(g);
+    scale_free(g);
+}
+
 /* ------------------------------------------------------------------------- */
 /* main                                                                      */
 /* ------------------------------------------------------------------------- */
@@ -1207,16 +1222,7 @@ int main(int argc, char **argv)
     scale_free(&g);
 
     /* --- fast profile, graph B: S6 80% --- */
-    if (!O.s8_only) {
-        printf("\n[fast profile, graph B]\n");
-        build(&g, 12, PEER_MAINTENANCE_FAST, L"bench-scale-b", O.n, &bB);
-        scale_run_ms(&g, 3000);
-        s6(&g, 80, &kF80);
-        print_kill("fast", &kF80);
-        fflush(stdout);
-        scale_close_all(&g);
-        scale_free(&g);
-    }
+    if (!O.s8_only) kill_graph(&g, "fast profile, graph B", 12, PEER_MAINTENANCE_FAST, L"bench-scale-b", &bB, 80, &kF80);
 
     if (O.compat) {
         printf("\n[compat profile, graph C]\n");
@@ -1230,14 +1236,7 @@ int main(int argc, char **argv)
         scale_close_all(&g);
         scale_free(&g);
 
-        printf("\n[compat profile, graph D]\n");
-        build(&g, 14, PEER_MAINTENANCE_COMPAT, L"bench-scale-d", O.n, &bD);
-        scale_run_ms(&g, 3000);
-        s6(&g, 80, &kC80);
-        print_kill("compat", &kC80);
-        fflush(stdout);
-        scale_close_all(&g);
-        scale_free(&g);
+        kill_graph(&g, "compat profile, graph D", 14, PEER_MAINTENANCE_COMPAT, L"bench-scale-d", &bD, 80, &kC80);
     }
 
     raw_pingpong(rtt + PING_ROUNDS, PING_ROUNDS);
