@@ -624,6 +624,7 @@ typedef struct pg_conn {
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS) */
+    pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent with the next output */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
     int ack_listed;
     ULONGLONG ack_due;      /* when the entries go out on their own */
@@ -3322,6 +3323,7 @@ static void conn_destroy_socket(pg_conn *c)
 }
 
 static void conn_flush_acks(pg_conn *c);
+static void conn_flush_departed(pg_conn *c);
 
 /* Off L.ackq (its entries were sent, or are dropped: an ACK is advisory). */
 static void ackq_unlink(pg_conn *c)
@@ -3364,6 +3366,7 @@ static void conn_free(pg_conn *c)
     buf_free(&c->rx);
     buf_free(&c->tx);
     buf_free(&c->acks);
+    buf_free(&c->deps);
     buf_free(&c->solq);
     pg_free(c->out_ids);
     pg_free(c->hash_send);
@@ -3596,6 +3599,7 @@ static int conn_send_big(pg_conn *c, const uint8_t *msg, size_t len) { return co
 static void conn_close_after_flush(pg_conn *c, HRESULT hr)
 {
     if (c->dead || c->state == CS_CLOSING) return;
+    if (buf_used(&c->deps)) conn_flush_departed(c);
     if (c->ack_listed) conn_flush_acks(c); /* held ACKs go before the close */
     c->close_reason = hr;
     conn_report_close(c, hr, 0);
@@ -7231,6 +7235,38 @@ static void departed_unindex(pg_graph *g, const pg_rec *r)
 
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
 
+/* DEPARTED entries going to one neighbor are gathered into one message
+ * (PROTOCOL.md section 4: one or more 12-byte entries), sent when the
+ * current phase of the service call flushes its output (flush_dirty): a
+ * mass death otherwise costs one message per dead node per link,
+ * half a million at N = 1000 with half the nodes killed, and the loop that
+ * carries them starves the handshakes that repair the graph. */
+#define DEP_ENTRY 12
+#define DEP_BATCH 1024        /* entries per message we send */
+#define DEP_MAX_ENTRIES 4096  /* entries per message we accept */
+static void conn_queue_departed(pg_conn *c, ULONGLONG node, uint32_t ver)
+{
+    static const uint8_t hdr[8] = {0};
+    uint8_t e[DEP_ENTRY];
+    if (c->dead || c->state == CS_CLOSING) return;
+    if (!buf_used(&c->deps) && !buf_append(&c->deps, hdr, 8)) { conn_abort(c, E_OUTOFMEMORY); return; } /* set when sent */
+    put64(e, node);
+    put32(e + 8, ver);
+    if (!buf_append(&c->deps, e, DEP_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    if (buf_used(&c->deps) >= 8 + DEP_ENTRY * DEP_BATCH) conn_flush_departed(c);
+    else conn_mark_dirty(c);
+}
+
+static void conn_flush_departed(pg_conn *c)
+{
+    size_t n = buf_used(&c->deps);
+    uint8_t *m = c->deps.p + c->deps.off;
+    if (!n) return;
+    msg_header(m, n, MT_DEPARTED);
+    conn_send(c, m, n);
+    buf_consume(&c->deps, n); /* (frees the buffer) */
+}
+
 /* Fast profile: `node` was found dead (by us, or by the neighbor `from`).
  * Its presence stops counting here (NODE_CHANGED DISCONNECTED) and the news
  * goes on to our fast neighbors; a node that hears it about itself answers
@@ -7241,7 +7277,6 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     presence_view pv;
     pg_rec *r;
     pg_conn *c;
-    uint8_t m[20];
     if (node == g->node_id) { /* we are alive: say so, once per version */
         pg_rec *own = presence_own(g);
         if (own && own->version <= ver) presence_publish(g);
@@ -7250,12 +7285,9 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     r = (pg_rec *)presence_of_node(g, node, &v, &pv);
     if (r && r->version > ver) return; /* about an older presence: already answered */
     if (r && ver == DEPARTED_ANY) ver = r->version;
-    msg_header(m, 20, MT_DEPARTED);
-    put64(m + 8, node);
-    put32(m + 16, ver);
     for (c = g->conns; c; c = c->gnext)
         if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && c->remote_node == node) {
-            if (c->ext & EXT_FAST) conn_send(c, m, 20); /* alive to us: let it answer for itself */
+            if (c->ext & EXT_FAST) conn_queue_departed(c, node, ver); /* alive to us: let it answer for itself */
             return;
         }
     if (!r) return; /* unknown, or already gone: the news stops here */
@@ -7265,13 +7297,23 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
     for (c = g->conns; c; c = c->gnext)
-        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST)) conn_send(c, m, 20);
+        if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST))
+            conn_queue_departed(c, node, ver);
 }
 
+/* DEPARTED: 16 bytes (one node ID: its current presence), or 8 + 12 k bytes
+ * (k entries of node ID + presence version, 1 <= k <= DEP_MAX_ENTRIES);
+ * anything else is a protocol error. */
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size)
 {
-    if (!(c->ext & EXT_FAST) || c->direct || size < 16) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
-    graph_node_departed(c->graph, get64(m + 8), size >= 20 ? get32(m + 16) : DEPARTED_ANY, c);
+    size_t i;
+    if (!(c->ext & EXT_FAST) || c->direct ||
+        (size != 16 && (size < 8 + DEP_ENTRY || (size - 8) % DEP_ENTRY || (size - 8) / DEP_ENTRY > DEP_MAX_ENTRIES))) {
+        conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        return;
+    }
+    if (size == 16) { graph_node_departed(c->graph, get64(m + 8), DEPARTED_ANY, c); return; }
+    for (i = 8; i < size && !c->dead && c->graph; i += DEP_ENTRY) graph_node_departed(c->graph, get64(m + i), get32(m + i + 8), c);
 }
 
 /* A new fast link hears every departure we hold (presence records still
@@ -7281,18 +7323,14 @@ static void departed_replay(pg_conn *c)
 {
     pg_graph *g = c->graph;
     uint64_t now = peer_time(g);
-    uint8_t m[20];
     size_t i;
-    msg_header(m, 20, MT_DEPARTED);
     for (i = 0; i < map_span(&g->departed) && !c->dead; i++) { /* the departed set, not the database */
         const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
         rec_view v;
         presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
         if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
-        put64(m + 8, pv.node);
-        put32(m + 16, r->version);
-        conn_send(c, m, 20);
+        conn_queue_departed(c, pv.node, r->version);
     }
 }
 
@@ -8106,6 +8144,7 @@ static void flush_dirty(void)
         pg_conn *c = L.dirty;
         L.dirty = c->dnext;
         c->dirty = 0;
+        if (!c->dead && buf_used(&c->deps)) conn_flush_departed(c); /* what this phase found, as one message */
         if (!c->dead && conn_has_output(c)) conn_try_send(c);
         conn_check_pump(c);
     }

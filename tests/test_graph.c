@@ -356,9 +356,23 @@ static void test_fast_profile_keepalive(void **st)
     fast_case(0x1f, 0);
 }
 
-/* DEPARTED (0x81) from a raw peer: about an unknown node it is harmless;
- * short, or on a link that did not agree to the fast profile, it closes
- * that link with PEER_E_PROTOCOL_ERROR and nothing else. */
+/* DEPARTED (0x81) from a raw peer: k entries of node ID + presence version. */
+static void m_departed(msg *m, const ULONGLONG *nodes, const unsigned long *vers, int k)
+{
+    int i;
+    hdr(m, 0x81);
+    for (i = 0; i < k; i++) {
+        p64(m, nodes[i]);
+        p32(m, vers[i]);
+    }
+    fin(m);
+}
+
+/* DEPARTED from a raw peer (PROTOCOL.md section 4): entries about unknown
+ * nodes are harmless; a message of no whole entry, of a size that is not
+ * 16 or 8 + 12 k, of more than 4096 entries, or on a link that did not
+ * agree to the fast profile closes that link with PEER_E_PROTOCOL_ERROR and
+ * nothing else. */
 static void test_departed_hostile(void **st)
 {
     HGRAPH h = tu_create(L"G", L"A");
@@ -367,12 +381,15 @@ static void test_departed_hostile(void **st)
     PEER_ADDRESS la;
     static rxbuf rb;
     static msg m;
-    int c;
+    static ULONGLONG nodes[4097];
+    static unsigned long vers[4097];
+    int c, i;
     (void)st;
+    for (i = 0; i < 4097; i++) { nodes[i] = 0x123456789ULL + (ULONGLONG)i; vers[i] = 1; }
     assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
-    for (c = 0; c < 3; c++) {
+    for (c = 0; c < 7; c++) {
         PEER_SOCKET s = fake_net_raw_connect(&la.sin6);
         PPEER_GRAPH_EVENT_DATA d, last = NULL;
         memset(&rb, 0, sizeof rb);
@@ -381,9 +398,15 @@ static void test_departed_hostile(void **st)
         m_connect(&m, 0x01, 0x5000 + (ULONGLONG)c, NULL, 0, NULL);
         send_msg(s, &m);
         tu_pump(1, 1);
-        hdr(&m, 0x81);
-        if (c != 1) p64(&m, 0x123456789ULL); /* c == 1: no node ID */
-        fin(&m);
+        switch (c) {
+        case 0: m_departed(&m, nodes, vers, 1); m.n -= 4; fin(&m); break; /* 16 bytes: one node, no version */
+        case 1: hdr(&m, 0x81); fin(&m); break;                            /* no entry */
+        case 2: m_departed(&m, nodes, vers, 1); break;                    /* not agreed */
+        case 3: m_departed(&m, nodes, vers, 1); p8(&m, 0); fin(&m); break; /* 21 bytes */
+        case 4: m_departed(&m, nodes, vers, 2); m.n -= 5; fin(&m); break; /* 27 bytes */
+        case 5: m_departed(&m, nodes, vers, 4097); break;                 /* one entry too many */
+        case 6: m_departed(&m, nodes, vers, 4096); break;                 /* the most */
+        }
         send_msg(s, &m);
         tu_pump(2, 1);
         while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
@@ -391,16 +414,16 @@ static void test_departed_hostile(void **st)
             last = d;
         }
         assert_non_null(last);
-        if (c == 0) {
+        if (c == 0 || c == 6) {
             assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
-            assert_int_equal(tu_neighbors(h), 1);
+            assert_int_equal(tu_neighbors(h), c == 0 ? 1 : 2);
         } else {
             assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
             assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
             assert_int_equal(tu_neighbors(h), 1); /* the first link carries on */
         }
         PeerGraphFreeData(last);
-        if (c) fake_net_raw_close(s);
+        if (c && c != 6) fake_net_raw_close(s);
     }
     assert_int_equal(PeerGraphClose(h), S_OK);
     tu_pump(2, 10);
@@ -495,6 +518,97 @@ static void fast_group(int n, const wchar_t *graph, const wchar_t *prefix, int b
         if (addrs) addrs[i] = i ? join_at(gs[i], &seed, a).sin6 : seed.sin6;
         else if (i) join_at(gs[i], &seed, a);
     }
+}
+
+/* The DEPARTED messages a raw link has received so far: how many, and the
+ * node IDs of their entries (the first 8; *nent counts all). */
+static int read_departed(PEER_SOCKET s, rxbuf *rb, msg *m, ULONGLONG *nodes, int *nent)
+{
+    int n = 0;
+    *nent = 0;
+    while (recv_msg_all(s, rb, m) > 0) {
+        size_t i;
+        if (m->b[5] != 0x81) continue;
+        n++;
+        assert_true(m->n >= 20 && (m->n - 8) % 12 == 0);
+        for (i = 8; i < m->n; i += 12) {
+            if (*nent < 8) nodes[*nent] = g64(m->b + i);
+            (*nent)++;
+        }
+    }
+    return n;
+}
+
+/* Departures found in one service call go to each fast neighbor as one
+ * DEPARTED message (PROTOCOL.md section 4), and a new fast link hears every
+ * departure held in one message: two neighbors of A fall silent at once;
+ * after one clock step past PEER_FAST_DEAD_MS A's raw fast neighbor reads one
+ * message naming both, and a raw peer that connects afterwards reads one
+ * message naming both.  (One message per departure per link was half a
+ * million messages when half of 1000 nodes died, and the loop carrying them
+ * starved the handshakes that repair the graph.) */
+static void test_departed_batched(void **st)
+{
+    SOCKADDR_IN6 addrs[3];
+    PEER_SOCKET s, s2;
+    static rxbuf rb, rb2;
+    static msg m;
+    ULONGLONG got[8], unknown[2] = {0x777, 0x778};
+    unsigned long v1[2] = {1, 1};
+    int k, ok = 0, nent = 0;
+    (void)st;
+    fast_group(3, L"dep", L"d", 400, addrs);
+    for (k = 0; k < 100 && !ok; k++) {
+        tu_pump(1, 100);
+        ok = tu_neighbors(gs[0]) == 2 && tu_neighbors(gs[1]) == 2 && tu_neighbors(gs[2]) == 2 &&
+             count_nodes(gs[0], NULL) == 3;
+    }
+    assert_true(ok);
+    s = fake_net_raw_connect(&addrs[0]);
+    memset(&rb, 0, sizeof rb);
+    m_auth(&m, 1, 0x3f, "dep", "Raw", "d0");
+    send_msg(s, &m);
+    m_connect(&m, 0x01, 0x4242, NULL, 0, NULL);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s, &rb, &m) > 0);
+    assert_int_equal(m.b[5], 3); /* WELCOME */
+    assert_int_equal(read_departed(s, &rb, &m, got, &nent), 0);
+    for (k = 0; k < 10; k++) { /* the raw link stays up: a harmless DEPARTED of two entries as keepalive */
+        m_departed(&m, unknown, v1, 2);
+        send_msg(s, &m);
+        tu_pump(1, 100);
+    }
+    assert_int_equal(read_departed(s, &rb, &m, got, &nent), 0);
+    assert_int_equal(tu_neighbors(gs[0]), 3);
+    /* B and C fall silent; one step past the dead time */
+    assert_true(fake_net_partition(&addrs[1], 2));
+    m_departed(&m, unknown, v1, 2);
+    send_msg(s, &m);
+    tu_pump(1, PEER_FAST_DEAD_MS + 500);
+    assert_int_equal(tu_neighbors(gs[0]), 1);
+    assert_int_equal(count_nodes(gs[0], NULL), 1);
+    assert_int_equal(read_departed(s, &rb, &m, got, &nent), 1);
+    assert_int_equal(nent, 2);
+    assert_true((got[0] == ids[1] && got[1] == ids[2]) || (got[0] == ids[2] && got[1] == ids[1]));
+    /* a new fast link: the replay, in one message */
+    s2 = fake_net_raw_connect(&addrs[0]);
+    memset(&rb2, 0, sizeof rb2);
+    m_auth(&m, 1, 0x3f, "dep", "Raw2", "d0");
+    send_msg(s2, &m);
+    m_connect(&m, 0x01, 0x4343, NULL, 0, NULL);
+    send_msg(s2, &m);
+    tu_pump(1, 1);
+    assert_true(recv_msg(s2, &rb2, &m) > 0);
+    assert_int_equal(m.b[5], 3); /* WELCOME */
+    assert_int_equal(read_departed(s2, &rb2, &m, got, &nent), 1);
+    assert_int_equal(nent, 2);
+    assert_true((got[0] == ids[1] && got[1] == ids[2]) || (got[0] == ids[2] && got[1] == ids[1]));
+    fake_net_raw_close(s);
+    fake_net_raw_close(s2);
+    assert_true(fake_net_partition(NULL, 0));
+    for (k = 0; k < 3; k++) { assert_int_equal(PeerGraphClose(gs[k]), S_OK); gs[k] = NULL; }
+    tu_pump(3, 3000);
 }
 
 /* Fast profile, refilling after losing every neighbor (PROTOCOL.md P13):
@@ -1057,6 +1171,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_departed_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
