@@ -329,10 +329,23 @@ static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
 {
     struct pollfd p;
     struct sockaddr_storage ss;
-    socklen_t len = sizeof(int);
+    socklen_t len = sizeof ss;
     int n, soerr = 0;
     (void)pvContext;
 
+    /* a peer: connected (one system call on the common path) */
+    if (getpeername(s, (struct sockaddr *)&ss, &len) == 0)
+        return S_OK;
+    if (errno != ENOTCONN)
+        return hr_from_errno(errno, 1);
+    /* no peer: failed (SO_ERROR says why) or still in progress */
+    len = sizeof soerr;
+    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return hr_from_errno(errno, 1);
+    if (soerr != 0)
+        return hr_from_errno(soerr, 1);
+    /* in progress, unless the socket is already done (an error read
+     * earlier): then it failed */
     p.fd = s;
     p.events = POLLOUT;
     p.revents = 0;
@@ -341,15 +354,7 @@ static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
         return S_FALSE;
     if (n < 0)
         return hr_from_errno(errno, 1);
-    if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-        return hr_from_errno(errno, 1);
-    if (soerr != 0)
-        return hr_from_errno(soerr, 1);
-    /* SO_ERROR is cleared once read: confirm that the socket has a peer. */
-    len = sizeof ss;
-    if (getpeername(s, (struct sockaddr *)&ss, &len) < 0)
-        return PEER_E_CONNECTION_FAILED;
-    return S_OK;
+    return PEER_E_CONNECTION_FAILED;
 }
 
 static long net_send(PVOID pvContext, PEER_SOCKET s, const void *pv, ULONG cb)

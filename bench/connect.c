@@ -52,7 +52,7 @@ int main(void)
 #define TARGET_RATIO 1.5
 #define TARGET_LINK_BYTES 2048.0
 #define RAW_BACKLOG 4096 /* the raw listener's backlog: the kernel caps it at net.core.somaxconn */
-#define LIB_BACKLOG 128  /* NET_LISTEN_BACKLOG in net_posix.c, for the diagnostic row */
+#define LIB_BACKLOG 128  /* a small backlog for the diagnostic row (net_posix.c asks for 4096) */
 
 /* ------------------------------------------------------------------------- */
 /* helpers                                                                   */
@@ -294,6 +294,7 @@ typedef struct p2p_result {
     /* memory (bytes of heap in use, -1 if unknown) */
     long heap_base, heap_graphs, heap_links;
     int settled, synchronized;
+    int measured;           /* this run settled and measured the heap (the last repetition) */
     int links;                  /* neighbor links alive when measured */
 } p2p_result;
 
@@ -311,8 +312,10 @@ static void count_failure(p2p_result *res, HRESULT hr)
 static void db_name(wchar_t *out, size_t n, char kind, int i) { swprintf(out, n, L"bc-%c%d", kind, i); }
 static void peer_name(wchar_t *out, size_t n, char kind, int i) { swprintf(out, n, L"%s%d", kind == 'r' ? L"resp" : L"init", i); }
 
-/* One run; the completed handshakes' durations go to dur[0..res->st.ok). */
-static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
+/* One run; the completed handshakes' durations go to dur[0..res->st.ok).
+ * measure: let the links settle and read the heap (about a second: only the
+ * last repetition of a K does it). */
+static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int measure)
 {
     int R = (K + PEER_MAX_NEIGHBORS - 1) / PEER_MAX_NEIGHBORS, i, j;
     HGRAPH *resp = (HGRAPH *)xcalloc((size_t)R, sizeof *resp);
@@ -441,7 +444,8 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur)
     res->window_ms = res->st.total_ms;
 
     /* --- settle: every initiator synchronized, nothing queued, a quiet poll --- */
-    {
+    res->measured = measure;
+    if (measure) {
         long long ts = now_ns();
         int quiet = 0, synced = 0;
         while (now_ns() - ts < SETTLE_LIMIT_NS) {
@@ -519,8 +523,10 @@ static const char *hr_name(HRESULT hr)
 }
 
 /* Repetitions: small K are repeated (and their connections pooled) so that
- * the percentiles rest on enough samples. */
-static int reps_for(int K) { return K >= 1000 ? 1 : K >= 100 ? 5 : K >= 20 ? 10 : 25; }
+ * the percentiles rest on enough samples: at least 200 at every K, so a p99
+ * is the third slowest or later rather than the single slowest (25 runs of
+ * K = 1 made one scheduling hiccup the p99). */
+static int reps_for(int K) { return K >= 1000 ? 2 : K >= 100 ? 10 : K >= 20 ? 20 : 200; }
 
 static double median(double *v, int n)
 {
@@ -569,12 +575,15 @@ static void p2p_add(p2p_result *a, const p2p_result *b)
     RMEAN(window_ms);
 #undef RMEAN
     a->loop_iterations += b->loop_iterations;
-    a->heap_base = b->heap_base;
-    a->heap_graphs = b->heap_graphs;
-    a->heap_links = b->heap_links;
-    a->settled = n == 0 ? b->settled : a->settled && b->settled;
-    a->synchronized = n == 0 ? b->synchronized : a->synchronized && b->synchronized;
-    a->links = b->links;
+    if (b->measured) {
+        a->measured = 1;
+        a->heap_base = b->heap_base;
+        a->heap_graphs = b->heap_graphs;
+        a->heap_links = b->heap_links;
+        a->settled = b->settled;
+        a->synchronized = b->synchronized;
+        a->links = b->links;
+    }
 }
 
 static void print_row(const char *what, const stats *s)
@@ -636,7 +645,7 @@ int main(int argc, char **argv)
         p2p_result wp;
         long long wd[1];
         raw_run(1, RAW_BACKLOG, RUN_LIMIT_NS, &ws, wd);
-        p2p_run(1, &hp, &wp, wd);
+        p2p_run(1, &hp, &wp, wd, 0);
     }
     for (i = 0; i < nk; i++) {
         int K = ks[i], reps = reps_for(K), r, nr = 0, np = 0;
@@ -651,7 +660,7 @@ int main(int argc, char **argv)
             nr += rs.ok;
             totR[r] = rs.total_ms;
             stats_add(&raw[i], &rs);
-            p2p_run(K, &hp, &pr, poolP + np);
+            p2p_run(K, &hp, &pr, poolP + np, r == reps - 1);
             np += pr.st.ok;
             totP[r] = pr.st.total_ms;
             p2p_add(&p2p[i], &pr);
