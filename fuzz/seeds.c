@@ -534,6 +534,17 @@ static void m_departed(msg *m, ULONGLONG node, int withVersion)
     if (withVersion) p32(m, 1);
     fin(m);
 }
+/* several entries in one message (PROTOCOL.md section 4) */
+static void m_departed_many(msg *m, const ULONGLONG *nodes, int k)
+{
+    int i;
+    hdr(m, 0x81);
+    for (i = 0; i < k; i++) {
+        p64(m, nodes[i]);
+        p32(m, (unsigned long)(i + 1));
+    }
+    fin(m);
+}
 
 /* Writes a fuzz_wire input: mode, [ext], split offsets, payload. */
 static void sd_wire_input(const char *name, unsigned mode, unsigned ext, const unsigned *cuts, const sbuf *payload)
@@ -656,6 +667,13 @@ static void sd_wire(void)
     m_departed(&m, sd_alice_fast_node, 1); sb_msg(&pl, &m);
     m_departed(&m, sd_alice_fast_node, 0); sb_msg(&pl, &m);
     m_departed(&m, 0x1234, 1); sb_msg(&pl, &m);
+    {
+        ULONGLONG many[3];
+        many[0] = 0x1234;
+        many[1] = sd_alice_fast_node;
+        many[2] = 0x5678ULL;
+        m_departed_many(&m, many, 3); sb_msg(&pl, &m);
+    }
     m_pt2pt(&m, 1, "first fragment ", 31); sb_msg(&pl, &m);
     m_ping(&m); sb_msg(&pl, &m);
     m_pt2pt(&m, 0, "second fragment", -1); sb_msg(&pl, &m);
