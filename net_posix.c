@@ -336,7 +336,7 @@ static HRESULT net_connect_result(PVOID pvContext, PEER_SOCKET s)
     /* a peer: connected (one system call on the common path) */
     if (getpeername(s, (struct sockaddr *)&ss, &len) == 0)
         return S_OK;
-    if (errno != ENOTCONN)
+    if (errno != ENOTCONN && errno != EINVAL) /* (EINVAL: some BSDs, after a failed connect) */
         return hr_from_errno(errno, 1);
     /* no peer: failed (SO_ERROR says why) or still in progress */
     len = sizeof soerr;

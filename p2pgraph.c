@@ -624,7 +624,7 @@ typedef struct pg_conn {
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS) */
-    pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent with the next output */
+    pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
     int ack_listed;
     ULONGLONG ack_due;      /* when the entries go out on their own */
@@ -7238,8 +7238,8 @@ static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_vie
 /* DEPARTED entries going to one neighbor are gathered into one message
  * (PROTOCOL.md section 4: one or more 12-byte entries), sent when the
  * current phase of the service call flushes its output (flush_dirty): a
- * mass death otherwise costs one message per dead node per link,
- * half a million at N = 1000 with half the nodes killed, and the loop that
+ * mass death otherwise costs one message per dead node per link, about
+ * a million at N = 1000 with half the nodes killed, and the loop that
  * carries them starves the handshakes that repair the graph. */
 #define DEP_ENTRY 12
 #define DEP_BATCH 1024        /* entries per message we send */

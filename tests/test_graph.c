@@ -45,6 +45,20 @@ static int node_events(HPEEREVENT e, PEER_NODE_CHANGE_TYPE ct, ULONGLONG node, c
     return n;
 }
 
+/* A raw peer joins the graph listening at a: AUTH_INFO (capability bits
+ * ext) and CONNECT as node `node`; rb is cleared for its replies. */
+static PEER_SOCKET raw_join(const SOCKADDR_IN6 *a, unsigned ext, const char *graph, const char *peer, const char *target,
+                            ULONGLONG node, rxbuf *rb, msg *m)
+{
+    PEER_SOCKET s = fake_net_raw_connect(a);
+    memset(rb, 0, sizeof *rb);
+    m_auth(m, 1, ext, graph, peer, target);
+    send_msg(s, m);
+    m_connect(m, 0x01, node, NULL, 0, NULL);
+    send_msg(s, m);
+    return s;
+}
+
 /* Joins h to the node at a; pumps until h is synchronized, then listens. */
 /* Joins through a; then listens (on addr6, an address of its own, if given). */
 static PEER_ADDRESS join_at(HGRAPH h, PEER_ADDRESS *a, const char *addr6)
@@ -297,12 +311,7 @@ static void fast_case(unsigned ext, int expectDrop)
     assert_int_equal(PeerGraphSetTimers(NULL, &tm), PEER_E_INVALID_GRAPH);
     assert_int_equal(PeerGraphSetTimers(h, &tm), S_OK);
     la = tu_listen(h);
-    s = fake_net_raw_connect(&la.sin6);
-    memset(&rb, 0, sizeof rb);
-    m_auth(&m, 1, ext, "G", "Raw", "A");
-    send_msg(s, &m);
-    m_connect(&m, 0x01, 0x4242, NULL, 0, NULL);
-    send_msg(s, &m);
+    s = raw_join(&la.sin6, ext, "G", "Raw", "A", 0x4242, &rb, &m);
     tu_pump(1, 1);
     assert_true(recv_msg(s, &rb, &m) > 0);
     assert_int_equal(m.b[5], 3);                    /* WELCOME */
@@ -390,13 +399,8 @@ static void test_departed_hostile(void **st)
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
     for (c = 0; c < 7; c++) {
-        PEER_SOCKET s = fake_net_raw_connect(&la.sin6);
+        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x5000 + (ULONGLONG)c, &rb, &m);
         PPEER_GRAPH_EVENT_DATA d, last = NULL;
-        memset(&rb, 0, sizeof rb);
-        m_auth(&m, 1, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A");
-        send_msg(s, &m);
-        m_connect(&m, 0x01, 0x5000 + (ULONGLONG)c, NULL, 0, NULL);
-        send_msg(s, &m);
         tu_pump(1, 1);
         switch (c) {
         case 0: m_departed(&m, nodes, vers, 1); m.n -= 4; fin(&m); break; /* 16 bytes: one node, no version */
@@ -450,12 +454,7 @@ static void test_custom_timers(void **st)
     tm.ulDeadMs = 300;
     assert_int_equal(PeerGraphSetTimers(h, &tm), S_OK);
     la = tu_listen(h);
-    s = fake_net_raw_connect(&la.sin6);
-    memset(&rb, 0, sizeof rb);
-    m_auth(&m, 1, 0x3f, "G", "Raw", "A");
-    send_msg(s, &m);
-    m_connect(&m, 0x01, 0x4243, NULL, 0, NULL);
-    send_msg(s, &m);
+    s = raw_join(&la.sin6, 0x3f, "G", "Raw", "A", 0x4243, &rb, &m);
     tu_pump(1, 1);
     d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION);
     assert_non_null(d);
@@ -564,12 +563,7 @@ static void test_departed_batched(void **st)
              count_nodes(gs[0], NULL) == 3;
     }
     assert_true(ok);
-    s = fake_net_raw_connect(&addrs[0]);
-    memset(&rb, 0, sizeof rb);
-    m_auth(&m, 1, 0x3f, "dep", "Raw", "d0");
-    send_msg(s, &m);
-    m_connect(&m, 0x01, 0x4242, NULL, 0, NULL);
-    send_msg(s, &m);
+    s = raw_join(&addrs[0], 0x3f, "dep", "Raw", "d0", 0x4242, &rb, &m);
     tu_pump(1, 1);
     assert_true(recv_msg(s, &rb, &m) > 0);
     assert_int_equal(m.b[5], 3); /* WELCOME */
@@ -592,12 +586,7 @@ static void test_departed_batched(void **st)
     assert_int_equal(nent, 2);
     assert_true((got[0] == ids[1] && got[1] == ids[2]) || (got[0] == ids[2] && got[1] == ids[1]));
     /* a new fast link: the replay, in one message */
-    s2 = fake_net_raw_connect(&addrs[0]);
-    memset(&rb2, 0, sizeof rb2);
-    m_auth(&m, 1, 0x3f, "dep", "Raw2", "d0");
-    send_msg(s2, &m);
-    m_connect(&m, 0x01, 0x4343, NULL, 0, NULL);
-    send_msg(s2, &m);
+    s2 = raw_join(&addrs[0], 0x3f, "dep", "Raw2", "d0", 0x4343, &rb2, &m);
     tu_pump(1, 1);
     assert_true(recv_msg(s2, &rb2, &m) > 0);
     assert_int_equal(m.b[5], 3); /* WELCOME */
