@@ -690,6 +690,8 @@ struct pg_graph {
     pg_graph *next;
     uintptr_t handle;
     wchar_t *graph_id, *peer_id, *db_name;
+    uint8_t *gid_u;        /* the graph ID as record wire units (records are stored without it) */
+    uint32_t n_gid_u;
     char *db_path;
     /* properties */
     DWORD flags, scope, max_record;
@@ -1142,9 +1144,12 @@ static void enum_free(pg_enum *e)
 
 /* ========================================================================= */
 /* 5. Records                                                                */
-/* A record lives in memory as its MS-PPGRH wire form (one allocation: a     */
-/* small header of decoded keys plus the bytes a FLOOD carries), found by ID */
-/* in a per-graph hash table.  rec_parse() gives a view of the fields;       */
+/* A record lives in memory in a compact stored form (one allocation: a     */
+/* small header of hot keys, then the fields with varint lengths and without */
+/* what every record of the graph shares), found by ID in a per-graph hash   */
+/* table.  rec_view_of() gives a view of a stored record, rec_parse() of     */
+/* wire bytes; rec_wire_write() rebuilds the exact MS-PPGRH bytes that a     */
+/* FLOOD carries and the database file holds.                                */
 /* rec_validate() applies [MS-PPGRH] 3.1.7.27; rec_compare() is the conflict */
 /* resolution of 3.1.7.32.  Record strings on the wire are UTF-16 in the     */
 /* byte order chosen in PROTOCOL.md (R1).  Publishing stores, persists,      */
@@ -1169,17 +1174,27 @@ static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x
 static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
                                          0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
 
+/* A stored record.  s[] holds, in order: the record ID (16 bytes) and type
+ * (16), both as on the wire; the creator, last-modified-by and security
+ * data, each as a varint count (UTF-16 units or bytes) then the bytes; the
+ * creation time (8 bytes); the modification time as a zigzag varint from
+ * the creation time; the payload and the attributes, each counted like the
+ * strings.  What every record of the graph shares is left out: the graph
+ * ID (it must equal the graph's, 3.1.7.27), the protocol version (0x0100)
+ * and the reserved bytes (0).  For a 256-byte record this is about 90 bytes
+ * less than the wire form plus a copy of its keys. */
 struct pg_rec {
     pg_rec *hnext;
-    uint8_t id[16];    /* wire form */
+    uint64_t expires;
     uint32_t version;
+    uint32_t len;      /* bytes of the wire form (what a FLOOD carries) */
     uint8_t flags;
     uint8_t departed;  /* a presence whose node was announced dead (fast profile; local only):
                           1, | DEP_INDEXED once in g->departed and g->dep_addrs */
-    uint64_t expires, modified;
-    uint32_t len;
-    uint8_t wire[1];   /* len bytes */
+    uint8_t s[];       /* the stored form (above) */
 };
+#define rec_id(r) ((const uint8_t *)(r)->s)
+#define rec_type(r) ((const uint8_t *)(r)->s + 16)
 
 typedef struct rec_view {
     const uint8_t *type, *id;
@@ -1464,7 +1479,7 @@ static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
     pg_rec *r;
     if (!g->rec_cap) return NULL;
     for (r = *rec_home(g, id); r; r = r->hnext)
-        if (!memcmp(r->id, id, 16)) return r;
+        if (!memcmp(rec_id(r), id, 16)) return r;
     return NULL;
 }
 
@@ -1477,10 +1492,11 @@ static pg_rec **rec_chain(const pg_graph *g, size_t i) { return i < g->rec_cap ?
  * so that departures and node lookups do not scan the database.  Only
  * records holding a payload are indexed; a record leaving the table leaves
  * the index. */
-static ULONGLONG rec_presence_node(const pg_rec *r)
+static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v);
+static ULONGLONG rec_presence_node(const pg_graph *g, const pg_rec *r)
 {
     rec_view v;
-    if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8) return 0;
+    if (!rec_is_presence(rec_type(r)) || (r->flags & RF_DELETED) || !rec_view_of(g, r, &v) || v.n_data < 8) return 0;
     return get64(v.data);
 }
 /* ... and the contact set (g->contacts), so contact maintenance visits the
@@ -1492,7 +1508,7 @@ static ULONGLONG rec_presence_node(const pg_rec *r)
  * one in the set. */
 static uint64_t rec_key(const pg_rec *r)
 {
-    uint64_t k = get64(r->id) ^ get64(r->id + 8);
+    uint64_t k = get64(rec_id(r)) ^ get64(rec_id(r) + 8);
     return k ? k : 1; /* (a map key is never 0) */
 }
 static void set_add(pg_map *m, pg_rec *r)
@@ -1506,21 +1522,21 @@ static void set_del(pg_map *m, const pg_rec *r)
 static void departed_unindex(pg_graph *g, const pg_rec *r);
 static void pres_unmap(pg_graph *g, const pg_rec *r)
 {
-    ULONGLONG node = rec_presence_node(r);
+    ULONGLONG node = rec_presence_node(g, r);
     if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
-    if (rec_is_contact(r->wire)) set_del(&g->contacts, r);
+    if (rec_is_contact(rec_type(r))) set_del(&g->contacts, r);
     if (r->departed & DEP_INDEXED) departed_unindex(g, r);
 }
 static void pres_map(pg_graph *g, pg_rec *r)
 {
-    ULONGLONG node = rec_presence_node(r);
+    ULONGLONG node = rec_presence_node(g, r);
     if (node) map_put(&g->pres, node, r); /* out of memory: the node is simply not found */
-    if (rec_is_contact(r->wire)) set_add(&g->contacts, r); /* ... the contact is not counted */
+    if (rec_is_contact(rec_type(r))) set_add(&g->contacts, r); /* ... the contact is not counted */
 }
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
-    pg_rec **pp = rec_home(g, r->id);
+    pg_rec **pp = rec_home(g, rec_id(r));
     while (*pp && *pp != r) pp = &(*pp)->hnext;
     if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; }
     pres_unmap(g, r);
@@ -1542,7 +1558,7 @@ static void rec_migrate(pg_graph *g, size_t budget)
         g->rec_old[g->rec_mig++] = NULL;
         while (r) {
             pg_rec *nx = r->hnext;
-            size_t b = rec_hash(r->id, g->rec_cap);
+            size_t b = rec_hash(rec_id(r), g->rec_cap);
             r->hnext = g->recs[b];
             g->recs[b] = r;
             r = nx;
@@ -1570,34 +1586,159 @@ static int rec_table_grow(pg_graph *g)
     return 1;
 }
 
-/* A new in-memory record from wire bytes (already validated or trusted). */
-static pg_rec *rec_new(const uint8_t *wire, size_t len)
+/* --- the stored form (struct pg_rec) --- */
+static uint64_t zz(uint64_t a, uint64_t b) /* zigzag of a - b */
 {
-    pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, wire) + len);
-    rec_view v;
+    int64_t d = (int64_t)(a - b);
+    return ((uint64_t)d << 1) ^ (uint64_t)(d >> 63);
+}
+static uint64_t unzz(uint64_t base, uint64_t z) { return base + (uint64_t)((z >> 1) ^ (0 - (z & 1))); }
+static size_t sv_len(uint64_t x)
+{
+    size_t n = 1;
+    while (x >= 0x80) { x >>= 7; n++; }
+    return n;
+}
+static uint8_t *sv_put(uint8_t *p, uint64_t x)
+{
+    while (x >= 0x80) { *p++ = (uint8_t)(x | 0x80); x >>= 7; }
+    *p++ = (uint8_t)x;
+    return p;
+}
+static const uint8_t *sv_get(const uint8_t *p, uint64_t *x) /* our own bytes: no bounds to check */
+{
+    int sh = 0;
+    *x = 0;
+    do *x |= (uint64_t)(*p & 0x7F) << sh, sh += 7; while (*p++ & 0x80);
+    return p;
+}
+static uint8_t *sv_field(uint8_t *p, const uint8_t *b, uint32_t count, size_t bytes)
+{
+    p = sv_put(p, count);
+    if (bytes) memcpy(p, b, bytes);
+    return p + bytes;
+}
+static const uint8_t *sv_field_get(const uint8_t *p, const uint8_t **b, uint32_t *count, size_t unit)
+{
+    uint64_t k;
+    p = sv_get(p, &k);
+    *count = (uint32_t)k;
+    *b = p;
+    return p + unit * (size_t)k;
+}
+
+/* Bytes of the MS-PPGRH form of v. */
+static size_t rec_wire_size(const rec_view *v)
+{
+    return REC_FIXED + 2 * ((size_t)v->n_creator + v->n_modby + v->n_gid + v->n_attr) + v->n_sec + v->n_data;
+}
+
+/* A new stored record from a parsed one (validated, or read back from our
+ * own file) whose graph ID is its graph's and protocol version 0x0100. */
+static pg_rec *rec_new(const rec_view *v)
+{
+    uint64_t dm = zz(v->modified, v->created);
+    size_t n = 32 + sv_len(v->n_creator) + 2 * (size_t)v->n_creator + sv_len(v->n_modby) + 2 * (size_t)v->n_modby +
+               sv_len(v->n_sec) + v->n_sec + 8 + sv_len(dm) + sv_len(v->n_data) + v->n_data + sv_len(v->n_attr) +
+               2 * (size_t)v->n_attr;
+    pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n);
+    uint8_t *p;
     if (!r) return NULL;
-    memcpy(r->wire, wire, len);
-    r->len = (uint32_t)len;
-    rec_parse(r->wire, len, &v);
-    memcpy(r->id, v.id, 16);
-    r->version = v.version;
-    r->flags = v.flags;
-    r->departed = 0;
-    r->expires = v.expires;
-    r->modified = v.modified;
     r->hnext = NULL;
+    r->expires = v->expires;
+    r->version = v->version;
+    r->len = (uint32_t)rec_wire_size(v);
+    r->flags = v->flags;
+    r->departed = 0;
+    memcpy(r->s, v->id, 16);
+    memcpy(r->s + 16, v->type, 16);
+    p = sv_field(r->s + 32, v->creator, v->n_creator, 2 * (size_t)v->n_creator);
+    p = sv_field(p, v->modby, v->n_modby, 2 * (size_t)v->n_modby);
+    p = sv_field(p, v->sec, v->n_sec, v->n_sec);
+    put64(p, v->created);
+    p = sv_put(p + 8, dm);
+    p = sv_field(p, v->data, v->n_data, v->n_data);
+    sv_field(p, v->attr, v->n_attr, 2 * (size_t)v->n_attr);
     return r;
+}
+
+/* The view of a stored record (fields point into r and into g's graph ID);
+ * always 1, so that it reads like rec_parse() in conditions. */
+static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v)
+{
+    const uint8_t *p = r->s + 32;
+    uint64_t dm;
+    v->id = r->s;
+    v->type = r->s + 16;
+    v->version = r->version;
+    v->flags = r->flags;
+    p = sv_field_get(p, &v->creator, &v->n_creator, 2);
+    p = sv_field_get(p, &v->modby, &v->n_modby, 2);
+    p = sv_field_get(p, &v->sec, &v->n_sec, 1);
+    v->created = get64(p);
+    p = sv_get(p + 8, &dm);
+    v->modified = unzz(v->created, dm);
+    v->expires = r->expires;
+    v->gid = g->gid_u;
+    v->n_gid = g->n_gid_u;
+    v->proto = 0x0100;
+    p = sv_field_get(p, &v->data, &v->n_data, 1);
+    sv_field_get(p, &v->attr, &v->n_attr, 2);
+    return 1;
+}
+
+/* The last modification time of r, without the rest of the view. */
+static uint64_t rec_modified(const pg_rec *r)
+{
+    const uint8_t *p = r->s + 32, *b;
+    uint32_t k;
+    uint64_t dm;
+    p = sv_field_get(p, &b, &k, 2);
+    p = sv_field_get(p, &b, &k, 2);
+    p = sv_field_get(p, &b, &k, 1);
+    sv_get(p + 8, &dm);
+    return unzz(get64(p), dm);
+}
+
+/* Writes the MS-PPGRH bytes of v (rec_wire_size(v) of them) to p. */
+static void rec_wire_write(const rec_view *v, uint8_t *p)
+{
+    size_t i;
+    memcpy(p, v->type, 16);
+    memcpy(p + 16, v->id, 16);
+    put32(p + 32, v->version);
+    p[36] = p[37] = p[38] = 0;
+    p[39] = v->flags;
+    i = 40;
+    put32(p + i, v->n_creator); i += 4; memcpy(p + i, v->creator, 2 * (size_t)v->n_creator); i += 2 * (size_t)v->n_creator;
+    put32(p + i, v->n_modby); i += 4; if (v->n_modby) memcpy(p + i, v->modby, 2 * (size_t)v->n_modby); i += 2 * (size_t)v->n_modby;
+    put32(p + i, v->n_sec); i += 4; if (v->n_sec) memcpy(p + i, v->sec, v->n_sec); i += v->n_sec;
+    put64(p + i, v->created); put64(p + i + 8, v->expires); put64(p + i + 16, v->modified); i += 24;
+    put32(p + i, v->n_gid); i += 4; memcpy(p + i, v->gid, 2 * (size_t)v->n_gid); i += 2 * (size_t)v->n_gid;
+    put16(p + i, v->proto); put32(p + i + 2, v->n_data); i += 6;
+    if (v->n_data) memcpy(p + i, v->data, v->n_data);
+    i += v->n_data;
+    put32(p + i, v->n_attr); i += 4;
+    if (v->n_attr) memcpy(p + i, v->attr, 2 * (size_t)v->n_attr);
+}
+
+/* ... of a stored record: r->len bytes. */
+static void rec_wire_copy(const pg_graph *g, const pg_rec *r, uint8_t *p)
+{
+    rec_view v;
+    rec_view_of(g, r, &v);
+    rec_wire_write(&v, p);
 }
 
 /* Puts r in the table, replacing (and freeing) any record with its ID. */
 static int rec_insert(pg_graph *g, pg_rec *r)
 {
-    pg_rec *old = rec_find(g, r->id);
+    pg_rec *old = rec_find(g, rec_id(r));
     pg_rec **home;
     if (old) { rec_unlink(g, old); pg_free(old); }
     rec_migrate(g, REC_STEP);
     if ((g->rec_count + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g)) return 0;
-    home = rec_home(g, r->id);
+    home = rec_home(g, rec_id(r));
     r->hnext = *home;
     *home = r;
     g->rec_count++;
@@ -2957,13 +3098,19 @@ static HRESULT db_save(pg_graph *g, int durable)
 static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, size_t nmeta, ULONGLONG *bytes)
 {
     size_t i;
-    if (fwrite(LOG_MAGIC, 1, 8, f) != 8 || !log_write(f, LE_META, meta, nmeta, bytes)) return 0;
-    for (i = 0; i < rec_span(g); i++) {
+    pg_buf w = {0};
+    int ok = fwrite(LOG_MAGIC, 1, 8, f) == 8 && log_write(f, LE_META, meta, nmeta, bytes);
+    for (i = 0; ok && i < rec_span(g); i++) {
         const pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext)
-            if (!rec_is_volatile(r->wire) && !log_write(f, LE_REC, r->wire, r->len, bytes)) return 0;
+        for (r = *rec_chain(g, i); ok && r; r = r->hnext) {
+            if (rec_is_volatile(rec_type(r))) continue;
+            ok = buf_reserve(&w, r->len);
+            if (ok) rec_wire_copy(g, r, w.p);
+            ok = ok && log_write(f, LE_REC, w.p, r->len, bytes);
+        }
     }
-    return 1;
+    buf_free(&w);
+    return ok;
 }
 
 /* Writes a fresh, compact log (magic, META, every live record) to the file
@@ -3137,7 +3284,10 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
         rec_view v;
         pg_rec *r;
         if (!rec_parse(body, n, &v)) g->db_bad_entries++;
-        else if ((r = rec_new(body, n)) == NULL || !rec_insert(g, r)) {
+        else if (!u16_eq(v.gid, v.n_gid, g->graph_id) || v.proto != 0x0100) {
+            /* never valid here (3.1.7.27): dropped as the prune would, with any older version */
+            if ((r = rec_find(g, v.id)) != NULL) { rec_unlink(g, r); pg_free(r); }
+        } else if ((r = rec_new(&v)) == NULL || !rec_insert(g, r)) {
             pg_free(r);
             lc->oom = 1;
         }
@@ -3149,7 +3299,7 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
 }
 
 static HRESULT sec_validate(pg_graph *g, const rec_view *v, PEER_RECORD_CHANGE_TYPE ct);
-static void sec_defer(pg_graph *g, const uint8_t *wire, size_t len, const rec_view *v);
+static void sec_defer(pg_graph *g, const rec_view *v);
 
 /* Keeps what is still valid: not expired, and (3.1.4.2) no presence,
  * signature or contact records from an earlier run; with a validator, what
@@ -3164,11 +3314,11 @@ static void rec_prune(pg_graph *g)
             pg_rec *r = *pp;
             rec_view v;
             HRESULT hr = S_OK;
-            rec_parse(r->wire, r->len, &v);
+            rec_view_of(g, r, &v);
             if (rec_validate_ex(g, &v, now, 0) && !(guid_is_internal(v.type) && v.type[2] != 1)) {
                 hr = sec_validate(g, &v, (v.flags & RF_DELETED) ? PEER_RECORD_DELETED : PEER_RECORD_ADDED);
                 if (hr == S_OK) { pp = &r->hnext; continue; }
-                if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, r->wire, r->len, &v);
+                if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, &v);
                 else g->rejected_records++;
             }
             *pp = r->hnext;
@@ -5306,7 +5456,7 @@ static void emit_record(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *
 
 static void graph_arm_expiry(pg_graph *g, uint64_t expires);
 static void graph_info_received(pg_graph *g, const rec_view *v);
-static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len);
+static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *v);
 
 /* Sends a FLOOD of r on every CONNECTED neighbor link except `except`. */
 /* A received record waiting to be relayed: its version, and the links that
@@ -5352,7 +5502,7 @@ static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f)
             msg_header(m, size, MT_FLOOD);
             put16(m + 8, 12);
             put16(m + 10, 0);
-            memcpy(m + 12, r->wire, r->len);
+            rec_wire_copy(g, r, m + 12);
         }
         conn_send(c, m, size);
     }
@@ -5378,7 +5528,7 @@ static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from, ULONGLO
         g->fwd_cap = nc;
     }
     f = &g->fwd[g->fwd_n++];
-    memcpy(f->id, r->id, 16);
+    memcpy(f->id, rec_id(r), 16);
     f->version = r->version;
     f->nfrom = 0;
     if (from) f->from[f->nfrom++] = from;
@@ -5451,7 +5601,7 @@ static void fwd_flush(void)
 static ULONGLONG fwd_pace(const pg_graph *g, const pg_rec *local, const rec_view *lv, const rec_view *v)
 {
     ULONGLONG t;
-    if (!local || memcmp(local->id, SIGNATURE_ID, 16) || ((lv->flags | v->flags) & RF_DELETED) ||
+    if (!local || memcmp(rec_id(local), SIGNATURE_ID, 16) || ((lv->flags | v->flags) & RF_DELETED) ||
         lv->n_data != v->n_data || (v->n_data && memcmp(lv->data, v->data, v->n_data)) ||
         local->expires < peer_time(g) + FWD_PACE_MIN_LIFE_S * FT_SECOND)
         return 0;
@@ -5473,7 +5623,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     rec_parse(wire, len, &v);
     old = rec_find(g, v.id);
     if (old) {
-        rec_parse(old->wire, old->len, &ov);
+        rec_view_of(g, old, &ov);
         hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
     }
     if ((!old && g->rec_count >= g->max_records) || g->rec_bytes - (old ? old->len : 0) + len > g->max_rec_bytes) {
@@ -5484,9 +5634,10 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     hr = rec_is_volatile(wire) ? S_OK : log_append(g, LE_REC, wire, len, durable);
     if (FAILED(hr)) { *phr = hr; return NULL; }
     /* a deleted presence carries no payload: the node it names is in the old one */
-    if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, old->wire, old->len);
-    r = rec_new(wire, len);
+    if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, &ov);
+    r = rec_new(&v);
     if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
+    rec_view_of(g, r, &v);
     /* our own autorefreshed records are renewed 20 s before they expire
      * (graph_expire): the timer must fire then, not at the expiry itself */
     if ((r->flags & RF_AUTOREFRESH) && !(r->flags & RF_DELETED) && r->expires > 20 * FT_SECOND &&
@@ -5497,16 +5648,13 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
     else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
     if (!(r->flags & RF_DELETED) || hadLive) {
-        emit_record(g, ct, r->id, r->wire);
-        if (rec_is_presence(r->wire) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, r->wire, r->len);
+        emit_record(g, ct, rec_id(r), rec_type(r));
+        if (rec_is_presence(rec_type(r)) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, &v);
     }
-    if (!memcmp(r->id, SIGNATURE_ID, 16)) signature_changed(g); /* received, replaced or deleted */
-    else if (rec_is_contact(r->wire)) graph_poke_contacts(g);
+    if (!memcmp(rec_id(r), SIGNATURE_ID, 16)) signature_changed(g); /* received, replaced or deleted */
+    else if (rec_is_contact(rec_type(r))) graph_poke_contacts(g);
 
-    if (!memcmp(r->id, GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) {
-        rec_parse(r->wire, r->len, &v);
-        graph_info_received(g, &v);
-    }
+    if (!memcmp(rec_id(r), GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) graph_info_received(g, &v);
     *phr = S_OK;
     return r;
 }
@@ -5524,7 +5672,7 @@ static int rec_live_local(pg_graph *g, const uint8_t *id)
     pg_rec *r = rec_find(g, id);
     rec_view v;
     if (!r) return 0;
-    rec_parse(r->wire, r->len, &v);
+    rec_view_of(g, r, &v);
     return !(v.flags & RF_DELETED) && !r->departed && v.expires > peer_time(g);
 }
 
@@ -5552,13 +5700,14 @@ static HRESULT sec_validate(pg_graph *g, const rec_view *v, PEER_RECORD_CHANGE_T
 
 /* Parks a record on the deferred list (a newer deferred version replaces an
  * older one); beyond the list's limits it is dropped like a rejected one. */
-static void sec_defer(pg_graph *g, const uint8_t *wire, size_t len, const rec_view *v)
+static void sec_defer(pg_graph *g, const rec_view *v)
 {
     pg_rec **pp, *r;
+    size_t len = rec_wire_size(v);
     for (pp = &g->deferred; *pp; pp = &(*pp)->hnext) {
         rec_view ov;
-        if (memcmp((*pp)->id, v->id, 16)) continue;
-        rec_parse((*pp)->wire, (*pp)->len, &ov);
+        if (memcmp(rec_id((*pp)), v->id, 16)) continue;
+        rec_view_of(g, (*pp), &ov);
         if (rec_compare(v, &ov) <= 0) return; /* as new a version waits already */
         r = *pp;
         *pp = r->hnext;
@@ -5568,7 +5717,7 @@ static void sec_defer(pg_graph *g, const uint8_t *wire, size_t len, const rec_vi
         break;
     }
     if (g->n_deferred >= PEER_MAX_DEFERRED_RECORDS || g->deferred_bytes + len > PEER_MAX_DEFERRED_BYTES ||
-        !(r = rec_new(wire, len))) {
+        !(r = rec_new(v))) {
         g->rejected_records++;
         return;
     }
@@ -5695,13 +5844,13 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
     int cmp = 1;
     *useful = 0;
     if (local) {
-        rec_parse(local->wire, local->len, &lv);
+        rec_view_of(g, local, &lv);
         cmp = rec_compare(v, &lv);
     }
     if (cmp > 0) {
         HRESULT hr = sec_validate(g, v, rec_change_type(g, v));
         pg_rec *r;
-        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, rec, len, v); return cmp; }
+        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, v); return cmp; }
         if (hr != S_OK) { g->rejected_records++; return cmp; }
         ULONGLONG due = fwd_pace(g, local, &lv, v); /* (before the store frees local) */
         r = graph_store(g, rec, len, 0, &hr);
@@ -5717,7 +5866,7 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
             msg_header(back, 12 + local->len, MT_FLOOD);
             put16(back + 8, 12);
             put16(back + 10, 0);
-            memcpy(back + 12, local->wire, local->len);
+            rec_wire_copy(g, local, back + 12);
             conn_send(c, back, 12 + local->len);
             pg_free(back);
         }
@@ -5797,13 +5946,6 @@ static int vget(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
     }
     return 0;
 }
-static uint64_t zz(uint64_t a, uint64_t b) /* zigzag of a - b */
-{
-    int64_t d = (int64_t)(a - b);
-    return ((uint64_t)d << 1) ^ (uint64_t)(d >> 63);
-}
-static uint64_t unzz(uint64_t base, uint64_t z) { return base + (uint64_t)((z >> 1) ^ (0 - (z & 1))); }
-
 static int same_bytes(const uint8_t *a, uint32_t na, const uint8_t *b, uint32_t nb, size_t unit)
 {
     return na == nb && (!na || !memcmp(a, b, na * unit));
@@ -5889,43 +6031,15 @@ static int crec_get(const uint8_t *p, size_t n, size_t *i, rec_view *v, const re
     return 1;
 }
 
-/* The MS-PPGRH bytes of a view (the inverse of rec_parse). */
+/* The MS-PPGRH bytes of a view (the inverse of rec_parse), into out. */
 static int rec_wire_of(const rec_view *v, pg_buf *out)
 {
-    uint8_t t[24];
+    size_t n = rec_wire_size(v);
     out->off = out->len = 0;
-    if (!buf_append(out, v->type, 16) || !buf_append(out, v->id, 16)) return 0;
-    put32(t, v->version);
-    t[4] = t[5] = t[6] = 0;
-    t[7] = v->flags;
-    if (!buf_append(out, t, 8)) return 0;
-    put32(t, v->n_creator);
-    if (!buf_append(out, t, 4) || !buf_append(out, v->creator, 2 * (size_t)v->n_creator)) return 0;
-    put32(t, v->n_modby);
-    if (!buf_append(out, t, 4) || !buf_append(out, v->modby, 2 * (size_t)v->n_modby)) return 0;
-    put32(t, v->n_sec);
-    if (!buf_append(out, t, 4) || !buf_append(out, v->sec, v->n_sec)) return 0;
-    put64(t, v->created);
-    put64(t + 8, v->expires);
-    put64(t + 16, v->modified);
-    if (!buf_append(out, t, 24)) return 0;
-    put32(t, v->n_gid);
-    if (!buf_append(out, t, 4) || !buf_append(out, v->gid, 2 * (size_t)v->n_gid)) return 0;
-    put16(t, v->proto);
-    put32(t + 2, v->n_data);
-    if (!buf_append(out, t, 6) || !buf_append(out, v->data, v->n_data)) return 0;
-    put32(t, v->n_attr);
-    return buf_append(out, t, 4) && buf_append(out, v->attr, 2 * (size_t)v->n_attr);
-}
-
-/* The graph ID as record wire units (what CR_GID stands for). */
-static uint8_t *graph_gid_units(const pg_graph *g, uint32_t *units)
-{
-    uint8_t *u;
-    *units = u16_units(g->graph_id);
-    u = (uint8_t *)pg_alloc(2 * (size_t)*units);
-    if (u) u16_write(u, g->graph_id);
-    return u;
+    if (!buf_reserve(out, n)) return 0;
+    rec_wire_write(v, out->p);
+    out->len = n;
+    return 1;
 }
 
 static void on_batch(pg_conn *c, const uint8_t *m, size_t size)
@@ -5933,20 +6047,16 @@ static void on_batch(pg_conn *c, const uint8_t *m, size_t size)
     rec_view v, prev;
     unsigned count, k;
     size_t i = 12;
-    uint32_t ngid;
-    uint8_t *gid;
     pg_buf w = {0};
     if (!(c->ext & EXT_BATCH) || c->direct || size < 12 || get16(m + 10) != 0) goto bad;
     count = get16(m + 8);
-    if (!(gid = graph_gid_units(c->graph, &ngid))) { conn_abort(c, E_OUTOFMEMORY); return; }
     for (k = 0; k < count && !c->dead; k++) {
-        if (!crec_get(m, size, &i, &v, k ? &prev : NULL, gid, ngid)) break;
+        if (!crec_get(m, size, &i, &v, k ? &prev : NULL, c->graph->gid_u, c->graph->n_gid_u)) break;
         if (!rec_wire_of(&v, &w)) { conn_abort(c, E_OUTOFMEMORY); break; }
         flood_in(c, w.p, w.len);
         prev = v;
     }
     buf_free(&w);
-    pg_free(gid);
     if (c->dead) return;
     if (k == count && i == size) return;
 bad:
@@ -5996,9 +6106,9 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
         for (i = 0; i < rec_span(g); i++) {
             const pg_rec *r;
             for (r = *rec_chain(g, i); r; r = r->hnext) {
-                if (r->expires <= now || r->modified < since) continue;
-                if (!solicit_wants(r->wire, m + off, inc, exc)) continue;
-                memcpy(c->out_ids + 16 * n++, r->id, 16);
+                if (r->expires <= now || rec_modified(r) < since) continue;
+                if (!solicit_wants(rec_type(r), m + off, inc, exc)) continue;
+                memcpy(c->out_ids + 16 * n++, rec_id(r), 16);
             }
         }
     }
@@ -6036,11 +6146,10 @@ static void conn_pump_out(pg_conn *c)
     pg_buf batch = {0};
     rec_view prev;
     unsigned nb = 0;
-    uint32_t ngid = 0;
-    uint8_t *gid = NULL;
+    int batched;
     if (!c->out_end || c->dead || c->state != CS_CONNECTED || !g) return;
     now = peer_time(g);
-    if ((c->ext & EXT_BATCH) && !(gid = graph_gid_units(g, &ngid))) { conn_abort(c, E_OUTOFMEMORY); return; }
+    batched = (c->ext & EXT_BATCH) != 0;
     while (c->out_i < c->out_n && buf_used(&c->tx) + buf_used(&batch) < sync_watermark(c) && !c->dead) {
         const pg_rec *r = rec_find(g, c->out_ids + 16 * c->out_i++);
         uint8_t hdr[12];
@@ -6048,12 +6157,13 @@ static void conn_pump_out(pg_conn *c)
         rec_view v;
         if (!r || r->expires <= now) continue;
         size = 12 + r->len;
-        if (gid && r->len <= BATCH_MAX_RECORD && rec_parse(r->wire, r->len, &v)) {
+        if (batched && r->len <= BATCH_MAX_RECORD) {
+            rec_view_of(g, r, &v);
             if (!nb) { /* a new BATCH: header now, count at the end */
                 uint8_t h[12] = {0};
                 if (!buf_append(&batch, h, 12)) { conn_abort(c, E_OUTOFMEMORY); break; }
             }
-            if (!crec_put(&batch, &v, nb ? &prev : NULL, gid, ngid)) { conn_abort(c, E_OUTOFMEMORY); break; }
+            if (!crec_put(&batch, &v, nb ? &prev : NULL, g->gid_u, g->n_gid_u)) { conn_abort(c, E_OUTOFMEMORY); break; }
             prev = v;
             if (++nb == 0xFFFF || buf_used(&batch) >= BATCH_TARGET) batch_flush(c, &batch, &nb);
             continue;
@@ -6065,24 +6175,25 @@ static void conn_pump_out(pg_conn *c)
             put16(hdr + 8, 12);
             put16(hdr + 10, 0);
             put16(fh, (unsigned)size);
-            if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, hdr, 12) || !buf_append(&c->tx, r->wire, r->len)) {
+            if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, hdr, 12) || !buf_reserve(&c->tx, r->len)) {
                 conn_abort(c, E_OUTOFMEMORY);
                 return;
             }
+            rec_wire_copy(g, r, c->tx.p + c->tx.len);
+            c->tx.len += r->len;
         } else {
             uint8_t *mm = (uint8_t *)pg_alloc(size);
             if (!mm) { conn_abort(c, E_OUTOFMEMORY); return; }
             msg_header(mm, size, MT_FLOOD);
             put16(mm + 8, 12);
             put16(mm + 10, 0);
-            memcpy(mm + 12, r->wire, r->len);
+            rec_wire_copy(g, r, mm + 12);
             conn_send(c, mm, size);
             pg_free(mm);
         }
     }
     batch_flush(c, &batch, &nb);
     buf_free(&batch);
-    pg_free(gid);
     if (c->out_i >= c->out_n && !c->dead) {
         uint8_t e[12];
         msg_header(e, 12, MT_SYNC_END);
@@ -6140,7 +6251,7 @@ static int sort_key_le(const sort_key *a, const sort_key *b)
 {
     if (a->t != b->t) return a->t < b->t;
     if (a->id8 != b->id8) return a->id8 < b->id8;
-    return memcmp(a->r->id, b->r->id, 16) <= 0;
+    return memcmp(rec_id(a->r), rec_id(b->r), 16) <= 0;
 }
 
 /* Sorts v[0..n) (stable) with tmp room for n / 2 + 1 keys. */
@@ -6169,8 +6280,8 @@ static pg_rec **rec_sorted(pg_graph *g, size_t *pn)
         pg_rec *r;
         for (r = *rec_chain(g, i); r; r = r->hnext)
             if (r->expires > now) {
-                k[n].t = r->modified;
-                k[n].id8 = get64(r->id);
+                k[n].t = rec_modified(r);
+                k[n].id8 = get64(rec_id(r));
                 k[n].r = r;
                 n++;
             }
@@ -6191,7 +6302,7 @@ static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
     size_t i, j;
     if (n <= HASH_RANGE) { /* one range: one call, no context to allocate */
         for (i = 0; i < n; i++) {
-            memcpy(a + 20 * i, v[i]->id, 16);
+            memcpy(a + 20 * i, rec_id(v[i]), 16);
             put32(a + 20 * i + 16, v[i]->version);
         }
         if (!mi || mbedtls_md(mi, a, 20 * n, out) != 0) memset(out, 0, 16);
@@ -6201,7 +6312,7 @@ static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
     if (mbedtls_md_setup(&ctx, mi, 0) == 0 && mbedtls_md_starts(&ctx) == 0) {
         for (i = 0; i < n; i += j) {
             for (j = 0; j < HASH_RANGE && i + j < n; j++) {
-                memcpy(a + 20 * j, v[i + j]->id, 16);
+                memcpy(a + 20 * j, rec_id(v[i + j]), 16);
                 put32(a + 20 * j + 16, v[i + j]->version);
             }
             mbedtls_md_update(&ctx, a, 20 * j);
@@ -6234,8 +6345,8 @@ static void sync_hash_start(pg_conn *c)
         size_t lo = i * HASH_RANGE, k = n - lo < HASH_RANGE ? n - lo : HASH_RANGE;
         abstracts_md5(v + lo, n ? k : 0, e);
         if (n) {
-            put64(e + 16, v[lo + k - 1]->modified);
-            memcpy(e + 24, v[lo + k - 1]->id, 16);
+            put64(e + 16, rec_modified(v[lo + k - 1]));
+            memcpy(e + 24, rec_id(v[lo + k - 1]), 16);
         } else
             memset(e + 16, 0, 24);
     }
@@ -6266,7 +6377,7 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
         uint8_t h[16];
         if (i + 1 == nr) pos = n; /* the last range takes everything above */
         else
-            while (pos < n && key_cmp(v[pos]->modified, v[pos]->id, ut, e + 24) <= 0) pos++;
+            while (pos < n && key_cmp(rec_modified(v[pos]), rec_id(v[pos]), ut, e + 24) <= 0) pos++;
         abstracts_md5(v + start, pos - start, h);
         if (!memcmp(h, e, 16)) continue;
         {
@@ -6281,7 +6392,7 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
         }
         for (k = start; k < pos; k++) {
             uint8_t a[20];
-            memcpy(a, v[k]->id, 16);
+            memcpy(a, rec_id(v[k]), 16);
             put32(a + 16, v[k]->version);
             if (!buf_append(&abs, a, 20)) goto oom;
             na++;
@@ -6350,15 +6461,15 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
         uint64_t lt = get64(b), ut = get64(b + 24);
         for (k = 0; k < n; k++) {
             const uint8_t *hit;
-            if (key_cmp(v[k]->modified, v[k]->id, lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
+            if (key_cmp(rec_modified(v[k]), rec_id(v[k]), lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
                 continue;
             /* above the upper bound: only the last range of our SOLICIT_HASH (whose
              * bound is our newest record) also holds what lies above it */
-            if (key_cmp(v[k]->modified, v[k]->id, ut, b + 32) > 0 &&
-                !(n && key_cmp(v[n - 1]->modified, v[n - 1]->id, ut, b + 32) == 0))
+            if (key_cmp(rec_modified(v[k]), rec_id(v[k]), ut, b + 32) > 0 &&
+                !(n && key_cmp(rec_modified(v[n - 1]), rec_id(v[n - 1]), ut, b + 32) == 0))
                 continue;
-            hit = (const uint8_t *)bsearch(v[k]->id, sorted, na, 20, abs_cmp);
-            if (!hit || get32(hit + 16) < v[k]->version) memcpy(c->hash_send + 16 * nsend++, v[k]->id, 16);
+            hit = (const uint8_t *)bsearch(rec_id(v[k]), sorted, na, 20, abs_cmp);
+            if (!hit || get32(hit + 16) < v[k]->version) memcpy(c->hash_send + 16 * nsend++, rec_id(v[k]), 16);
         }
     }
     c->hash_send_n = nsend;
@@ -6446,7 +6557,7 @@ static void graph_expire(pg_graph *g)
         for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
             if (!(r->flags & RF_AUTOREFRESH) || (r->flags & RF_DELETED)) continue;
-            rec_parse(r->wire, r->len, &v);
+            rec_view_of(g, r, &v);
             if (!u16_eq(v.creator, v.n_creator, g->peer_id)) continue;
             if (r->expires > now + 20 * FT_SECOND) {
                 if (r->expires - 20 * FT_SECOND < refresh) refresh = r->expires - 20 * FT_SECOND;
@@ -6457,7 +6568,7 @@ static void graph_expire(pg_graph *g)
                 if (!nd) break;
                 due = nd;
             }
-            memcpy(due[nref++], r->id, 16);
+            memcpy(due[nref++], rec_id(r), 16);
         }
     }
     for (k = 0; k < nref; k++) {
@@ -6475,14 +6586,18 @@ static void graph_expire(pg_graph *g)
             if (r->expires <= now) {
                 uint8_t type[16];
                 int notify = !(r->flags & RF_DELETED);
-                memcpy(type, r->wire, 16);
+                memcpy(type, rec_type(r), 16);
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
                 pres_unmap(g, r);
-                if (!rec_is_volatile(type)) log_append(g, LE_DROP, r->id, 16, 0);
-                if (notify) emit_record(g, PEER_RECORD_EXPIRED, r->id, type);
-                if (notify && !r->departed && rec_is_presence(type)) presence_record_changed(g, PEER_RECORD_EXPIRED, r->wire, r->len);
+                if (!rec_is_volatile(type)) log_append(g, LE_DROP, rec_id(r), 16, 0);
+                if (notify) emit_record(g, PEER_RECORD_EXPIRED, rec_id(r), type);
+                if (notify && !r->departed && rec_is_presence(type)) {
+                    rec_view v;
+                    rec_view_of(g, r, &v);
+                    presence_record_changed(g, PEER_RECORD_EXPIRED, &v);
+                }
                 if (rec_is_contact(type)) graph_poke_contacts(g);
                 pg_free(r);
                 continue;
@@ -6544,7 +6659,7 @@ static HRESULT graph_publish_info(pg_graph *g)
     guid_put(type, &GUID_GRAPH_INFO_TYPE);
     if (old) {
         rec_view v;
-        rec_parse(old->wire, old->len, &v);
+        rec_view_of(g, old, &v);
         wire = rec_build(g, type, GRAPH_INFO_ID, old->version + 1, RF_AUTOREFRESH, g->creator_id, g->peer_id, NULL,
                          v.created, now + 300 * FT_SECOND, now > v.created ? now : v.created + 1, &d, NULL, &len);
     } else
@@ -6613,10 +6728,10 @@ static HRESULT graph_refresh(pg_graph *g, pg_rec *r)
     PEER_DATA sec, data;
     wchar_t *creator, *attr = NULL;
     HRESULT hr;
-    rec_parse(r->wire, r->len, &v);
+    rec_view_of(g, r, &v);
     life = v.expires > v.modified ? v.expires - v.modified : 300 * FT_SECOND;
     mod = now > v.modified ? now : v.modified + 1;
-    if (!memcmp(r->id, GRAPH_INFO_ID, 16) && g->is_creator) return graph_publish_info(g);
+    if (!memcmp(rec_id(r), GRAPH_INFO_ID, 16) && g->is_creator) return graph_publish_info(g);
     creator = u16_dup(v.creator, v.n_creator);
     if (v.n_attr) attr = u16_dup(v.attr, v.n_attr);
     sec.cbData = v.n_sec; sec.pbData = (PBYTE)v.sec;
@@ -7028,7 +7143,7 @@ static HRESULT presence_publish(pg_graph *g)
     if (!g->have_presence_id) { rec_new_id(g->peer_id, g->presence_id); g->have_presence_id = 1; }
     if (old) {
         rec_view v;
-        rec_parse(old->wire, old->len, &v);
+        rec_view_of(g, old, &v);
         wire = rec_build(g, type, g->presence_id, v.version + 1, RF_AUTOREFRESH, g->peer_id, g->peer_id, NULL, v.created,
                          now + life, now > v.modified ? now : v.modified + 1, &d, NULL, &len);
     } else
@@ -7051,7 +7166,7 @@ static void presence_delete(pg_graph *g)
     PEER_DATA d;
     uint64_t now = peer_time(g);
     if (!old) return;
-    rec_parse(old->wire, old->len, &v);
+    rec_view_of(g, old, &v);
     d.cbData = 0; /* a deleted record carries no payload */
     d.pbData = NULL;
     wire = rec_build(g, v.type, v.id, v.version + 1, RF_DELETED, g->peer_id, g->peer_id, NULL, v.created, v.expires,
@@ -7067,7 +7182,7 @@ static int presence_current(const pg_graph *g, const pg_rec *r)
     presence_view pv;
     SOCKADDR_IN6 a[PRESENCE_MAX_ADDRS];
     ULONG na = presence_addrs(g, a, PRESENCE_MAX_ADDRS), i;
-    if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.n_addrs != na) return 0;
+    if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.n_addrs != na) return 0;
     if (g->node_attrs ? !(pv.attrs && u16_eq(pv.attrs, pv.n_attrs, g->node_attrs)) : pv.attrs != NULL) return 0;
     for (i = 0; i < na; i++) {
         uint8_t w[32];
@@ -7085,7 +7200,7 @@ static ULONG presence_count(const pg_graph *g)
     for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
         for (r = *rec_chain(g, i); r; r = r->hnext)
-            if (rec_is_presence(r->wire) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now) n++;
+            if (rec_is_presence(rec_type(r)) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now) n++;
     }
     return n;
 }
@@ -7159,14 +7274,12 @@ static void referrals_forget_presence(pg_graph *g, const presence_view *pv)
     }
 }
 
-static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const uint8_t *wire, size_t len)
+static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *v)
 {
-    rec_view v;
     presence_view pv;
-    if (!rec_parse(wire, len, &v)) return;
-    if ((ct == PEER_RECORD_DELETED || ct == PEER_RECORD_EXPIRED) && g->n_refs && presence_parse(&v, &pv))
+    if ((ct == PEER_RECORD_DELETED || ct == PEER_RECORD_EXPIRED) && g->n_refs && presence_parse(v, &pv))
         referrals_forget_presence(g, &pv);
-    node_event(g, ct, &v);
+    node_event(g, ct, v);
 }
 
 static void graph_poke_maintenance(pg_graph *g)
@@ -7230,7 +7343,7 @@ static void departed_unindex(pg_graph *g, const pg_rec *r)
     rec_view v;
     presence_view pv;
     set_del(&g->departed, r);
-    if (rec_parse(r->wire, r->len, &v) && presence_parse(&v, &pv)) dep_addrs_adjust(g, &pv, -1, UINT32_MAX);
+    if (rec_view_of(g, r, &v) && presence_parse(&v, &pv)) dep_addrs_adjust(g, &pv, -1, UINT32_MAX);
 }
 
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
@@ -7329,7 +7442,7 @@ static void departed_replay(pg_conn *c)
         rec_view v;
         presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
-        if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
+        if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
         conn_queue_departed(c, pv.node, r->version);
     }
 }
@@ -7469,7 +7582,7 @@ static int graph_connect_probe(pg_graph *g)
         SOCKADDR_IN6 a;
         if (!node || node == g->node_id || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
         if (conn_to_node_exists(g, node)) continue;
-        if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || !peer_addr_get(pv.addrs, &a) ||
+        if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || !peer_addr_get(pv.addrs, &a) ||
             conn_to_addr_exists(g, &a, node))
             continue;
         x.a = a;
@@ -7497,8 +7610,8 @@ static int graph_connect_random(pg_graph *g)
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!rec_is_presence(r->wire) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
-            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
+            if (!rec_is_presence(rec_type(r)) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
+            if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return 0;
         }
@@ -7577,7 +7690,7 @@ static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
 {
     pg_rec *r = rec_find(g, SIGNATURE_ID);
     rec_view v;
-    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g) || !rec_parse(r->wire, r->len, &v) || v.n_data < 8)
+    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g) || !rec_view_of(g, r, &v) || v.n_data < 8)
         return NULL;
     *sig = get64(v.data);
     if (*sig != g->node_id && g->timers.ulSignatureStaleMs && (g->sig_dead || L.now > g->sig_rx + g->timers.ulSignatureStaleMs))
@@ -7620,7 +7733,7 @@ static void signature_publish(pg_graph *g, int deleted)
      * everywhere (5.14 rule 3), and the lower one follows up */
     if (old) {
         rec_view v;
-        rec_parse(old->wire, old->len, &v);
+        rec_view_of(g, old, &v);
         wire = rec_build(g, type, SIGNATURE_ID, v.version + 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id, g->peer_id,
                          NULL, v.created, now + 300 * FT_SECOND, now > v.modified ? now : v.modified + 1, &d, NULL, &len);
     } else /* (modified 100 ns after created: a record naming its modifier must differ there, 3.1.7.27) */
@@ -7676,10 +7789,10 @@ static const GUID GUID_CONTACT_TYPE_G = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0,
 
 typedef struct contact_view { ULONGLONG sig, node; uint32_t n_addrs; const uint8_t *addrs; } contact_view;
 
-static int contact_parse(const pg_rec *r, contact_view *cv)
+static int contact_parse(const pg_graph *g, const pg_rec *r, contact_view *cv)
 {
     rec_view v;
-    if ((r->flags & RF_DELETED) || !rec_parse(r->wire, r->len, &v) || v.n_data < 20) return 0;
+    if ((r->flags & RF_DELETED) || !rec_view_of(g, r, &v) || v.n_data < 20) return 0;
     cv->sig = get64(v.data);
     cv->node = get64(v.data + 8);
     cv->n_addrs = get32(v.data + 16);
@@ -7726,7 +7839,7 @@ static void contact_publish(pg_graph *g, ULONGLONG sig, int deleted)
     if (!g->have_contact_id) { rec_new_id(g->peer_id, g->contact_id); g->have_contact_id = 1; }
     if (old) {
         rec_view v;
-        rec_parse(old->wire, old->len, &v);
+        rec_view_of(g, old, &v);
         wire = rec_build(g, type, g->contact_id, v.version + 1, deleted ? RF_DELETED : RF_AUTOREFRESH, g->peer_id,
                          g->peer_id, NULL, v.created, deleted ? v.expires : now + 900 * FT_SECOND,
                          now > v.modified ? now : v.modified + 1, &d, NULL, &len);
@@ -7749,7 +7862,7 @@ static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
     for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
         const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
-        if (!r || r->expires <= now || !contact_parse(r, &cv)) continue;
+        if (!r || r->expires <= now || !contact_parse(g, r, &cv)) continue;
         n++;
         if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
     }
@@ -7789,7 +7902,7 @@ static void contact_maintain(pg_graph *g, int timer)
     if (!g->listener || !signature_live(g, &sig)) return;
     if (own) { /* ours names the signature we see now (P11) */
         contact_view cv;
-        if (contact_parse(own, &cv) && cv.sig != sig) contact_publish(g, sig, 0);
+        if (contact_parse(g, own, &cv) && cv.sig != sig) contact_publish(g, sig, 0);
     }
     n = contact_scan(g, sig, &mismatch);
     cmin = contact_cmin(sig);
@@ -7840,9 +7953,9 @@ static void partition_timer(pg_graph *g)
         contact_view cv;
         rec_view v;
         SOCKADDR_IN6 a;
-        if (!r || r->expires <= now || !contact_parse(r, &cv)) continue;
+        if (!r || r->expires <= now || !contact_parse(g, r, &cv)) continue;
         if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
-        if (conn_to_addr_exists(g, &a, cv.node) || !rec_parse(r->wire, r->len, &v)) continue;
+        if (conn_to_addr_exists(g, &a, cv.node) || !rec_view_of(g, r, &v)) continue;
         if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, cv.node)) return;
     }
     if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
@@ -7852,7 +7965,7 @@ static void partition_timer(pg_graph *g)
             presence_view pv;
             SOCKADDR_IN6 a;
             if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
-            if (!rec_parse(r->wire, r->len, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
+            if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
                 continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return;
@@ -7979,7 +8092,7 @@ static void node_info_fill(const rec_view *v, const presence_view *pv, PPEER_NOD
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv)
 {
     const pg_rec *r = node ? (const pg_rec *)map_get(&g->pres, node) : NULL;
-    if (r && !(r->flags & RF_DELETED) && !r->departed && r->expires > peer_time(g) && rec_parse(r->wire, r->len, v) &&
+    if (r && !(r->flags & RF_DELETED) && !r->departed && r->expires > peer_time(g) && rec_view_of(g, r, v) &&
         presence_parse(v, pv) && pv->node == node)
         return r;
     return NULL;
@@ -8330,6 +8443,7 @@ HRESULT PeerGraphStartup(WORD wVersionRequested, PPEER_VERSION_DATA pVersionData
 static void graph_free(pg_graph *g)
 {
     pg_free(g->graph_id);
+    pg_free(g->gid_u);
     pg_free(g->peer_id);
     pg_free(g->db_name);
     pg_free(g->db_path);
@@ -8571,7 +8685,11 @@ static pg_graph *graph_alloc(PCWSTR gid, PCWSTR pid, PCWSTR dbname)
     g->peer_id = pg_wcsdup(pid);
     g->db_name = pg_wcsdup(dbname);
     g->db_path = db_path_for(gid, pid, dbname);
-    if (!g->graph_id || !g->peer_id || !g->db_name || !g->db_path) { graph_free(g); return NULL; }
+    if (g->graph_id) {
+        g->n_gid_u = u16_units(g->graph_id);
+        if ((g->gid_u = (uint8_t *)pg_alloc(2 * (size_t)g->n_gid_u)) != NULL) u16_write(g->gid_u, g->graph_id);
+    }
+    if (!g->graph_id || !g->peer_id || !g->db_name || !g->db_path || !g->gid_u) { graph_free(g); return NULL; }
     g->handle = new_handle(); /* known to the security callbacks while Create/Open load records */
     g->max_records = PEER_DEFAULT_MAX_RECORDS;
     g->max_rec_bytes = PEER_DEFAULT_MAX_RECORD_BYTES;
@@ -9307,7 +9425,7 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
         rec_view v;
         presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
-        rec_parse(r->wire, r->len, &v);
+        rec_view_of(e->graph, r, &v);
         if (e->kind == ENUM_NODES && !presence_parse(&v, &pv)) continue;
         size += ((e->kind == ENUM_NODES ? node_info_size(&v, &pv) : rec_api_size(&v)) + 7) & ~(size_t)7;
         k++;
@@ -9323,7 +9441,7 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
         rec_view v;
         presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
-        rec_parse(r->wire, r->len, &v);
+        rec_view_of(e->graph, r, &v);
         if (e->kind == ENUM_NODES) {
             if (!presence_parse(&v, &pv)) continue;
             node_info_fill(&v, &pv, (PPEER_NODE_INFO)cur);
@@ -9459,7 +9577,7 @@ static pg_rec *rec_live(pg_graph *g, const GUID *id, rec_view *v)
     guid_put(w, id);
     r = rec_find(g, w);
     if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
-    rec_parse(r->wire, r->len, v);
+    rec_view_of(g, r, v);
     return r;
 }
 
@@ -9511,8 +9629,8 @@ HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal)
     if (guid_is_internal(v.type)) return E_ACCESSDENIED;
     if (fLocal) {
         uint8_t id[16], type[16];
-        memcpy(id, r->id, 16);
-        memcpy(type, r->wire, 16);
+        memcpy(id, rec_id(r), 16);
+        memcpy(type, rec_type(r), 16);
         if (FAILED(hr = log_append(g, LE_DROP, id, 16, 1))) return hr;
         rec_unlink(g, r);
         pg_free(r);
@@ -9577,8 +9695,8 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
         for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
             if ((r->flags & RF_DELETED) || r->expires <= now || r->departed) continue;
-            if (type ? memcmp(r->wire, tw, 16) != 0 : guid_is_internal(r->wire)) continue;
-            rec_parse(r->wire, r->len, &v);
+            if (type ? memcmp(rec_type(r), tw, 16) != 0 : guid_is_internal(rec_type(r))) continue;
+            rec_view_of(g, r, &v);
             if (creator && !u16_eq(v.creator, v.n_creator, creator)) continue;
             if (q) {
                 pg_search_rec sr;
@@ -9599,7 +9717,7 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
                 pg_free(a); pg_free(c); pg_free(mb);
                 if (!ok) continue;
             }
-            memcpy(e->ids + 16 * n++, r->id, 16);
+            memcpy(e->ids + 16 * n++, rec_id(r), 16);
         }
     }
     e->n = (ULONG)n;
@@ -9707,6 +9825,7 @@ HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const 
 {
     pg_graph *g;
     pg_rec *list, *keep = NULL, **kt = &keep;
+    pg_buf w = {0};
     REQUIRE_STARTED();
     if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
     if (cRecordIds && !pRecordIds) return E_INVALIDARG;
@@ -9723,17 +9842,20 @@ HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const 
         int useful;
         list = r->hnext;
         r->hnext = NULL;
-        if (cRecordIds && !id_listed(r->id, pRecordIds, cRecordIds)) {
+        if (cRecordIds && !id_listed(rec_id(r), pRecordIds, cRecordIds)) {
             *kt = r;
             kt = &r->hnext;
             g->n_deferred++;
             g->deferred_bytes += r->len;
             continue;
         }
-        if (rec_parse(r->wire, r->len, &v) && rec_validate(g, &v, peer_time(g))) /* it may have expired */
-            record_in(g, NULL, r->wire, r->len, &v, &useful);
+        if (rec_view_of(g, r, &v) && rec_validate(g, &v, peer_time(g))) { /* it may have expired */
+            if (rec_wire_of(&v, &w)) record_in(g, NULL, w.p, w.len, &v, &useful);
+            else g->rejected_records++; /* no memory: dropped like a rejected one */
+        }
         pg_free(r);
     }
+    buf_free(&w);
     *kt = g->deferred;
     g->deferred = keep;
     finish_call();
@@ -9833,11 +9955,11 @@ static void import_entry(void *pv, int kind, const uint8_t *body, size_t n)
         if (guid_is_internal(v.type) && v.type[2] != 1) return; /* no stale presence/contact/signature */
         local = rec_find(g, v.id);
         if (local) {
-            rec_parse(local->wire, local->len, &lv);
+            rec_view_of(g, local, &lv);
             if (rec_compare(&v, &lv) <= 0) return; /* ours is as new */
         }
         hr = sec_validate(g, &v, rec_change_type(g, &v));
-        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, body, n, &v); return; }
+        if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, &v); return; }
         if (hr != S_OK) { g->rejected_records++; return; }
         if (!graph_store(g, body, n, 1, &hr)) { if (hr == E_OUTOFMEMORY) ic->oom = 1; return; }
         ic->added++;

@@ -711,6 +711,8 @@ typedef struct {
     ULONGLONG created, expires, modified;
     unsigned proto;
     size_t ndata; /* bytes of data when not 0 (binary data); else strlen(data) */
+    const unsigned char *sec; /* security data: nsec bytes */
+    size_t nsec;
 } xrec;
 static void x_id_for(const char *creator, unsigned char id[16], unsigned char low)
 {
@@ -729,7 +731,8 @@ static void x_encode(const xrec *x, wbuf *w)
     w8(w, 0); w8(w, 0); w8(w, 0); w8(w, x->flags);
     wstr(w, x->creator);
     wstr(w, x->modby);
-    w32(w, 0); /* no security data */
+    w32(w, (unsigned long)x->nsec);
+    if (x->nsec) { memcpy(w->b + w->n, x->sec, x->nsec); w->n += x->nsec; }
     w64(w, x->created); w64(w, x->expires); w64(w, x->modified);
     wstr(w, x->graph);
     w8(w, x->proto >> 8); w8(w, x->proto & 0xFF);
@@ -1424,6 +1427,81 @@ static void test_record_wire_form(void **st)
     fake_net_raw_close(s);
 }
 
+/* 1 if the file holds the bytes b[0..n). */
+static int file_holds(const char *path, const unsigned char *b, size_t n)
+{
+    static unsigned char f[1 << 16];
+    size_t len, i;
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    len = fread(f, 1, sizeof f, fp);
+    fclose(fp);
+    for (i = 0; i + n <= len; i++)
+        if (!memcmp(f + i, b, n)) return 1;
+    return 0;
+}
+
+/* Records are held in a compact stored form (no graph ID, varint lengths:
+ * p2pgraph.c section 5) and rebuilt when they go out: what a neighbor is
+ * relayed, what an export holds and what a reopened database exports are
+ * exactly the bytes received, for a record with every field present
+ * (modifier, security data, attributes, binary payload) and for one with
+ * every optional field empty. */
+static void test_stored_form_exact(void **st)
+{
+    static const unsigned char sec[5] = {1, 0, 0x80, 0xFF, 7};
+    static unsigned char bin[300];
+    static rxbuf r;
+    static msg m;
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"stored-form", 0);
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42), b = raw_neighbor_node(&la, "hostile", 0x43);
+    const char *exp = TU_DBDIR_N "/stored-form-export.p2pg";
+    xrec x[2];
+    wbuf w[2];
+    int k, seen[2] = {0, 0};
+    (void)st;
+    for (k = 0; k < (int)sizeof bin; k++) bin[k] = (unsigned char)(k * 7);
+    x_default(&x[0], h, 1);
+    x[0].version = 300; /* a two-byte varint */
+    x[0].modby = "bob";
+    x[0].modified = x[0].created + 12345;
+    x[0].sec = sec;
+    x[0].nsec = sizeof sec;
+    x[0].data = (const char *)bin;
+    x[0].ndata = sizeof bin;
+    x[0].attr = "<attributes><attribute name=\"T\" type=\"string\">v</attribute></attributes>";
+    x_default(&x[1], h, 2);
+    x[1].data = "";
+    x[1].created -= 5; /* modified after created, no modifier named */
+    memset(&r, 0, sizeof r);
+    while (recv_msg(b, &r, &m) > 0) {} /* WELCOME, sync */
+    for (k = 0; k < 2; k++) {
+        x_encode(&x[k], &w[k]);
+        x_write_flood(a, &x[k]);
+    }
+    tu_pump(3, 1);
+    while (recv_msg(b, &r, &m) > 0)
+        for (k = 0; k < 2; k++)
+            if (m.b[5] == 0x0B && m.n == 12 + w[k].n && !memcmp(m.b + 12, w[k].b, w[k].n)) seen[k]++;
+    assert_int_equal(seen[0], 1); /* relayed once, byte for byte */
+    assert_int_equal(seen[1], 1);
+    assert_int_equal(PeerGraphExportDatabase(h, TU_DBDIR_W L"/stored-form-export.p2pg"), S_OK);
+    assert_true(file_holds(exp, w[0].b, w[0].n));
+    assert_true(file_holds(exp, w[1].b, w[1].n));
+    fake_net_raw_close(a);
+    fake_net_raw_close(b);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    /* read back from the file into the stored form, then out again */
+    assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"stored-form", NULL, 0, NULL, &h), S_OK);
+    remove(exp);
+    assert_int_equal(PeerGraphExportDatabase(h, TU_DBDIR_W L"/stored-form-export.p2pg"), S_OK);
+    assert_true(file_holds(exp, w[0].b, w[0].n));
+    assert_true(file_holds(exp, w[1].b, w[1].n));
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    remove(exp);
+}
+
 #ifndef _WIN32
 /* A child adds records and reports each acknowledged one on a pipe; it is
  * killed with SIGKILL at a random moment; the database must open and hold
@@ -1543,6 +1621,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_contact_ids_folding_alike, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
