@@ -719,6 +719,11 @@ struct pg_graph {
     pg_rec **rec_old;      /* while growing: the old buckets, [0, rec_mig) moved (see rec_insert) */
     size_t rec_oldcap, rec_mig;
     ULONGLONG rec_bytes;   /* wire bytes of the records held */
+    uint64_t rec_gen;      /* +1 whenever a record enters or leaves the table */
+    struct sort_key *srt;  /* the hash-sync order (rec_sorted), valid for srt_gen until peer time srt_until */
+    size_t srt_n;
+    uint64_t srt_gen, srt_until;
+    ULONGLONG srt_used;    /* when last asked for: dropped after SORTED_KEEP_MS unused */
     ULONGLONG exp_deadline;/* next expiration / autorefresh pass */
     ULONG rejected_records;/* FLOODed records that failed validation */
     /* database file */
@@ -1538,7 +1543,7 @@ static void rec_unlink(pg_graph *g, pg_rec *r)
 {
     pg_rec **pp = rec_home(g, rec_id(r));
     while (*pp && *pp != r) pp = &(*pp)->hnext;
-    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; }
+    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; g->rec_gen++; }
     pres_unmap(g, r);
 }
 
@@ -1743,6 +1748,7 @@ static int rec_insert(pg_graph *g, pg_rec *r)
     *home = r;
     g->rec_count++;
     g->rec_bytes += r->len;
+    g->rec_gen++;
     pres_map(g, r);
     return 1;
 }
@@ -1762,6 +1768,9 @@ static void rec_table_free(pg_graph *g)
     pg_free(g->rec_old);
     g->recs = g->rec_old = NULL;
     g->rec_cap = g->rec_count = g->rec_oldcap = g->rec_mig = 0;
+    g->rec_gen++;
+    pg_free(g->srt);
+    g->srt = NULL;
     g->rec_bytes = 0;
 }
 
@@ -3324,6 +3333,7 @@ static void rec_prune(pg_graph *g)
             *pp = r->hnext;
             g->rec_count--;
             g->rec_bytes -= r->len;
+            g->rec_gen++;
             pres_unmap(g, r);
             pg_free(r);
         }
@@ -6268,14 +6278,28 @@ static void sort_keys(sort_key *v, sort_key *tmp, size_t n)
     while (i < h) v[k++] = tmp[i++];
 }
 
-/* The graph's unexpired records in hash-sync order (caller frees). */
-static pg_rec **rec_sorted(pg_graph *g, size_t *pn)
+/* The graph's unexpired records in hash-sync order: valid until a record
+ * enters or leaves the table (the caller must not store records while it
+ * uses it; it does not free it).  The order is kept while the records stay
+ * the same and none of them expires: a node that gains many links at once
+ * (a join, a repair) runs a hash sync on each, three sorts apiece.  An order
+ * unused for SORTED_KEEP_MS is dropped (graph_pass): it is 24 bytes per
+ * record, working memory for a burst of new links, not kept at rest. */
+#define SORTED_KEEP_MS 1000
+static const sort_key *rec_sorted(pg_graph *g, size_t *pn)
 {
     size_t cnt = g->rec_count ? g->rec_count : 1, i, n = 0;
-    pg_rec **v = (pg_rec **)pg_alloc(sizeof *v * cnt);
-    sort_key *k = (sort_key *)pg_alloc(sizeof *k * (cnt + cnt / 2 + 1));
-    uint64_t now = peer_time(g);
-    if (!v || !k) { pg_free(v); pg_free(k); return NULL; }
+    sort_key *k;
+    uint64_t now = peer_time(g), until = UINT64_MAX;
+    g->srt_used = L.now;
+    if (g->srt && g->srt_gen == g->rec_gen && now < g->srt_until) {
+        *pn = g->srt_n;
+        return g->srt;
+    }
+    pg_free(g->srt);
+    g->srt = NULL;
+    k = (sort_key *)pg_alloc(sizeof *k * (cnt + cnt / 2 + 1)); /* the keys, then the merge's room */
+    if (!k) return NULL;
     for (i = 0; i < rec_span(g); i++) {
         pg_rec *r;
         for (r = *rec_chain(g, i); r; r = r->hnext)
@@ -6284,17 +6308,20 @@ static pg_rec **rec_sorted(pg_graph *g, size_t *pn)
                 k[n].id8 = get64(rec_id(r));
                 k[n].r = r;
                 n++;
+                if (r->expires < until) until = r->expires;
             }
     }
     sort_keys(k, k + cnt, n);
-    for (i = 0; i < n; i++) v[i] = k[i].r;
-    pg_free(k);
+    g->srt = k;
+    g->srt_n = n;
+    g->srt_gen = g->rec_gen;
+    g->srt_until = until;
     *pn = n;
-    return v;
+    return g->srt;
 }
 
 /* MD5 of the RECORD_ABSTRACTs (ID, version) of v[0..n). */
-static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
+static void abstracts_md5(const sort_key *v, size_t n, uint8_t out[16])
 {
     const mbedtls_md_info_t *mi = mbedtls_md_info_from_type(MBEDTLS_MD_MD5);
     mbedtls_md_context_t ctx;
@@ -6302,8 +6329,8 @@ static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
     size_t i, j;
     if (n <= HASH_RANGE) { /* one range: one call, no context to allocate */
         for (i = 0; i < n; i++) {
-            memcpy(a + 20 * i, rec_id(v[i]), 16);
-            put32(a + 20 * i + 16, v[i]->version);
+            memcpy(a + 20 * i, rec_id(v[i].r), 16);
+            put32(a + 20 * i + 16, v[i].r->version);
         }
         if (!mi || mbedtls_md(mi, a, 20 * n, out) != 0) memset(out, 0, 16);
         return;
@@ -6312,8 +6339,8 @@ static void abstracts_md5(pg_rec *const *v, size_t n, uint8_t out[16])
     if (mbedtls_md_setup(&ctx, mi, 0) == 0 && mbedtls_md_starts(&ctx) == 0) {
         for (i = 0; i < n; i += j) {
             for (j = 0; j < HASH_RANGE && i + j < n; j++) {
-                memcpy(a + 20 * j, rec_id(v[i + j]), 16);
-                put32(a + 20 * j + 16, v[i + j]->version);
+                memcpy(a + 20 * j, rec_id(v[i + j].r), 16);
+                put32(a + 20 * j + 16, v[i + j].r->version);
             }
             mbedtls_md_update(&ctx, a, 20 * j);
         }
@@ -6327,13 +6354,13 @@ static void sync_hash_start(pg_conn *c)
 {
     pg_graph *g = c->graph;
     size_t n, nr, i, size;
-    pg_rec **v = rec_sorted(g, &n);
+    const sort_key *v = rec_sorted(g, &n);
     uint8_t *m;
     if (!v) { conn_abort(c, E_OUTOFMEMORY); return; }
     nr = n ? (n + HASH_RANGE - 1) / HASH_RANGE : 1;
     size = 20 + 40 * nr;
     m = (uint8_t *)pg_alloc(size);
-    if (!m) { pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!m) { conn_abort(c, E_OUTOFMEMORY); return; }
     msg_header(m, size, MT_SOLICIT_HASH);
     m[8] = m[9] = 0;
     put16(m + 10, 20);
@@ -6345,12 +6372,11 @@ static void sync_hash_start(pg_conn *c)
         size_t lo = i * HASH_RANGE, k = n - lo < HASH_RANGE ? n - lo : HASH_RANGE;
         abstracts_md5(v + lo, n ? k : 0, e);
         if (n) {
-            put64(e + 16, rec_modified(v[lo + k - 1]));
-            memcpy(e + 24, rec_id(v[lo + k - 1]), 16);
+            put64(e + 16, v[lo + k - 1].t);
+            memcpy(e + 24, rec_id(v[lo + k - 1].r), 16);
         } else
             memset(e + 16, 0, 24);
     }
-    pg_free(v);
     c->sync = SYNC_HASH;
     c->hash_phase = 1; /* waiting for ADVERTISE */
     conn_send_big(c, m, size);
@@ -6364,12 +6390,12 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
     uint32_t nr = get32(m + 12), i;
     const uint8_t *ent = m + get16(m + 16);
     size_t n, pos = 0, nb = 0, na = 0;
-    pg_rec **v = rec_sorted(g, &n);
+    const sort_key *v = rec_sorted(g, &n);
     pg_buf bnd = {0}, abs = {0};
     uint8_t *out;
     (void)size;
     if (!v) { conn_abort(c, E_OUTOFMEMORY); return; }
-    if (!nr) { pg_free(v); conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
+    if (!nr) { conn_abort(c, PEER_E_PROTOCOL_ERROR); return; }
     for (i = 0; i < nr; i++) {
         const uint8_t *e = ent + 40 * (size_t)i;
         uint64_t ut = get64(e + 16);
@@ -6377,7 +6403,7 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
         uint8_t h[16];
         if (i + 1 == nr) pos = n; /* the last range takes everything above */
         else
-            while (pos < n && key_cmp(rec_modified(v[pos]), rec_id(v[pos]), ut, e + 24) <= 0) pos++;
+            while (pos < n && key_cmp(v[pos].t, rec_id(v[pos].r), ut, e + 24) <= 0) pos++;
         abstracts_md5(v + start, pos - start, h);
         if (!memcmp(h, e, 16)) continue;
         {
@@ -6392,8 +6418,8 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
         }
         for (k = start; k < pos; k++) {
             uint8_t a[20];
-            memcpy(a, rec_id(v[k]), 16);
-            put32(a + 16, v[k]->version);
+            memcpy(a, rec_id(v[k].r), 16);
+            put32(a + 16, v[k].r->version);
             if (!buf_append(&abs, a, 20)) goto oom;
             na++;
         }
@@ -6411,12 +6437,10 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
     c->hash_resp = 1;
     conn_send_big(c, out, 24 + bnd.len + abs.len);
     pg_free(out);
-    pg_free(v);
     buf_free(&bnd);
     buf_free(&abs);
     return;
 oom:
-    pg_free(v);
     buf_free(&bnd);
     buf_free(&abs);
     conn_abort(c, E_OUTOFMEMORY);
@@ -6430,7 +6454,7 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
     pg_graph *g = c->graph;
     uint32_t nb, na, boff, aoff, i;
     size_t n, k, nreq = 0, nsend = 0;
-    pg_rec **v = NULL;
+    const sort_key *v = NULL;
     uint8_t *req = NULL, *sorted = NULL;
     if (size < 24 || c->sync != SYNC_HASH || c->hash_phase != 1) goto bad;
     nb = get32(m + 8);
@@ -6443,7 +6467,7 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
     req = (uint8_t *)pg_alloc(16 + 20 * (size_t)na);
     sorted = (uint8_t *)pg_alloc(20 * (size_t)(na ? na : 1));
     v = rec_sorted(g, &n);
-    if (!req || !sorted || !v) { pg_free(req); pg_free(sorted); pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!req || !sorted || !v) { pg_free(req); pg_free(sorted); conn_abort(c, E_OUTOFMEMORY); return; }
     /* what they have that we lack or hold older */
     for (i = 0; i < na; i++) {
         const uint8_t *a = m + aoff + 20 * (size_t)i;
@@ -6455,21 +6479,21 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
     /* what we have in their differing ranges that they lack or hold older */
     pg_free(c->hash_send);
     c->hash_send = (uint8_t *)pg_alloc(16 * (n ? n : 1));
-    if (!c->hash_send) { pg_free(req); pg_free(sorted); pg_free(v); conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!c->hash_send) { pg_free(req); pg_free(sorted); conn_abort(c, E_OUTOFMEMORY); return; }
     for (i = 0; i < nb; i++) {
         const uint8_t *b = m + boff + 52 * (size_t)i;
         uint64_t lt = get64(b), ut = get64(b + 24);
         for (k = 0; k < n; k++) {
             const uint8_t *hit;
-            if (key_cmp(rec_modified(v[k]), rec_id(v[k]), lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
+            if (key_cmp(v[k].t, rec_id(v[k].r), lt, b + 8) <= 0 && (lt || memcmp(b + 8, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16)))
                 continue;
             /* above the upper bound: only the last range of our SOLICIT_HASH (whose
              * bound is our newest record) also holds what lies above it */
-            if (key_cmp(rec_modified(v[k]), rec_id(v[k]), ut, b + 32) > 0 &&
-                !(n && key_cmp(rec_modified(v[n - 1]), rec_id(v[n - 1]), ut, b + 32) == 0))
+            if (key_cmp(v[k].t, rec_id(v[k].r), ut, b + 32) > 0 &&
+                !(n && key_cmp(v[n - 1].t, rec_id(v[n - 1].r), ut, b + 32) == 0))
                 continue;
-            hit = (const uint8_t *)bsearch(rec_id(v[k]), sorted, na, 20, abs_cmp);
-            if (!hit || get32(hit + 16) < v[k]->version) memcpy(c->hash_send + 16 * nsend++, rec_id(v[k]), 16);
+            hit = (const uint8_t *)bsearch(rec_id(v[k].r), sorted, na, 20, abs_cmp);
+            if (!hit || get32(hit + 16) < v[k].r->version) memcpy(c->hash_send + 16 * nsend++, rec_id(v[k].r), 16);
         }
     }
     c->hash_send_n = nsend;
@@ -6480,7 +6504,6 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
     conn_send_big(c, req, 16 + 20 * nreq);
     pg_free(req);
     pg_free(sorted);
-    pg_free(v);
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
@@ -6590,6 +6613,7 @@ static void graph_expire(pg_graph *g)
                 *pp = r->hnext;
                 g->rec_count--;
                 g->rec_bytes -= r->len;
+                g->rec_gen++;
                 pres_unmap(g, r);
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, rec_id(r), 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, rec_id(r), type);
@@ -8285,10 +8309,12 @@ static void conn_pass(pg_conn *c)
  * next wake-ups. */
 static void graph_pass(pg_graph *g)
 {
+    if (g->srt && L.now - g->srt_used >= SORTED_KEEP_MS) { pg_free(g->srt); g->srt = NULL; }
     if (g->exp_deadline <= L.now) graph_expire(g);
     graph_maintenance_timers(g);
     db_maintain(g);
     wake_at(g->exp_deadline);
+    if (g->srt) wake_at(g->srt_used + SORTED_KEEP_MS);
     if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
     if (g->meta_pending) wake_at(g->meta_pending_since + META_DELAY_MS);
 }

@@ -25,7 +25,9 @@
  * steps meanwhile.  SCALE_PERF_CTL=FIFO: "enable" / "disable" written to a
  * perf control fifo around each S8 join, so that
  * `perf record -D -1 --control fifo:FIFO -- ./build/bench_scale --s8`
- * samples the join waves only (SCALE_PERF_TRIAL=k: join k's only).
+ * samples the join waves only (SCALE_PERF_TRIAL=k: join k's only).  With
+ * SCALE_PERF_S6=50 (or 80) it samples that fast kill's repair instead
+ * (SCALE_PERF_TRIAL=-1 keeps the joins out).
  *
  * The host loop (the "driver" line of the output says which ran):
  *   --epoll (the default; Linux): an epoll set kept by the library's poll
@@ -835,6 +837,8 @@ static void print_mem(const mem_res *r)
            r->rec_complete ? "" : ", NOT COMPLETE");
 }
 
+static int g_perf_ctl = -1; /* SCALE_PERF_CTL: a perf --control fifo */
+
 /* ------------------------------------------------------------------------- */
 /* S6 debugging (SCALE_DEBUG=1)                                              */
 /* ------------------------------------------------------------------------- */
@@ -938,7 +942,12 @@ static void s6(scale_graph *g, int pct, scale_s6 *r)
     memcpy(g_s6_floods, SN.floods, sizeof g_s6_floods);
     c0 = cpu_s();
     t0 = now_ns();
+    /* SCALE_PERF_CTL with SCALE_PERF_S6=pct: perf records this kill's repair only */
+    if (g_perf_ctl >= 0 && getenv("SCALE_PERF_S6") && atoi(getenv("SCALE_PERF_S6")) == pct && write(g_perf_ctl, "enable\n", 7) < 0)
+        perror(BENCH_NAME ": SCALE_PERF_CTL");
     scale_s6_run(g, pct, (long long)O.cap_s * 1000, O.check_ms, REC_PAYLOAD, r);
+    if (g_perf_ctl >= 0 && getenv("SCALE_PERF_S6") && atoi(getenv("SCALE_PERF_S6")) == pct && write(g_perf_ctl, "disable\n", 8) < 0)
+        perror(BENCH_NAME ": SCALE_PERF_CTL");
     g_s6_wall_s = (double)(now_ns() - t0) / 1e9;
     g_s6_cpu_pct = 100.0 * (cpu_s() - c0) / g_s6_wall_s;
     g_s6_svc_pct = 100.0 * (double)RD.svc_ns / 1e9 / g_s6_wall_s;
@@ -1013,8 +1022,6 @@ static void kill_graph(scale_graph *g, const char *title, int net, PEER_MAINTENA
 /* ------------------------------------------------------------------------- */
 /* main                                                                      */
 /* ------------------------------------------------------------------------- */
-
-static int g_perf_ctl = -1;
 
 /* SCALE_DEBUG: a join whose last node took over 55 ms: the loop's steps
  * meanwhile (the gap is the time outside wait and Service: event drain, mesh

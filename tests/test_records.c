@@ -1427,6 +1427,84 @@ static void test_record_wire_form(void **st)
     fake_net_raw_close(s);
 }
 
+/* The raw neighbor s asks h (pumped) for a hash sync of one range that
+ * matches nothing; returns 1 if h's ADVERTISE lists record `id` (then it
+ * asks for none and reads the SYNC_END). */
+static int hash_ask(PEER_SOCKET s, rxbuf *r, msg *m, const GUID *id)
+{
+    unsigned long na, k, off;
+    int got = 0, i, listed = 0;
+    hdr(m, 0x08); /* SOLICIT_HASH */
+    p8(m, 0);
+    p8(m, 0);
+    p16(m, 20);
+    p32(m, 1);
+    p16(m, 20);
+    p16(m, 0);
+    for (i = 0; i < 40; i++) p8(m, 0);
+    fin(m);
+    send_msg(s, m);
+    tu_pump(1, 1);
+    while (recv_msg_all(s, r, m) > 0)
+        if (m->b[5] == 0x09) {
+            got++;
+            na = ((unsigned long)g16(m->b + 12) << 16) | g16(m->b + 14);
+            off = ((unsigned long)g16(m->b + 20) << 16) | g16(m->b + 22);
+            for (k = 0; k < na; k++) {
+                GUID g = x_guid(m->b + off + 20 * k);
+                listed |= !memcmp(&g, id, sizeof g);
+            }
+        }
+    assert_int_equal(got, 1);
+    hdr(m, 0x0A); /* REQUEST of nothing */
+    p32(m, 0);
+    p32(m, 16);
+    fin(m);
+    send_msg(s, m);
+    tu_pump(1, 1);
+    while (recv_msg_all(s, r, m) > 0) {}
+    return listed;
+}
+
+/* A node keeps its hash-sync order of records between syncs that come
+ * close together (rec_sorted), but never past a change: a record added, or
+ * one that expires (before the expiry pass purges it: "short" expires at
+ * 60 s, the pass after the one at 50 s comes at 65 s), between two
+ * SOLICIT_HASHes less than a second apart shows in the second ADVERTISE. */
+static void test_hash_order_kept_fresh(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la = tu_listen(h);
+    PEER_SOCKET s;
+    static rxbuf r;
+    static msg m;
+    PEER_RECORD rec;
+    GUID x, y, shortId;
+    int i;
+    (void)st;
+    for (i = 0; i < 5; i++) x = add(h, &T1, "x");
+    rec_init(&rec, h, &T1, "short", 60);
+    assert_int_equal(PeerGraphAddRecord(h, &rec, &shortId), S_OK);
+    rec_init(&rec, h, &T1, "shorter", 50); /* its purge at 50 s puts the next pass at 65 s */
+    assert_int_equal(PeerGraphAddRecord(h, &rec, &y), S_OK);
+    s = raw_neighbor(&la, "hostile");
+    memset(&r, 0, sizeof r);
+    while (recv_msg_all(s, &r, &m) > 0) {}
+    assert_true(hash_ask(s, &r, &m, &x));
+    assert_true(hash_ask(s, &r, &m, &shortId)); /* the same order again */
+    y = add(h, &T1, "y");
+    tu_pump(1, 1);
+    assert_true(hash_ask(s, &r, &m, &y)); /* added since */
+    for (i = 0; i < 59; i++) tu_pump(1, 1000);
+    tu_pump(1, 690); /* 59.7 s after "short" was added */
+    assert_true(hash_ask(s, &r, &m, &shortId));
+    tu_pump(1, 400); /* "short" has expired, not yet purged */
+    assert_false(hash_ask(s, &r, &m, &shortId));
+    assert_true(hash_ask(s, &r, &m, &y));
+    fake_net_raw_close(s);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+
 /* 1 if the file holds the bytes b[0..n). */
 static int file_holds(const char *path, const unsigned char *b, size_t n)
 {
@@ -1622,6 +1700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
