@@ -723,7 +723,6 @@ struct pg_graph {
     struct sort_key *srt;  /* the hash-sync order (rec_sorted), valid for srt_gen until peer time srt_until */
     size_t srt_n;
     uint64_t srt_gen, srt_until;
-    ULONGLONG srt_used;    /* when last asked for: dropped after SORTED_KEEP_MS unused */
     ULONGLONG exp_deadline;/* next expiration / autorefresh pass */
     ULONG rejected_records;/* FLOODed records that failed validation */
     /* database file */
@@ -3587,6 +3586,7 @@ static void presence_maintain(pg_graph *g, int timer);
 static void signature_changed(pg_graph *g);
 static void departed_replay(pg_conn *c);
 static void graph_poke_contacts(pg_graph *g);
+static void srt_release(pg_graph *g, const pg_conn *gone);
 
 /* Tells the application how a connection of its graph ended, once. */
 static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
@@ -3612,6 +3612,7 @@ static void conn_report_close(pg_conn *c, HRESULT hr, ULONGLONG next)
     else if (c->state != CS_CONNECTED && c->cand_node && g->profile == PEER_MAINTENANCE_FAST &&
              hr == PEER_E_TCP_CONNECTION_REFUSED)
         graph_node_departed(g, c->cand_node, DEPARTED_ANY, c); /* nothing listens where its presence says */
+    srt_release(g, c);
     conn_set_graph(c, NULL); /* no further events about it */
     graph_update_status(g);
 }
@@ -6282,16 +6283,14 @@ static void sort_keys(sort_key *v, sort_key *tmp, size_t n)
  * enters or leaves the table (the caller must not store records while it
  * uses it; it does not free it).  The order is kept while the records stay
  * the same and none of them expires: a node that gains many links at once
- * (a join, a repair) runs a hash sync on each, three sorts apiece.  An order
- * unused for SORTED_KEEP_MS is dropped (graph_pass): it is 24 bytes per
- * record, working memory for a burst of new links, not kept at rest. */
-#define SORTED_KEEP_MS 1000
+ * (a join, a repair) runs a hash sync on each, three sorts apiece.  It is
+ * 24 bytes per record, working memory while hash syncs run on the graph's
+ * links: the last one to end drops it (srt_release). */
 static const sort_key *rec_sorted(pg_graph *g, size_t *pn)
 {
     size_t cnt = g->rec_count ? g->rec_count : 1, i, n = 0;
     sort_key *k;
     uint64_t now = peer_time(g), until = UINT64_MAX;
-    g->srt_used = L.now;
     if (g->srt && g->srt_gen == g->rec_gen && now < g->srt_until) {
         *pn = g->srt_n;
         return g->srt;
@@ -6318,6 +6317,18 @@ static const sort_key *rec_sorted(pg_graph *g, size_t *pn)
     g->srt_until = until;
     *pn = n;
     return g->srt;
+}
+
+/* A hash sync ended (or a link closed, `gone`): the order is dropped when no
+ * other link of g is in one. */
+static void srt_release(pg_graph *g, const pg_conn *gone)
+{
+    const pg_conn *o;
+    if (!g || !g->srt) return;
+    for (o = g->conns; o; o = o->gnext)
+        if (o != gone && !o->dead && (o->sync == SYNC_HASH || o->hash_resp)) return;
+    pg_free(g->srt);
+    g->srt = NULL;
 }
 
 /* MD5 of the RECORD_ABSTRACTs (ID, version) of v[0..n). */
@@ -6525,6 +6536,7 @@ static void on_request(pg_conn *c, const uint8_t *m, size_t size)
     c->out_i = 0;
     c->out_end = 1;
     c->hash_resp = 0;
+    srt_release(c->graph, NULL);
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
@@ -6542,6 +6554,7 @@ static void sync_hash_finish(pg_conn *c)
     c->hash_send_n = 0;
     c->sync = SYNC_NONE;
     c->hash_phase = 0;
+    srt_release(c->graph, NULL);
 }
 
 /* --- expiration and autorefresh timers (3.1.6.7, 3.1.7.22) --- */
@@ -8309,12 +8322,10 @@ static void conn_pass(pg_conn *c)
  * next wake-ups. */
 static void graph_pass(pg_graph *g)
 {
-    if (g->srt && L.now - g->srt_used >= SORTED_KEEP_MS) { pg_free(g->srt); g->srt = NULL; }
     if (g->exp_deadline <= L.now) graph_expire(g);
     graph_maintenance_timers(g);
     db_maintain(g);
     wake_at(g->exp_deadline);
-    if (g->srt) wake_at(g->srt_used + SORTED_KEEP_MS);
     if (g->log_dirty) wake_at(g->log_dirty_since + PEER_DB_SYNC_MS);
     if (g->meta_pending) wake_at(g->meta_pending_since + META_DELAY_MS);
 }

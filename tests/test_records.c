@@ -1428,9 +1428,10 @@ static void test_record_wire_form(void **st)
 }
 
 /* The raw neighbor s asks h (pumped) for a hash sync of one range that
- * matches nothing; returns 1 if h's ADVERTISE lists record `id` (then it
- * asks for none and reads the SYNC_END). */
-static int hash_ask(PEER_SOCKET s, rxbuf *r, msg *m, const GUID *id)
+ * matches nothing; returns 1 if h's ADVERTISE lists record `id`.  Then,
+ * if `finish`, it asks for none and reads the SYNC_END; if not, the sync
+ * stays open. */
+static int hash_ask(PEER_SOCKET s, rxbuf *r, msg *m, const GUID *id, int finish)
 {
     unsigned long na, k, off;
     int got = 0, i, listed = 0;
@@ -1456,6 +1457,7 @@ static int hash_ask(PEER_SOCKET s, rxbuf *r, msg *m, const GUID *id)
             }
         }
     assert_int_equal(got, 1);
+    if (!finish) return listed;
     hdr(m, 0x0A); /* REQUEST of nothing */
     p32(m, 0);
     p32(m, 16);
@@ -1466,17 +1468,17 @@ static int hash_ask(PEER_SOCKET s, rxbuf *r, msg *m, const GUID *id)
     return listed;
 }
 
-/* A node keeps its hash-sync order of records between syncs that come
- * close together (rec_sorted), but never past a change: a record added, or
- * one that expires (before the expiry pass purges it: "short" expires at
- * 60 s, the pass after the one at 50 s comes at 65 s), between two
- * SOLICIT_HASHes less than a second apart shows in the second ADVERTISE. */
+/* A node keeps its hash-sync order of records while hash syncs run on its
+ * links (rec_sorted), but never past a change: a record added, or one that
+ * expires (before the expiry pass purges it: "short" expires at 60 s, the
+ * pass after the one at 50 s comes at 65 s), while a sync stays open on
+ * another link shows in the next ADVERTISE. */
 static void test_hash_order_kept_fresh(void **st)
 {
     HGRAPH h = tu_create(L"hostile", L"alice");
     PEER_ADDRESS la = tu_listen(h);
-    PEER_SOCKET s;
-    static rxbuf r;
+    PEER_SOCKET s, open1;
+    static rxbuf r, r1;
     static msg m;
     PEER_RECORD rec;
     GUID x, y, shortId;
@@ -1487,21 +1489,25 @@ static void test_hash_order_kept_fresh(void **st)
     assert_int_equal(PeerGraphAddRecord(h, &rec, &shortId), S_OK);
     rec_init(&rec, h, &T1, "shorter", 50); /* its purge at 50 s puts the next pass at 65 s */
     assert_int_equal(PeerGraphAddRecord(h, &rec, &y), S_OK);
-    s = raw_neighbor(&la, "hostile");
+    open1 = raw_neighbor_node(&la, "hostile", 0x41);
+    s = raw_neighbor_node(&la, "hostile", 0x42);
     memset(&r, 0, sizeof r);
+    memset(&r1, 0, sizeof r1);
     while (recv_msg_all(s, &r, &m) > 0) {}
-    assert_true(hash_ask(s, &r, &m, &x));
-    assert_true(hash_ask(s, &r, &m, &shortId)); /* the same order again */
+    while (recv_msg_all(open1, &r1, &m) > 0) {}
+    assert_true(hash_ask(open1, &r1, &m, &x, 0)); /* held open: the order is kept */
+    assert_true(hash_ask(s, &r, &m, &shortId, 1)); /* the same order again */
     y = add(h, &T1, "y");
     tu_pump(1, 1);
-    assert_true(hash_ask(s, &r, &m, &y)); /* added since */
+    assert_true(hash_ask(s, &r, &m, &y, 1)); /* added since */
     for (i = 0; i < 59; i++) tu_pump(1, 1000);
     tu_pump(1, 690); /* 59.7 s after "short" was added */
-    assert_true(hash_ask(s, &r, &m, &shortId));
+    assert_true(hash_ask(s, &r, &m, &shortId, 1));
     tu_pump(1, 400); /* "short" has expired, not yet purged */
-    assert_false(hash_ask(s, &r, &m, &shortId));
-    assert_true(hash_ask(s, &r, &m, &y));
+    assert_false(hash_ask(s, &r, &m, &shortId, 1));
+    assert_true(hash_ask(s, &r, &m, &y, 1));
     fake_net_raw_close(s);
+    fake_net_raw_close(open1);
     assert_int_equal(PeerGraphClose(h), S_OK);
 }
 
