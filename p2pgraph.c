@@ -1185,7 +1185,7 @@ static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x4
  * the creation time; the payload and the attributes, each counted like the
  * strings.  What every record of the graph shares is left out: the graph
  * ID (it must equal the graph's, 3.1.7.27), the protocol version (0x0100)
- * and the reserved bytes (0).  For a 256-byte record this is about 90 bytes
+ * and the reserved bytes (0).  For a 256-byte record this is about 100 bytes
  * less than the wire form plus a copy of its keys. */
 struct pg_rec {
     pg_rec *hnext;
