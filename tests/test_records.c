@@ -1427,6 +1427,77 @@ static void test_record_wire_form(void **st)
     fake_net_raw_close(s);
 }
 
+/* One database log entry (length, kind, body, MD5 of kind and body) appended to f. */
+static void log_entry(FILE *f, unsigned kind, const unsigned char *body, size_t n)
+{
+    static unsigned char e[4096 + 21];
+    e[0] = (unsigned char)((n + 1) >> 24); e[1] = (unsigned char)((n + 1) >> 16);
+    e[2] = (unsigned char)((n + 1) >> 8); e[3] = (unsigned char)(n + 1);
+    e[4] = (unsigned char)kind;
+    memcpy(e + 5, body, n);
+    assert_int_equal(mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), e + 4, n + 1, e + 5 + n), 0);
+    assert_int_equal(fwrite(e, 1, n + 21, f), n + 21);
+}
+static void guid_wire(const GUID *g, unsigned char *b)
+{
+    b[0] = (unsigned char)(g->Data1 >> 24); b[1] = (unsigned char)(g->Data1 >> 16);
+    b[2] = (unsigned char)(g->Data1 >> 8); b[3] = (unsigned char)g->Data1;
+    b[4] = (unsigned char)(g->Data2 >> 8); b[5] = (unsigned char)g->Data2;
+    b[6] = (unsigned char)(g->Data3 >> 8); b[7] = (unsigned char)g->Data3;
+    memcpy(b + 8, g->Data4, 8);
+}
+
+/* Records are held without their graph ID (it must be the graph's), so a
+ * database file entry naming another graph, or another protocol version,
+ * is dropped when the file is read, as the checks after loading dropped it
+ * before: together with any older version of its ID that the file held.
+ * Such entries are not counted as corrupt (their checksums are right), and
+ * the rest of the file loads. */
+static void test_file_foreign_records(void **st)
+{
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"foreign", 0);
+    GUID keep = add(h, &T1, "keep"), gone = add(h, &T1, "gone"), gx;
+    xrec x[3];
+    wbuf w;
+    char path[512], buf[16];
+    PEER_DATABASE_INFO di;
+    PPEER_RECORD r;
+    FILE *f;
+    int k;
+    (void)st;
+    x_default(&x[0], h, 1);
+    x[0].graph = "other";           /* another graph */
+    x_default(&x[1], h, 2);
+    x[1].graph = "hostile";
+    x[1].proto = 0x0200;            /* another protocol version */
+    x_default(&x[2], h, 3);
+    guid_wire(&gone, x[2].id);      /* "gone", version 2, of another graph */
+    x[2].creator = "alice";
+    x[2].version = 2;
+    x[2].graph = "other";
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_db_file_path("hostile", "alice", "foreign", path, sizeof path);
+    f = fopen(path, "ab");
+    assert_non_null(f);
+    for (k = 0; k < 3; k++) {
+        x_encode(&x[k], &w);
+        log_entry(f, 2, w.b, w.n);
+    }
+    fclose(f);
+    assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"foreign", NULL, 0, NULL, &h), S_OK);
+    di.dwSize = sizeof di;
+    assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+    assert_int_equal(di.cCorruptEntriesDropped, 0);
+    assert_int_equal(di.cRecords, 2); /* "keep" + Graph Info */
+    assert_string_equal(data_of(h, &keep, buf, sizeof buf), "keep");
+    assert_string_equal(data_of(h, &gone, buf, sizeof buf), "");
+    for (k = 0; k < 2; k++) {
+        gx = x_guid(x[k].id);
+        assert_int_equal(PeerGraphGetRecord(h, &gx, &r), PEER_E_RECORD_NOT_FOUND);
+    }
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+
 /* The raw neighbor s asks h (pumped) for a hash sync of one range that
  * matches nothing; returns 1 if h's ADVERTISE lists record `id`.  Then,
  * if `finish`, it asks for none and reads the SYNC_END; if not, the sync
@@ -1696,6 +1767,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_resync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence_and_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_foreign_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_sync_only_differences, setup, teardown),
