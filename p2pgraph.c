@@ -1734,6 +1734,17 @@ static void rec_wire_copy(const pg_graph *g, const pg_rec *r, uint8_t *p)
     rec_wire_write(&v, p);
 }
 
+/* The MS-PPGRH bytes of a view (the inverse of rec_parse), into out. */
+static int rec_wire_of(const rec_view *v, pg_buf *out)
+{
+    size_t n = rec_wire_size(v);
+    out->off = out->len = 0;
+    if (!buf_reserve(out, n)) return 0;
+    rec_wire_write(v, out->p);
+    out->len = n;
+    return 1;
+}
+
 /* Puts r in the table, replacing (and freeing) any record with its ID. */
 static int rec_insert(pg_graph *g, pg_rec *r)
 {
@@ -3111,10 +3122,9 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
     for (i = 0; ok && i < rec_span(g); i++) {
         const pg_rec *r;
         for (r = *rec_chain(g, i); ok && r; r = r->hnext) {
+            rec_view v;
             if (rec_is_volatile(rec_type(r))) continue;
-            ok = buf_reserve(&w, r->len);
-            if (ok) rec_wire_copy(g, r, w.p);
-            ok = ok && log_write(f, LE_REC, w.p, r->len, bytes);
+            ok = rec_view_of(g, r, &v) && rec_wire_of(&v, &w) && log_write(f, LE_REC, w.p, w.len, bytes);
         }
     }
     buf_free(&w);
@@ -5842,6 +5852,21 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
     L.ackq_tail = c;
 }
 
+/* One record to one neighbor, as a FLOOD message of its own; 0 if out of
+ * memory (nothing sent). */
+static int conn_flood_record(pg_conn *c, const pg_rec *r)
+{
+    uint8_t *m = (uint8_t *)pg_alloc(12 + r->len);
+    if (!m) return 0;
+    msg_header(m, 12 + r->len, MT_FLOOD);
+    put16(m + 8, 12);
+    put16(m + 10, 0);
+    rec_wire_copy(c->graph, r, m + 12);
+    conn_send(c, m, 12 + r->len);
+    pg_free(m);
+    return 1;
+}
+
 /* A structurally valid record from the network (c: the link it came on; NULL
  * when a deferred record is validated again): keep the newer version (once
  * the application's validator accepts it) and pass it on, or send ours back
@@ -5871,17 +5896,7 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
     } else if (c && g->fwd_n) {
         fwd_note(g, v->id, c); /* it has this version, or gets it back just below */
     }
-    if (cmp < 0 && c) {
-        uint8_t *back = (uint8_t *)pg_alloc(12 + local->len);
-        if (back) {
-            msg_header(back, 12 + local->len, MT_FLOOD);
-            put16(back + 8, 12);
-            put16(back + 10, 0);
-            rec_wire_copy(g, local, back + 12);
-            conn_send(c, back, 12 + local->len);
-            pg_free(back);
-        }
-    }
+    if (cmp < 0 && c) conn_flood_record(c, local); /* ours is newer: back it goes (no memory: a later sync) */
     return cmp;
 }
 
@@ -6042,17 +6057,6 @@ static int crec_get(const uint8_t *p, size_t n, size_t *i, rec_view *v, const re
     return 1;
 }
 
-/* The MS-PPGRH bytes of a view (the inverse of rec_parse), into out. */
-static int rec_wire_of(const rec_view *v, pg_buf *out)
-{
-    size_t n = rec_wire_size(v);
-    out->off = out->len = 0;
-    if (!buf_reserve(out, n)) return 0;
-    rec_wire_write(v, out->p);
-    out->len = n;
-    return 1;
-}
-
 static void on_batch(pg_conn *c, const uint8_t *m, size_t size)
 {
     rec_view v, prev;
@@ -6192,15 +6196,9 @@ static void conn_pump_out(pg_conn *c)
             }
             rec_wire_copy(g, r, c->tx.p + c->tx.len);
             c->tx.len += r->len;
-        } else {
-            uint8_t *mm = (uint8_t *)pg_alloc(size);
-            if (!mm) { conn_abort(c, E_OUTOFMEMORY); return; }
-            msg_header(mm, size, MT_FLOOD);
-            put16(mm + 8, 12);
-            put16(mm + 10, 0);
-            rec_wire_copy(g, r, mm + 12);
-            conn_send(c, mm, size);
-            pg_free(mm);
+        } else if (!conn_flood_record(c, r)) {
+            conn_abort(c, E_OUTOFMEMORY);
+            return;
         }
     }
     batch_flush(c, &batch, &nb);
