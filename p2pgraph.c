@@ -545,6 +545,8 @@ enum { DISC_LEAVING = 1, DISC_LEAST_USEFUL, DISC_APP };
 typedef struct pg_graph pg_graph;
 typedef struct pg_listener pg_listener;
 typedef struct pg_rec pg_rec;
+#define TYPE_CHUNK 16 /* the record type table (section 5) grows by chunks that never move: views point into it */
+#define TYPE_MAX 255
 typedef struct pg_query pg_query;
 typedef struct pg_reg pg_reg;
 struct pg_conn;
@@ -719,6 +721,8 @@ struct pg_graph {
     pg_rec **rec_old;      /* while growing: the old buckets, [0, rec_mig) moved (see rec_insert) */
     size_t rec_oldcap, rec_mig;
     ULONGLONG rec_bytes;   /* wire bytes of the records held */
+    uint8_t (*types[(TYPE_MAX + TYPE_CHUNK - 1) / TYPE_CHUNK])[16]; /* the type table (struct pg_rec): chunks */
+    unsigned n_types, type_last; /* types in it; the last one found (rec_new) */
     uint64_t rec_gen;      /* +1 whenever a record enters or leaves the table */
     struct sort_key *srt;  /* the hash-sync order (rec_sorted), valid for srt_gen until peer time srt_until */
     size_t srt_n;
@@ -1163,7 +1167,9 @@ static void enum_free(pg_enum *e)
 #define REC_FIXED 90
 #define RF_AUTOREFRESH 0x01
 #define RF_DELETED 0x02
-#define DEP_INDEXED 0x02 /* pg_rec.departed */
+#define RF_WIRE 0x03       /* the flags a record carries on the wire (3.1.7.27 allows no others) */
+#define RF_DEPARTED 0x40   /* pg_rec.flags, local only: a presence whose node was announced dead (fast profile) */
+#define RF_DEP_INDEXED 0x80 /* ... and it is in g->departed and g->dep_addrs */
 #define FT_SECOND 10000000ULL
 #define ACK_BATCH 64
 #define FAST_PARALLEL 4 /* fast profile: neighbor attempts at once below the minimum */
@@ -1178,27 +1184,28 @@ static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x
 static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
                                          0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
 
-/* A stored record.  s[] holds, in order: the record ID (16 bytes) and type
- * (16), both as on the wire; the creator, last-modified-by and security
- * data, each as a varint count (UTF-16 units or bytes) then the bytes; the
- * creation time (8 bytes); the modification time as a zigzag varint from
- * the creation time; the payload and the attributes, each counted like the
- * strings.  What every record of the graph shares is left out: the graph
- * ID (it must equal the graph's, 3.1.7.27), the protocol version (0x0100)
- * and the reserved bytes (0).  For a 256-byte record this is about 100 bytes
- * less than the wire form plus a copy of its keys. */
+/* A stored record.  s[] holds, in order: the record ID (16 bytes, as on
+ * the wire); the type, as one byte k: 1..255 = the graph's k-th type in
+ * its type table (g->types: a record type is shared by many records), 0 =
+ * the 16 bytes follow (the table is full); the creator, last-modified-by
+ * and security data, each as a varint count (UTF-16 units or bytes) then
+ * the bytes; the creation time as a zigzag varint from the expiry (in the
+ * header), the modification time as one from the creation time; the
+ * payload and the attributes,
+ * each counted like the strings.  What every record of the graph shares is
+ * left out: the graph ID (it must equal the graph's, 3.1.7.27), the
+ * protocol version (0x0100) and the reserved bytes (0); the wire length is
+ * computed (rec_len).  For a 256-byte record this is about 120 bytes less
+ * than the wire form plus a copy of its keys. */
 struct pg_rec {
     pg_rec *hnext;
     uint64_t expires;
     uint32_t version;
-    uint32_t len;      /* bytes of the wire form (what a FLOOD carries) */
-    uint8_t flags;
-    uint8_t departed;  /* a presence whose node was announced dead (fast profile; local only):
-                          1, | DEP_INDEXED once in g->departed and g->dep_addrs */
+    uint8_t flags;     /* RF_WIRE bits as on the wire, plus the local RF_DEPARTED, RF_DEP_INDEXED */
     uint8_t s[];       /* the stored form (above) */
 };
 #define rec_id(r) ((const uint8_t *)(r)->s)
-#define rec_type(r) ((const uint8_t *)(r)->s + 16)
+#define rec_departed(r) ((r)->flags & RF_DEPARTED)
 
 typedef struct rec_view {
     const uint8_t *type, *id;
@@ -1420,7 +1427,7 @@ static int rec_validate_ex(const pg_graph *g, const rec_view *v, uint64_t peerNo
     }
     if (v->expires <= v->modified || v->modified < v->created) return 0;
     if (v->expires <= peerNow) return 0; /* already expired: nothing to keep */
-    if (!u16_eq(v->gid, v->n_gid, g->graph_id)) return 0;
+    if (v->n_gid != g->n_gid_u || memcmp(v->gid, g->gid_u, 2 * (size_t)v->n_gid)) return 0; /* (cached at graph_alloc) */
     if (v->proto != 0x0100) return 0;
     if ((v->flags & RF_DELETED) && (v->n_data || v->n_attr)) return 0;
     if (v->flags & ~(RF_DELETED | RF_AUTOREFRESH)) return 0;
@@ -1497,10 +1504,12 @@ static pg_rec **rec_chain(const pg_graph *g, size_t i) { return i < g->rec_cap ?
  * records holding a payload are indexed; a record leaving the table leaves
  * the index. */
 static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v);
+static const uint8_t *rec_type(const pg_graph *g, const pg_rec *r);
+static uint32_t rec_len(const pg_graph *g, const pg_rec *r);
 static ULONGLONG rec_presence_node(const pg_graph *g, const pg_rec *r)
 {
     rec_view v;
-    if (!rec_is_presence(rec_type(r)) || (r->flags & RF_DELETED) || !rec_view_of(g, r, &v) || v.n_data < 8) return 0;
+    if (!rec_is_presence(rec_type(g, r)) || (r->flags & RF_DELETED) || !rec_view_of(g, r, &v) || v.n_data < 8) return 0;
     return get64(v.data);
 }
 /* ... and the contact set (g->contacts), so contact maintenance visits the
@@ -1528,21 +1537,21 @@ static void pres_unmap(pg_graph *g, const pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(g, r);
     if (node && map_get(&g->pres, node) == r) map_del(&g->pres, node);
-    if (rec_is_contact(rec_type(r))) set_del(&g->contacts, r);
-    if (r->departed & DEP_INDEXED) departed_unindex(g, r);
+    if (rec_is_contact(rec_type(g, r))) set_del(&g->contacts, r);
+    if (r->flags & RF_DEP_INDEXED) departed_unindex(g, r);
 }
 static void pres_map(pg_graph *g, pg_rec *r)
 {
     ULONGLONG node = rec_presence_node(g, r);
     if (node) map_put(&g->pres, node, r); /* out of memory: the node is simply not found */
-    if (rec_is_contact(rec_type(r))) set_add(&g->contacts, r); /* ... the contact is not counted */
+    if (rec_is_contact(rec_type(g, r))) set_add(&g->contacts, r); /* ... the contact is not counted */
 }
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
     pg_rec **pp = rec_home(g, rec_id(r));
     while (*pp && *pp != r) pp = &(*pp)->hnext;
-    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= r->len; g->rec_gen++; }
+    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= rec_len(g, r); g->rec_gen++; }
     pres_unmap(g, r);
 }
 
@@ -1637,52 +1646,78 @@ static size_t rec_wire_size(const rec_view *v)
     return REC_FIXED + 2 * ((size_t)v->n_creator + v->n_modby + v->n_gid + v->n_attr) + v->n_sec + v->n_data;
 }
 
-/* A new stored record from a parsed one (validated, or read back from our
- * own file) whose graph ID is its graph's and protocol version 0x0100. */
-static pg_rec *rec_new(const rec_view *v)
+/* The type table: k (1..TYPE_MAX) for the type, entered if new; 0 when
+ * the table is full or out of memory (the record then holds the type). */
+static unsigned type_code(pg_graph *g, const uint8_t *type)
 {
-    uint64_t dm = zz(v->modified, v->created);
-    size_t n = 32 + sv_len(v->n_creator) + 2 * (size_t)v->n_creator + sv_len(v->n_modby) + 2 * (size_t)v->n_modby +
-               sv_len(v->n_sec) + v->n_sec + 8 + sv_len(dm) + sv_len(v->n_data) + v->n_data + sv_len(v->n_attr) +
-               2 * (size_t)v->n_attr;
+    unsigned i, n = g->n_types;
+    if (g->type_last && !memcmp(g->types[(g->type_last - 1) / TYPE_CHUNK][(g->type_last - 1) % TYPE_CHUNK], type, 16))
+        return g->type_last;
+    for (i = 0; i < n; i++)
+        if (!memcmp(g->types[i / TYPE_CHUNK][i % TYPE_CHUNK], type, 16)) return g->type_last = i + 1;
+    if (n == TYPE_MAX) return 0;
+    if (!(n % TYPE_CHUNK) && !(g->types[n / TYPE_CHUNK] = (uint8_t(*)[16])pg_alloc(TYPE_CHUNK * 16))) return 0;
+    memcpy(g->types[n / TYPE_CHUNK][n % TYPE_CHUNK], type, 16);
+    return g->type_last = ++g->n_types;
+}
+
+static const uint8_t *rec_type(const pg_graph *g, const pg_rec *r)
+{
+    unsigned k = r->s[16];
+    return k ? g->types[(k - 1) / TYPE_CHUNK][(k - 1) % TYPE_CHUNK] : r->s + 17;
+}
+
+/* The fields after the ID and type. */
+static const uint8_t *rec_body(const pg_rec *r) { return r->s + (r->s[16] ? 17 : 33); }
+
+/* A new stored record of g from a parsed one (validated, or read back from
+ * our own file) whose graph ID is g's and protocol version 0x0100. */
+static pg_rec *rec_new(pg_graph *g, const rec_view *v)
+{
+    uint64_t dc = zz(v->created, v->expires), dm = zz(v->modified, v->created);
+    unsigned k = type_code(g, v->type);
+    size_t n = 17 + (k ? 0 : 16) + sv_len(v->n_creator) + 2 * (size_t)v->n_creator + sv_len(v->n_modby) +
+               2 * (size_t)v->n_modby + sv_len(v->n_sec) + v->n_sec + sv_len(dc) + sv_len(dm) + sv_len(v->n_data) +
+               v->n_data + sv_len(v->n_attr) + 2 * (size_t)v->n_attr;
     pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n);
     uint8_t *p;
     if (!r) return NULL;
     r->hnext = NULL;
     r->expires = v->expires;
     r->version = v->version;
-    r->len = (uint32_t)rec_wire_size(v);
-    r->flags = v->flags;
-    r->departed = 0;
+    r->flags = v->flags & RF_WIRE;
     memcpy(r->s, v->id, 16);
-    memcpy(r->s + 16, v->type, 16);
-    p = sv_field(r->s + 32, v->creator, v->n_creator, 2 * (size_t)v->n_creator);
+    r->s[16] = (uint8_t)k;
+    if (!k) memcpy(r->s + 17, v->type, 16);
+    p = sv_field(r->s + (k ? 17 : 33), v->creator, v->n_creator, 2 * (size_t)v->n_creator);
     p = sv_field(p, v->modby, v->n_modby, 2 * (size_t)v->n_modby);
     p = sv_field(p, v->sec, v->n_sec, v->n_sec);
-    put64(p, v->created);
-    p = sv_put(p + 8, dm);
+    p = sv_put(p, dc);
+    p = sv_put(p, dm);
     p = sv_field(p, v->data, v->n_data, v->n_data);
     sv_field(p, v->attr, v->n_attr, 2 * (size_t)v->n_attr);
     return r;
 }
 
-/* The view of a stored record (fields point into r and into g's graph ID);
- * always 1, so that it reads like rec_parse() in conditions. */
+/* The view of a stored record (fields point into r and into g's graph ID
+ * and type table); always 1, so that it reads like rec_parse() in
+ * conditions. */
 static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v)
 {
-    const uint8_t *p = r->s + 32;
-    uint64_t dm;
+    const uint8_t *p = rec_body(r);
+    uint64_t dc, dm;
     v->id = r->s;
-    v->type = r->s + 16;
+    v->type = rec_type(g, r);
     v->version = r->version;
-    v->flags = r->flags;
+    v->flags = r->flags & RF_WIRE;
     p = sv_field_get(p, &v->creator, &v->n_creator, 2);
     p = sv_field_get(p, &v->modby, &v->n_modby, 2);
     p = sv_field_get(p, &v->sec, &v->n_sec, 1);
-    v->created = get64(p);
-    p = sv_get(p + 8, &dm);
-    v->modified = unzz(v->created, dm);
+    p = sv_get(p, &dc);
     v->expires = r->expires;
+    v->created = unzz(r->expires, dc);
+    p = sv_get(p, &dm);
+    v->modified = unzz(v->created, dm);
     v->gid = g->gid_u;
     v->n_gid = g->n_gid_u;
     v->proto = 0x0100;
@@ -1694,14 +1729,15 @@ static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v)
 /* The last modification time of r, without the rest of the view. */
 static uint64_t rec_modified(const pg_rec *r)
 {
-    const uint8_t *p = r->s + 32, *b;
+    const uint8_t *p = rec_body(r), *b;
     uint32_t k;
-    uint64_t dm;
+    uint64_t dc, dm;
     p = sv_field_get(p, &b, &k, 2);
     p = sv_field_get(p, &b, &k, 2);
     p = sv_field_get(p, &b, &k, 1);
-    sv_get(p + 8, &dm);
-    return unzz(get64(p), dm);
+    p = sv_get(p, &dc);
+    sv_get(p, &dm);
+    return unzz(unzz(r->expires, dc), dm);
 }
 
 /* Writes the MS-PPGRH bytes of v (rec_wire_size(v) of them) to p. */
@@ -1726,7 +1762,15 @@ static void rec_wire_write(const rec_view *v, uint8_t *p)
     if (v->n_attr) memcpy(p + i, v->attr, 2 * (size_t)v->n_attr);
 }
 
-/* ... of a stored record: r->len bytes. */
+/* Bytes of the MS-PPGRH form of a stored record. */
+static uint32_t rec_len(const pg_graph *g, const pg_rec *r)
+{
+    rec_view v;
+    rec_view_of(g, r, &v);
+    return (uint32_t)rec_wire_size(&v);
+}
+
+/* ... of a stored record: rec_len(g, r) bytes. */
 static void rec_wire_copy(const pg_graph *g, const pg_rec *r, uint8_t *p)
 {
     rec_view v;
@@ -1757,7 +1801,7 @@ static int rec_insert(pg_graph *g, pg_rec *r)
     r->hnext = *home;
     *home = r;
     g->rec_count++;
-    g->rec_bytes += r->len;
+    g->rec_bytes += rec_len(g, r);
     g->rec_gen++;
     pres_map(g, r);
     return 1;
@@ -3123,7 +3167,7 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
         const pg_rec *r;
         for (r = *rec_chain(g, i); ok && r; r = r->hnext) {
             rec_view v;
-            if (rec_is_volatile(rec_type(r))) continue;
+            if (rec_is_volatile(rec_type(g, r))) continue;
             ok = rec_view_of(g, r, &v) && rec_wire_of(&v, &w) && log_write(f, LE_REC, w.p, w.len, bytes);
         }
     }
@@ -3302,10 +3346,10 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
         rec_view v;
         pg_rec *r;
         if (!rec_parse(body, n, &v)) g->db_bad_entries++;
-        else if (!u16_eq(v.gid, v.n_gid, g->graph_id) || v.proto != 0x0100) {
+        else if (v.n_gid != g->n_gid_u || memcmp(v.gid, g->gid_u, 2 * (size_t)v.n_gid) || v.proto != 0x0100) {
             /* never valid here (3.1.7.27): dropped as the prune would, with any older version */
             if ((r = rec_find(g, v.id)) != NULL) { rec_unlink(g, r); pg_free(r); }
-        } else if ((r = rec_new(&v)) == NULL || !rec_insert(g, r)) {
+        } else if ((r = rec_new(g, &v)) == NULL || !rec_insert(g, r)) {
             pg_free(r);
             lc->oom = 1;
         }
@@ -3341,7 +3385,7 @@ static void rec_prune(pg_graph *g)
             }
             *pp = r->hnext;
             g->rec_count--;
-            g->rec_bytes -= r->len;
+            g->rec_bytes -= rec_len(g, r);
             g->rec_gen++;
             pres_unmap(g, r);
             pg_free(r);
@@ -5515,7 +5559,7 @@ static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f)
 {
     pg_conn *c;
     uint8_t *m = NULL;
-    size_t size = 12 + r->len;
+    size_t size = 12 + rec_len(g, r);
     for (c = g->conns; c; c = c->gnext) {
         if (c->dead || c->state != CS_CONNECTED || c->direct || fwd_has(f, c)) continue;
         if (!m) {
@@ -5645,9 +5689,9 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     old = rec_find(g, v.id);
     if (old) {
         rec_view_of(g, old, &ov);
-        hadLive = !(ov.flags & RF_DELETED) && !old->departed && ov.expires > peer_time(g);
+        hadLive = !(ov.flags & RF_DELETED) && !rec_departed(old) && ov.expires > peer_time(g);
     }
-    if ((!old && g->rec_count >= g->max_records) || g->rec_bytes - (old ? old->len : 0) + len > g->max_rec_bytes) {
+    if ((!old && g->rec_count >= g->max_records) || g->rec_bytes - (old ? rec_len(g, old) : 0) + len > g->max_rec_bytes) {
         *phr = PEER_E_DISK_FULL; /* the graph's record limits */
         return NULL;
     }
@@ -5656,7 +5700,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     if (FAILED(hr)) { *phr = hr; return NULL; }
     /* a deleted presence carries no payload: the node it names is in the old one */
     if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, &ov);
-    r = rec_new(&v);
+    r = rec_new(g, &v);
     if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
     rec_view_of(g, r, &v);
     /* our own autorefreshed records are renewed 20 s before they expire
@@ -5669,11 +5713,11 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
     else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
     if (!(r->flags & RF_DELETED) || hadLive) {
-        emit_record(g, ct, rec_id(r), rec_type(r));
-        if (rec_is_presence(rec_type(r)) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, &v);
+        emit_record(g, ct, rec_id(r), rec_type(g, r));
+        if (rec_is_presence(rec_type(g, r)) && ct != PEER_RECORD_DELETED) presence_record_changed(g, ct, &v);
     }
     if (!memcmp(rec_id(r), SIGNATURE_ID, 16)) signature_changed(g); /* received, replaced or deleted */
-    else if (rec_is_contact(rec_type(r))) graph_poke_contacts(g);
+    else if (rec_is_contact(rec_type(g, r))) graph_poke_contacts(g);
 
     if (!memcmp(rec_id(r), GRAPH_INFO_ID, 16) && !(r->flags & RF_DELETED)) graph_info_received(g, &v);
     *phr = S_OK;
@@ -5694,7 +5738,7 @@ static int rec_live_local(pg_graph *g, const uint8_t *id)
     rec_view v;
     if (!r) return 0;
     rec_view_of(g, r, &v);
-    return !(v.flags & RF_DELETED) && !r->departed && v.expires > peer_time(g);
+    return !(v.flags & RF_DELETED) && !rec_departed(r) && v.expires > peer_time(g);
 }
 
 static PEER_RECORD_CHANGE_TYPE rec_change_type(pg_graph *g, const rec_view *v)
@@ -5733,12 +5777,12 @@ static void sec_defer(pg_graph *g, const rec_view *v)
         r = *pp;
         *pp = r->hnext;
         g->n_deferred--;
-        g->deferred_bytes -= r->len;
+        g->deferred_bytes -= rec_len(g, r);
         pg_free(r);
         break;
     }
     if (g->n_deferred >= PEER_MAX_DEFERRED_RECORDS || g->deferred_bytes + len > PEER_MAX_DEFERRED_BYTES ||
-        !(r = rec_new(v))) {
+        !(r = rec_new(g, v))) {
         g->rejected_records++;
         return;
     }
@@ -5856,13 +5900,14 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
  * memory (nothing sent). */
 static int conn_flood_record(pg_conn *c, const pg_rec *r)
 {
-    uint8_t *m = (uint8_t *)pg_alloc(12 + r->len);
+    size_t size = 12 + rec_len(c->graph, r);
+    uint8_t *m = (uint8_t *)pg_alloc(size);
     if (!m) return 0;
-    msg_header(m, 12 + r->len, MT_FLOOD);
+    msg_header(m, size, MT_FLOOD);
     put16(m + 8, 12);
     put16(m + 10, 0);
     rec_wire_copy(c->graph, r, m + 12);
-    conn_send(c, m, 12 + r->len);
+    conn_send(c, m, size);
     pg_free(m);
     return 1;
 }
@@ -6122,7 +6167,7 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
             const pg_rec *r;
             for (r = *rec_chain(g, i); r; r = r->hnext) {
                 if (r->expires <= now || rec_modified(r) < since) continue;
-                if (!solicit_wants(rec_type(r), m + off, inc, exc)) continue;
+                if (!solicit_wants(rec_type(g, r), m + off, inc, exc)) continue;
                 memcpy(c->out_ids + 16 * n++, rec_id(r), 16);
             }
         }
@@ -6171,9 +6216,9 @@ static void conn_pump_out(pg_conn *c)
         size_t size;
         rec_view v;
         if (!r || r->expires <= now) continue;
-        size = 12 + r->len;
-        if (batched && r->len <= BATCH_MAX_RECORD) {
-            rec_view_of(g, r, &v);
+        rec_view_of(g, r, &v);
+        size = 12 + rec_wire_size(&v);
+        if (batched && size - 12 <= BATCH_MAX_RECORD) {
             if (!nb) { /* a new BATCH: header now, count at the end */
                 uint8_t h[12] = {0};
                 if (!buf_append(&batch, h, 12)) { conn_abort(c, E_OUTOFMEMORY); break; }
@@ -6190,12 +6235,12 @@ static void conn_pump_out(pg_conn *c)
             put16(hdr + 8, 12);
             put16(hdr + 10, 0);
             put16(fh, (unsigned)size);
-            if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, hdr, 12) || !buf_reserve(&c->tx, r->len)) {
+            if (!buf_append(&c->tx, fh, 2) || !buf_append(&c->tx, hdr, 12) || !buf_reserve(&c->tx, size - 12)) {
                 conn_abort(c, E_OUTOFMEMORY);
                 return;
             }
-            rec_wire_copy(g, r, c->tx.p + c->tx.len);
-            c->tx.len += r->len;
+            rec_wire_write(&v, c->tx.p + c->tx.len);
+            c->tx.len += size - 12;
         } else if (!conn_flood_record(c, r)) {
             conn_abort(c, E_OUTOFMEMORY);
             return;
@@ -6620,15 +6665,15 @@ static void graph_expire(pg_graph *g)
             if (r->expires <= now) {
                 uint8_t type[16];
                 int notify = !(r->flags & RF_DELETED);
-                memcpy(type, rec_type(r), 16);
+                memcpy(type, rec_type(g, r), 16);
                 *pp = r->hnext;
                 g->rec_count--;
-                g->rec_bytes -= r->len;
+                g->rec_bytes -= rec_len(g, r);
                 g->rec_gen++;
                 pres_unmap(g, r);
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, rec_id(r), 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, rec_id(r), type);
-                if (notify && !r->departed && rec_is_presence(type)) {
+                if (notify && !rec_departed(r) && rec_is_presence(type)) {
                     rec_view v;
                     rec_view_of(g, r, &v);
                     presence_record_changed(g, PEER_RECORD_EXPIRED, &v);
@@ -7235,7 +7280,7 @@ static ULONG presence_count(const pg_graph *g)
     for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r;
         for (r = *rec_chain(g, i); r; r = r->hnext)
-            if (rec_is_presence(rec_type(r)) && !(r->flags & RF_DELETED) && !r->departed && r->expires > now) n++;
+            if (rec_is_presence(rec_type(g, r)) && !(r->flags & RF_DELETED) && !rec_departed(r) && r->expires > now) n++;
     }
     return n;
 }
@@ -7366,11 +7411,11 @@ static int dep_addrs_adjust(pg_graph *g, const presence_view *pv, int delta, uin
  * hear of it. */
 static void departed_index(pg_graph *g, pg_rec *r, const presence_view *pv)
 {
-    if (r->departed & DEP_INDEXED) return;
+    if (r->flags & RF_DEP_INDEXED) return;
     set_add(&g->departed, r);
     if (map_get(&g->departed, rec_key(r)) != r) return;
     if (!dep_addrs_adjust(g, pv, +1, UINT32_MAX)) { set_del(&g->departed, r); return; }
-    r->departed |= DEP_INDEXED;
+    r->flags |= RF_DEP_INDEXED;
 }
 
 static void departed_unindex(pg_graph *g, const pg_rec *r)
@@ -7439,7 +7484,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
             return;
         }
     if (!r) return; /* unknown, or already gone: the news stops here */
-    r->departed = 1;
+    r->flags |= RF_DEPARTED;
     departed_index(g, r, &pv);
     referrals_forget_presence(g, &pv);
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
@@ -7615,7 +7660,7 @@ static int graph_connect_probe(pg_graph *g)
         rec_view v;
         presence_view pv;
         SOCKADDR_IN6 a;
-        if (!node || node == g->node_id || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
+        if (!node || node == g->node_id || (r->flags & RF_DELETED) || rec_departed(r) || r->expires <= now) continue;
         if (conn_to_node_exists(g, node)) continue;
         if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || !peer_addr_get(pv.addrs, &a) ||
             conn_to_addr_exists(g, &a, node))
@@ -7645,7 +7690,7 @@ static int graph_connect_random(pg_graph *g)
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!rec_is_presence(rec_type(r)) || (r->flags & RF_DELETED) || r->departed || r->expires <= now) continue;
+            if (!rec_is_presence(rec_type(g, r)) || (r->flags & RF_DELETED) || rec_departed(r) || r->expires <= now) continue;
             if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return 0;
@@ -8127,7 +8172,7 @@ static void node_info_fill(const rec_view *v, const presence_view *pv, PPEER_NOD
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv)
 {
     const pg_rec *r = node ? (const pg_rec *)map_get(&g->pres, node) : NULL;
-    if (r && !(r->flags & RF_DELETED) && !r->departed && r->expires > peer_time(g) && rec_view_of(g, r, v) &&
+    if (r && !(r->flags & RF_DELETED) && !rec_departed(r) && r->expires > peer_time(g) && rec_view_of(g, r, v) &&
         presence_parse(v, pv) && pv->node == node)
         return r;
     return NULL;
@@ -8477,6 +8522,7 @@ HRESULT PeerGraphStartup(WORD wVersionRequested, PPEER_VERSION_DATA pVersionData
 
 static void graph_free(pg_graph *g)
 {
+    size_t i;
     pg_free(g->graph_id);
     pg_free(g->gid_u);
     pg_free(g->peer_id);
@@ -8508,6 +8554,7 @@ static void graph_free(pg_graph *g)
     pg_free(g->fwd);
     sec_release(g->sec);
     while (g->deferred) { pg_rec *r = g->deferred; g->deferred = r->hnext; pg_free(r); }
+    for (i = 0; i < sizeof g->types / sizeof g->types[0]; i++) pg_free(g->types[i]); /* after every record */
     pg_free(g);
 }
 
@@ -9665,7 +9712,7 @@ HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal)
     if (fLocal) {
         uint8_t id[16], type[16];
         memcpy(id, rec_id(r), 16);
-        memcpy(type, rec_type(r), 16);
+        memcpy(type, rec_type(g, r), 16);
         if (FAILED(hr = log_append(g, LE_DROP, id, 16, 1))) return hr;
         rec_unlink(g, r);
         pg_free(r);
@@ -9729,8 +9776,8 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
         const pg_rec *r;
         for (r = *rec_chain(g, i); r; r = r->hnext) {
             rec_view v;
-            if ((r->flags & RF_DELETED) || r->expires <= now || r->departed) continue;
-            if (type ? memcmp(rec_type(r), tw, 16) != 0 : guid_is_internal(rec_type(r))) continue;
+            if ((r->flags & RF_DELETED) || r->expires <= now || rec_departed(r)) continue;
+            if (type ? memcmp(rec_type(g, r), tw, 16) != 0 : guid_is_internal(rec_type(g, r))) continue;
             rec_view_of(g, r, &v);
             if (creator && !u16_eq(v.creator, v.n_creator, creator)) continue;
             if (q) {
@@ -9881,7 +9928,7 @@ HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const 
             *kt = r;
             kt = &r->hnext;
             g->n_deferred++;
-            g->deferred_bytes += r->len;
+            g->deferred_bytes += rec_len(g, r);
             continue;
         }
         if (rec_view_of(g, r, &v) && rec_validate(g, &v, peer_time(g))) { /* it may have expired */

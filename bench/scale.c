@@ -21,8 +21,9 @@
  * -d, deleted at the end).  --quick: N = 100 and short phases (a smoke run).
  * --s8: graph A only, built, settled and then S8 alone (for profiling).
  * SCALE_DEBUG=1 in the environment: after each S6, what the survivors left
- * below 2 neighbors see; after each S8 join slower than 55 ms, the loop's
- * steps meanwhile.  SCALE_PERF_CTL=FIFO: "enable" / "disable" written to a
+ * below 2 neighbors see; after each S8 join, the messages sent meanwhile by
+ * type, and for a join slower than 55 ms (SCALE_TRACE_MS=k: k ms) the
+ * loop's steps meanwhile.  SCALE_PERF_CTL=FIFO: "enable" / "disable" written to a
  * perf control fifo around each S8 join, so that
  * `perf record -D -1 --control fifo:FIFO -- ./build/bench_scale --s8`
  * samples the join waves only (SCALE_PERF_TRIAL=k: join k's only).  With
@@ -1031,13 +1032,27 @@ static void s8_join_report(scale_graph *g, int trial, long long t0, long long la
     unsigned long i, from;
     long long prev_end = -1;
     int shown = 0;
+    static unsigned long long m0[256], b0[256], f0[5];
     (void)g;
+    if (last < 0) {
+        memcpy(m0, SN.msgs, sizeof m0);
+        memcpy(b0, SN.msg_bytes, sizeof b0);
+        memcpy(f0, SN.floods, sizeof f0);
+    } else if (RD.trace) {
+        unsigned long long m[256], b[256];
+        int t;
+        for (t = 0; t < 256; t++) { m[t] = SN.msgs[t] - m0[t]; b[t] = SN.msg_bytes[t] - b0[t]; }
+        printf("    S8 join %d, sent meanwhile:", trial);
+        print_types(m, b);
+        printf("      FLOODs by record type: application %llu, Graph Info %llu, Signature %llu, Contact %llu, Presence %llu\n",
+               SN.floods[0] - f0[0], SN.floods[1] - f0[1], SN.floods[2] - f0[2], SN.floods[3] - f0[3], SN.floods[4] - f0[4]);
+    }
     if (g_perf_ctl >= 0 && (!getenv("SCALE_PERF_TRIAL") || atoi(getenv("SCALE_PERF_TRIAL")) == trial)) {
         /* SCALE_PERF_CTL: perf records the waves only (SCALE_PERF_TRIAL=k: join k's only) */
         const char *cmd = last < 0 ? "enable\n" : "disable\n";
         if (write(g_perf_ctl, cmd, strlen(cmd)) < 0) perror(BENCH_NAME ": SCALE_PERF_CTL");
     }
-    if (!RD.trace || last <= 55000) return;
+    if (!RD.trace || last <= (getenv("SCALE_TRACE_MS") ? atoi(getenv("SCALE_TRACE_MS")) * 1000LL : 55000)) return;
     printf("    S8 join %d took %.1f ms: the loop's steps (t from PeerGraphConnect, ms; wait / Service / gap us; ready"
            " sockets), steps under 300 us of Service left out\n", trial, last / 1000.0);
     from = RD.trace_n > TRACE_STEPS ? RD.trace_n - TRACE_STEPS : 0;
@@ -1046,7 +1061,7 @@ static void s8_join_report(scale_graph *g, int trial, long long t0, long long la
         long long gap = prev_end < 0 ? 0 : x->t0_us - prev_end;
         prev_end = x->t0_us + x->wait_us + x->svc_us;
         if (x->t0_us < t0 - 2000 || x->t0_us > t0 + last) continue;
-        if (x->svc_us < 300 && gap < 300) continue;
+        if (x->svc_us < 300 && gap < 300 && x->wait_us < 300) continue;
         if (++shown > 80) break;
         printf("      t %7.2f: %6d / %6d / %6lld us, %4d ready\n", (x->t0_us - t0) / 1000.0, x->wait_us, x->svc_us, gap,
                x->nready);

@@ -1657,6 +1657,59 @@ static void test_stored_form_exact(void **st)
     remove(exp);
 }
 
+/* Records of 300 types: past the 255 a graph's type table holds, a record
+ * keeps its type itself.  Every record keeps its own type at the node that
+ * made it, at one that synchronized it, and after both reopen (the table
+ * is rebuilt in load order). */
+#define NTYPES 300
+static void types_check(HGRAPH h, const GUID *ids, const GUID *types)
+{
+    int i;
+    for (i = 0; i < NTYPES; i++) {
+        PPEER_RECORD got = NULL;
+        char want[16];
+        assert_int_equal(PeerGraphGetRecord(h, &ids[i], &got), S_OK);
+        assert_memory_equal(&got->type, &types[i], sizeof(GUID));
+        snprintf(want, sizeof want, "t%d", i);
+        assert_int_equal(got->data.cbData, strlen(want));
+        assert_memory_equal(got->data.pbData, want, strlen(want));
+        PeerGraphFreeData(got);
+        if (i % 37 == 0 || i >= 250) assert_int_equal(record_count(h, &types[i]), 1); /* the type filter */
+    }
+}
+
+static void test_type_table_full(void **st)
+{
+    static GUID ids[NTYPES], types[NTYPES];
+    HGRAPH a = tu_create_db(L"types", L"alice", L"types-a", 0), b = NULL;
+    PEER_ADDRESS la = tu_listen(a);
+    ULONGLONG cid;
+    int i;
+    (void)st;
+    PeerGraphDelete(L"types", L"bob", L"types-b");
+    assert_int_equal(PeerGraphOpen(L"types", L"bob", L"types-b", NULL, 0, NULL, &b), PEER_S_GRAPH_DATA_CREATED);
+    for (i = 0; i < NTYPES; i++) {
+        char data[16];
+        types[i] = T1;
+        types[i].Data1 = 0x5000 + (unsigned long)i;
+        types[i].Data4[7] = (unsigned char)i;
+        snprintf(data, sizeof data, "t%d", i);
+        ids[i] = add(a, &types[i], data);
+    }
+    types_check(a, ids, types);
+    assert_int_equal(PeerGraphConnect(b, NULL, &la, &cid), S_OK);
+    tu_pump(20, 1);
+    types_check(b, ids, types);
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+    assert_int_equal(PeerGraphOpen(L"types", L"alice", L"types-a", NULL, 0, NULL, &a), S_OK);
+    assert_int_equal(PeerGraphOpen(L"types", L"bob", L"types-b", NULL, 0, NULL, &b), S_OK);
+    types_check(a, ids, types);
+    types_check(b, ids, types);
+    assert_int_equal(PeerGraphClose(a), S_OK);
+    assert_int_equal(PeerGraphClose(b), S_OK);
+}
+
 #ifndef _WIN32
 /* A child adds records and reports each acknowledged one on a pipe; it is
  * killed with SIGKILL at a random moment; the database must open and hold
@@ -1780,6 +1833,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_type_table_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
 #ifndef _WIN32
