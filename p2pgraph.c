@@ -716,9 +716,9 @@ struct pg_graph {
     pg_conn *conns;        /* connections of this graph (via gnext) */
     pg_reg *regs;          /* event registrations of this graph (via gnext) */
     /* records */
-    pg_rec **recs;         /* hash table by record ID (chains via hnext) */
-    size_t rec_cap, rec_count;
-    pg_rec **rec_old;      /* while growing: the old buckets, [0, rec_mig) moved (see rec_insert) */
+    pg_rec **recs;         /* open-addressing table by record ID (section 5, "the table") */
+    size_t rec_cap, rec_count, rec_tombs;
+    pg_rec **rec_old;      /* while growing: the old table, slots [0, rec_mig) moved (see rec_insert) */
     size_t rec_oldcap, rec_mig;
     ULONGLONG rec_bytes;   /* wire bytes of the records held */
     uint8_t (*types[(TYPE_MAX + TYPE_CHUNK - 1) / TYPE_CHUNK])[16]; /* the type table (struct pg_rec): chunks */
@@ -773,7 +773,7 @@ struct pg_graph {
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
     ULONG max_records;      /* PeerGraphSetRecordLimits */
     ULONGLONG max_rec_bytes;
-    pg_rec *deferred;       /* records the validator deferred, oldest first (via hnext) */
+    pg_rec **deferred;      /* records the validator deferred, oldest first (n_deferred of them) */
     pg_graph *pnext;        /* L.gpoked list: its timers need a look at the next service */
     int poked;
     struct pg_fwd *fwd;     /* records received, to relay at the end of the read pass (section 5) */
@@ -781,7 +781,7 @@ struct pg_graph {
     pg_graph *fwdnext;      /* L.fwdq: graphs with records to relay */
     int fwd_listed;
     ULONGLONG fwd_next;     /* the earliest due of g->fwd (0: this pass) */
-    ULONG n_deferred;
+    ULONG n_deferred, deferred_cap;
     size_t deferred_bytes;
 };
 
@@ -1154,10 +1154,10 @@ static void enum_free(pg_enum *e)
 /* 5. Records                                                                */
 /* A record lives in memory in a compact stored form (one allocation: a     */
 /* small header of hot keys, then the fields with varint lengths and without */
-/* what every record of the graph shares), found by ID in a per-graph hash   */
-/* table.  rec_view_of() gives a view of a stored record, rec_parse() of     */
-/* wire bytes; rec_wire_write() rebuilds the exact MS-PPGRH bytes that a     */
-/* FLOOD carries and the database file holds.                                */
+/* what every record of the graph shares), found by ID in a per-graph open- */
+/* addressing table.  rec_view_of() gives a view of a stored record,         */
+/* rec_parse() of wire bytes; rec_wire_write() rebuilds the exact MS-PPGRH   */
+/* bytes that a FLOOD carries and the database file holds.                   */
 /* rec_validate() applies [MS-PPGRH] 3.1.7.27; rec_compare() is the conflict */
 /* resolution of 3.1.7.32.  Record strings on the wire are UTF-16 in the     */
 /* byte order chosen in PROTOCOL.md (R1).  Publishing stores, persists,      */
@@ -1191,14 +1191,12 @@ static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x4
  * and security data, each as a varint count (UTF-16 units or bytes) then
  * the bytes; the creation time as a zigzag varint from the expiry (in the
  * header), the modification time as one from the creation time; the
- * payload and the attributes,
- * each counted like the strings.  What every record of the graph shares is
- * left out: the graph ID (it must equal the graph's, 3.1.7.27), the
- * protocol version (0x0100) and the reserved bytes (0); the wire length is
- * computed (rec_len).  For a 256-byte record this is about 120 bytes less
- * than the wire form plus a copy of its keys. */
+ * payload and the attributes, each counted like the strings.  What every
+ * record of the graph shares is left out: the graph ID (it must equal the
+ * graph's, 3.1.7.27), the protocol version (0x0100) and the reserved bytes
+ * (0); the wire length is computed (rec_len).  A 256-byte record takes 309
+ * bytes (a 4-character creator), 133 less than its wire form. */
 struct pg_rec {
-    pg_rec *hnext;
     uint64_t expires;
     uint32_t version;
     uint8_t flags;     /* RF_WIRE bits as on the wire, plus the local RF_DEPARTED, RF_DEP_INDEXED */
@@ -1474,30 +1472,48 @@ static size_t rec_hash(const uint8_t id[16], size_t cap)
     return (size_t)k & (cap - 1);
 }
 
-/* The chain that holds (or would hold) id: in the old buckets while a growth
- * has not moved its bucket yet, else in the new ones. */
-static pg_rec **rec_home(const pg_graph *g, const uint8_t id[16])
+/* Linear probing.  A slot is empty (NULL), a tombstone (REC_TOMB: a record
+ * left; probes go on past it, an insert may reuse it) or a record.  Records
+ * never move within a table, so a walk over the slots may take records out
+ * as it goes. */
+static char rec_tomb_mark;
+#define REC_TOMB ((pg_rec *)(void *)&rec_tomb_mark)
+
+/* The slot of t (capacity cap) holding id, or NULL. */
+static pg_rec **rec_probe(pg_rec **t, size_t cap, const uint8_t id[16])
 {
-    if (g->rec_old) {
-        size_t b = rec_hash(id, g->rec_oldcap);
-        if (b >= g->rec_mig) return &g->rec_old[b];
-    }
-    return &g->recs[rec_hash(id, g->rec_cap)];
+    size_t i = rec_hash(id, cap);
+    for (; t[i]; i = (i + 1) & (cap - 1))
+        if (t[i] != REC_TOMB && !memcmp(rec_id(t[i]), id, 16)) return &t[i];
+    return NULL;
+}
+
+/* The slot holding id: in the new table, or in the old one while a growth
+ * has not moved it yet. */
+static pg_rec **rec_slot(const pg_graph *g, const uint8_t id[16])
+{
+    pg_rec **pp;
+    if (!g->rec_cap) return NULL;
+    if ((pp = rec_probe(g->recs, g->rec_cap, id)) != NULL) return pp;
+    return g->rec_old ? rec_probe(g->rec_old, g->rec_oldcap, id) : NULL;
 }
 
 static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
 {
-    pg_rec *r;
-    if (!g->rec_cap) return NULL;
-    for (r = *rec_home(g, id); r; r = r->hnext)
-        if (!memcmp(rec_id(r), id, 16)) return r;
-    return NULL;
+    pg_rec **pp = rec_slot(g, id);
+    return pp ? *pp : NULL;
 }
 
-/* Visiting every record: chains 0 .. rec_span(g) - 1 (the new buckets, then
- * the old ones while a growth is under way). */
+/* Visiting every record: slots 0 .. rec_span(g) - 1 (the new table, then
+ * the old one while a growth is under way); rec_at() is the record in a
+ * slot or NULL. */
 static size_t rec_span(const pg_graph *g) { return g->rec_cap + (g->rec_old ? g->rec_oldcap : 0); }
-static pg_rec **rec_chain(const pg_graph *g, size_t i) { return i < g->rec_cap ? &g->recs[i] : &g->rec_old[i - g->rec_cap]; }
+static pg_rec **rec_pslot(const pg_graph *g, size_t i) { return i < g->rec_cap ? &g->recs[i] : &g->rec_old[i - g->rec_cap]; }
+static pg_rec *rec_at(const pg_graph *g, size_t i)
+{
+    pg_rec *r = *rec_pslot(g, i);
+    return r == REC_TOMB ? NULL : r;
+}
 
 /* The presence index (g->pres): node ID -> the presence record naming it,
  * so that departures and node lookups do not scan the database.  Only
@@ -1547,15 +1563,36 @@ static void pres_map(pg_graph *g, pg_rec *r)
     if (rec_is_contact(rec_type(g, r))) set_add(&g->contacts, r); /* ... the contact is not counted */
 }
 
+/* Empties a slot holding r (found by rec_slot or a walk). */
+static void rec_slot_clear(pg_graph *g, pg_rec **pp)
+{
+    pg_rec *r = *pp;
+    *pp = REC_TOMB;
+    if (pp >= g->recs && pp < g->recs + g->rec_cap) g->rec_tombs++; /* (the old table's are dropped with it) */
+    g->rec_count--;
+    g->rec_bytes -= rec_len(g, r);
+    g->rec_gen++;
+}
+
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
-    pg_rec **pp = rec_home(g, rec_id(r));
-    while (*pp && *pp != r) pp = &(*pp)->hnext;
-    if (*pp) { *pp = r->hnext; g->rec_count--; g->rec_bytes -= rec_len(g, r); g->rec_gen++; }
+    pg_rec **pp = rec_slot(g, rec_id(r));
+    if (pp && *pp == r) rec_slot_clear(g, pp);
     pres_unmap(g, r);
 }
 
-/* Moves up to `budget` old chains (all: SIZE_MAX) into the new buckets. */
+/* Puts r in table t (a free slot is certain: the load stays under 3/4). */
+static void rec_place(pg_rec **t, size_t cap, pg_rec *r, size_t *tombs)
+{
+    size_t i = rec_hash(rec_id(r), cap);
+    while (t[i] && t[i] != REC_TOMB) i = (i + 1) & (cap - 1);
+    if (t[i] == REC_TOMB && tombs) (*tombs)--;
+    t[i] = r;
+}
+
+/* Moves up to `budget` old slots (all: SIZE_MAX) into the new table; a
+ * moved slot becomes a tombstone, so that probes in the old table still
+ * reach the records past it. */
 #define REC_STEP 8
 static void rec_migrate(pg_graph *g, size_t budget)
 {
@@ -1568,25 +1605,26 @@ static void rec_migrate(pg_graph *g, size_t budget)
             return;
         }
         r = g->rec_old[g->rec_mig];
-        g->rec_old[g->rec_mig++] = NULL;
-        while (r) {
-            pg_rec *nx = r->hnext;
-            size_t b = rec_hash(rec_id(r), g->rec_cap);
-            r->hnext = g->recs[b];
-            g->recs[b] = r;
-            r = nx;
+        if (r && r != REC_TOMB) {
+            g->rec_old[g->rec_mig] = REC_TOMB;
+            rec_place(g->recs, g->rec_cap, r, &g->rec_tombs);
         }
+        g->rec_mig++;
     }
 }
 
-/* Doubles the buckets.  The records move REC_STEP chains per insert (no
- * call rehashes the whole table: like the maps of section 1b); an empty
- * table is simply replaced. */
-static int rec_table_grow(pg_graph *g)
+/* A new table for `need` records at a load of at most 5/8 (on an insert
+ * into a full table: twice the size, or the same when tombstones filled
+ * it: every new version leaves one).  The records move REC_STEP slots per insert (no call rehashes the
+ * whole table: like the maps of section 1b); an empty table is simply
+ * replaced. */
+static int rec_table_grow(pg_graph *g, size_t need)
 {
-    size_t ncap = g->rec_cap ? g->rec_cap * 2 : 8;
+    size_t ncap = 8;
     pg_rec **n;
-    rec_migrate(g, SIZE_MAX); /* (never while growing: 2 x cap / REC_STEP inserts move all, a growth takes cap / 2) */
+    rec_migrate(g, SIZE_MAX); /* (never while growing: 2 x cap / REC_STEP inserts move all, a growth takes cap / 4) */
+    if (need < g->rec_count + 1) need = g->rec_count + 1;
+    while (ncap * 5 < need * 8) ncap *= 2;
     if (!(n = (pg_rec **)pg_calloc(ncap, sizeof *n))) return 0;
     if (g->rec_count) {
         g->rec_old = g->recs;
@@ -1596,6 +1634,7 @@ static int rec_table_grow(pg_graph *g)
         pg_free(g->recs);
     g->recs = n;
     g->rec_cap = ncap;
+    g->rec_tombs = 0;
     return 1;
 }
 
@@ -1682,7 +1721,6 @@ static pg_rec *rec_new(pg_graph *g, const rec_view *v)
     pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n);
     uint8_t *p;
     if (!r) return NULL;
-    r->hnext = NULL;
     r->expires = v->expires;
     r->version = v->version;
     r->flags = v->flags & RF_WIRE;
@@ -1793,13 +1831,11 @@ static int rec_wire_of(const rec_view *v, pg_buf *out)
 static int rec_insert(pg_graph *g, pg_rec *r)
 {
     pg_rec *old = rec_find(g, rec_id(r));
-    pg_rec **home;
     if (old) { rec_unlink(g, old); pg_free(old); }
     rec_migrate(g, REC_STEP);
-    if ((g->rec_count + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g)) return 0;
-    home = rec_home(g, rec_id(r));
-    r->hnext = *home;
-    *home = r;
+    /* the records of both tables and the new one's tombstones under 3/4 of it */
+    if ((g->rec_count + g->rec_tombs + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g, 0)) return 0;
+    rec_place(g->recs, g->rec_cap, r, &g->rec_tombs);
     g->rec_count++;
     g->rec_bytes += rec_len(g, r);
     g->rec_gen++;
@@ -1810,10 +1846,7 @@ static int rec_insert(pg_graph *g, pg_rec *r)
 static void rec_table_free(pg_graph *g)
 {
     size_t i;
-    for (i = 0; i < rec_span(g); i++) {
-        pg_rec *r = *rec_chain(g, i);
-        while (r) { pg_rec *nx = r->hnext; pg_free(r); r = nx; }
-    }
+    for (i = 0; i < rec_span(g); i++) pg_free(rec_at(g, i));
     map_free(&g->pres);
     map_free(&g->contacts);
     map_free(&g->departed);
@@ -1821,7 +1854,7 @@ static void rec_table_free(pg_graph *g)
     pg_free(g->recs);
     pg_free(g->rec_old);
     g->recs = g->rec_old = NULL;
-    g->rec_cap = g->rec_count = g->rec_oldcap = g->rec_mig = 0;
+    g->rec_cap = g->rec_count = g->rec_tombs = g->rec_oldcap = g->rec_mig = 0;
     g->rec_gen++;
     pg_free(g->srt);
     g->srt = NULL;
@@ -3164,12 +3197,10 @@ static int db_write_snapshot(const pg_graph *g, FILE *f, const uint8_t *meta, si
     pg_buf w = {0};
     int ok = fwrite(LOG_MAGIC, 1, 8, f) == 8 && log_write(f, LE_META, meta, nmeta, bytes);
     for (i = 0; ok && i < rec_span(g); i++) {
-        const pg_rec *r;
-        for (r = *rec_chain(g, i); ok && r; r = r->hnext) {
-            rec_view v;
-            if (rec_is_volatile(rec_type(g, r))) continue;
-            ok = rec_view_of(g, r, &v) && rec_wire_of(&v, &w) && log_write(f, LE_REC, w.p, w.len, bytes);
-        }
+        const pg_rec *r = rec_at(g, i);
+        rec_view v;
+        if (!r || rec_is_volatile(rec_type(g, r))) continue;
+        ok = rec_view_of(g, r, &v) && rec_wire_of(&v, &w) && log_write(f, LE_REC, w.p, w.len, bytes);
     }
     buf_free(&w);
     return ok;
@@ -3371,25 +3402,20 @@ static void rec_prune(pg_graph *g)
     uint64_t now = peer_time(g);
     size_t i;
     for (i = 0; i < rec_span(g); i++) {
-        pg_rec **pp = rec_chain(g, i);
-        while (*pp) {
-            pg_rec *r = *pp;
-            rec_view v;
-            HRESULT hr = S_OK;
-            rec_view_of(g, r, &v);
-            if (rec_validate_ex(g, &v, now, 0) && !(guid_is_internal(v.type) && v.type[2] != 1)) {
-                hr = sec_validate(g, &v, (v.flags & RF_DELETED) ? PEER_RECORD_DELETED : PEER_RECORD_ADDED);
-                if (hr == S_OK) { pp = &r->hnext; continue; }
-                if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, &v);
-                else g->rejected_records++;
-            }
-            *pp = r->hnext;
-            g->rec_count--;
-            g->rec_bytes -= rec_len(g, r);
-            g->rec_gen++;
-            pres_unmap(g, r);
-            pg_free(r);
+        pg_rec *r = rec_at(g, i);
+        rec_view v;
+        HRESULT hr = S_OK;
+        if (!r) continue;
+        rec_view_of(g, r, &v);
+        if (rec_validate_ex(g, &v, now, 0) && !(guid_is_internal(v.type) && v.type[2] != 1)) {
+            hr = sec_validate(g, &v, (v.flags & RF_DELETED) ? PEER_RECORD_DELETED : PEER_RECORD_ADDED);
+            if (hr == S_OK) continue;
+            if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, &v);
+            else g->rejected_records++;
         }
+        rec_slot_clear(g, rec_pslot(g, i));
+        pres_unmap(g, r);
+        pg_free(r);
     }
 }
 
@@ -3409,7 +3435,7 @@ static HRESULT db_load(pg_graph *g)
     lc.g = g;
     lc.have_meta = lc.oom = 0;
     hr = PEER_E_INVALID_DATABASE;
-    while (g->rec_cap * 3 / 4 < n / 256 && rec_table_grow(g)) {} /* about one record per 256+ bytes */
+    if (g->rec_cap * 3 / 4 < n / 256) rec_table_grow(g, n / 256); /* about one record per 256+ bytes */
     if (n >= 8 && memcmp(buf, LOG_MAGIC, 8) == 0) {
         log_walk(buf, n, load_entry, &lc, &g->db_bad_entries, &g->db_torn_bytes);
         if (lc.oom) hr = E_OUTOFMEMORY;
@@ -5767,29 +5793,34 @@ static HRESULT sec_validate(pg_graph *g, const rec_view *v, PEER_RECORD_CHANGE_T
  * older one); beyond the list's limits it is dropped like a rejected one. */
 static void sec_defer(pg_graph *g, const rec_view *v)
 {
-    pg_rec **pp, *r;
+    pg_rec *r;
     size_t len = rec_wire_size(v);
-    for (pp = &g->deferred; *pp; pp = &(*pp)->hnext) {
+    ULONG i;
+    for (i = 0; i < g->n_deferred; i++) {
         rec_view ov;
-        if (memcmp(rec_id((*pp)), v->id, 16)) continue;
-        rec_view_of(g, (*pp), &ov);
+        if (memcmp(rec_id(g->deferred[i]), v->id, 16)) continue;
+        rec_view_of(g, g->deferred[i], &ov);
         if (rec_compare(v, &ov) <= 0) return; /* as new a version waits already */
-        r = *pp;
-        *pp = r->hnext;
+        r = g->deferred[i];
+        memmove(g->deferred + i, g->deferred + i + 1, (g->n_deferred - i - 1) * sizeof *g->deferred);
         g->n_deferred--;
         g->deferred_bytes -= rec_len(g, r);
         pg_free(r);
         break;
     }
-    if (g->n_deferred >= PEER_MAX_DEFERRED_RECORDS || g->deferred_bytes + len > PEER_MAX_DEFERRED_BYTES ||
-        !(r = rec_new(g, v))) {
-        g->rejected_records++;
+    if (g->n_deferred == g->deferred_cap && g->n_deferred < PEER_MAX_DEFERRED_RECORDS) {
+        ULONG ncap = g->deferred_cap ? 2 * g->deferred_cap : 8;
+        pg_rec **n = (pg_rec **)pg_realloc(g->deferred, (ncap < PEER_MAX_DEFERRED_RECORDS ? ncap : PEER_MAX_DEFERRED_RECORDS) * sizeof *n);
+        if (n) {
+            g->deferred = n;
+            g->deferred_cap = ncap < PEER_MAX_DEFERRED_RECORDS ? ncap : PEER_MAX_DEFERRED_RECORDS;
+        }
+    }
+    if (g->n_deferred >= g->deferred_cap || g->deferred_bytes + len > PEER_MAX_DEFERRED_BYTES || !(r = rec_new(g, v))) {
+        g->rejected_records++; /* beyond the limits, or no memory */
         return;
     }
-    for (pp = &g->deferred; *pp; pp = &(*pp)->hnext) {}
-    r->hnext = NULL;
-    *pp = r;
-    g->n_deferred++;
+    g->deferred[g->n_deferred++] = r;
     g->deferred_bytes += len;
 }
 
@@ -6164,8 +6195,8 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
         c->out_ids = (uint8_t *)pg_alloc(16 * g->rec_count);
         if (!c->out_ids) { conn_abort(c, E_OUTOFMEMORY); return; }
         for (i = 0; i < rec_span(g); i++) {
-            const pg_rec *r;
-            for (r = *rec_chain(g, i); r; r = r->hnext) {
+            const pg_rec *r = rec_at(g, i);
+            if (r) {
                 if (r->expires <= now || rec_modified(r) < since) continue;
                 if (!solicit_wants(rec_type(g, r), m + off, inc, exc)) continue;
                 memcpy(c->out_ids + 16 * n++, rec_id(r), 16);
@@ -6343,15 +6374,14 @@ static const sort_key *rec_sorted(pg_graph *g, size_t *pn)
     k = (sort_key *)pg_alloc(sizeof *k * (cnt + cnt / 2 + 1)); /* the keys, then the merge's room */
     if (!k) return NULL;
     for (i = 0; i < rec_span(g); i++) {
-        pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext)
-            if (r->expires > now) {
-                k[n].t = rec_modified(r);
-                k[n].id8 = get64(rec_id(r));
-                k[n].r = r;
-                n++;
-                if (r->expires < until) until = r->expires;
-            }
+        pg_rec *r = rec_at(g, i);
+        if (r && r->expires > now) {
+            k[n].t = rec_modified(r);
+            k[n].id8 = get64(rec_id(r));
+            k[n].r = r;
+            n++;
+            if (r->expires < until) until = r->expires;
+        }
     }
     sort_keys(k, k + cnt, n);
     g->srt = k;
@@ -6632,8 +6662,8 @@ static void graph_expire(pg_graph *g)
     /* 1. autorefresh first: our own records flagged for it that expire within
      * 20 s (or already did, if the host was away) get a new version */
     for (i = 0; i < rec_span(g); i++) {
-        pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext) {
+        pg_rec *r = rec_at(g, i);
+        if (r) {
             rec_view v;
             if (!(r->flags & RF_AUTOREFRESH) || (r->flags & RF_DELETED)) continue;
             rec_view_of(g, r, &v);
@@ -6659,17 +6689,13 @@ static void graph_expire(pg_graph *g)
     pg_free(due);
     /* 2. purge what expired */
     for (i = 0; i < rec_span(g); i++) {
-        pg_rec **pp = rec_chain(g, i);
-        while (*pp) {
-            pg_rec *r = *pp;
+        pg_rec *r = rec_at(g, i);
+        if (r) {
             if (r->expires <= now) {
                 uint8_t type[16];
                 int notify = !(r->flags & RF_DELETED);
                 memcpy(type, rec_type(g, r), 16);
-                *pp = r->hnext;
-                g->rec_count--;
-                g->rec_bytes -= rec_len(g, r);
-                g->rec_gen++;
+                rec_slot_clear(g, rec_pslot(g, i));
                 pres_unmap(g, r);
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, rec_id(r), 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, rec_id(r), type);
@@ -6683,7 +6709,6 @@ static void graph_expire(pg_graph *g)
                 continue;
             }
             if (r->expires < next) next = r->expires;
-            pp = &r->hnext;
         }
     }
     if (!rec_find(g, SIGNATURE_ID)) signature_calc(g); /* it may have just expired */
@@ -7278,8 +7303,8 @@ static ULONG presence_count(const pg_graph *g)
     ULONG n = 0;
     size_t i;
     for (i = 0; i < rec_span(g); i++) {
-        const pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext)
+        const pg_rec *r = rec_at(g, i);
+        if (r)
             if (rec_is_presence(rec_type(g, r)) && !(r->flags & RF_DELETED) && !rec_departed(r) && r->expires > now) n++;
     }
     return n;
@@ -7685,8 +7710,8 @@ static int graph_connect_random(pg_graph *g)
     int started = 0;
     if (g->pres.n >= PROBE_MIN_PRESENCE && graph_connect_probe(g)) return 1;
     for (i = 0; i < rec_span(g); i++) {
-        const pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext) {
+        const pg_rec *r = rec_at(g, i);
+        if (r) {
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
@@ -8553,7 +8578,8 @@ static void graph_free(pg_graph *g)
     }
     pg_free(g->fwd);
     sec_release(g->sec);
-    while (g->deferred) { pg_rec *r = g->deferred; g->deferred = r->hnext; pg_free(r); }
+    for (i = 0; i < g->n_deferred; i++) pg_free(g->deferred[i]);
+    pg_free(g->deferred);
     for (i = 0; i < sizeof g->types / sizeof g->types[0]; i++) pg_free(g->types[i]); /* after every record */
     pg_free(g);
 }
@@ -9773,8 +9799,8 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
     e->ids = (uint8_t *)pg_alloc(16 * (g->rec_count ? g->rec_count : 1));
     if (!e->ids) { pg_free(e); return E_OUTOFMEMORY; }
     for (i = 0; i < rec_span(g); i++) {
-        const pg_rec *r;
-        for (r = *rec_chain(g, i); r; r = r->hnext) {
+        const pg_rec *r = rec_at(g, i);
+        if (r) {
             rec_view v;
             if ((r->flags & RF_DELETED) || r->expires <= now || rec_departed(r)) continue;
             if (type ? memcmp(rec_type(g, r), tw, 16) != 0 : guid_is_internal(rec_type(g, r))) continue;
@@ -9906,40 +9932,39 @@ HRESULT PeerGraphSetRecordLimits(HGRAPH hGraph, ULONG cMaxRecords, ULONGLONG cbM
 HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const GUID *pRecordIds)
 {
     pg_graph *g;
-    pg_rec *list, *keep = NULL, **kt = &keep;
+    pg_rec **chosen;
+    ULONG i, nk = 0, nc = 0;
     pg_buf w = {0};
     REQUIRE_STARTED();
     if (!(g = graph_from_handle(hGraph))) return PEER_E_INVALID_GRAPH;
     if (cRecordIds && !pRecordIds) return E_INVALIDARG;
-    /* Take the list; each chosen record goes through record_in as if just
-     * received (3.1.4.10): it may be stored and flooded, rejected, or
-     * deferred again (back on the list, after the ones not chosen). */
-    list = g->deferred;
-    g->deferred = NULL;
-    g->n_deferred = 0;
+    if (!g->n_deferred) return S_OK;
+    /* The records not chosen stay on the list, in order; each chosen one
+     * goes through record_in as if just received (3.1.4.10): it may be
+     * stored and flooded, rejected, or deferred again (back on the list,
+     * after the ones not chosen). */
+    if (!(chosen = (pg_rec **)pg_alloc(g->n_deferred * sizeof *chosen))) return E_OUTOFMEMORY;
     g->deferred_bytes = 0;
-    while (list) {
-        pg_rec *r = list;
+    for (i = 0; i < g->n_deferred; i++) {
+        pg_rec *r = g->deferred[i];
+        if (cRecordIds && !id_listed(rec_id(r), pRecordIds, cRecordIds)) {
+            g->deferred[nk++] = r;
+            g->deferred_bytes += rec_len(g, r);
+        } else
+            chosen[nc++] = r;
+    }
+    g->n_deferred = nk;
+    for (i = 0; i < nc; i++) {
         rec_view v;
         int useful;
-        list = r->hnext;
-        r->hnext = NULL;
-        if (cRecordIds && !id_listed(rec_id(r), pRecordIds, cRecordIds)) {
-            *kt = r;
-            kt = &r->hnext;
-            g->n_deferred++;
-            g->deferred_bytes += rec_len(g, r);
-            continue;
-        }
-        if (rec_view_of(g, r, &v) && rec_validate(g, &v, peer_time(g))) { /* it may have expired */
+        if (rec_view_of(g, chosen[i], &v) && rec_validate(g, &v, peer_time(g))) { /* it may have expired */
             if (rec_wire_of(&v, &w)) record_in(g, NULL, w.p, w.len, &v, &useful);
             else g->rejected_records++; /* no memory: dropped like a rejected one */
         }
-        pg_free(r);
+        pg_free(chosen[i]);
     }
+    pg_free(chosen);
     buf_free(&w);
-    *kt = g->deferred;
-    g->deferred = keep;
     finish_call();
     return S_OK;
 }

@@ -547,6 +547,47 @@ static void test_expiration(void **st)
     }
 }
 
+/* Churn through the record table: 3000 short-lived records enter and
+ * expire (leaving tombstones behind, which force rebuilds of the table at
+ * the same size) while 40 long-lived ones, each updated many times
+ * meanwhile, must stay findable once each, and no expired one may be
+ * found. */
+static void test_record_table_churn(void **st)
+{
+    HGRAPH h = tu_create(L"churn", L"alice");
+    GUID keep[40], last[50];
+    char buf[16];
+    int i, k, cycle;
+    (void)st;
+    for (i = 0; i < 40; i++) keep[i] = add(h, &T1, "kept");
+    for (cycle = 0; cycle < 60; cycle++) {
+        for (k = 0; k < 50; k++) {
+            PEER_RECORD r;
+            rec_init(&r, h, &T2, "brief", 2);
+            assert_int_equal(PeerGraphAddRecord(h, &r, &last[k]), S_OK);
+            { /* a new version replaces a kept record: it must be found while the table moves */
+                PPEER_RECORD got = NULL;
+                assert_int_equal(PeerGraphGetRecord(h, &keep[(cycle * 50 + k) % 40], &got), S_OK);
+                fake_net_advance(1);
+                assert_int_equal(PeerGraphUpdateRecord(h, got), S_OK);
+                PeerGraphFreeData(got);
+            }
+        }
+        for (i = 0; i < 40; i += 3) assert_string_equal(data_of(h, &keep[i], buf, sizeof buf), "kept");
+        tu_pump(3, 10000); /* they expire, and the expiry pass purges them */
+        for (k = 0; k < 50; k += 7) assert_string_equal(data_of(h, &last[k], buf, sizeof buf), "");
+    }
+    for (i = 0; i < 40; i++) assert_string_equal(data_of(h, &keep[i], buf, sizeof buf), "kept");
+    assert_int_equal(record_count(h, &T1), 40); /* no version left behind */
+    assert_int_equal(record_count(h, &T2), 0);
+    {
+        PEER_DATABASE_INFO di;
+        di.dwSize = sizeof di;
+        assert_int_equal(PeerGraphGetDatabaseInfo(h, &di), S_OK);
+        assert_int_equal(di.cRecords, 41); /* and the Graph Info record */
+    }
+}
+
 /* Records survive Close/Open; local deletes too; a torn tail is dropped. */
 static void test_persistence_and_torn_tail(void **st)
 {
@@ -1834,6 +1875,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_type_table_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_table_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
 #ifndef _WIN32
