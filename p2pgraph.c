@@ -1563,12 +1563,13 @@ static void pres_map(pg_graph *g, pg_rec *r)
     if (rec_is_contact(rec_type(g, r))) set_add(&g->contacts, r); /* ... the contact is not counted */
 }
 
-/* Empties a slot holding r (found by rec_slot or a walk). */
-static void rec_slot_clear(pg_graph *g, pg_rec **pp)
+/* Empties the slot pp holds a record in; inNew: the slot is in the new
+ * table (the old one's tombstones go with it). */
+static void rec_slot_clear(pg_graph *g, pg_rec **pp, int inNew)
 {
     pg_rec *r = *pp;
     *pp = REC_TOMB;
-    if (pp >= g->recs && pp < g->recs + g->rec_cap) g->rec_tombs++; /* (the old table's are dropped with it) */
+    if (inNew) g->rec_tombs++;
     g->rec_count--;
     g->rec_bytes -= rec_len(g, r);
     g->rec_gen++;
@@ -1576,8 +1577,10 @@ static void rec_slot_clear(pg_graph *g, pg_rec **pp)
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
-    pg_rec **pp = rec_slot(g, rec_id(r));
-    if (pp && *pp == r) rec_slot_clear(g, pp);
+    pg_rec **pp = g->rec_cap ? rec_probe(g->recs, g->rec_cap, rec_id(r)) : NULL;
+    if (pp && *pp == r) rec_slot_clear(g, pp, 1);
+    else if (g->rec_old && (pp = rec_probe(g->rec_old, g->rec_oldcap, rec_id(r))) != NULL && *pp == r)
+        rec_slot_clear(g, pp, 0);
     pres_unmap(g, r);
 }
 
@@ -3413,7 +3416,7 @@ static void rec_prune(pg_graph *g)
             if (hr == PEER_E_DEFERRED_VALIDATION) sec_defer(g, &v);
             else g->rejected_records++;
         }
-        rec_slot_clear(g, rec_pslot(g, i));
+        rec_slot_clear(g, rec_pslot(g, i), i < g->rec_cap);
         pres_unmap(g, r);
         pg_free(r);
     }
@@ -6695,7 +6698,7 @@ static void graph_expire(pg_graph *g)
                 uint8_t type[16];
                 int notify = !(r->flags & RF_DELETED);
                 memcpy(type, rec_type(g, r), 16);
-                rec_slot_clear(g, rec_pslot(g, i));
+                rec_slot_clear(g, rec_pslot(g, i), i < g->rec_cap);
                 pres_unmap(g, r);
                 if (!rec_is_volatile(type)) log_append(g, LE_DROP, rec_id(r), 16, 0);
                 if (notify) emit_record(g, PEER_RECORD_EXPIRED, rec_id(r), type);
