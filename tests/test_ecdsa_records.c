@@ -785,15 +785,6 @@ static void wstr16(msg *m, const wchar_t *w)
     }
 }
 
-static void guid_be(unsigned char *b, const GUID *g)
-{
-    b[0] = (unsigned char)(g->Data1 >> 24); b[1] = (unsigned char)(g->Data1 >> 16);
-    b[2] = (unsigned char)(g->Data1 >> 8); b[3] = (unsigned char)g->Data1;
-    b[4] = (unsigned char)(g->Data2 >> 8); b[5] = (unsigned char)g->Data2;
-    b[6] = (unsigned char)(g->Data3 >> 8); b[7] = (unsigned char)g->Data3;
-    memcpy(b + 8, g->Data4, 8);
-}
-
 static ULONGLONG ft_of(const FILETIME *ft) { return ((ULONGLONG)ft->dwHighDateTime << 32) | ft->dwLowDateTime; }
 
 static void m_flood(msg *m, const PEER_RECORD *r)
@@ -802,10 +793,10 @@ static void m_flood(msg *m, const PEER_RECORD *r)
     hdr(m, 0x0B);
     p16(m, 12);
     p16(m, 0);
-    guid_be(g, &r->type);
+    tu_guid_wire(g, &r->type);
     memcpy(m->b + m->n, g, 16);
     m->n += 16;
-    guid_be(g, &r->id);
+    tu_guid_wire(g, &r->id);
     memcpy(m->b + m->n, g, 16);
     m->n += 16;
     p32(m, r->dwVersion);

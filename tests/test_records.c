@@ -1479,14 +1479,6 @@ static void log_entry(FILE *f, unsigned kind, const unsigned char *body, size_t 
     assert_int_equal(mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), e + 4, n + 1, e + 5 + n), 0);
     assert_int_equal(fwrite(e, 1, n + 21, f), n + 21);
 }
-static void guid_wire(const GUID *g, unsigned char *b)
-{
-    b[0] = (unsigned char)(g->Data1 >> 24); b[1] = (unsigned char)(g->Data1 >> 16);
-    b[2] = (unsigned char)(g->Data1 >> 8); b[3] = (unsigned char)g->Data1;
-    b[4] = (unsigned char)(g->Data2 >> 8); b[5] = (unsigned char)g->Data2;
-    b[6] = (unsigned char)(g->Data3 >> 8); b[7] = (unsigned char)g->Data3;
-    memcpy(b + 8, g->Data4, 8);
-}
 
 /* Records are held without their graph ID (it must be the graph's), so a
  * database file entry naming another graph, or another protocol version,
@@ -1512,7 +1504,7 @@ static void test_file_foreign_records(void **st)
     x[1].graph = "hostile";
     x[1].proto = 0x0200;            /* another protocol version */
     x_default(&x[2], h, 3);
-    guid_wire(&gone, x[2].id);      /* "gone", version 2, of another graph */
+    tu_guid_wire(x[2].id, &gone);      /* "gone", version 2, of another graph */
     x[2].creator = "alice";
     x[2].version = 2;
     x[2].graph = "other";

@@ -118,6 +118,16 @@ static inline HGRAPH tu_create_db(const wchar_t *graphId, const wchar_t *peerId,
     return h;
 }
 
+/* A GUID as record wire bytes (Data1..Data3 big-endian, then Data4). */
+static inline void tu_guid_wire(unsigned char *b, const GUID *g)
+{
+    b[0] = (unsigned char)(g->Data1 >> 24); b[1] = (unsigned char)(g->Data1 >> 16);
+    b[2] = (unsigned char)(g->Data1 >> 8); b[3] = (unsigned char)g->Data1;
+    b[4] = (unsigned char)(g->Data2 >> 8); b[5] = (unsigned char)g->Data2;
+    b[6] = (unsigned char)(g->Data3 >> 8); b[7] = (unsigned char)g->Data3;
+    memcpy(b + 8, g->Data4, 8);
+}
+
 static inline HGRAPH tu_open(const wchar_t *graphId, const wchar_t *peerId)
 {
     HGRAPH h = NULL;
