@@ -1405,6 +1405,12 @@ static void creator_fold(const uint8_t *creator, uint32_t units, uint8_t out[8])
 
 static HRESULT attr_validate(const wchar_t *xml);
 
+/* Does v name g's graph?  (Against the graph ID's wire units, cached.) */
+static int rec_gid_ours(const pg_graph *g, const rec_view *v)
+{
+    return v->n_gid == g->n_gid_u && !memcmp(v->gid, g->gid_u, 2 * (size_t)v->n_gid);
+}
+
 /* [MS-PPGRH] 3.1.7.27 on a parsed record; 1 if valid for graph g.  `full`
  * 0 skips the costly record ID check (against MD5(creator)) for records
  * read back from our own checksummed file.  Attribute XML is checked
@@ -1425,7 +1431,7 @@ static int rec_validate_ex(const pg_graph *g, const rec_view *v, uint64_t peerNo
     }
     if (v->expires <= v->modified || v->modified < v->created) return 0;
     if (v->expires <= peerNow) return 0; /* already expired: nothing to keep */
-    if (v->n_gid != g->n_gid_u || memcmp(v->gid, g->gid_u, 2 * (size_t)v->n_gid)) return 0; /* (cached at graph_alloc) */
+    if (!rec_gid_ours(g, v)) return 0;
     if (v->proto != 0x0100) return 0;
     if ((v->flags & RF_DELETED) && (v->n_data || v->n_attr)) return 0;
     if (v->flags & ~(RF_DELETED | RF_AUTOREFRESH)) return 0;
@@ -1488,19 +1494,22 @@ static pg_rec **rec_probe(pg_rec **t, size_t cap, const uint8_t id[16])
     return NULL;
 }
 
-/* The slot holding id: in the new table, or in the old one while a growth
- * has not moved it yet. */
-static pg_rec **rec_slot(const pg_graph *g, const uint8_t id[16])
+/* The slot holding id: in the new table (*inNew 1), or in the old one
+ * while a growth has not moved it yet (*inNew 0). */
+static pg_rec **rec_slot(const pg_graph *g, const uint8_t id[16], int *inNew)
 {
     pg_rec **pp;
     if (!g->rec_cap) return NULL;
+    *inNew = 1;
     if ((pp = rec_probe(g->recs, g->rec_cap, id)) != NULL) return pp;
+    *inNew = 0;
     return g->rec_old ? rec_probe(g->rec_old, g->rec_oldcap, id) : NULL;
 }
 
 static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
 {
-    pg_rec **pp = rec_slot(g, id);
+    int inNew;
+    pg_rec **pp = rec_slot(g, id, &inNew);
     return pp ? *pp : NULL;
 }
 
@@ -1577,10 +1586,9 @@ static void rec_slot_clear(pg_graph *g, pg_rec **pp, int inNew)
 
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
-    pg_rec **pp = g->rec_cap ? rec_probe(g->recs, g->rec_cap, rec_id(r)) : NULL;
-    if (pp && *pp == r) rec_slot_clear(g, pp, 1);
-    else if (g->rec_old && (pp = rec_probe(g->rec_old, g->rec_oldcap, rec_id(r))) != NULL && *pp == r)
-        rec_slot_clear(g, pp, 0);
+    int inNew;
+    pg_rec **pp = rec_slot(g, rec_id(r), &inNew);
+    if (pp && *pp == r) rec_slot_clear(g, pp, inNew);
     pres_unmap(g, r);
 }
 
@@ -1618,9 +1626,9 @@ static void rec_migrate(pg_graph *g, size_t budget)
 
 /* A new table for `need` records at a load of at most 5/8 (on an insert
  * into a full table: twice the size, or the same when tombstones filled
- * it: every new version leaves one).  The records move REC_STEP slots per insert (no call rehashes the
- * whole table: like the maps of section 1b); an empty table is simply
- * replaced. */
+ * it: every new version leaves one).  The records move REC_STEP slots per
+ * insert (no call rehashes the whole table: like the maps of section 1b);
+ * an empty table is simply replaced. */
 static int rec_table_grow(pg_graph *g, size_t need)
 {
     size_t ncap = 8;
@@ -1688,25 +1696,28 @@ static size_t rec_wire_size(const rec_view *v)
     return REC_FIXED + 2 * ((size_t)v->n_creator + v->n_modby + v->n_gid + v->n_attr) + v->n_sec + v->n_data;
 }
 
+/* The type table's k-th type (1..n_types). */
+static uint8_t *type_at(const pg_graph *g, unsigned k) { return g->types[(k - 1) / TYPE_CHUNK][(k - 1) % TYPE_CHUNK]; }
+
 /* The type table: k (1..TYPE_MAX) for the type, entered if new; 0 when
  * the table is full or out of memory (the record then holds the type). */
 static unsigned type_code(pg_graph *g, const uint8_t *type)
 {
-    unsigned i, n = g->n_types;
-    if (g->type_last && !memcmp(g->types[(g->type_last - 1) / TYPE_CHUNK][(g->type_last - 1) % TYPE_CHUNK], type, 16))
-        return g->type_last;
-    for (i = 0; i < n; i++)
-        if (!memcmp(g->types[i / TYPE_CHUNK][i % TYPE_CHUNK], type, 16)) return g->type_last = i + 1;
-    if (n == TYPE_MAX) return 0;
-    if (!(n % TYPE_CHUNK) && !(g->types[n / TYPE_CHUNK] = (uint8_t(*)[16])pg_alloc(TYPE_CHUNK * 16))) return 0;
-    memcpy(g->types[n / TYPE_CHUNK][n % TYPE_CHUNK], type, 16);
-    return g->type_last = ++g->n_types;
+    unsigned k;
+    if (g->type_last && !memcmp(type_at(g, g->type_last), type, 16)) return g->type_last;
+    for (k = 1; k <= g->n_types; k++)
+        if (!memcmp(type_at(g, k), type, 16)) return g->type_last = k;
+    if (g->n_types == TYPE_MAX) return 0;
+    if (!(g->n_types % TYPE_CHUNK) &&
+        !(g->types[g->n_types / TYPE_CHUNK] = (uint8_t(*)[16])pg_alloc(TYPE_CHUNK * 16)))
+        return 0;
+    memcpy(type_at(g, ++g->n_types), type, 16);
+    return g->type_last = g->n_types;
 }
 
 static const uint8_t *rec_type(const pg_graph *g, const pg_rec *r)
 {
-    unsigned k = r->s[16];
-    return k ? g->types[(k - 1) / TYPE_CHUNK][(k - 1) % TYPE_CHUNK] : r->s + 17;
+    return r->s[16] ? type_at(g, r->s[16]) : r->s + 17;
 }
 
 /* The fields after the ID and type. */
@@ -3380,7 +3391,7 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
         rec_view v;
         pg_rec *r;
         if (!rec_parse(body, n, &v)) g->db_bad_entries++;
-        else if (v.n_gid != g->n_gid_u || memcmp(v.gid, g->gid_u, 2 * (size_t)v.n_gid) || v.proto != 0x0100) {
+        else if (!rec_gid_ours(g, &v) || v.proto != 0x0100) {
             /* never valid here (3.1.7.27): dropped as the prune would, with any older version */
             if ((r = rec_find(g, v.id)) != NULL) { rec_unlink(g, r); pg_free(r); }
         } else if ((r = rec_new(g, &v)) == NULL || !rec_insert(g, r)) {
@@ -6027,17 +6038,10 @@ bad:
 #define BATCH_TARGET 16000u     /* bytes of compact records per BATCH */
 #define BATCH_MAX_RECORD 65536u /* bigger records travel as FLOODs */
 
-static int vput(pg_buf *b, uint64_t v)
+static int vput(pg_buf *b, uint64_t v) /* the stored form's varint (sv_put), appended */
 {
     uint8_t t[10];
-    size_t n = 0;
-    do {
-        t[n] = (uint8_t)(v & 0x7F);
-        v >>= 7;
-        if (v) t[n] |= 0x80;
-        n++;
-    } while (v);
-    return buf_append(b, t, n);
+    return buf_append(b, t, (size_t)(sv_put(t, v) - t));
 }
 static int vget(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
 {
