@@ -520,6 +520,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive Pings, silence = dead */
 #define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH | EXT_FAST)
 #define EXT_TLS      0x40 /* AUTH_INFO only: TLS follows it (a secured graph; PROTOCOL.md section 6) */
+#define EXT_PUSH     0x80 /* neighbor link of a never-synchronized initiator: the responder
+                           * answers a Sync All right behind its WELCOME, unasked */
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
@@ -4984,6 +4986,7 @@ static void send_auth_info(pg_conn *c)
     msg_header(m, size, MT_AUTH_INFO);
     m[8] = (uint8_t)(c->direct ? 2 : 1);
     c->ext = EXT_ALL & (g->profile == PEER_MAINTENANCE_FAST ? ~0u : ~(unsigned)EXT_FAST); /* narrowed by the WELCOME */
+    if (!c->direct && !g->synchronized && !g->n_sync_types) c->ext |= EXT_PUSH;
     m[9] = (uint8_t)(c->ext | (g->sec && g->sec->kind != SEC_NONE ? EXT_TLS : 0));
     put16(m + 10, 16);
     put16(m + 12, (unsigned)(16 + lg));
@@ -5052,21 +5055,26 @@ static void send_ping(pg_conn *c)
     conn_send(c, m, 28);
 }
 
-/* SOLICIT_NEW / SOLICIT_TIME with inclusion (1 type) or exclusion list. */
-static void send_solicit(pg_conn *c, int include, const GUID *types, ULONG n)
+static void solicit_in(pg_conn *c, const uint8_t *m, size_t size, int type);
+
+/* SOLICIT_NEW / SOLICIT_TIME with inclusion (1 type) or exclusion list,
+ * sent, or with `push` (EXT_PUSH, the responder's side) taken as if received. */
+static void send_solicit(pg_conn *c, int include, const GUID *types, ULONG n, int push)
 {
     pg_graph *g = c->graph;
-    size_t fixed = c->sync == SYNC_TIME ? 20 : 12, size = fixed + 16 * (size_t)n;
+    int time = !push && c->sync == SYNC_TIME;
+    size_t fixed = time ? 20 : 12, size = fixed + 16 * (size_t)n;
     uint8_t *m = (uint8_t *)pg_alloc(size);
     ULONG i;
     if (!m) { conn_abort(c, E_OUTOFMEMORY); return; }
-    msg_header(m, size, c->sync == SYNC_TIME ? MT_SOLICIT_TIME : MT_SOLICIT_NEW);
+    msg_header(m, size, time ? MT_SOLICIT_TIME : MT_SOLICIT_NEW);
     m[8] = (uint8_t)(include ? n : 0);
     m[9] = (uint8_t)(include ? 0 : n);
     put16(m + 10, (unsigned)fixed);
-    if (c->sync == SYNC_TIME) put64(m + 12, g->left_pt);
+    if (time) put64(m + 12, g->left_pt);
     for (i = 0; i < n; i++) guid_put(m + fixed + 16 * i, &types[i]);
-    conn_send(c, m, size);
+    if (push) solicit_in(c, m, size, m[5]);
+    else conn_send(c, m, size);
     pg_free(m);
 }
 
@@ -5076,23 +5084,37 @@ static void send_solicit(pg_conn *c, int include, const GUID *types, ULONG n)
  * prioritized type's SYNC_END raises PEER_GRAPH_EVENT_SYNCHRONIZED.  With a
  * p2pgraph responder that agreed to EXT_PIPELINE every request goes out at
  * once (PROTOCOL.md section 4); otherwise one per SYNC_END, as the spec has it. */
-static void sync_send_step(pg_conn *c, ULONG k)
+static void sync_step_solicit(pg_conn *c, ULONG k, const GUID *prio, ULONG nprio, int push)
 {
-    pg_graph *g = c->graph;
-    ULONG fixedN = 2 + g->n_sync_types;
+    ULONG fixedN = 2 + nprio;
     if (k < fixedN) {
-        GUID one = k == 0 ? GUID_GRAPH_INFO_TYPE : k == 1 ? GUID_PRESENCE_TYPE : g->sync_types[k - 2];
-        send_solicit(c, 1, &one, 1);
+        GUID one = k == 0 ? GUID_GRAPH_INFO_TYPE : k == 1 ? GUID_PRESENCE_TYPE : prio[k - 2];
+        send_solicit(c, 1, &one, 1, push);
     } else {
         GUID *ex = (GUID *)pg_alloc(sizeof(GUID) * fixedN);
         ULONG i;
         if (!ex) { conn_abort(c, E_OUTOFMEMORY); return; }
         ex[0] = GUID_GRAPH_INFO_TYPE;
         ex[1] = GUID_PRESENCE_TYPE;
-        for (i = 0; i < g->n_sync_types; i++) ex[2 + i] = g->sync_types[i];
-        send_solicit(c, 0, ex, fixedN);
+        for (i = 0; i < nprio; i++) ex[2 + i] = prio[i];
+        send_solicit(c, 0, ex, fixedN, push);
         pg_free(ex);
     }
+}
+
+static void sync_send_step(pg_conn *c, ULONG k)
+{
+    sync_step_solicit(c, k, c->graph->sync_types, c->graph->n_sync_types, 0);
+}
+
+/* EXT_PUSH, the responder's side: right after the WELCOME, answer the three
+ * requests of a Sync All without prioritized types (the only kind an
+ * initiator asks to be pushed) as if they had come, so the answers leave in
+ * the WELCOME's write and the joiner sends nothing (PROTOCOL.md section 4). */
+static void sync_push(pg_conn *c)
+{
+    ULONG k;
+    for (k = 0; k < 3 && !c->dead; k++) sync_step_solicit(c, k, NULL, 0, 1);
 }
 
 static void sync_start(pg_conn *c, int type)
@@ -5231,7 +5253,7 @@ static void conn_become_connected(pg_conn *c)
 
 static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
 {
-    unsigned type = m[8], ext = m[9] & EXT_ALL, tls = m[9] & EXT_TLS;
+    unsigned type = m[8], ext = m[9] & (EXT_ALL | EXT_PUSH), tls = m[9] & EXT_TLS;
     pg_sec *sec;
     size_t og, os, od;
     wchar_t *gid = NULL, *src = NULL, *dst = NULL;
@@ -5286,6 +5308,7 @@ static void on_auth_info(pg_conn *c, const uint8_t *m, size_t size)
     conn_set_graph(c, match);
     if (match->profile != PEER_MAINTENANCE_FAST) c->ext &= ~(unsigned)EXT_FAST;
     c->direct = type == 2;
+    if (c->direct) c->ext &= ~(unsigned)EXT_PUSH;
     c->remote_peer = src;
     src = NULL;
     if (sec) { /* TLS next; still unauthenticated (counted against the listener) */
@@ -5380,6 +5403,7 @@ static void on_connect(pg_conn *c, const uint8_t *m, size_t size)
     if (c->dead) return;
     conn_become_connected(c);
     if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
+    if (!c->dead && (c->ext & EXT_PUSH)) sync_push(c);
     return;
 bad:
     conn_abort(c, PEER_E_PROTOCOL_ERROR);
@@ -5427,14 +5451,21 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
     if (c->direct) return; /* application data only (digest 5.4, INFERRED) */
     if (resolve_cross_connect(c)) return;
     peer_time_update(g, c, get64(m + 16));
+    /* Ping every neighbor link (digest 5.4 step 4); a p2pgraph responder
+     * (any capability bit in its WELCOME) not on this link, which the WELCOME
+     * has just shown alive (PROTOCOL.md H8) */
     for (o = g->conns; o; o = o->gnext)
-        if (!o->dead && o->state == CS_CONNECTED && !o->direct) send_ping(o);
+        if (!o->dead && o->state == CS_CONNECTED && !o->direct && !(o == c && c->ext)) send_ping(o);
     if (c->dead) return;
     if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
     if (!c->direct) {
         /* Sync All the first time; Time-based (then Hash) when coming back;
          * Hash only for a further neighbor while connected (PROTOCOL.md S5). */
-        if (g->synchronized && graph_conn_count(g, 1) > 1) {
+        if (c->ext & EXT_PUSH) { /* the responder is answering a Sync All unasked */
+            c->sync = SYNC_NEW;
+            c->sync_step = 3;
+            c->sync_done = 0;
+        } else if (g->synchronized && graph_conn_count(g, 1) > 1) {
             sync_hash_start(c);
         } else {
             sync_start(c, g->synchronized ? SYNC_TIME : SYNC_NEW);
@@ -6216,6 +6247,19 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
 
 static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size);
 
+/* A valid solicitation: answered now (by conn_pump_out), or queued behind the
+ * one being answered. */
+static void solicit_in(pg_conn *c, const uint8_t *m, size_t size, int type)
+{
+    if (c->out_end || c->solq_n) { /* answering one already: keep it in order */
+        if (c->solq_n >= SOLQ_MAX || !buf_append(&c->solq, m, size)) conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        else c->solq_n++;
+    } else if (type == MT_SOLICIT_HASH)
+        on_solicit_hash(c, m, size);
+    else
+        on_solicit(c, m, size, type);
+}
+
 /* How far a sync answer fills tx: less while application data waits, so
  * the two alternate (see conn_try_send). */
 static size_t sync_watermark(const pg_conn *c)
@@ -6902,13 +6946,8 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
         if (c->direct || !solicit_valid(m, size, type == MT_SOLICIT_NEW ? 12 : 20) ||
             (type == MT_SOLICIT_HASH && !solicit_hash_valid(m, size)))
             conn_abort(c, PEER_E_PROTOCOL_ERROR);
-        else if (c->out_end || c->solq_n) { /* answering one already: keep it in order */
-            if (c->solq_n >= SOLQ_MAX || !buf_append(&c->solq, m, size)) conn_abort(c, PEER_E_PROTOCOL_ERROR);
-            else c->solq_n++;
-        } else if (type == MT_SOLICIT_HASH)
-            on_solicit_hash(c, m, size);
         else
-            on_solicit(c, m, size, type); /* answered by conn_pump_out */
+            solicit_in(c, m, size, type);
         break;
     case MT_SYNC_END:
         if (size < 12) { conn_abort(c, PEER_E_PROTOCOL_ERROR); break; }

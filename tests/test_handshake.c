@@ -59,7 +59,7 @@ static void test_initiator_wire_and_sync(void **st)
     static rxbuf r;
     static msg a, c, m;
     PPEER_GRAPH_EVENT_DATA d;
-    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 0x1f, 0, 0x10, 0, 0x1a, 0, 0x20,
+    static const unsigned char want_auth[] = {0, 0, 0, 0x24, 0x10, 1, 0, 0, 1, 0x9f, 0, 0x10, 0, 0x1a, 0, 0x20,
                                               'T', 'e', 's', 't', 'G', 'r', 'a', 'p', 'h', 0, 'A', 'l', 'i', 'c', 'e', 0,
                                               'B', 'o', 'b', 0};
     static const unsigned char graph_info[16] = {0, 0, 1, 0}, presence[16] = {0, 0, 4, 0};
@@ -77,8 +77,8 @@ static void test_initiator_wire_and_sync(void **st)
     assert_int_equal(g16(c.b + 12), 24);
     assert_true(g64(c.b + 16) == local_node(h));
     assert_null(conn_event(e));
-    /* WELCOME */
-    m_welcome(&m, 0x1122334455667788ULL, 0, NULL, 0, "Bob", 1);
+    /* WELCOME from a plain MS-PPGRH responder (no capability bits) */
+    m_welcome(&m, 0x1122334455667788ULL, 0, NULL, 0, "Bob", 0);
     send_msg(s, &m);
     tu_pump(1, 1);
     d = conn_event(e);
@@ -167,12 +167,11 @@ static void test_pipelined_sync_initiator(void **st)
     int i;
     (void)st;
     s = connect_to_raw(h, NULL, l, &addr, &id, &r, &a, &c);
-    assert_int_equal(a.b[9], 0x1f); /* reasons, pipelining, data fragments, ACK-less sync, batches */
+    assert_int_equal(a.b[9], 0x9f); /* reasons, pipelining, data fragments, ACK-less sync, batches, push */
     m_welcome(&m, 0x55, 0, NULL, 0, "Bob", 3);
     send_msg(s, &m);
     tu_pump(1, 1);
-    assert_true(recv_msg(s, &r, &m) > 0); /* Ping */
-    assert_int_equal(m.b[5], 0x0D);
+    /* no Ping on this link: a p2pgraph responder's WELCOME shows it alive (PROTOCOL H8) */
     for (i = 0; i < 3; i++) { /* Graph Info, Presence, everything else: all at once */
         assert_true(recv_msg(s, &r, &m) > 0);
         assert_int_equal(m.b[5], 0x06);
@@ -190,6 +189,99 @@ static void test_pipelined_sync_initiator(void **st)
     assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
     fake_net_raw_close(s);
     fake_net_raw_close(l);
+}
+
+/* EXT_PUSH, initiator: a never-synchronized joiner asks (bit 0x80 in
+ * AUTH_INFO) to have its Sync All pushed; a responder that echoes the bit
+ * gets nothing after its WELCOME (no Ping, no SOLICIT), and the three pushed
+ * SYNC_ENDs complete the sync.  A synchronized graph does not ask. */
+static void test_pushed_sync_initiator(void **st)
+{
+    HGRAPH h = tu_open(L"G", L"Alice"), h2;
+    HPEEREVENT e = tu_register_all(h);
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET l = raw_node(&addr), s;
+    static rxbuf r;
+    static msg a, c, m;
+    ULONGLONG id;
+    DWORD status;
+    PPEER_GRAPH_EVENT_DATA d;
+    int i;
+    (void)st;
+    s = connect_to_raw(h, NULL, l, &addr, &id, &r, &a, &c);
+    assert_int_equal(a.b[9], 0x9f);
+    m_welcome(&m, 0x55, 0, NULL, 0, "Bob", 0x9f);
+    send_msg(s, &m);
+    tu_pump(2, 1);
+    d = conn_event(e);
+    assert_non_null(d);
+    assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
+    PeerGraphFreeData(d);
+    assert_int_equal(recv_msg(s, &r, &m), 0); /* the joiner sends nothing */
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+        assert_int_equal(status & PEER_GRAPH_STATUS_SYNCHRONIZED, 0);
+        m_sync_end(&m);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+    }
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    assert_int_equal(recv_msg(s, &r, &m), 0);
+    fake_net_raw_close(s);
+    /* a synchronized graph (its creator) pulls as before */
+    h2 = tu_create(L"G", L"Carol");
+    s = connect_to_raw(h2, NULL, l, &addr, &id, &r, &a, &c);
+    assert_int_equal(a.b[9], 0x1f);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+}
+
+/* EXT_PUSH, responder: asked by a neighbor's AUTH_INFO, the Sync All answers
+ * (Graph Info first, three SYNC_ENDs) follow the WELCOME in the same pass,
+ * unasked; not on a direct connection, and not without the bit. */
+static void test_pushed_sync_responder(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"Bob");
+    HPEEREVENT e = tu_register_all(h);
+    PEER_ADDRESS la = tu_listen(h);
+    static rxbuf r;
+    static msg m;
+    static const unsigned char graph_info[16] = {0, 0, 1, 0};
+    int k;
+    (void)st;
+    (void)e;
+    for (k = 0; k < 3; k++) { /* 0: pushed; 1: direct; 2: no bit */
+        PEER_SOCKET s = fake_net_raw_connect(&la.sin6);
+        unsigned ext = k == 2 ? 0x03 : 0x83;
+        int floods = 0, ends = 0, first = -1;
+        memset(&r, 0, sizeof r);
+        m_auth(&m, k == 1 ? 2 : 1, ext, "G", "Alice", NULL);
+        send_msg(s, &m);
+        m_connect(&m, k == 1 ? 0x04 : 0x01, 0x700 + (ULONGLONG)k, NULL, 0, NULL);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+        assert_true(recv_msg(s, &r, &m) > 0);
+        assert_int_equal(m.b[5], 3);
+        assert_int_equal(m.b[25], k == 0 ? 0x83 : 0x03);
+        while (recv_msg(s, &r, &m) > 0) {
+            if (m.b[5] == 0x0B) {
+                if (first < 0) first = !memcmp(m.b + 12, graph_info, 16);
+                floods++;
+            } else if (m.b[5] == 0x0C)
+                ends++;
+        }
+        if (k == 0) {
+            assert_int_equal(first, 1); /* Graph Info is answered first */
+            assert_true(floods >= 1);
+            assert_int_equal(ends, 3);
+        } else {
+            assert_int_equal(floods, 0);
+            assert_int_equal(ends, 0);
+        }
+        fake_net_raw_close(s);
+        tu_pump(1, 1);
+    }
 }
 
 /* A responder answers solicitations that arrive back to back in order, one
@@ -1078,6 +1170,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_initiator_wire_and_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responder_welcome_and_disconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_sync_initiator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pushed_sync_initiator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pushed_sync_responder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_sync_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_in_solicit_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responder_queues_solicitations, setup, teardown),
