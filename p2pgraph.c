@@ -735,6 +735,7 @@ struct pg_graph {
     FILE *logf;
     ULONGLONG log_bytes, log_dirty_since, db_torn_bytes, meta_pending_since;
     int meta_pending;      /* a non-durable metadata change not yet written */
+    int sync_on_disk;      /* the last metadata written says synchronized (see log_flush_pending) */
     ULONG db_bad_entries;
     int log_dirty;
     int log_listed;         /* on L.logq: entries waiting in logbuf (records from the network) */
@@ -3176,13 +3177,19 @@ written:
 }
 
 /* The end of a public call: the log entries waiting in any graph's logbuf
- * are written. */
+ * are written; except in a graph whose file does not yet say it is
+ * synchronized (a joiner until its first synchronization is written, within
+ * META_DELAY_MS of it): what it receives waits for that metadata (or the
+ * next durable change, LOG_BUF_MAX bytes, or Close).  Losing it loses
+ * nothing, since a graph that opens unsynchronized runs Sync All again; and
+ * a join's burst of records costs one write instead of one per call. */
 static void log_flush_pending(void)
 {
     while (L.logq) {
         pg_graph *g = L.logq;
         L.logq = g->lognext;
-        g->log_listed = 0;
+        g->log_listed = 0; /* listed again by its next entry */
+        if (!g->sync_on_disk) continue;
         log_flush_graph(g);
     }
 }
@@ -3201,7 +3208,10 @@ static HRESULT db_save(pg_graph *g, int durable)
     }
     if (!meta_body(g, &body)) { buf_free(&body); return E_OUTOFMEMORY; }
     hr = log_append(g, LE_META, body.p, body.len, durable);
-    if (SUCCEEDED(hr)) g->meta_pending = 0;
+    if (SUCCEEDED(hr)) {
+        g->meta_pending = 0;
+        g->sync_on_disk = g->synchronized;
+    }
     buf_free(&body);
     return hr;
 }
@@ -3253,6 +3263,7 @@ static HRESULT db_rewrite(pg_graph *g)
     g->log_bytes = bytes;
     g->log_dirty = 0;
     g->meta_pending = 0;
+    g->sync_on_disk = g->synchronized;
     hr = S_OK;
 done:
     if (f) { fclose(f); remove(tmp); }
@@ -3458,6 +3469,7 @@ static HRESULT db_load(pg_graph *g)
         else if (lc.have_meta) {
             rec_prune(g);
             g->log_bytes = n;
+            g->sync_on_disk = g->synchronized;
             hr = S_OK;
         }
     }
@@ -3475,7 +3487,10 @@ static void db_maintain(pg_graph *g)
 {
     if (g->meta_pending && L.now >= g->meta_pending_since + META_DELAY_MS) {
         pg_buf body = {0};
-        if (meta_body(g, &body) && SUCCEEDED(log_append(g, LE_META, body.p, body.len, 0))) g->meta_pending = 0;
+        if (meta_body(g, &body) && SUCCEEDED(log_append(g, LE_META, body.p, body.len, 0))) {
+            g->meta_pending = 0;
+            g->sync_on_disk = g->synchronized;
+        }
         buf_free(&body);
     }
     if (g->logf && (g->log_failed || g->log_bytes > 2 * (g->rec_bytes + 21 * (ULONGLONG)g->rec_count) + (1u << 20))) {

@@ -1037,16 +1037,34 @@ static void test_renewal_relay_paced(void **st)
 /* Records from the network are written to the database file together when
  * the call that read them ends (one write, not one per record), and are
  * there when PeerGraphService returns. */
+/* How many of the records x[0..n) the database file at path holds (by ID). */
+static int ids_in_file(const char *path, const xrec *x, int n)
+{
+    unsigned char *file = (unsigned char *)malloc(1 << 20);
+    size_t len, k;
+    FILE *f;
+    int i, count = 0;
+    assert_non_null(file);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    len = fread(file, 1, 1 << 20, f);
+    fclose(f);
+    for (i = 0; i < n; i++) {
+        int found = 0;
+        for (k = 0; k + 16 <= len && !found; k++) found = !memcmp(file + k, x[i].id, 16);
+        count += found;
+    }
+    free(file);
+    return count;
+}
+
 static void test_received_records_on_disk_when_call_returns(void **st)
 {
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"flushdb", 0);
     PEER_ADDRESS la = tu_listen(h);
     PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42);
     char path[512];
-    unsigned char *file;
-    size_t n = 0, k;
     xrec x[10];
-    FILE *f;
     int i;
     (void)st;
     tu_pump(2, 1);
@@ -1056,19 +1074,69 @@ static void test_received_records_on_disk_when_call_returns(void **st)
     }
     tu_pump(1, 1); /* one Service reads all ten */
     tu_db_file_path("hostile", "alice", "flushdb", path, sizeof path);
-    file = (unsigned char *)malloc(1 << 20);
-    assert_non_null(file);
-    f = fopen(path, "rb");
-    assert_non_null(f);
-    n = fread(file, 1, 1 << 20, f);
-    fclose(f);
-    for (i = 0; i < 10; i++) {
-        int found = 0;
-        for (k = 0; k + 16 <= n && !found; k++) found = !memcmp(file + k, x[i].id, 16);
-        assert_true(found);
-    }
-    free(file);
+    assert_int_equal(ids_in_file(path, x, 10), 10);
     fake_net_raw_close(a);
+}
+
+/* A joiner's first Sync All: the records wait in memory until its file says
+ * synchronized (within 1 s), then go in one write; killed before, it would
+ * open unsynchronized and sync again.  From then on, received records are
+ * with the OS when the call returns again. */
+static void test_joiner_records_wait_for_sync_flag(void **st)
+{
+    HGRAPH h = NULL, h2 = NULL;
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET l = raw_node(&addr), s;
+    PEER_ADDRESS pa = peer_addr(addr);
+    ULONGLONG id;
+    static rxbuf r;
+    static msg m;
+    xrec x[11];
+    char path[512];
+    DWORD status;
+    int i;
+    (void)st;
+    PeerGraphDelete(L"hostile", L"alice", L"joindb");
+    assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"joindb", NULL, 0, NULL, &h), PEER_S_GRAPH_DATA_CREATED);
+    tu_db_file_path("hostile", "alice", "joindb", path, sizeof path);
+    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
+    tu_pump(2, 1);
+    s = fake_net_raw_accept(l);
+    memset(&r, 0, sizeof r);
+    assert_true(recv_msg(s, &r, &m) > 0); /* AUTH_INFO */
+    assert_true(recv_msg(s, &r, &m) > 0); /* CONNECT */
+    m_welcome(&m, 0x4242, 0, NULL, 0, "mallory", 0x03);
+    send_msg(s, &m);
+    for (i = 0; i < 10; i++) {
+        x_default(&x[i], h, (unsigned char)(0x30 + i));
+        x_flood(s, &x[i]);
+    }
+    for (i = 0; i < 3; i++) {
+        m_sync_end(&m);
+        send_msg(s, &m);
+    }
+    tu_pump(1, 1);
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    assert_int_equal(ids_in_file(path, x, 10), 0);
+    tu_pump(12, 100); /* the synchronized flag is written within 1 s, the records before it */
+    assert_int_equal(ids_in_file(path, x, 10), 10);
+    x_default(&x[10], h, 0x3a);
+    x_flood(s, &x[10]);
+    tu_pump(1, 1);
+    assert_int_equal(ids_in_file(path, x + 10, 1), 1);
+    /* and the file now opens synchronized, with all of them */
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"joindb", NULL, 0, NULL, &h2), S_OK);
+    for (i = 0; i < 11; i++) {
+        PPEER_RECORD rec = NULL;
+        GUID g = x_guid(x[i].id);
+        assert_int_equal(PeerGraphGetRecord(h2, &g, &rec), S_OK);
+        PeerGraphFreeData(rec);
+    }
+    assert_int_equal(PeerGraphClose(h2), S_OK);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
 }
 
 /* ACKs during a sync: a plain responder gets one per FLOOD (MS-PPGRH); a
@@ -1863,6 +1931,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_contact_ids_folding_alike, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_joiner_records_wait_for_sync_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
