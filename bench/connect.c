@@ -166,9 +166,10 @@ static void raw_run(int K, int backlog, long long limitNs, stats *st, long long 
     kc = kcount_now();
     tstart = now_ns();
     for (i = 0; i < K; i++) {
-        int fd = socket(AF_INET6, SOCK_STREAM, 0);
-        cfd[i] = fd;
+        int fd;
         t0[i] = now_ns();
+        fd = socket(AF_INET6, SOCK_STREAM, 0);
+        cfd[i] = fd;
         if (fd < 0 || set_nonblock(fd) < 0) { cst[i] = C_FAILED; continue; }
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as net_posix.c does */
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) cst[i] = C_WRITING;
@@ -296,6 +297,8 @@ typedef struct p2p_result {
     int settled, synchronized;
     int measured;           /* this run settled and measured the heap (the last repetition) */
     int links;                  /* neighbor links alive when measured */
+    int nsynced;                /* initiators that reported SYNCHRONIZED within the run */
+    stats sync;                 /* PeerGraphConnect to SYNCHRONIZED (pooled over repetitions) */
 } p2p_result;
 
 static void count_failure(p2p_result *res, HRESULT hr)
@@ -315,7 +318,7 @@ static void peer_name(wchar_t *out, size_t n, char kind, int i) { swprintf(out, 
 /* One run; the completed handshakes' durations go to dur[0..res->st.ok).
  * measure: let the links settle and read the heap (about a second: only the
  * last repetition of a K does it). */
-static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int measure)
+static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, long long *sdur, int measure)
 {
     int R = (K + PEER_MAX_NEIGHBORS - 1) / PEER_MAX_NEIGHBORS, i, j;
     HGRAPH *resp = (HGRAPH *)xcalloc((size_t)R, sizeof *resp);
@@ -324,12 +327,13 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
     ULONGLONG *cid = (ULONGLONG *)xcalloc((size_t)K, sizeof *cid);
     long long *t0 = (long long *)xcalloc((size_t)K, sizeof *t0);
     int *state = (int *)xcalloc((size_t)K, sizeof *state); /* 0 pending, 1 connected, 2 failed */
-    int *pend = (int *)xcalloc((size_t)K, sizeof *pend);   /* indices still pending */
+    int *pend = (int *)xcalloc((size_t)K, sizeof *pend);   /* indices still pending (not connected or not synchronized) */
+    char *synced = (char *)xcalloc((size_t)K, 1);
     wchar_t (*rpeer)[16] = (wchar_t (*)[16])xcalloc((size_t)R, sizeof *rpeer);
-    int npend = 0, nd = 0;
+    int npend = 0, nd = 0, nsd = 0;
     long long tstart, tlast = 0, tc;
     PEER_VERSION_DATA vd;
-    PEER_GRAPH_EVENT_REGISTRATION reg;
+    PEER_GRAPH_EVENT_REGISTRATION reg[2];
     PEER_ADDRESS addr;
     HRESULT hr;
     kcount kc;
@@ -371,8 +375,9 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
         } else if (FAILED(hr = PeerGraphListen(resp[i], PEER_GRAPH_SCOPE_LOOPBACK, 0, ntohs(addr.sin6.sin6_port))))
             die_hr_at("PeerGraphListen", i, hr);
     }
-    reg.eventType = PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION;
-    reg.pType = NULL;
+    reg[0].eventType = PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION;
+    reg[1].eventType = PEER_GRAPH_EVENT_STATUS_CHANGED;
+    reg[0].pType = reg[1].pType = NULL;
     for (i = 0; i < K; i++) {
         wchar_t db[32], pid[16];
         peer_name(pid, 16, 'i', i);
@@ -380,7 +385,7 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
         PeerGraphDelete(GRAPH_ID, pid, db);
         hr = PeerGraphOpen(GRAPH_ID, pid, db, NULL, 0, NULL, &init[i]);
         if (hr != PEER_S_GRAPH_DATA_CREATED) die_hr_at("PeerGraphOpen", i, hr);
-        if (FAILED(hr = PeerGraphRegisterEvent(init[i], NULL, 1, &reg, &ev[i]))) die_hr_at("PeerGraphRegisterEvent", i, hr);
+        if (FAILED(hr = PeerGraphRegisterEvent(init[i], NULL, 2, reg, &ev[i]))) die_hr_at("PeerGraphRegisterEvent", i, hr);
     }
     res->create_ms = (double)(now_ns() - tc) / 1e6;
     /* bring the library's clock (the last ullNow) past the slow graph creation */
@@ -410,9 +415,12 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
         for (j = 0; j < npend;) {
             PPEER_GRAPH_EVENT_DATA d = NULL;
             i = pend[j];
-            while (state[i] == 0 && (hr = PeerGraphGetEventData(ev[i], &d)) == S_OK) {
+            while (state[i] != 2 && !synced[i] && (hr = PeerGraphGetEventData(ev[i], &d)) == S_OK) {
                 const PEER_EVENT_CONNECTION_CHANGE_DATA *cc = &d->connectionChangeData;
-                if (d->eventType == PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION && cc->ullConnectionId == cid[i]) {
+                if (d->eventType == PEER_GRAPH_EVENT_STATUS_CHANGED && (d->dwStatus & PEER_GRAPH_STATUS_SYNCHRONIZED)) {
+                    synced[i] = 1;
+                    sdur[nsd++] = now_ns() - t0[i];
+                } else if (state[i] == 0 && d->eventType == PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION && cc->ullConnectionId == cid[i]) {
                     if (cc->status == PEER_CONNECTED) {
                         long long t = now_ns();
                         state[i] = 1;
@@ -428,7 +436,7 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
                 }
                 PeerGraphFreeData(d);
             }
-            if (state[i]) pend[j] = pend[--npend];
+            if (state[i] == 2 || synced[i]) pend[j] = pend[--npend];
             else j++;
         }
         res->event_poll_ms += (double)(now_ns() - te) / 1e6;
@@ -437,7 +445,9 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
     res->poll_ms = (double)hp->poll_ns / 1e6;
     res->service_ms = (double)hp->service_ns / 1e6;
     kcount_delta(&res->st, kc);
-    for (j = 0; j < npend; j++) count_failure(res, PEER_E_TIMEOUT); /* never resolved within RUN_LIMIT */
+    for (j = 0; j < npend; j++)
+        if (state[pend[j]] == 0) count_failure(res, PEER_E_TIMEOUT); /* never resolved within RUN_LIMIT */
+    res->nsynced = nsd;
     res->st.ok = nd;
     res->st.failed = K - nd;
     res->st.total_ms = nd ? (double)(tlast - tstart) / 1e6 : 0;
@@ -496,7 +506,7 @@ static void p2p_run(int K, host_poll *hp, p2p_result *res, long long *dur, int m
         PeerGraphDelete(GRAPH_ID, pid, db);
     }
     PeerGraphShutdown();
-    free(resp); free(init); free(ev); free(cid); free(t0); free(state); free(pend); free(rpeer);
+    free(resp); free(init); free(ev); free(cid); free(t0); free(state); free(pend); free(synced); free(rpeer);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -526,7 +536,7 @@ static const char *hr_name(HRESULT hr)
  * the percentiles rest on enough samples: at least 200 at every K, so a p99
  * is the third slowest or later rather than the single slowest (25 runs of
  * K = 1 made one scheduling hiccup the p99). */
-static int reps_for(int K) { return K >= 1000 ? 2 : K >= 100 ? 10 : K >= 20 ? 20 : 200; }
+static int reps_for(int K) { return K >= 1000 ? 2 : (1000 + K - 1) / K; }
 
 static double median(double *v, int n)
 {
@@ -590,8 +600,12 @@ static void print_row(const char *what, const stats *s)
 {
     char ok[24];
     snprintf(ok, sizeof ok, "%d/%d", s->ok, s->attempts);
-    printf("%6d %3d  %-22s %10.3f %9.3f %9.3f %9.3f %9.3f %10s %6ld %6ld\n", s->k, s->reps, what, s->total_ms,
-           s->mean_ms, s->p50_ms, s->p99_ms, s->max_ms, ok, s->overflows, s->syn_retrans);
+    char total[24], ov[24], rt[24];
+    snprintf(total, sizeof total, s->total_ms < 0 ? "-" : "%.3f", s->total_ms);
+    snprintf(ov, sizeof ov, s->overflows < 0 ? "-" : "%ld", s->overflows);
+    snprintf(rt, sizeof rt, s->syn_retrans < 0 ? "-" : "%ld", s->syn_retrans);
+    printf("%6d %3d  %-22s %10s %9.3f %9.3f %9.3f %9.3f %10s %6s %6s\n", s->k, s->reps, what, total, s->mean_ms,
+           s->p50_ms, s->p99_ms, s->max_ms, ok, ov, rt);
 }
 
 static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
@@ -643,14 +657,15 @@ int main(int argc, char **argv)
     {
         stats ws;
         p2p_result wp;
-        long long wd[1];
+        long long wd[1], wsd[1];
         raw_run(1, RAW_BACKLOG, RUN_LIMIT_NS, &ws, wd);
-        p2p_run(1, &hp, &wp, wd, 0);
+        p2p_run(1, &hp, &wp, wd, wsd, 0);
     }
     for (i = 0; i < nk; i++) {
-        int K = ks[i], reps = reps_for(K), r, nr = 0, np = 0;
+        int K = ks[i], reps = reps_for(K), r, nr = 0, np = 0, ns = 0;
         long long *poolR = (long long *)xcalloc((size_t)K * (size_t)reps, sizeof(long long));
         long long *poolP = (long long *)xcalloc((size_t)K * (size_t)reps, sizeof(long long));
+        long long *poolS = (long long *)xcalloc((size_t)K * (size_t)reps, sizeof(long long));
         double *totR = (double *)xcalloc((size_t)reps, sizeof(double));
         double *totP = (double *)xcalloc((size_t)reps, sizeof(double));
         for (r = 0; r < reps; r++) { /* interleaved, so both see the same machine state */
@@ -660,13 +675,19 @@ int main(int argc, char **argv)
             nr += rs.ok;
             totR[r] = rs.total_ms;
             stats_add(&raw[i], &rs);
-            p2p_run(K, &hp, &pr, poolP + np, r == reps - 1);
+            p2p_run(K, &hp, &pr, poolP + np, poolS + ns, r == reps - 1);
             np += pr.st.ok;
+            ns += pr.nsynced;
             totP[r] = pr.st.total_ms;
             p2p_add(&p2p[i], &pr);
         }
         summarize(&raw[i], poolR, nr);
         summarize(&p2p[i].st, poolP, np);
+        p2p[i].sync = p2p[i].st;
+        p2p[i].sync.ok = ns;
+        p2p[i].sync.failed = p2p[i].sync.attempts - ns;
+        p2p[i].sync.total_ms = p2p[i].sync.overflows = p2p[i].sync.syn_retrans = -1; /* not shown */
+        summarize(&p2p[i].sync, poolS, ns);
         raw[i].total_ms = median(totR, reps);
         p2p[i].st.total_ms = median(totP, reps);
         if (K > LIB_BACKLOG && p2p[i].st.overflows > 0) {
@@ -675,11 +696,12 @@ int main(int argc, char **argv)
             raw_run(K, LIB_BACKLOG, DIAG_LIMIT_NS, &raw_lib[i], poolR);
             summarize(&raw_lib[i], poolR, raw_lib[i].ok);
         }
-        free(poolR); free(poolP); free(totR); free(totP);
+        free(poolR); free(poolP); free(poolS); free(totR); free(totP);
     }
 
-    printf("\nPer-connection time: raw = connect() to 32-byte echo read back; p2pgraph = PeerGraphConnect()\n"
+    printf("\nPer-connection time: raw = socket() to 32-byte echo read back; p2pgraph = PeerGraphConnect()\n"
            "to the host popping PEER_CONNECTED.  Times in ms.  Ratios are p2pgraph / raw of the same K.\n"
+           "synchronized (no target): PeerGraphConnect() to the initiator's STATUS_CHANGED with SYNCHRONIZED.\n"
            "rep: runs pooled (small K are repeated); total is the median run, the others are over all connections.\n"
            "lstovf / synrtx: kernel TcpExt ListenOverflows / TCPSynRetrans during the row (SYNs dropped because\n"
            "the accept queue was full, and client SYN retransmissions: each costs >= 1 s).\n\n");
@@ -694,6 +716,7 @@ int main(int argc, char **argv)
         printf("%6s %3s  %-22s %9.2fx %8.2fx %8.2fx %8.2fx %8.2fx   target <= %.1fx: %s\n", "", "", "ratio",
                ratio(p->total_ms, r->total_ms), rm, r50, r99, ratio(p->max_ms, r->max_ms), TARGET_RATIO,
                met ? "MET" : "MISSED");
+        print_row("p2pgraph synchronized", &p2p[i].sync);
         if (raw_lib[i].ran) {
             print_row("raw TCP, backlog 128", &raw_lib[i]);
             printf("%6s %3s  (diagnostic: the machine with the library's listen backlog; stopped after %d s)\n", "", "",
