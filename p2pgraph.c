@@ -759,6 +759,7 @@ struct pg_graph {
     ULONGLONG sig_deadline; /* the Signature timer */
     ULONGLONG sig_rx;       /* when the Signature record last changed here (staleness, fast profile) */
     int sig_dead;           /* its owner was announced departed (fast profile) */
+    ULONGLONG sig_yield;    /* when a lower node's claim lost to ours on a tie (fast profile; 0: never) */
     ULONGLONG sig_last;     /* the last live signature value seen (0: none) */
     uint8_t contact_id[16]; /* our Contact record */
     int have_contact_id;
@@ -3695,6 +3696,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
 static void signature_changed(pg_graph *g);
+static void signature_contested(pg_graph *g, const rec_view *in);
 static void departed_replay(pg_conn *c);
 static void graph_poke_contacts(pg_graph *g);
 static void srt_release(pg_graph *g, const pg_conn *gone);
@@ -6029,8 +6031,9 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         if (r) fwd_defer(g, r, c, due);
         else g->rejected_records++; /* the record limits, or no memory */
         *useful = r != NULL;
-    } else if (c && g->fwd_n) {
-        fwd_note(g, v->id, c); /* it has this version, or gets it back just below */
+    } else {
+        if (c && g->fwd_n) fwd_note(g, v->id, c); /* it has this version, or gets it back just below */
+        if (cmp < 0 && !memcmp(v->id, SIGNATURE_ID, 16) && v->version == lv.version) signature_contested(g, v);
     }
     if (cmp < 0 && c) conn_flood_record(c, local); /* ours is newer: back it goes (no memory: a later sync) */
     return cmp;
@@ -7918,8 +7921,9 @@ static void signature_timer(pg_graph *g)
     if (!g->synchronized || !g->listener) { wake_at(g->sig_deadline); return; }
     live = signature_live(g, &sig) != NULL;
     if (!live || sig > g->node_id) signature_publish(g, 0);
-    else if (sig == g->node_id && g->timers.ulSignatureStaleMs)
-        signature_publish(g, 0); /* fast profile: the owner renews it */
+    else if (sig == g->node_id && g->timers.ulSignatureStaleMs &&
+             (!g->sig_yield || L.now >= g->sig_yield + g->timers.ulSignatureStaleMs))
+        signature_publish(g, 0); /* fast profile: the owner renews it, unless a lower node is taking over */
     if (g->timers.ulSignatureStaleMs && signature_live(g, &sig) && sig == g->node_id)
         g->sig_deadline = L.now + g->timers.ulSignatureStaleMs / 3;
     wake_at(g->sig_deadline);
@@ -7930,6 +7934,21 @@ static void signature_leave(pg_graph *g)
 {
     ULONGLONG sig = 0;
     if (signature_live(g, &sig) && sig == g->node_id) signature_publish(g, 1);
+}
+
+/* A Signature record of the same version as ours that lost the tie (on Last
+ * Modified By) but names a lower node: that node is taking
+ * over, and its next claim (one version up from ours) must not meet a
+ * renewal of ours at the same version, which it would lose again.  The
+ * owner stops renewing for ulSignatureStaleMs.  Without this, with floods
+ * slower than the renewal period, two owners kept overwriting each other
+ * for good (PROTOCOL.md P13). */
+static void signature_contested(pg_graph *g, const rec_view *in)
+{
+    ULONGLONG sig = 0;
+    if (!g->timers.ulSignatureStaleMs || (in->flags & RF_DELETED) || in->n_data < 8) return;
+    if (!signature_live(g, &sig) || sig != g->node_id || get64(in->data) >= sig) return;
+    g->sig_yield = L.now;
 }
 
 /* The Signature record was stored (received, renewed, replaced, deleted). */

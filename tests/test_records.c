@@ -1037,6 +1037,82 @@ static void test_renewal_relay_paced(void **st)
 /* Records from the network are written to the database file together when
  * the call that read them ends (one write, not one per record), and are
  * there when PeerGraphService returns. */
+/* The Signature record as h holds it: its version (0: none) and value. */
+static ULONG sig_held(HGRAPH h, ULONGLONG *value)
+{
+    static const GUID sigType = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HPEERENUM en;
+    PEER_RECORD **items;
+    ULONG n = 4, ver = 0;
+    int i;
+    *value = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, &sigType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    if (n == 1 && items[0]->data.cbData >= 8) {
+        ver = items[0]->dwVersion;
+        for (i = 0; i < 8; i++) *value = (*value << 8) | items[0]->data.pbData[i];
+    }
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    return ver;
+}
+
+/* Fast profile, the signature owner: a Signature record of the same version
+ * as its own that names a lower node loses the tie (Last Modified By), but
+ * that node is taking over, so the owner stops renewing for
+ * ulSignatureStaleMs (6 s): a renewal would meet the taker's next claim at
+ * the same version and beat it again, and with slow floods the two kept
+ * overwriting each other for good.  Then, no claim having come, it renews
+ * again.  (PROTOCOL.md P13) */
+static void test_signature_owner_yields_to_lower_claim(void **st)
+{
+    static const unsigned char sig_type[16] = {0, 0, 2, 0};
+    static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
+                                             0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigdb", 0);
+    PEER_ADDRESS la;
+    PEER_SOCKET a;
+    PPEER_NODE_INFO ni = NULL;
+    ULONGLONG own, held, lower;
+    unsigned char data[8];
+    ULONG v0, v;
+    xrec x;
+    int i;
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    a = raw_neighbor_node(&la, "hostile", 0x42);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    own = ni->ullNodeId;
+    PeerGraphFreeData(ni);
+    tu_pump(30, 100); /* it claims the signature, then renews it every 2 s */
+    v0 = sig_held(h, &held);
+    assert_true(v0 >= 2);
+    assert_true(held == own);
+    lower = own - 1;
+    for (i = 0; i < 8; i++) data[i] = (unsigned char)(lower >> (56 - 8 * i));
+    x_default(&x, h, 0);
+    memcpy(x.type, sig_type, 16);
+    memcpy(x.id, sig_id, 16);
+    x.creator = "aaa";
+    x.modby = "aaa"; /* below "alice": loses the tie */
+    x.data = (const char *)data;
+    x.ndata = 8;
+    x.modified = x.created + 10000000ULL;
+    x.version = v0;
+    x_write_flood(a, &x);
+    tu_pump(1, 1);
+    assert_int_equal(sig_held(h, &held), v0); /* ours kept */
+    assert_true(held == own);
+    tu_pump(50, 100); /* 5 s: no renewal */
+    assert_int_equal(sig_held(h, &held), v0);
+    tu_pump(30, 100); /* past 6 s, no claim came: renewing again */
+    v = sig_held(h, &held);
+    assert_true(v > v0);
+    assert_true(held == own);
+    fake_net_raw_close(a);
+}
+
 /* How many of the records x[0..n) the database file at path holds (by ID). */
 static int ids_in_file(const char *path, const xrec *x, int n)
 {
@@ -1932,6 +2008,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_renewal_relay_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_joiner_records_wait_for_sync_flag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signature_owner_yields_to_lower_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
