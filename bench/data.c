@@ -8,20 +8,22 @@
  * a pipe; it holds no library state.  Times are CLOCK_MONOTONIC, shared by the
  * two processes.
  *
- *   raw TCP   blocking sockets over [::1], TCP_NODELAY (as the library sets
+ *   raw TCP   blocking sockets over 127.0.0.1 (see --ipv6), TCP_NODELAY (as the library sets
  *             it), each message a 4-byte length + payload written with one
  *             send(); the receiver reads 256 KB at a time and parses message
  *             boundaries, as the library must.  The ratios are to this row.
  *   raw TCP batched (throughput only)  the same stream, but the sender packs
  *             messages into 64 KB send()s: what a sender that coalesces small
  *             messages reaches.  For reference; no target uses it.
- *   p2pgraph  the receiver PeerGraphCreate + PeerGraphListen on [::1] port 0,
+ *   p2pgraph  the receiver PeerGraphCreate + PeerGraphListen (dual-stack) port 0,
  *             registered for DIRECT_CONNECTION and INCOMING_DATA; the sender
  *             PeerGraphOpen + PeerGraphOpenDirectConnection, then
  *             PeerGraphSendData; on PEER_E_SEND_QUEUE_FULL it waits for
  *             PEER_GRAPH_EVENT_SEND_READY.  Both ends run the host loop of
  *             bench_util.h (PeerGraphGetPollFds + poll() + PeerGraphService)
  *             and pop every event with PeerGraphGetEventData.
+ *   raw UDP   (round trip only) blocking datagram echo over 127.0.0.1: the floor
+ *             of ENet's transport, as raw TCP is p2pgraph's.
  *   ENet      one host per process on 127.0.0.1 (ENet 1.3 is IPv4 only), one
  *             channel, ENET_PACKET_FLAG_RELIABLE, ENet fragmenting what
  *             exceeds its MTU.  ENet queues without limit, so the sender keeps
@@ -50,12 +52,15 @@
  *    everything and checks that every accepted message arrives, in order.
  *
  * Usage: bench_data [--quick] [--reps N] [--scale F] [--rtt N] [--size BYTES]
- *                   [--only LIST] [--no-rtt] [--no-mem] [--pin]
+ *                   [--only LIST] [--no-rtt] [--no-mem] [--pin] [--ipv6]
  *   --quick       totals / 16, 2000 round trips, 1 repetition (about 5 s)
  *   --scale F     multiply the byte totals by F
  *   --size BYTES  only this message size in test 1
- *   --only LIST   comma-separated subset of raw,batched,p2p,enet
+ *   --only LIST   comma-separated subset of raw,batched,p2p,enet,udp
  *   --pin         pin the receiver to CPU 1 and the sender to CPU 0 (Linux)
+ *   --ipv6        raw TCP, raw UDP and p2pgraph over [::1] instead of 127.0.0.1
+ *                 (ENet stays on 127.0.0.1; before 3 December 2026 this was
+ *                 the default, so ENet ran over IPv4 and the others over IPv6)
  * Databases go to a mkdtemp directory under $TMPDIR (or /tmp), removed at the
  * end.  Needs libenet-dev (make bench installs it).
  */
@@ -112,9 +117,9 @@ int main(void)
 #define TARGET_THRU 0.8
 #define TARGET_RTT 1.2
 
-enum { T_RAW, T_RAWB, T_P2P, T_ENET, T_COUNT };
-static const char *const tname[T_COUNT] = {"raw TCP", "raw TCP batched", "p2pgraph direct", "ENet reliable"};
-static const char *const tkey[T_COUNT] = {"raw", "batched", "p2p", "enet"};
+enum { T_RAW, T_RAWB, T_P2P, T_ENET, T_UDP, T_COUNT };
+static const char *const tname[T_COUNT] = {"raw TCP", "raw TCP batched", "p2pgraph direct", "ENet reliable", "raw UDP"};
+static const char *const tkey[T_COUNT] = {"raw", "batched", "p2p", "enet", "udp"};
 
 enum { K_THRU, K_RTT, K_MEM_STALL, K_MEM_NOPOP };
 
@@ -270,14 +275,36 @@ static int recv_all(int fd, void *pv, size_t n)
     return 0;
 }
 
+/* The loopback address every transport but ENet uses: 127.0.0.1 as a
+ * v4-mapped address by default, so that all four run over IPv4 as ENet 1.3
+ * must; [::1] with --ipv6.  Servers bind it on an IPv6 socket with
+ * IPV6_V6ONLY off (the library's listener is dual-stack too). */
+static struct in6_addr g_loop;
+
+static int bind_loop(int fd, struct sockaddr_in6 *sa)
+{
+    socklen_t sl = sizeof *sa;
+    int off = 0, one = 1;
+    memset(sa, 0, sizeof *sa);
+    sa->sin6_family = AF_INET6;
+    sa->sin6_addr = g_loop;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 || bind(fd, (struct sockaddr *)sa, sizeof *sa) < 0 ||
+        getsockname(fd, (struct sockaddr *)sa, &sl) < 0)
+        return -1;
+    return 0;
+}
+
 static void raw_recv(const params *p)
 {
     struct sockaddr_in6 sa;
     result r;
-    int lfd = loopback_listener(&sa, 1, 0), fd, port = ntohs(sa.sin6_port);
+    int lfd = socket(AF_INET6, SOCK_STREAM, 0), fd, port;
     size_t S = (size_t)p->size, cap = 2 * (S + 4) > 256 * 1024 ? 2 * (S + 4) : 256 * 1024, have = 0, off = 0;
     uint8_t *buf = (uint8_t *)xcalloc(cap, 1);
     memset(&r, 0, sizeof r);
+    if (lfd < 0 || bind_loop(lfd, &sa) != 0 || listen(lfd, 1) != 0) child_fail(p, &r, "raw listen: %s", strerror(errno));
+    port = ntohs(sa.sin6_port);
     write_all(p->portfd, &port, sizeof port);
     if ((fd = accept(lfd, NULL, NULL)) < 0) child_fail(p, &r, "raw accept: %s", strerror(errno));
     close(lfd);
@@ -338,7 +365,7 @@ static void raw_send(const params *p)
     memset(&r, 0, sizeof r);
     memset(&sa, 0, sizeof sa);
     sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
+    sa.sin6_addr = g_loop;
     sa.sin6_port = htons((uint16_t)p->port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "raw connect: %s", strerror(errno));
     set_nodelay(fd);
@@ -375,6 +402,78 @@ static void raw_send(const params *p)
     free(buf);
 }
 
+/* Raw UDP (round trip only): the floor of the transport ENet runs on, as raw
+ * TCP is p2pgraph's.  Blocking sockets over [::1]; the receiver echoes each
+ * datagram (4-byte length + payload, as raw TCP's messages). */
+static void udp_recv(const params *p)
+{
+    struct sockaddr_in6 sa, from;
+    socklen_t fl;
+    result r;
+    size_t S = (size_t)p->size;
+    uint8_t *buf = (uint8_t *)xcalloc(S + 4, 1);
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0), port;
+    memset(&r, 0, sizeof r);
+    if (fd < 0 || bind_loop(fd, &sa) != 0) child_fail(p, &r, "udp bind: %s", strerror(errno));
+    port = ntohs(sa.sin6_port);
+    write_all(p->portfd, &port, sizeof port);
+    while (r.msgs < p->count + warmup_of(p->count)) {
+        ssize_t k;
+        fl = sizeof from;
+        k = recvfrom(fd, buf, S + 4, 0, (struct sockaddr *)&from, &fl);
+        if (k < 0 && errno == EINTR) continue;
+        if (k != (ssize_t)(S + 4)) child_fail(p, &r, "udp pong: recv %ld", (long)k);
+        if (sendto(fd, buf, S + 4, 0, (struct sockaddr *)&from, fl) != (ssize_t)(S + 4)) child_fail(p, &r, "udp pong: send");
+        r.msgs++;
+    }
+    r.ok = 1;
+    send_result(p, &r);
+    while (!ctl_ready(p->ctl, 1000)) {}
+    close(fd);
+    free(buf);
+}
+
+static void udp_send(const params *p)
+{
+    struct sockaddr_in6 sa;
+    struct timeval tv = {5, 0};
+    result r;
+    size_t S = (size_t)p->size;
+    uint8_t *buf = (uint8_t *)xcalloc(S + 4, 1);
+    uint32_t len = htonl((uint32_t)S);
+    long long i, warm = warmup_of(p->count), *d = (long long *)xcalloc((size_t)p->count, sizeof *d);
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    memset(&r, 0, sizeof r);
+    memset(&sa, 0, sizeof sa);
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = g_loop;
+    sa.sin6_port = htons((uint16_t)p->port);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "udp connect: %s", strerror(errno));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* a lost datagram fails the run */
+    memcpy(buf, &len, 4);
+    msg_init(buf + 4, (int)S);
+    for (i = 0; i < warm + p->count; i++) {
+        long long t;
+        ssize_t k;
+        msg_stamp(buf + 4, (int)S, (uint64_t)i);
+        t = now_ns();
+        if (send(fd, buf, S + 4, 0) != (ssize_t)(S + 4)) child_fail(p, &r, "udp ping: send: %s", strerror(errno));
+        do k = recv(fd, buf, S + 4, 0);
+        while (k < 0 && errno == EINTR);
+        if (k != (ssize_t)(S + 4)) child_fail(p, &r, "udp ping: no reply (%s)", k < 0 ? strerror(errno) : "short");
+        if (i >= warm) d[i - warm] = now_ns() - t;
+        if (msg_seq(buf + 4) != (uint64_t)i) r.bad++;
+    }
+    latency_stats(&r, d, p->count);
+    r.msgs = p->count;
+    free(d);
+    r.ok = 1;
+    send_result(p, &r);
+    while (!ctl_ready(p->ctl, 1000)) {}
+    close(fd);
+    free(buf);
+}
+
 /* The same stream, but messages are gathered into 64 KB writes: what a
  * sender that coalesces its queue could reach (throughput only). */
 static void raw_send_batched(const params *p)
@@ -389,7 +488,7 @@ static void raw_send_batched(const params *p)
     memset(&r, 0, sizeof r);
     memset(&sa, 0, sizeof sa);
     sa.sin6_family = AF_INET6;
-    sa.sin6_addr = in6addr_loopback;
+    sa.sin6_addr = g_loop;
     sa.sin6_port = htons((uint16_t)p->port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "raw connect: %s", strerror(errno));
     set_nodelay(fd);
@@ -536,6 +635,7 @@ static void p2p_recv(const params *p)
     PEER_GRAPH_PROPERTIES gp;
     PEER_GRAPH_EVENT_REGISTRATION reg[2];
     PPEER_NODE_INFO ni = NULL;
+    PEER_ADDRESS la;
     HRESULT hr;
     int port, connected = 0;
     long long target, heap0 = 0;
@@ -556,8 +656,12 @@ static void p2p_recv(const params *p)
     reg[1].pType = NULL;
     if (FAILED(hr = PeerGraphRegisterEvent(e.g, NULL, 2, reg, &e.ev)))
         child_fail(p, &r, "PeerGraphRegisterEvent: 0x%08lX", (unsigned long)(uint32_t)hr);
-    if (FAILED(hr = PeerGraphListen(e.g, PEER_GRAPH_SCOPE_LOOPBACK, 0, 0)))
-        child_fail(p, &r, "PeerGraphListen: 0x%08lX", (unsigned long)(uint32_t)hr);
+    memset(&la, 0, sizeof la);
+    la.dwSize = sizeof la;
+    la.sin6.sin6_family = AF_INET6;
+    la.sin6.sin6_addr = g_loop; /* the library makes an IPv4 socket for a v4-mapped address */
+    if (FAILED(hr = PeerGraphListenAddress(e.g, &la)))
+        child_fail(p, &r, "PeerGraphListenAddress: 0x%08lX", (unsigned long)(uint32_t)hr);
     if (FAILED(hr = PeerGraphGetNodeInfo(e.g, 0, &ni)) || ni->cAddresses < 1)
         child_fail(p, &r, "PeerGraphGetNodeInfo: 0x%08lX", (unsigned long)(uint32_t)hr);
     port = ntohs(ni->pAddresses[0].sin6.sin6_port);
@@ -693,7 +797,7 @@ static void p2p_send(const params *p)
     memset(&addr, 0, sizeof addr);
     addr.dwSize = sizeof addr;
     addr.sin6.sin6_family = AF_INET6;
-    addr.sin6.sin6_addr = in6addr_loopback;
+    addr.sin6.sin6_addr = g_loop;
     addr.sin6.sin6_port = htons((uint16_t)p->port);
     host_step(&e.hp, 0); /* the library's clock past the set-up */
     if (FAILED(hr = PeerGraphOpenDirectConnection(e.g, RECV_PEER, &addr, &e.cid)))
@@ -979,8 +1083,8 @@ static void enet_send(const params *p)
 /* the parent: one pair of processes per measurement                         */
 /* ------------------------------------------------------------------------- */
 
-static void (*const recv_fn[T_COUNT])(const params *) = {raw_recv, raw_recv, p2p_recv, enet_recv};
-static void (*const send_fn[T_COUNT])(const params *) = {raw_send, raw_send_batched, p2p_send, enet_send};
+static void (*const recv_fn[T_COUNT])(const params *) = {raw_recv, raw_recv, p2p_recv, enet_recv, udp_recv};
+static void (*const send_fn[T_COUNT])(const params *) = {raw_send, raw_send_batched, p2p_send, enet_send, udp_send};
 
 /* --pin: the receiver on CPU 1, the sender on CPU 0.  Off by default: on the
  * 2-vCPU VM of BENCHMARKS.md every cross-CPU wake-up then costs ~100 us, so
@@ -1097,8 +1201,8 @@ static void clean_dir(const char *dir)
 static void usage(const char *argv0)
 {
     fprintf(stderr,
-            "usage: %s [--quick] [--reps N] [--scale F] [--rtt N] [--size BYTES] [--only raw,batched,p2p,enet]\n"
-            "          [--no-rtt] [--no-mem] [--pin]\n",
+            "usage: %s [--quick] [--reps N] [--scale F] [--rtt N] [--size BYTES] [--only raw,batched,p2p,enet,udp]\n"
+            "          [--no-rtt] [--no-mem] [--pin] [--ipv6]\n",
             argv0);
     exit(2);
 }
@@ -1107,7 +1211,7 @@ int main(int argc, char **argv)
 {
     int sizes[3] = {64, 1024, 65536}, NS = 3, do_rtt = 1, big = 2;
     double total_mb[3] = {8, 128, 512}; /* bytes per run, 10^6 */
-    int reps = 5, quick = 0, do_mem = 1, i, s, t, k, rttN = 20000, use[T_COUNT];
+    int reps = 5, quick = 0, do_mem = 1, i, s, t, k, rttN = 20000, use[T_COUNT], ipv6 = 0;
     double scale = 1;
     thru_row thru[3][T_COUNT];
     rtt_row rtt[T_COUNT];
@@ -1125,6 +1229,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--no-mem")) do_mem = 0;
         else if (!strcmp(argv[i], "--no-rtt")) do_rtt = 0;
         else if (!strcmp(argv[i], "--pin")) g_pin = 1;
+        else if (!strcmp(argv[i], "--ipv6")) ipv6 = 1;
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             NS = 1;
             sizes[0] = atoi(argv[++i]);
@@ -1147,6 +1252,13 @@ int main(int argc, char **argv)
         reps = 1;
     }
     if (reps < 1 || rttN < 1 || scale <= 0) usage(argv[0]);
+    if (ipv6) g_loop = in6addr_loopback;
+    else {
+        memset(&g_loop, 0, sizeof g_loop);
+        g_loop.s6_addr[10] = g_loop.s6_addr[11] = 0xff;
+        g_loop.s6_addr[12] = 127;
+        g_loop.s6_addr[15] = 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     snprintf(dir, sizeof dir, "%s/bench_data.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir)) {
@@ -1167,7 +1279,7 @@ int main(int argc, char **argv)
     /* warm-up (discarded): first use of each stack, the allocator, the disk */
     for (t = 0; t < T_COUNT; t++) {
         result a, b;
-        if (!use[t]) continue;
+        if (!use[t] || t == T_UDP) continue; /* round trip only */
         pa.kind = K_THRU;
         pa.size = 1024;
         pa.count = 2000;
@@ -1187,7 +1299,7 @@ int main(int argc, char **argv)
                 result rr, rs;
                 thru_row *row = &thru[s][t];
                 double sec;
-                if (!use[t]) continue;
+                if (!use[t] || t == T_UDP) continue;
                 pa.kind = K_THRU;
                 pa.size = sizes[s];
                 pa.count = count;
@@ -1360,6 +1472,12 @@ int main(int argc, char **argv)
             printf("  p2pgraph ahead of ENet, round trip (mean): %.2fx ENet's time %s\n",
                    ratio(rtt[T_P2P].mean_us, rtt[T_ENET].mean_us),
                    pass(rtt[T_P2P].mean_us > 0 && rtt[T_P2P].mean_us < rtt[T_ENET].mean_us));
+    }
+    if (do_rtt && use[T_UDP] && use[T_RAW] && rtt[T_UDP].mean_us > 0 && rtt[T_RAW].mean_us > 0) {
+        printf("  (no target) each over its own transport's floor, round trip mean:");
+        if (use[T_P2P]) printf(" p2pgraph %.2fx raw TCP;", ratio(rtt[T_P2P].mean_us, rtt[T_RAW].mean_us));
+        if (use[T_ENET]) printf(" ENet %.2fx raw UDP;", ratio(rtt[T_ENET].mean_us, rtt[T_UDP].mean_us));
+        printf(" raw UDP is %.2fx raw TCP here\n", ratio(rtt[T_UDP].mean_us, rtt[T_RAW].mean_us));
     }
     for (i = 0; i < 3; i++)
         if (mem_ran[i] && !mem_ok[i]) printf("  memory test %d did not complete\n", i + 1);
