@@ -1037,26 +1037,6 @@ static void test_renewal_relay_paced(void **st)
 /* Records from the network are written to the database file together when
  * the call that read them ends (one write, not one per record), and are
  * there when PeerGraphService returns. */
-/* The Signature record as h holds it: its version (0: none) and value. */
-static ULONG sig_held(HGRAPH h, ULONGLONG *value)
-{
-    static const GUID sigType = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
-    HPEERENUM en;
-    PEER_RECORD **items;
-    ULONG n = 4, ver = 0;
-    int i;
-    *value = 0;
-    assert_int_equal(PeerGraphEnumRecords(h, &sigType, NULL, &en), S_OK);
-    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
-    if (n == 1 && items[0]->data.cbData >= 8) {
-        ver = items[0]->dwVersion;
-        for (i = 0; i < 8; i++) *value = (*value << 8) | items[0]->data.pbData[i];
-    }
-    if (n) PeerGraphFreeData(items);
-    PeerGraphEndEnumeration(en);
-    return ver;
-}
-
 /* Fast profile, the signature owner: a Signature record of the same version
  * as its own that names a lower node loses the tie (Last Modified By), but
  * that node is taking over, so the owner stops renewing for
@@ -1086,7 +1066,7 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     own = ni->ullNodeId;
     PeerGraphFreeData(ni);
     tu_pump(30, 100); /* it claims the signature, then renews it every 2 s */
-    v0 = sig_held(h, &held);
+    v0 = tu_signature(h, &held);
     assert_true(v0 >= 2);
     assert_true(held == own);
     lower = own - 1;
@@ -1102,12 +1082,12 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     x.version = v0;
     x_write_flood(a, &x);
     tu_pump(1, 1);
-    assert_int_equal(sig_held(h, &held), v0); /* ours kept */
+    assert_int_equal(tu_signature(h, &held), v0); /* ours kept */
     assert_true(held == own);
     tu_pump(50, 100); /* 5 s: no renewal */
-    assert_int_equal(sig_held(h, &held), v0);
+    assert_int_equal(tu_signature(h, &held), v0);
     tu_pump(30, 100); /* past 6 s, no claim came: renewing again */
-    v = sig_held(h, &held);
+    v = tu_signature(h, &held);
     assert_true(v > v0);
     assert_true(held == own);
     fake_net_raw_close(a);

@@ -138,6 +138,27 @@ static inline HGRAPH tu_open(const wchar_t *graphId, const wchar_t *peerId)
     return h;
 }
 
+/* The Signature record as h holds it: its version (0: none) and the node ID
+ * it names in *value (0: none). */
+static inline ULONG tu_signature(HGRAPH h, ULONGLONG *value)
+{
+    static const GUID sigType = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HPEERENUM en;
+    PEER_RECORD **items;
+    ULONG n = 4, ver = 0;
+    int i;
+    *value = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, &sigType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    if (n == 1 && items[0]->data.cbData == 8) {
+        ver = items[0]->dwVersion;
+        for (i = 0; i < 8; i++) *value = (*value << 8) | items[0]->data.pbData[i];
+    }
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    return ver;
+}
+
 static inline HPEEREVENT tu_register_all(HGRAPH h)
 {
     PEER_GRAPH_EVENT_REGISTRATION r[9];
