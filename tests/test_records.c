@@ -1093,6 +1093,28 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     fake_net_raw_close(a);
 }
 
+/* A library initiator joining through a raw responder with capabilities ext. */
+static PEER_SOCKET raw_responder(HGRAPH h, unsigned ext, PEER_SOCKET *listener, rxbuf *r)
+{
+    SOCKADDR_IN6 addr;
+    PEER_SOCKET s;
+    PEER_ADDRESS pa;
+    ULONGLONG id;
+    static msg m;
+    *listener = raw_node(&addr);
+    pa = peer_addr(addr);
+    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
+    tu_pump(2, 1);
+    s = fake_net_raw_accept(*listener);
+    memset(r, 0, sizeof *r);
+    assert_true(recv_msg(s, r, &m) > 0); /* AUTH_INFO */
+    assert_true(recv_msg(s, r, &m) > 0); /* CONNECT */
+    m_welcome(&m, 0x4343, 0, NULL, 0, "mallory", ext);
+    send_msg(s, &m);
+    tu_pump(1, 1);
+    return s;
+}
+
 /* How many of the records x[0..n) the database file at path holds (by ID). */
 static int ids_in_file(const char *path, const xrec *x, int n)
 {
@@ -1141,10 +1163,7 @@ static void test_received_records_on_disk_when_call_returns(void **st)
 static void test_joiner_records_wait_for_sync_flag(void **st)
 {
     HGRAPH h = NULL, h2 = NULL;
-    SOCKADDR_IN6 addr;
-    PEER_SOCKET l = raw_node(&addr), s;
-    PEER_ADDRESS pa = peer_addr(addr);
-    ULONGLONG id;
+    PEER_SOCKET l, s;
     static rxbuf r;
     static msg m;
     xrec x[11];
@@ -1155,14 +1174,7 @@ static void test_joiner_records_wait_for_sync_flag(void **st)
     PeerGraphDelete(L"hostile", L"alice", L"joindb");
     assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"joindb", NULL, 0, NULL, &h), PEER_S_GRAPH_DATA_CREATED);
     tu_db_file_path("hostile", "alice", "joindb", path, sizeof path);
-    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
-    tu_pump(2, 1);
-    s = fake_net_raw_accept(l);
-    memset(&r, 0, sizeof r);
-    assert_true(recv_msg(s, &r, &m) > 0); /* AUTH_INFO */
-    assert_true(recv_msg(s, &r, &m) > 0); /* CONNECT */
-    m_welcome(&m, 0x4242, 0, NULL, 0, "mallory", 0x03);
-    send_msg(s, &m);
+    s = raw_responder(h, 0x03, &l, &r);
     for (i = 0; i < 10; i++) {
         x_default(&x[i], h, (unsigned char)(0x30 + i));
         x_flood(s, &x[i]);
@@ -1201,24 +1213,13 @@ static void test_joiner_records_wait_for_sync_flag(void **st)
 static void sync_ack_case(unsigned ext, int acksDuringSync)
 {
     HGRAPH h = tu_open(L"hostile", L"alice");
-    SOCKADDR_IN6 addr;
-    PEER_SOCKET l = raw_node(&addr), s;
-    PEER_ADDRESS pa = peer_addr(addr);
-    ULONGLONG id;
+    PEER_SOCKET l, s;
     static rxbuf r;
     static msg m;
     xrec x;
     int acks = 0, i;
     DWORD status;
-    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
-    tu_pump(2, 1);
-    s = fake_net_raw_accept(l);
-    memset(&r, 0, sizeof r);
-    assert_true(recv_msg(s, &r, &m) > 0); /* AUTH_INFO */
-    assert_true(recv_msg(s, &r, &m) > 0); /* CONNECT */
-    m_welcome(&m, 0x4242, 0, NULL, 0, "mallory", ext);
-    send_msg(s, &m);
-    tu_pump(1, 1);
+    s = raw_responder(h, ext, &l, &r);
     x_default(&x, h, 1);
     x_flood(s, &x); /* an answer to the first solicitation */
     tu_pump(25, 10); /* an ACK may be held up to 200 ms (PROTOCOL.md R10) */
@@ -1339,28 +1340,6 @@ static void x_batch(PEER_SOCKET s, const wbuf *body, unsigned count)
     send_msg(s, &m);
     tu_pump(1, 1);
 }
-/* A library initiator joining through a raw responder with capabilities ext. */
-static PEER_SOCKET raw_responder(HGRAPH h, unsigned ext, PEER_SOCKET *listener, rxbuf *r)
-{
-    SOCKADDR_IN6 addr;
-    PEER_SOCKET s;
-    PEER_ADDRESS pa;
-    ULONGLONG id;
-    static msg m;
-    *listener = raw_node(&addr);
-    pa = peer_addr(addr);
-    assert_int_equal(PeerGraphConnect(h, NULL, &pa, &id), S_OK);
-    tu_pump(2, 1);
-    s = fake_net_raw_accept(*listener);
-    memset(r, 0, sizeof *r);
-    assert_true(recv_msg(s, r, &m) > 0); /* AUTH_INFO */
-    assert_true(recv_msg(s, r, &m) > 0); /* CONNECT */
-    m_welcome(&m, 0x4343, 0, NULL, 0, "mallory", ext);
-    send_msg(s, &m);
-    tu_pump(1, 1);
-    return s;
-}
-
 /* BATCH: records sharing fields are rebuilt to the exact MS-PPGRH form
  * (what GetRecord returns matches); a record of another graph inside is
  * dropped like a bad FLOOD; a malformed BATCH, or one on a link that did
