@@ -281,6 +281,17 @@ static int recv_all(int fd, void *pv, size_t n)
  * IPV6_V6ONLY off (the library's listener is dual-stack too). */
 static struct in6_addr g_loop;
 
+/* g_loop at port (the receiver's), for a sender's connect(). */
+static struct sockaddr_in6 loop_addr(int port)
+{
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = g_loop;
+    sa.sin6_port = htons((uint16_t)port);
+    return sa;
+}
+
 static int bind_loop(int fd, struct sockaddr_in6 *sa)
 {
     socklen_t sl = sizeof *sa;
@@ -363,10 +374,7 @@ static void raw_send(const params *p)
     long long i, warm = warmup_of(p->count);
     int fd = socket(AF_INET6, SOCK_STREAM, 0);
     memset(&r, 0, sizeof r);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = g_loop;
-    sa.sin6_port = htons((uint16_t)p->port);
+    sa = loop_addr(p->port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "raw connect: %s", strerror(errno));
     set_nodelay(fd);
     memcpy(buf, &len, 4);
@@ -444,10 +452,7 @@ static void udp_send(const params *p)
     long long i, warm = warmup_of(p->count), *d = (long long *)xcalloc((size_t)p->count, sizeof *d);
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
     memset(&r, 0, sizeof r);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = g_loop;
-    sa.sin6_port = htons((uint16_t)p->port);
+    sa = loop_addr(p->port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "udp connect: %s", strerror(errno));
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* a lost datagram fails the run */
     memcpy(buf, &len, 4);
@@ -486,10 +491,7 @@ static void raw_send_batched(const params *p)
     long long i;
     int fd = socket(AF_INET6, SOCK_STREAM, 0);
     memset(&r, 0, sizeof r);
-    memset(&sa, 0, sizeof sa);
-    sa.sin6_family = AF_INET6;
-    sa.sin6_addr = g_loop;
-    sa.sin6_port = htons((uint16_t)p->port);
+    sa = loop_addr(p->port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) child_fail(p, &r, "raw connect: %s", strerror(errno));
     set_nodelay(fd);
     msg_init(msg, (int)S);
