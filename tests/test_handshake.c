@@ -229,10 +229,16 @@ static void test_pushed_sync_initiator(void **st)
     assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
     assert_int_equal(recv_msg(s, &r, &m), 0);
     fake_net_raw_close(s);
-    /* a synchronized graph (its creator) pulls as before */
+    /* a synchronized graph (its creator) does not ask, and a responder
+     * claiming to push anyway is not believed: it pulls as before */
     h2 = tu_create(L"G", L"Carol");
     s = connect_to_raw(h2, NULL, l, &addr, &id, &r, &a, &c);
     assert_int_equal(a.b[9], 0x1f);
+    m_welcome(&m, 0x56, 0, NULL, 0, "Bob", 0x9f);
+    send_msg(s, &m);
+    tu_pump(2, 1);
+    assert_true(recv_msg(s, &r, &m) > 0);
+    assert_true(m.b[5] == 0x06 || m.b[5] == 0x07); /* SOLICIT_NEW or _TIME */
     fake_net_raw_close(s);
     fake_net_raw_close(l);
 }
