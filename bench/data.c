@@ -327,6 +327,7 @@ static void raw_recv(const params *p)
             if (send_all(fd, buf, S + 4) != 0) child_fail(p, &r, "raw pong: send");
             r.msgs++;
         }
+        usage_end(&r);
     } else {
         for (;;) {
             ssize_t k;
@@ -381,6 +382,7 @@ static void raw_send(const params *p)
     msg_init(buf + 4, (int)S);
     if (p->kind == K_RTT) {
         long long *d = (long long *)xcalloc((size_t)p->count, sizeof *d);
+        usage_begin(&r);
         for (i = 0; i < warm + p->count; i++) {
             long long t;
             msg_stamp(buf + 4, (int)S, (uint64_t)i);
@@ -389,6 +391,7 @@ static void raw_send(const params *p)
             if (i >= warm) d[i - warm] = now_ns() - t;
             if (msg_seq(buf + 4) != (uint64_t)i) r.bad++;
         }
+        usage_end(&r);
         latency_stats(&r, d, p->count);
         r.msgs = p->count;
         free(d);
@@ -425,6 +428,7 @@ static void udp_recv(const params *p)
     if (fd < 0 || bind_loop(fd, &sa) != 0) child_fail(p, &r, "udp bind: %s", strerror(errno));
     port = ntohs(sa.sin6_port);
     write_all(p->portfd, &port, sizeof port);
+    usage_begin(&r);
     while (r.msgs < p->count + warmup_of(p->count)) {
         ssize_t k;
         fl = sizeof from;
@@ -434,6 +438,7 @@ static void udp_recv(const params *p)
         if (sendto(fd, buf, S + 4, 0, (struct sockaddr *)&from, fl) != (ssize_t)(S + 4)) child_fail(p, &r, "udp pong: send");
         r.msgs++;
     }
+    usage_end(&r);
     r.ok = 1;
     send_result(p, &r);
     while (!ctl_ready(p->ctl, 1000)) {}
@@ -457,6 +462,7 @@ static void udp_send(const params *p)
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* a lost datagram fails the run */
     memcpy(buf, &len, 4);
     msg_init(buf + 4, (int)S);
+    usage_begin(&r);
     for (i = 0; i < warm + p->count; i++) {
         long long t;
         ssize_t k;
@@ -469,6 +475,7 @@ static void udp_send(const params *p)
         if (i >= warm) d[i - warm] = now_ns() - t;
         if (msg_seq(buf + 4) != (uint64_t)i) r.bad++;
     }
+    usage_end(&r);
     latency_stats(&r, d, p->count);
     r.msgs = p->count;
     free(d);
@@ -619,7 +626,7 @@ static int p2p_recv_pop(const params *p, result *r, p2p_end *e, int *connected)
                 r->msgs++;
             } else
                 p2p_take_data(r, &d->incomingData, p->size);
-            if (r->msgs == p->count && !r->t1) {
+            if (p->kind != K_RTT && r->msgs == p->count && !r->t1) {
                 r->t1 = now_ns();
                 usage_end(r);
             }
@@ -700,6 +707,7 @@ static void p2p_recv(const params *p)
             host_step(&e.hp, 100);
             p2p_recv_pop(p, &r, &e, &connected);
         }
+        if (p->kind == K_RTT) usage_end(&r);
     }
     r.ok = 1;
     send_result(p, &r);
@@ -814,6 +822,7 @@ static void p2p_send(const params *p)
 
     if (p->kind == K_RTT) {
         long long warm = warmup_of(p->count), *d = (long long *)xcalloc((size_t)p->count, sizeof *d);
+        usage_begin(&r);
         for (i = 0; i < warm + p->count; i++) {
             int got = 0;
             long long t1 = now_ns();
@@ -828,6 +837,7 @@ static void p2p_send(const params *p)
             r.msgs++;
             if (i >= warm) d[i - warm] = now_ns() - t1;
         }
+        usage_end(&r);
         latency_stats(&r, d, p->count);
         r.msgs = p->count;
         free(d);
@@ -978,6 +988,7 @@ static void enet_recv(const params *p)
             enet_packet_destroy(ev.packet);
         }
     }
+    if (p->kind == K_RTT) usage_end(&r);
     r.ok = 1;
     send_result(p, &r);
     while (!ctl_ready(p->ctl, 0)) { /* the sender may still wait for our acknowledgements */
@@ -1015,6 +1026,7 @@ static void enet_send(const params *p)
     msg_init(buf, (int)S);
     if (p->kind == K_RTT) {
         long long warm = warmup_of(p->count), *d = (long long *)xcalloc((size_t)p->count, sizeof *d);
+        usage_begin(&r);
         for (i = 0; i < warm + p->count; i++) {
             int got = 0;
             long long t1 = now_ns();
@@ -1037,6 +1049,7 @@ static void enet_send(const params *p)
             }
             if (i >= warm) d[i - warm] = now_ns() - t1;
         }
+        usage_end(&r);
         latency_stats(&r, d, p->count);
         r.msgs = p->count;
         free(d);
@@ -1161,6 +1174,7 @@ typedef struct thru_row {
 typedef struct rtt_row {
     int ran, fails;
     double mean_us, p50_us, p99_us, max_us; /* medians over repetitions */
+    double cpu_us;                          /* both ends' CPU time per round trip (median) */
     long long bad;
     char err[200];
 } rtt_row;
@@ -1217,6 +1231,7 @@ int main(int argc, char **argv)
     double scale = 1;
     thru_row thru[3][T_COUNT];
     rtt_row rtt[T_COUNT];
+    double rtt_rep[T_COUNT][16]; /* each repetition's mean round trip (0: that run failed), for paired ratios */
     result mem[3][2];
     int mem_ran[3] = {0, 0, 0}, mem_ok[3] = {0, 0, 0};
     static const int mem_kind[3] = {K_MEM_STALL, K_MEM_NOPOP, K_MEM_NOPOP};
@@ -1331,8 +1346,9 @@ int main(int argc, char **argv)
 
     /* 2. round trips */
     if (do_rtt) {
-        double v[T_COUNT][4][16];
+        double v[T_COUNT][5][16];
         int n[T_COUNT] = {0};
+        memset(rtt_rep, 0, sizeof rtt_rep);
         for (k = 0; k < reps; k++)
             for (t = 0; t < T_COUNT; t++) {
                 result rr, rs;
@@ -1350,13 +1366,16 @@ int main(int argc, char **argv)
                 v[t][0][n[t]] = rs.mean_us;
                 v[t][1][n[t]] = rs.p50_us;
                 v[t][2][n[t]] = rs.p99_us;
-                v[t][3][n[t]++] = rs.max_us;
+                v[t][3][n[t]] = rs.max_us;
+                v[t][4][n[t]++] = (double)(rs.cpu_ns + rr.cpu_ns) / 1e3 / (double)(rttN + warmup_of(rttN));
+                rtt_rep[t][k] = rs.mean_us;
             }
         for (t = 0; t < T_COUNT; t++) {
             rtt[t].mean_us = median_d(v[t][0], n[t]);
             rtt[t].p50_us = median_d(v[t][1], n[t]);
             rtt[t].p99_us = median_d(v[t][2], n[t]);
             rtt[t].max_us = median_d(v[t][3], n[t]);
+            rtt[t].cpu_us = median_d(v[t][4], n[t]);
         }
     }
 
@@ -1398,7 +1417,7 @@ int main(int argc, char **argv)
 
     if (do_rtt) printf("\n2. Round trip, %d-byte ping-pong, one in flight (%d round trips after %lld warm-up; us; median of %d run%s)\n",
            RTT_SIZE, rttN, warmup_of(rttN), reps, reps > 1 ? "s" : "");
-    if (do_rtt) printf("%-16s %9s %9s %9s %9s %12s %12s\n", "what", "mean", "p50", "p99", "max", "mean ratio", "p50 ratio");
+    if (do_rtt) printf("%-16s %9s %9s %9s %9s %9s %12s %12s\n", "what", "mean", "p50", "p99", "max", "CPU/rt", "mean ratio", "p50 ratio");
     for (t = 0; t < T_COUNT; t++) {
         const rtt_row *r = &rtt[t];
         if (!r->ran) continue;
@@ -1406,7 +1425,7 @@ int main(int argc, char **argv)
             printf("%-16s FAILED: %s\n", tname[t], r->err);
             continue;
         }
-        printf("%-16s %9.1f %9.1f %9.1f %9.1f", tname[t], r->mean_us, r->p50_us, r->p99_us, r->max_us);
+        printf("%-16s %9.1f %9.1f %9.1f %9.1f %9.1f", tname[t], r->mean_us, r->p50_us, r->p99_us, r->max_us, r->cpu_us);
         if (rtt[T_RAW].mean_us > 0)
             printf(" %11.2fx %11.2fx", ratio(r->mean_us, rtt[T_RAW].mean_us), ratio(r->p50_us, rtt[T_RAW].p50_us));
         printf("%s\n", r->bad ? "  (wrong replies!)" : "");
@@ -1474,6 +1493,20 @@ int main(int argc, char **argv)
             printf("  p2pgraph ahead of ENet, round trip (mean): %.2fx ENet's time %s\n",
                    ratio(rtt[T_P2P].mean_us, rtt[T_ENET].mean_us),
                    pass(rtt[T_P2P].mean_us > 0 && rtt[T_P2P].mean_us < rtt[T_ENET].mean_us));
+        if (do_rtt) {
+            /* Runs of one build spread about as much as the two libraries differ,
+             * so compare each run with the ENet run next to it, and CPU too. */
+            double pr[16];
+            int np = 0, wins = 0;
+            for (k = 0; k < reps; k++)
+                if (rtt_rep[T_P2P][k] > 0 && rtt_rep[T_ENET][k] > 0) {
+                    pr[np] = rtt_rep[T_P2P][k] / rtt_rep[T_ENET][k];
+                    wins += pr[np++] < 1.0;
+                }
+            printf("  (no target) round trip paired by run: p2pgraph faster in %d of %d runs, median %.2fx ENet's time; "
+                   "CPU per round trip %.2fx ENet's\n",
+                   wins, np, median_d(pr, np), ratio(rtt[T_P2P].cpu_us, rtt[T_ENET].cpu_us));
+        }
     }
     if (do_rtt && use[T_UDP] && use[T_RAW] && rtt[T_UDP].mean_us > 0 && rtt[T_RAW].mean_us > 0) {
         printf("  (no target) each over its own transport's floor, round trip mean:");
