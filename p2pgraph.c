@@ -1172,6 +1172,10 @@ static void enum_free(pg_enum *e)
 #define RF_AUTOREFRESH 0x01
 #define RF_DELETED 0x02
 #define RF_WIRE 0x03       /* the flags a record carries on the wire (3.1.7.27 allows no others) */
+#define RF_NO_MODBY 0x04   /* pg_rec.flags, layout: no last-modified-by (empty), */
+#define RF_NO_SEC 0x08     /* ... no security data, */
+#define RF_NO_ATTR 0x10    /* ... no attributes, */
+#define RF_MOD_CREATED 0x20 /* ... modified at its creation time: those fields are left out of s[] */
 #define RF_DEPARTED 0x40   /* pg_rec.flags, local only: a presence whose node was announced dead (fast profile) */
 #define RF_DEP_INDEXED 0x80 /* ... and it is in g->departed and g->dep_addrs */
 #define FT_SECOND 10000000ULL
@@ -1188,24 +1192,33 @@ static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x
 static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
                                          0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
 
-/* A stored record.  s[] holds, in order: the record ID (16 bytes, as on
- * the wire); the type, as one byte k: 1..255 = the graph's k-th type in
- * its type table (g->types: a record type is shared by many records), 0 =
- * the 16 bytes follow (the table is full); the creator, last-modified-by
- * and security data, each as a varint count (UTF-16 units or bytes) then
- * the bytes; the creation time as a zigzag varint from the expiry (in the
- * header), the modification time as one from the creation time; the
- * payload and the attributes, each counted like the strings.  What every
- * record of the graph shares is left out: the graph ID (it must equal the
+/* A stored record: the expiry and the flags, then s[] holding, in order:
+ * the record ID (16 bytes, as on the wire); the type, as one byte k:
+ * 1..255 = the graph's k-th type in its type table (g->types: a record
+ * type is shared by many records), 0 = the 16 bytes follow (the table is
+ * full); the version as a varint; the creator and the last-modified-by as
+ * peer strings (below); the security data as a varint count then the
+ * bytes; the creation time as a zigzag varint from the expiry, the
+ * modification time as one from the creation time; the payload (counted
+ * like the security data) and the attributes (a varint count of UTF-16
+ * units, then the units).  Last-modified-by, security data, attributes
+ * and modification time are left out when empty (or equal to the creation
+ * time), as the layout bits RF_NO_* and RF_MOD_CREATED in flags say.  A
+ * peer string is a varint (units << 2 | narrow << 1 | nul) then its code
+ * units: one byte each when narrow (every unit < 0x100, at most
+ * REC_NARROW_MAX of them), the trailing NUL unit left out when nul (only
+ * with narrow); rec_view_of() widens it into the view.  What every record
+ * of the graph shares is left out: the graph ID (it must equal the
  * graph's, 3.1.7.27), the protocol version (0x0100) and the reserved bytes
- * (0); the wire length is computed (rec_len).  A 256-byte record takes 309
- * bytes (a 4-character creator), 133 less than its wire form. */
+ * (0); the wire length is computed (rec_len).  A 256-byte record with a
+ * 4-character creator takes 296 bytes, 146 less than its wire form (a
+ * 304-byte heap block on glibc: payload + 48). */
 struct pg_rec {
     uint64_t expires;
-    uint32_t version;
-    uint8_t flags;     /* RF_WIRE bits as on the wire, plus the local RF_DEPARTED, RF_DEP_INDEXED */
+    uint8_t flags;     /* RF_WIRE bits as on the wire, the layout bits, and the local RF_DEPARTED, RF_DEP_INDEXED */
     uint8_t s[];       /* the stored form (above) */
 };
+#define REC_NARROW_MAX 64
 #define rec_id(r) ((const uint8_t *)(r)->s)
 #define rec_departed(r) ((r)->flags & RF_DEPARTED)
 
@@ -1217,7 +1230,16 @@ typedef struct rec_view {
     uint32_t n_creator, n_modby, n_sec, n_gid, n_data, n_attr; /* units for strings, bytes otherwise */
     uint64_t created, expires, modified;
     unsigned proto;
+    uint8_t wide[2][2 * REC_NARROW_MAX]; /* a stored record's narrow creator / modby, widened (copy with rec_view_copy) */
 } rec_view;
+
+/* *d = *s, keeping d's strings in d. */
+static void rec_view_copy(rec_view *d, const rec_view *s)
+{
+    *d = *s;
+    if (s->creator == s->wide[0]) d->creator = d->wide[0];
+    if (s->modby == s->wide[1]) d->modby = d->wide[1];
+}
 
 static void guid_get(GUID *g, const uint8_t *p)
 {
@@ -1727,73 +1749,155 @@ static const uint8_t *rec_type(const pg_graph *g, const pg_rec *r)
 /* The fields after the ID and type. */
 static const uint8_t *rec_body(const pg_rec *r) { return r->s + (r->s[16] ? 17 : 33); }
 
+/* Peer strings in the stored form (the comment on struct pg_rec). */
+static int pstr_narrow(const uint8_t *b, uint32_t units)
+{
+    uint32_t i;
+    if (!units || units > REC_NARROW_MAX) return 0;
+    for (i = 0; i < units; i++)
+        if (b[2 * i + 1]) return 0;
+    return 1;
+}
+static size_t pstr_len(const uint8_t *b, uint32_t units)
+{
+    if (pstr_narrow(b, units)) {
+        unsigned nul = !b[2 * (units - 1)];
+        return sv_len((uint64_t)units << 2 | 2 | nul) + units - nul;
+    }
+    return sv_len((uint64_t)units << 2) + 2 * (size_t)units;
+}
+static uint8_t *pstr_put(uint8_t *p, const uint8_t *b, uint32_t units)
+{
+    uint32_t i;
+    if (pstr_narrow(b, units)) {
+        unsigned nul = !b[2 * (units - 1)];
+        p = sv_put(p, (uint64_t)units << 2 | 2 | nul);
+        for (i = 0; i < units - nul; i++) *p++ = b[2 * i];
+        return p;
+    }
+    p = sv_put(p, (uint64_t)units << 2);
+    if (units) memcpy(p, b, 2 * (size_t)units);
+    return p + 2 * (size_t)units;
+}
+/* Reads one into *b, *units: in place, or widened into wide[]. */
+static const uint8_t *pstr_get(const uint8_t *p, const uint8_t **b, uint32_t *units, uint8_t *wide)
+{
+    uint64_t k;
+    uint32_t i, n;
+    p = sv_get(p, &k);
+    *units = n = (uint32_t)(k >> 2);
+    if (!(k & 2)) {
+        *b = p;
+        return p + 2 * (size_t)n;
+    }
+    n -= (uint32_t)(k & 1);
+    for (i = 0; i < n; i++) {
+        wide[2 * i] = p[i];
+        wide[2 * i + 1] = 0;
+    }
+    if (k & 1) wide[2 * n] = wide[2 * n + 1] = 0;
+    *b = wide;
+    return p + n;
+}
+static const uint8_t *pstr_skip(const uint8_t *p)
+{
+    uint64_t k;
+    p = sv_get(p, &k);
+    return p + ((k & 2) ? (size_t)((k >> 2) - (k & 1)) : 2 * (size_t)(k >> 2));
+}
+
+/* What an empty field of a view points to. */
+static const uint8_t rec_empty[2];
+
 /* A new stored record of g from a parsed one (validated, or read back from
  * our own file) whose graph ID is g's and protocol version 0x0100. */
 static pg_rec *rec_new(pg_graph *g, const rec_view *v)
 {
     uint64_t dc = zz(v->created, v->expires), dm = zz(v->modified, v->created);
     unsigned k = type_code(g, v->type);
-    size_t n = 17 + (k ? 0 : 16) + sv_len(v->n_creator) + 2 * (size_t)v->n_creator + sv_len(v->n_modby) +
-               2 * (size_t)v->n_modby + sv_len(v->n_sec) + v->n_sec + sv_len(dc) + sv_len(dm) + sv_len(v->n_data) +
-               v->n_data + sv_len(v->n_attr) + 2 * (size_t)v->n_attr;
-    pg_rec *r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n);
+    uint8_t lay = (uint8_t)((v->n_modby ? 0 : RF_NO_MODBY) | (v->n_sec ? 0 : RF_NO_SEC) | (v->n_attr ? 0 : RF_NO_ATTR) |
+                            (v->modified == v->created ? RF_MOD_CREATED : 0));
+    size_t n = 17 + (k ? 0 : 16) + sv_len(v->version) + pstr_len(v->creator, v->n_creator) + sv_len(dc) +
+               sv_len(v->n_data) + v->n_data;
+    pg_rec *r;
     uint8_t *p;
-    if (!r) return NULL;
+    if (v->n_modby) n += pstr_len(v->modby, v->n_modby);
+    if (v->n_sec) n += sv_len(v->n_sec) + v->n_sec;
+    if (!(lay & RF_MOD_CREATED)) n += sv_len(dm);
+    if (v->n_attr) n += sv_len(v->n_attr) + 2 * (size_t)v->n_attr;
+    if (!(r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n))) return NULL;
     r->expires = v->expires;
-    r->version = v->version;
-    r->flags = v->flags & RF_WIRE;
+    r->flags = (uint8_t)((v->flags & RF_WIRE) | lay);
     memcpy(r->s, v->id, 16);
     r->s[16] = (uint8_t)k;
     if (!k) memcpy(r->s + 17, v->type, 16);
-    p = sv_field(r->s + (k ? 17 : 33), v->creator, v->n_creator, 2 * (size_t)v->n_creator);
-    p = sv_field(p, v->modby, v->n_modby, 2 * (size_t)v->n_modby);
-    p = sv_field(p, v->sec, v->n_sec, v->n_sec);
+    p = sv_put(r->s + (k ? 17 : 33), v->version);
+    p = pstr_put(p, v->creator, v->n_creator);
+    if (v->n_modby) p = pstr_put(p, v->modby, v->n_modby);
+    if (v->n_sec) p = sv_field(p, v->sec, v->n_sec, v->n_sec);
     p = sv_put(p, dc);
-    p = sv_put(p, dm);
+    if (!(lay & RF_MOD_CREATED)) p = sv_put(p, dm);
     p = sv_field(p, v->data, v->n_data, v->n_data);
-    sv_field(p, v->attr, v->n_attr, 2 * (size_t)v->n_attr);
+    if (v->n_attr) sv_field(p, v->attr, v->n_attr, 2 * (size_t)v->n_attr);
     return r;
 }
 
-/* The view of a stored record (fields point into r and into g's graph ID
- * and type table); always 1, so that it reads like rec_parse() in
- * conditions. */
+static uint32_t rec_version(const pg_rec *r)
+{
+    uint64_t x;
+    sv_get(rec_body(r), &x);
+    return (uint32_t)x;
+}
+
+/* The view of a stored record (fields point into r, into v's own wide[]
+ * and into g's graph ID and type table); always 1, so that it reads like
+ * rec_parse() in conditions. */
 static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v)
 {
     const uint8_t *p = rec_body(r);
-    uint64_t dc, dm;
+    uint64_t x;
     v->id = r->s;
     v->type = rec_type(g, r);
-    v->version = r->version;
+    p = sv_get(p, &x);
+    v->version = (uint32_t)x;
     v->flags = r->flags & RF_WIRE;
-    p = sv_field_get(p, &v->creator, &v->n_creator, 2);
-    p = sv_field_get(p, &v->modby, &v->n_modby, 2);
-    p = sv_field_get(p, &v->sec, &v->n_sec, 1);
-    p = sv_get(p, &dc);
+    p = pstr_get(p, &v->creator, &v->n_creator, v->wide[0]);
+    v->modby = v->sec = v->attr = rec_empty;
+    v->n_modby = v->n_sec = v->n_attr = 0;
+    if (!(r->flags & RF_NO_MODBY)) p = pstr_get(p, &v->modby, &v->n_modby, v->wide[1]);
+    if (!(r->flags & RF_NO_SEC)) p = sv_field_get(p, &v->sec, &v->n_sec, 1);
+    p = sv_get(p, &x);
     v->expires = r->expires;
-    v->created = unzz(r->expires, dc);
-    p = sv_get(p, &dm);
-    v->modified = unzz(v->created, dm);
+    v->created = v->modified = unzz(r->expires, x);
+    if (!(r->flags & RF_MOD_CREATED)) {
+        p = sv_get(p, &x);
+        v->modified = unzz(v->created, x);
+    }
     v->gid = g->gid_u;
     v->n_gid = g->n_gid_u;
     v->proto = 0x0100;
     p = sv_field_get(p, &v->data, &v->n_data, 1);
-    sv_field_get(p, &v->attr, &v->n_attr, 2);
+    if (!(r->flags & RF_NO_ATTR)) sv_field_get(p, &v->attr, &v->n_attr, 2);
     return 1;
 }
 
 /* The last modification time of r, without the rest of the view. */
 static uint64_t rec_modified(const pg_rec *r)
 {
-    const uint8_t *p = rec_body(r), *b;
-    uint32_t k;
-    uint64_t dc, dm;
-    p = sv_field_get(p, &b, &k, 2);
-    p = sv_field_get(p, &b, &k, 2);
-    p = sv_field_get(p, &b, &k, 1);
-    p = sv_get(p, &dc);
-    sv_get(p, &dm);
-    return unzz(unzz(r->expires, dc), dm);
+    const uint8_t *p = rec_body(r);
+    uint64_t x, created;
+    p = sv_get(p, &x); /* version */
+    p = pstr_skip(p);
+    if (!(r->flags & RF_NO_MODBY)) p = pstr_skip(p);
+    if (!(r->flags & RF_NO_SEC)) {
+        p = sv_get(p, &x);
+        p += x;
+    }
+    p = sv_get(p, &x);
+    created = unzz(r->expires, x);
+    if (r->flags & RF_MOD_CREATED) return created;
+    sv_get(p, &x);
+    return unzz(created, x);
 }
 
 /* Writes the MS-PPGRH bytes of v (rec_wire_size(v) of them) to p. */
@@ -5682,7 +5786,7 @@ static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from, ULONGLO
     }
     f = &g->fwd[g->fwd_n++];
     memcpy(f->id, rec_id(r), 16);
-    f->version = r->version;
+    f->version = rec_version(r);
     f->nfrom = 0;
     if (from) f->from[f->nfrom++] = from;
     f->due = due;
@@ -5731,7 +5835,7 @@ static void fwd_flush(void)
                     continue;
                 }
                 r = rec_find(g, f->id);
-                if (r && r->version == f->version) graph_flood_ex(g, r, f);
+                if (r && rec_version(r) == f->version) graph_flood_ex(g, r, f);
             }
             g->fwd_n = k;
             g->fwd_next = gnext;
@@ -6201,7 +6305,7 @@ static void on_batch(pg_conn *c, const uint8_t *m, size_t size)
         if (!crec_get(m, size, &i, &v, k ? &prev : NULL, c->graph->gid_u, c->graph->n_gid_u)) break;
         if (!rec_wire_of(&v, &w)) { conn_abort(c, E_OUTOFMEMORY); break; }
         flood_in(c, w.p, w.len);
-        prev = v;
+        rec_view_copy(&prev, &v);
     }
     buf_free(&w);
     if (c->dead) return;
@@ -6324,7 +6428,7 @@ static void conn_pump_out(pg_conn *c)
                 if (!buf_append(&batch, h, 12)) { conn_abort(c, E_OUTOFMEMORY); break; }
             }
             if (!crec_put(&batch, &v, nb ? &prev : NULL, g->gid_u, g->n_gid_u)) { conn_abort(c, E_OUTOFMEMORY); break; }
-            prev = v;
+            rec_view_copy(&prev, &v);
             if (++nb == 0xFFFF || buf_used(&batch) >= BATCH_TARGET) batch_flush(c, &batch, &nb);
             continue;
         }
@@ -6483,7 +6587,7 @@ static void abstracts_md5(const sort_key *v, size_t n, uint8_t out[16])
     if (n <= HASH_RANGE) { /* one range: one call, no context to allocate */
         for (i = 0; i < n; i++) {
             memcpy(a + 20 * i, rec_id(v[i].r), 16);
-            put32(a + 20 * i + 16, v[i].r->version);
+            put32(a + 20 * i + 16, rec_version(v[i].r));
         }
         if (!mi || mbedtls_md(mi, a, 20 * n, out) != 0) memset(out, 0, 16);
         return;
@@ -6493,7 +6597,7 @@ static void abstracts_md5(const sort_key *v, size_t n, uint8_t out[16])
         for (i = 0; i < n; i += j) {
             for (j = 0; j < HASH_RANGE && i + j < n; j++) {
                 memcpy(a + 20 * j, rec_id(v[i + j].r), 16);
-                put32(a + 20 * j + 16, v[i + j].r->version);
+                put32(a + 20 * j + 16, rec_version(v[i + j].r));
             }
             mbedtls_md_update(&ctx, a, 20 * j);
         }
@@ -6572,7 +6676,7 @@ static void on_solicit_hash(pg_conn *c, const uint8_t *m, size_t size)
         for (k = start; k < pos; k++) {
             uint8_t a[20];
             memcpy(a, rec_id(v[k].r), 16);
-            put32(a + 16, v[k].r->version);
+            put32(a + 16, rec_version(v[k].r));
             if (!buf_append(&abs, a, 20)) goto oom;
             na++;
         }
@@ -6626,7 +6730,7 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
         const uint8_t *a = m + aoff + 20 * (size_t)i;
         const pg_rec *r = rec_find(g, a);
         memcpy(sorted + 20 * (size_t)i, a, 20);
-        if (!r || r->version < get32(a + 16)) memcpy(req + 16 + 20 * nreq++, a, 20);
+        if (!r || rec_version(r) < get32(a + 16)) memcpy(req + 16 + 20 * nreq++, a, 20);
     }
     qsort(sorted, na, 20, abs_cmp);
     /* what we have in their differing ranges that they lack or hold older */
@@ -6646,7 +6750,7 @@ static void on_advertise(pg_conn *c, const uint8_t *m, size_t size)
                 !(n && key_cmp(v[n - 1].t, rec_id(v[n - 1].r), ut, b + 32) == 0))
                 continue;
             hit = (const uint8_t *)bsearch(rec_id(v[k].r), sorted, na, 20, abs_cmp);
-            if (!hit || get32(hit + 16) < v[k].r->version) memcpy(c->hash_send + 16 * nsend++, rec_id(v[k].r), 16);
+            if (!hit || get32(hit + 16) < rec_version(v[k].r)) memcpy(c->hash_send + 16 * nsend++, rec_id(v[k].r), 16);
         }
     }
     c->hash_send_n = nsend;
@@ -6834,7 +6938,7 @@ static HRESULT graph_publish_info(pg_graph *g)
     if (old) {
         rec_view v;
         rec_view_of(g, old, &v);
-        wire = rec_build(g, type, GRAPH_INFO_ID, old->version + 1, RF_AUTOREFRESH, g->creator_id, g->peer_id, NULL,
+        wire = rec_build(g, type, GRAPH_INFO_ID, v.version + 1, RF_AUTOREFRESH, g->creator_id, g->peer_id, NULL,
                          v.created, now + 300 * FT_SECOND, now > v.created ? now : v.created + 1, &d, NULL, &len);
     } else
         wire = rec_build(g, type, GRAPH_INFO_ID, 1, RF_AUTOREFRESH, g->creator_id, NULL, NULL, now,
@@ -7561,12 +7665,12 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     pg_conn *c;
     if (node == g->node_id) { /* we are alive: say so, once per version */
         pg_rec *own = presence_own(g);
-        if (own && own->version <= ver) presence_publish(g);
+        if (own && rec_version(own) <= ver) presence_publish(g);
         return;
     }
     r = (pg_rec *)presence_of_node(g, node, &v, &pv);
-    if (r && r->version > ver) return; /* about an older presence: already answered */
-    if (r && ver == DEPARTED_ANY) ver = r->version;
+    if (r && rec_version(r) > ver) return; /* about an older presence: already answered */
+    if (r && ver == DEPARTED_ANY) ver = rec_version(r);
     for (c = g->conns; c; c = c->gnext)
         if (c != from && !c->dead && c->state == CS_CONNECTED && !c->direct && c->remote_node == node) {
             if (c->ext & EXT_FAST) conn_queue_departed(c, node, ver); /* alive to us: let it answer for itself */
@@ -7612,7 +7716,7 @@ static void departed_replay(pg_conn *c)
         presence_view pv;
         if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
         if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
-        conn_queue_departed(c, pv.node, r->version);
+        conn_queue_departed(c, pv.node, rec_version(r));
     }
 }
 
@@ -7638,7 +7742,7 @@ static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLO
     return 0;
 }
 
-typedef struct cand { SOCKADDR_IN6 a; const uint8_t *peer; uint32_t npeer; int ref; ULONGLONG node; } cand;
+typedef struct cand { SOCKADDR_IN6 a; const pg_rec *rec; int ref; ULONGLONG node; } cand; /* rec: the peer ID's record */
 
 /* Was `node` tried within the last 10 retry periods? (A dead node's
  * presence may outlive it: pick someone else first.) */
@@ -7653,8 +7757,7 @@ static int recently_tried(const pg_graph *g, ULONGLONG node)
 /* Room for one more candidate; NULL when out of memory (*cs freed then). */
 /* Appends a candidate (ref: referral index + 1, or 0); 0 when out of
  * memory (the list is freed then). */
-static int cand_push(cand **cs, size_t *n, size_t *cap, const SOCKADDR_IN6 *a, const uint8_t *peer, uint32_t npeer,
-                     int ref, ULONGLONG node)
+static int cand_push(cand **cs, size_t *n, size_t *cap, const SOCKADDR_IN6 *a, const pg_rec *rec, int ref, ULONGLONG node)
 {
     cand *x;
     if (*n == *cap) {
@@ -7664,8 +7767,7 @@ static int cand_push(cand **cs, size_t *n, size_t *cap, const SOCKADDR_IN6 *a, c
     }
     x = *cs + (*n)++;
     x->a = *a;
-    x->peer = peer;
-    x->npeer = npeer;
+    x->rec = rec;
     x->ref = ref;
     x->node = node;
     return 1;
@@ -7681,15 +7783,17 @@ static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a)
 /* Starts the neighbor connection to candidate x; the connection, or NULL. */
 static pg_conn *cand_connect(pg_graph *g, const cand *x)
 {
-    wchar_t *peer = x->peer ? u16_dup(x->peer, x->npeer) : NULL;
+    wchar_t *peer = NULL;
     HRESULT hr;
     pg_conn *nc = NULL;
+    rec_view v;
+    if (x->rec && rec_view_of(g, x->rec, &v)) peer = u16_dup(v.creator, v.n_creator);
     if (x->node) {
         g->tried[g->n_tried % 16].node = x->node;
         g->tried[g->n_tried++ % 16].at = L.now;
     }
     if (x->ref) g->refs[x->ref - 1].attempted = 1;
-    if (!x->peer || peer) {
+    if (!x->rec || peer) {
         nc = graph_start_connect(g, peer, &x->a, 0, 0, &hr);
         if (nc) nc->cand_node = x->node;
     }
@@ -7755,8 +7859,7 @@ static int graph_connect_probe(pg_graph *g)
             conn_to_addr_exists(g, &a, node))
             continue;
         x.a = a;
-        x.peer = v.creator;
-        x.npeer = v.n_creator;
+        x.rec = r;
         x.ref = 0;
         x.node = node;
         if (!recently_tried(g, node)) return cand_connect(g, &x) != NULL;
@@ -7782,12 +7885,12 @@ static int graph_connect_random(pg_graph *g)
             if (!rec_is_presence(rec_type(g, r)) || (r->flags & RF_DELETED) || rec_departed(r) || r->expires <= now) continue;
             if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-            if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return 0;
+            if (!cand_push(&cs, &n, &cap, &a, r, 0, pv.node)) return 0;
         }
     }
     for (i = 0; i < g->n_refs; i++) {
         if (!ref_eligible(g, i)) continue;
-        if (!cand_push(&cs, &n, &cap, &g->refs[i].addr, NULL, 0, (int)i + 1, 0)) return 0;
+        if (!cand_push(&cs, &n, &cap, &g->refs[i].addr, NULL, (int)i + 1, 0)) return 0;
     }
     if (n) {
         size_t k = (size_t)(random64() % n), fresh = 0, j;
@@ -8136,12 +8239,11 @@ static void partition_timer(pg_graph *g)
     for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
         const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
-        rec_view v;
         SOCKADDR_IN6 a;
         if (!r || r->expires <= now || !contact_parse(g, r, &cv)) continue;
         if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
-        if (conn_to_addr_exists(g, &a, cv.node) || !rec_view_of(g, r, &v)) continue;
-        if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, cv.node)) return;
+        if (conn_to_addr_exists(g, &a, cv.node)) continue;
+        if (!cand_push(&cs, &n, &cap, &a, r, 0, cv.node)) return;
     }
     if (!n && contact_own(g) && g->timers.ulSignatureStaleMs) { /* P12: nodes announced dead, not tried lately */
         for (i = 0; i < map_span(&g->departed); i++) { /* the departed set */
@@ -8153,7 +8255,7 @@ static void partition_timer(pg_graph *g)
             if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
                 continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
-            if (!cand_push(&cs, &n, &cap, &a, v.creator, v.n_creator, 0, pv.node)) return;
+            if (!cand_push(&cs, &n, &cap, &a, r, 0, pv.node)) return;
         }
     }
     if (n) {

@@ -832,7 +832,7 @@ static void print_mem(const mem_res *r)
     printf("      (probe: %d connected, %d failed (last 0x%08lX), %d connected then lost)\n", r->probe_ok, r->probe_failed,
            (unsigned long)(DWORD)r->probe_hr, r->probe_lost);
     printf("    per presence record held (the rest of the steady heap / N(N-1)): %.0f B\n", r->per_presence);
-    printf("    per application record of %d B held by a node: %.0f B = payload + %.0f B (%d records at %d nodes, "
+    printf("    per application record of %d B held by a node: %.1f B = payload + %.1f B (%d records at %d nodes, "
            "replicated in %.1f s%s)\n",
            REC_PAYLOAD, r->per_record, r->per_record - REC_PAYLOAD, r->records, r->rec_nodes, r->rec_secs,
            r->rec_complete ? "" : ", NOT COMPLETE");
@@ -1308,7 +1308,7 @@ int main(int argc, char **argv)
     {
         double link = mem.per_link_end, rec = mem.per_record - REC_PAYLOAD;
         printf("\nS9  heap per node %.1f KB (graph + links + %d presence records); per idle link endpoint %.0f B"
-               " (per link, both ends: %.0f B); per %d-B record held %.0f B = payload + %.0f B\n",
+               " (per link, both ends: %.0f B); per %d-B record held %.1f B = payload + %.1f B\n",
                mem.per_node / 1024, mem.live, link, 2 * link, REC_PAYLOAD, mem.per_record, rec);
         printf("      targets: <= 2 KB per idle link (endpoint): %s; <= payload + 48 B per record: %s\n",
                met(link > 0 && link <= 2048), met(rec <= 48));

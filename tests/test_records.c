@@ -737,12 +737,26 @@ typedef struct { unsigned char b[4096]; size_t n; } wbuf;
 static void w8(wbuf *w, unsigned v) { w->b[w->n++] = (unsigned char)v; }
 static void w32(wbuf *w, unsigned long v) { w8(w, (unsigned)(v >> 24) & 0xFF); w8(w, (unsigned)(v >> 16) & 0xFF); w8(w, (unsigned)(v >> 8) & 0xFF); w8(w, (unsigned)v & 0xFF); }
 static void w64(wbuf *w, ULONGLONG v) { w32(w, (unsigned long)(v >> 32)); w32(w, (unsigned long)(v & 0xFFFFFFFFu)); }
+/* UTF-8 (1 to 3 bytes a character) to UTF-16 code units, without a NUL. */
+static size_t u8_to_u16(const char *s, unsigned short *out)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = 0;
+    while (*p) {
+        if (*p < 0x80) out[n++] = *p++;
+        else if ((*p & 0xE0) == 0xC0) { out[n++] = (unsigned short)((p[0] & 0x1F) << 6 | (p[1] & 0x3F)); p += 2; }
+        else { out[n++] = (unsigned short)((p[0] & 0x0F) << 12 | (p[1] & 0x3F) << 6 | (p[2] & 0x3F)); p += 3; }
+    }
+    return n;
+}
 static void wstr(wbuf *w, const char *s)
 {
-    size_t i, n = strlen(s);
+    unsigned short u[300];
+    size_t i, n = u8_to_u16(s, u);
     if (!s[0]) { w32(w, 0); return; }
     w32(w, (unsigned long)(n + 1));
-    for (i = 0; i <= n; i++) { w8(w, (unsigned char)s[i]); w8(w, 0); }
+    for (i = 0; i < n; i++) { w8(w, u[i] & 0xFF); w8(w, u[i] >> 8); }
+    w8(w, 0); w8(w, 0);
 }
 typedef struct {
     unsigned char type[16], id[16];
@@ -758,8 +772,9 @@ typedef struct {
 static void x_id_for(const char *creator, unsigned char id[16], unsigned char low)
 {
     unsigned char u16[600], h[16];
-    size_t i, n = strlen(creator);
-    for (i = 0; i < n; i++) { u16[2 * i] = (unsigned char)creator[i]; u16[2 * i + 1] = 0; }
+    unsigned short u[300];
+    size_t i, n = u8_to_u16(creator, u);
+    for (i = 0; i < n; i++) { u16[2 * i] = (unsigned char)(u[i] & 0xFF); u16[2 * i + 1] = (unsigned char)(u[i] >> 8); }
     mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_MD5), u16, 2 * n, h);
     for (i = 0; i < 8; i++) id[i] = h[i] ^ h[8 + i];
     memset(id + 8, low, 8);
@@ -1738,6 +1753,35 @@ static int file_holds(const char *path, const unsigned char *b, size_t n)
  * exactly the bytes received, for a record with every field present
  * (modifier, security data, attributes, binary payload) and for one with
  * every optional field empty. */
+/* PeerGraphGetRecord of x gives its creator, modifier, times, security
+ * data and payload (the API's view of the stored form). */
+static void stored_record_check(HGRAPH h, const xrec *x)
+{
+    PPEER_RECORD got = NULL;
+    GUID id = x_guid(x->id);
+    unsigned short u[300];
+    size_t i, n;
+    size_t nd = x->ndata ? x->ndata : strlen(x->data);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    n = u8_to_u16(x->creator, u);
+    assert_int_equal(wcslen(got->pwzCreatorId), n);
+    for (i = 0; i < n; i++) assert_int_equal((unsigned)got->pwzCreatorId[i], u[i]);
+    n = u8_to_u16(x->modby, u);
+    if (!n) assert_true(!got->pwzModifiedById || !got->pwzModifiedById[0]);
+    else {
+        assert_int_equal(wcslen(got->pwzModifiedById), n);
+        for (i = 0; i < n; i++) assert_int_equal((unsigned)got->pwzModifiedById[i], u[i]);
+    }
+    assert_int_equal(got->dwVersion, x->version);
+    assert_int_equal(((ULONGLONG)got->ftCreation.dwHighDateTime << 32) | got->ftCreation.dwLowDateTime, x->created);
+    assert_int_equal(((ULONGLONG)got->ftLastModified.dwHighDateTime << 32) | got->ftLastModified.dwLowDateTime, x->modified);
+    assert_int_equal(got->securityData.cbData, x->nsec);
+    if (x->nsec) assert_memory_equal(got->securityData.pbData, x->sec, x->nsec);
+    assert_int_equal(got->data.cbData, nd);
+    if (nd) assert_memory_equal(got->data.pbData, x->data, nd);
+    PeerGraphFreeData(got);
+}
+
 static void test_stored_form_exact(void **st)
 {
     static const unsigned char sec[5] = {1, 0, 0x80, 0xFF, 7};
@@ -1748,9 +1792,17 @@ static void test_stored_form_exact(void **st)
     PEER_ADDRESS la = tu_listen(h);
     PEER_SOCKET a = raw_neighbor_node(&la, "hostile", 0x42), b = raw_neighbor_node(&la, "hostile", 0x43);
     const char *exp = TU_DBDIR_N "/stored-form-export.p2pg";
-    xrec x[2];
-    wbuf w[2];
-    int k, seen[2] = {0, 0};
+    /* 64 characters and the NUL: one unit more than the stored form narrows */
+    static const char long_id[] = "p12345678901234567890123456789012345678901234567890123456789abcd";
+    static const char *const same_len[8] = {"peer-a1", "peer-b2", "peer-c3", "peer-d4",
+                                             "peer-e5", "peer-f6", "peer-g7", "peer-h8"};
+    static const char max_narrow[] = "q12345678901234567890123456789012345678901234567890123456789012"; /* 63 + NUL */
+    enum { NX = 14 };
+    HGRAPH h2;
+    ULONGLONG cid;
+    xrec x[NX];
+    wbuf w[NX];
+    int k, seen[NX] = {0};
     (void)st;
     for (k = 0; k < (int)sizeof bin; k++) bin[k] = (unsigned char)(k * 7);
     x_default(&x[0], h, 1);
@@ -1765,21 +1817,57 @@ static void test_stored_form_exact(void **st)
     x_default(&x[1], h, 2);
     x[1].data = "";
     x[1].created -= 5; /* modified after created, no modifier named */
+    /* the peer strings' three stored shapes: one byte a unit (U+00E9 too),
+     * two (U+20AC), and two for a string longer than REC_NARROW_MAX */
+    x_default(&x[2], h, 3);
+    x[2].creator = "m\xc3\xa9lanie";
+    x_id_for(x[2].creator, x[2].id, 3);
+    x[2].modby = "\xe2\x82\xac-peer";
+    x[2].modified = x[2].created + 1;
+    x_default(&x[3], h, 4);
+    x[3].creator = "\xe2\x82\xac";
+    x_id_for(x[3].creator, x[3].id, 4);
+    x[3].modby = "b\xc3\xbf";
+    x[3].modified = x[3].created + 2;
+    x[3].sec = sec;
+    x[3].nsec = 1;
+    x_default(&x[4], h, 5);
+    x[4].creator = long_id;
+    x_id_for(x[4].creator, x[4].id, 5);
+    x[4].modby = "zed";
+    x[4].modified = x[4].created + 3;
+    x[4].attr = "<attributes></attributes>";
+    x_default(&x[5], h, 6);
+    x[5].creator = max_narrow;
+    x_id_for(x[5].creator, x[5].id, 6);
+    x[5].data = "";
+    for (k = 6; k < NX; k++) { /* creators of one length, for the BATCH's "same as previous" */
+        x_default(&x[k], h, (unsigned char)(k + 1));
+        x[k].creator = same_len[k - 6];
+        x_id_for(x[k].creator, x[k].id, (unsigned char)(k + 1));
+    }
     memset(&r, 0, sizeof r);
     while (recv_msg(b, &r, &m) > 0) {} /* WELCOME, sync */
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < NX; k++) {
         x_encode(&x[k], &w[k]);
         x_write_flood(a, &x[k]);
     }
     tu_pump(3, 1);
     while (recv_msg(b, &r, &m) > 0)
-        for (k = 0; k < 2; k++)
+        for (k = 0; k < NX; k++)
             if (m.b[5] == 0x0B && m.n == 12 + w[k].n && !memcmp(m.b + 12, w[k].b, w[k].n)) seen[k]++;
-    assert_int_equal(seen[0], 1); /* relayed once, byte for byte */
-    assert_int_equal(seen[1], 1);
+    for (k = 0; k < NX; k++) {
+        assert_int_equal(seen[k], 1); /* relayed once, byte for byte */
+        stored_record_check(h, &x[k]);
+    }
+    /* a p2pgraph joiner gets them from the stored form in BATCH messages */
+    h2 = tu_open(L"hostile", L"bob");
+    assert_int_equal(PeerGraphConnect(h2, NULL, &la, &cid), S_OK);
+    tu_pump(20, 1);
+    for (k = 0; k < NX; k++) stored_record_check(h2, &x[k]);
+    assert_int_equal(PeerGraphClose(h2), S_OK);
     assert_int_equal(PeerGraphExportDatabase(h, TU_DBDIR_W L"/stored-form-export.p2pg"), S_OK);
-    assert_true(file_holds(exp, w[0].b, w[0].n));
-    assert_true(file_holds(exp, w[1].b, w[1].n));
+    for (k = 0; k < NX; k++) assert_true(file_holds(exp, w[k].b, w[k].n));
     fake_net_raw_close(a);
     fake_net_raw_close(b);
     assert_int_equal(PeerGraphClose(h), S_OK);
@@ -1787,8 +1875,10 @@ static void test_stored_form_exact(void **st)
     assert_int_equal(PeerGraphOpen(L"hostile", L"alice", L"stored-form", NULL, 0, NULL, &h), S_OK);
     remove(exp);
     assert_int_equal(PeerGraphExportDatabase(h, TU_DBDIR_W L"/stored-form-export.p2pg"), S_OK);
-    assert_true(file_holds(exp, w[0].b, w[0].n));
-    assert_true(file_holds(exp, w[1].b, w[1].n));
+    for (k = 0; k < NX; k++) {
+        assert_true(file_holds(exp, w[k].b, w[k].n));
+        stored_record_check(h, &x[k]);
+    }
     assert_int_equal(PeerGraphClose(h), S_OK);
     remove(exp);
 }
