@@ -761,6 +761,7 @@ struct pg_graph {
     int sig_dead;           /* its owner was announced departed (fast profile) */
     ULONGLONG sig_yield;    /* when a lower node's claim lost to ours on a tie (fast profile; 0: never) */
     ULONGLONG sig_last;     /* the last live signature value seen (0: none) */
+    ULONGLONG sig_low, sig_low_at; /* the lowest live signature seen lately, and when (fast profile, P15) */
     uint8_t contact_id[16]; /* our Contact record */
     int have_contact_id;
     ULONGLONG contact_deadline, partition_deadline; /* the Contact and Partition Detection timers */
@@ -6137,7 +6138,7 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         *useful = r != NULL;
     } else {
         if (c && g->fwd_n) fwd_note(g, v->id, c); /* it has this version, or gets it back just below */
-        if (cmp < 0 && !memcmp(v->id, SIGNATURE_ID, 16) && v->version == lv.version) signature_contested(g, v);
+        if (cmp < 0 && !memcmp(v->id, SIGNATURE_ID, 16)) signature_contested(g, v);
     }
     if (cmp < 0 && c) conn_flood_record(c, local); /* ours is newer: back it goes (no memory: a later sync) */
     return cmp;
@@ -7680,6 +7681,7 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     r->flags |= RF_DEPARTED;
     departed_index(g, r, &pv);
     referrals_forget_presence(g, &pv);
+    if (g->sig_low == node) g->sig_low = 0; /* no longer holds anyone back (P15) */
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
     for (c = g->conns; c; c = c->gnext)
@@ -8015,6 +8017,17 @@ static void signature_publish(pg_graph *g, int deleted)
     pg_free(wire);
 }
 
+/* Fast profile (PROTOCOL.md P15): a node lower than ours held the
+ * signature within the last ulSignatureStaleMs and was not announced
+ * departed.  A higher claim that replaced it (a node that missed its
+ * renewals took it for gone) is then left to that node to answer: without
+ * this, with slow floods every node below the claimant claimed in turn. */
+static int signature_lower_alive(const pg_graph *g)
+{
+    return g->timers.ulSignatureStaleMs && !g->sig_dead && g->sig_low && g->sig_low < g->node_id &&
+           L.now <= g->sig_low_at + g->timers.ulSignatureStaleMs;
+}
+
 /* Signature timer: claim the signature if nobody lower holds it. */
 static void signature_timer(pg_graph *g)
 {
@@ -8023,7 +8036,14 @@ static void signature_timer(pg_graph *g)
     g->sig_deadline = L.now + 24u * 3600u * 1000u;
     if (!g->synchronized || !g->listener) { wake_at(g->sig_deadline); return; }
     live = signature_live(g, &sig) != NULL;
-    if (!live || sig > g->node_id) signature_publish(g, 0);
+    if (!live || sig > g->node_id) {
+        if (signature_lower_alive(g)) { /* look again when that news is stale */
+            g->sig_deadline = g->sig_low_at + g->timers.ulSignatureStaleMs + 1;
+            wake_at(g->sig_deadline);
+            return;
+        }
+        signature_publish(g, 0);
+    }
     else if (sig == g->node_id && g->timers.ulSignatureStaleMs &&
              (!g->sig_yield || L.now >= g->sig_yield + g->timers.ulSignatureStaleMs))
         signature_publish(g, 0); /* fast profile: the owner renews it, unless a lower node is taking over */
@@ -8039,13 +8059,14 @@ static void signature_leave(pg_graph *g)
     if (signature_live(g, &sig) && sig == g->node_id) signature_publish(g, 1);
 }
 
-/* A Signature record of the same version as ours that lost the tie (on Last
- * Modified By) but names a lower node: that node is taking
- * over, and its next claim (one version up from ours) must not meet a
- * renewal of ours at the same version, which it would lose again.  The
- * owner stops renewing for ulSignatureStaleMs.  Without this, with floods
- * slower than the renewal period, two owners kept overwriting each other
- * for good (PROTOCOL.md P13). */
+/* A Signature record that lost to ours (the same version, on Last Modified
+ * By; or an older one: its publisher claimed from a copy that was old by
+ * the time the claim got here) but names a lower node: that node is taking
+ * over, and its next claim (one version up from the newest it holds) must
+ * not meet a renewal of ours, which it would lose again.  The owner stops
+ * renewing for ulSignatureStaleMs.  Without this, with floods slower than
+ * the renewal period, two owners kept overwriting each other for good
+ * (PROTOCOL.md P13). */
 static void signature_contested(pg_graph *g, const rec_view *in)
 {
     ULONGLONG sig = 0;
@@ -8058,9 +8079,15 @@ static void signature_contested(pg_graph *g, const rec_view *in)
 static void signature_changed(pg_graph *g)
 {
     ULONGLONG sig = 0;
+    int live;
     g->sig_rx = L.now;
     g->sig_dead = 0;
-    if (!signature_live(g, &sig) || sig != g->sig_last) graph_poke_contacts(g); /* (not on a mere renewal) */
+    live = signature_live(g, &sig) != NULL;
+    if (live && (!g->sig_low || sig <= g->sig_low || L.now > g->sig_low_at + g->timers.ulSignatureStaleMs)) {
+        g->sig_low = sig;
+        g->sig_low_at = L.now;
+    }
+    if (!live || sig != g->sig_last) graph_poke_contacts(g); /* (not on a mere renewal) */
     if (sig) g->sig_last = sig;
     signature_calc(g);
 }

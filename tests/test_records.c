@@ -1058,7 +1058,8 @@ static void test_renewal_relay_paced(void **st)
  * ulSignatureStaleMs (6 s): a renewal would meet the taker's next claim at
  * the same version and beat it again, and with slow floods the two kept
  * overwriting each other for good.  Then, no claim having come, it renews
- * again.  (PROTOCOL.md P13) */
+ * again.  The same for an older version naming a lower node.  (PROTOCOL.md
+ * P13) */
 static void test_signature_owner_yields_to_lower_claim(void **st)
 {
     static const unsigned char sig_type[16] = {0, 0, 2, 0};
@@ -1104,6 +1105,75 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     tu_pump(30, 100); /* past 6 s, no claim came: renewing again */
     v = tu_signature(h, &held);
     assert_true(v > v0);
+    assert_true(held == own);
+    /* an older version naming a lower node: that node is behind in
+     * versions (its copy was old when it claimed), not gone; the owner
+     * yields too, so that the taker's next claim wins */
+    x.version = v - 1;
+    x.modified += 10000000ULL;
+    x_write_flood(a, &x);
+    tu_pump(1, 1);
+    assert_int_equal(tu_signature(h, &held), v); /* ours kept */
+    tu_pump(50, 100);
+    assert_int_equal(tu_signature(h, &held), v); /* 5 s: no renewal */
+    tu_pump(30, 100);
+    assert_true(tu_signature(h, &held) > v);
+    assert_true(held == own);
+    fake_net_raw_close(a);
+}
+
+/* Fast profile: a claim by a higher node that replaced the signature of a
+ * lower one seen within ulSignatureStaleMs (6 s) is left to that lower
+ * node to answer; a node in between does not claim in 0.1 s as it does
+ * otherwise, so that one node that missed the renewals does not set off a
+ * claim at every node below it.  Once the lower node's news is 6 s old,
+ * it claims.  (PROTOCOL.md P15) */
+static void test_signature_claim_waits_for_lower_owner(void **st)
+{
+    static const unsigned char sig_type[16] = {0, 0, 2, 0};
+    static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
+                                             0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigwait", 0);
+    PEER_ADDRESS la;
+    PEER_SOCKET a;
+    PPEER_NODE_INFO ni = NULL;
+    ULONGLONG own, held, who[2];
+    unsigned char data[2][8];
+    ULONG v0;
+    xrec x;
+    int i, k;
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    a = raw_neighbor_node(&la, "hostile", 0x42);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    own = ni->ullNodeId;
+    PeerGraphFreeData(ni);
+    tu_pump(30, 100);
+    v0 = tu_signature(h, &held);
+    assert_true(held == own);
+    who[0] = 1;                      /* lower than any node */
+    who[1] = 0xFFFFFFFFFFFFFFF0ULL; /* higher than ours */
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < 8; i++) data[k][i] = (unsigned char)(who[k] >> (56 - 8 * i));
+        x_default(&x, h, 0);
+        memcpy(x.type, sig_type, 16);
+        memcpy(x.id, sig_id, 16);
+        x.creator = x.modby = k ? "zed" : "bob";
+        x.data = (const char *)data[k];
+        x.ndata = 8;
+        x.modified = x.created + 10000000ULL * (ULONGLONG)(k + 1);
+        x.version = v0 + 1 + (ULONG)k;
+        x_write_flood(a, &x);
+        tu_pump(1, 1);
+        assert_int_equal(tu_signature(h, &held), v0 + 1 + (ULONG)k);
+        assert_true(held == who[k]);
+    }
+    tu_pump(40, 100); /* 4 s: the higher claim stands */
+    assert_int_equal(tu_signature(h, &held), v0 + 2);
+    assert_true(held == who[1]);
+    tu_pump(30, 100); /* the lower node's news is 6 s old: claim */
+    assert_true(tu_signature(h, &held) > v0 + 2);
     assert_true(held == own);
     fake_net_raw_close(a);
 }
@@ -2058,6 +2128,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_received_records_on_disk_when_call_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_joiner_records_wait_for_sync_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_owner_yields_to_lower_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signature_claim_waits_for_lower_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
