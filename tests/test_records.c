@@ -990,24 +990,30 @@ static void test_contact_ids_folding_alike(void **st)
  * the pass ends; a renewal (same signature, a higher version) 50-150 ms
  * later, and not to a neighbor whose copy came meanwhile; a changed
  * signature at once again. */
-static void sig_rec(xrec *x, HGRAPH h, unsigned long version, unsigned char owner)
+/* A Signature record naming node `owner`, published by `modby` (its value
+ * lives until the next call). */
+static void sig_rec_by(xrec *x, HGRAPH h, unsigned long version, ULONGLONG owner, const char *modby)
 {
     static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
                                              0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
     static unsigned char value[8];
+    int i;
     x_default(x, h, 0x60);
     memset(x->type, 0, 16);
     x->type[2] = 0x02; /* GUID {00000200-0000-0000-0000-000000000000} */
     memcpy(x->id, sig_id, 16);
     x->version = version;
     x->flags = 1; /* auto-refresh, as a publisher sets it */
-    x->modby = "mallory";
-    memset(value, 0, 8);
-    value[7] = owner;
+    x->modby = modby;
+    for (i = 0; i < 8; i++) value[i] = (unsigned char)(owner >> (56 - 8 * i));
     x->data = (const char *)value;
     x->ndata = 8;
     x->modified = x->created + version;
     x->expires = pt_now(h) + 300 * 10000000ULL;
+}
+static void sig_rec(xrec *x, HGRAPH h, unsigned long version, unsigned char owner)
+{
+    sig_rec_by(x, h, version, owner, "mallory");
 }
 
 static void test_renewal_relay_paced(void **st)
@@ -1049,31 +1055,23 @@ static void test_renewal_relay_paced(void **st)
     fake_net_raw_close(b);
 }
 
-/* Records from the network are written to the database file together when
- * the call that read them ends (one write, not one per record), and are
- * there when PeerGraphService returns. */
 /* Fast profile, the signature owner: a Signature record of the same version
  * as its own that names a lower node loses the tie (Last Modified By), but
  * that node is taking over, so the owner stops renewing for
  * ulSignatureStaleMs (6 s): a renewal would meet the taker's next claim at
  * the same version and beat it again, and with slow floods the two kept
  * overwriting each other for good.  Then, no claim having come, it renews
- * again.  The same for an older version naming a lower node.  (PROTOCOL.md
- * P13) */
+ * again.  The same for an older version naming a lower node; one naming a
+ * higher node changes nothing.  (PROTOCOL.md P13) */
 static void test_signature_owner_yields_to_lower_claim(void **st)
 {
-    static const unsigned char sig_type[16] = {0, 0, 2, 0};
-    static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
-                                             0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigdb", 0);
     PEER_ADDRESS la;
     PEER_SOCKET a;
     PPEER_NODE_INFO ni = NULL;
-    ULONGLONG own, held, lower;
-    unsigned char data[8];
+    ULONGLONG own, held;
     ULONG v0, v;
     xrec x;
-    int i;
     (void)st;
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
@@ -1085,17 +1083,7 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     v0 = tu_signature(h, &held);
     assert_true(v0 >= 2);
     assert_true(held == own);
-    lower = own - 1;
-    for (i = 0; i < 8; i++) data[i] = (unsigned char)(lower >> (56 - 8 * i));
-    x_default(&x, h, 0);
-    memcpy(x.type, sig_type, 16);
-    memcpy(x.id, sig_id, 16);
-    x.creator = "aaa";
-    x.modby = "aaa"; /* below "alice": loses the tie */
-    x.data = (const char *)data;
-    x.ndata = 8;
-    x.modified = x.created + 10000000ULL;
-    x.version = v0;
+    sig_rec_by(&x, h, v0, own - 1, "aaa"); /* "aaa" is below "alice": it loses the tie */
     x_write_flood(a, &x);
     tu_pump(1, 1);
     assert_int_equal(tu_signature(h, &held), v0); /* ours kept */
@@ -1117,6 +1105,12 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     tu_pump(50, 100);
     assert_int_equal(tu_signature(h, &held), v); /* 5 s: no renewal */
     tu_pump(30, 100);
+    v = tu_signature(h, &held);
+    assert_true(held == own);
+    /* a losing record naming a higher node is no taker: renewals go on */
+    sig_rec_by(&x, h, v, own + 1, "aaa");
+    x_write_flood(a, &x);
+    tu_pump(30, 100);
     assert_true(tu_signature(h, &held) > v);
     assert_true(held == own);
     fake_net_raw_close(a);
@@ -1130,18 +1124,14 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
  * it claims.  (PROTOCOL.md P15) */
 static void test_signature_claim_waits_for_lower_owner(void **st)
 {
-    static const unsigned char sig_type[16] = {0, 0, 2, 0};
-    static const unsigned char sig_id[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x49, 0x4f,
-                                             0x84, 0x40, 0x34, 0xcc, 0x79, 0x76, 0x9c, 0x81};
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigwait", 0);
     PEER_ADDRESS la;
     PEER_SOCKET a;
     PPEER_NODE_INFO ni = NULL;
     ULONGLONG own, held, who[2];
-    unsigned char data[2][8];
     ULONG v0;
     xrec x;
-    int i, k;
+    int k;
     (void)st;
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
@@ -1155,15 +1145,7 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
     who[0] = 1;                      /* lower than any node */
     who[1] = 0xFFFFFFFFFFFFFFF0ULL; /* higher than ours */
     for (k = 0; k < 2; k++) {
-        for (i = 0; i < 8; i++) data[k][i] = (unsigned char)(who[k] >> (56 - 8 * i));
-        x_default(&x, h, 0);
-        memcpy(x.type, sig_type, 16);
-        memcpy(x.id, sig_id, 16);
-        x.creator = x.modby = k ? "zed" : "bob";
-        x.data = (const char *)data[k];
-        x.ndata = 8;
-        x.modified = x.created + 10000000ULL * (ULONGLONG)(k + 1);
-        x.version = v0 + 1 + (ULONG)k;
+        sig_rec_by(&x, h, v0 + 1 + (ULONG)k, who[k], k ? "zed" : "bob");
         x_write_flood(a, &x);
         tu_pump(1, 1);
         assert_int_equal(tu_signature(h, &held), v0 + 1 + (ULONG)k);
@@ -1221,6 +1203,9 @@ static int ids_in_file(const char *path, const xrec *x, int n)
     return count;
 }
 
+/* Records from the network are written to the database file together when
+ * the call that read them ends (one write, not one per record), and are
+ * there when PeerGraphService returns. */
 static void test_received_records_on_disk_when_call_returns(void **st)
 {
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"flushdb", 0);
