@@ -199,6 +199,17 @@ static void usage_end(result *r)
 
 static void send_result(const params *p, const result *r) { write_all(p->out, r, sizeof *r); }
 
+/* The end of a plain-socket child (raw TCP, raw UDP): report, wait until
+ * the parent says stop (the other end may still be reading), clean up. */
+static void socket_child_done(const params *p, result *r, int fd, void *buf)
+{
+    r->ok = 1;
+    send_result(p, r);
+    while (!ctl_ready(p->ctl, 1000)) {}
+    close(fd);
+    free(buf);
+}
+
 /* Reports a failure to the parent and ends this process. */
 static void child_fail(const params *p, result *r, const char *fmt, ...)
 {
@@ -358,11 +369,7 @@ static void raw_recv(const params *p)
         }
     }
 done:
-    r.ok = 1;
-    send_result(p, &r);
-    while (!ctl_ready(p->ctl, 1000)) {}
-    close(fd);
-    free(buf);
+    socket_child_done(p, &r, fd, buf);
 }
 
 static void raw_send(const params *p)
@@ -406,11 +413,7 @@ static void raw_send(const params *p)
         usage_end(&r);
         r.msgs = p->count;
     }
-    r.ok = 1;
-    send_result(p, &r);
-    while (!ctl_ready(p->ctl, 1000)) {}
-    close(fd);
-    free(buf);
+    socket_child_done(p, &r, fd, buf);
 }
 
 /* Raw UDP (round trip only): the floor of the transport ENet runs on, as raw
@@ -439,11 +442,7 @@ static void udp_recv(const params *p)
         r.msgs++;
     }
     usage_end(&r);
-    r.ok = 1;
-    send_result(p, &r);
-    while (!ctl_ready(p->ctl, 1000)) {}
-    close(fd);
-    free(buf);
+    socket_child_done(p, &r, fd, buf);
 }
 
 static void udp_send(const params *p)
@@ -479,11 +478,7 @@ static void udp_send(const params *p)
     latency_stats(&r, d, p->count);
     r.msgs = p->count;
     free(d);
-    r.ok = 1;
-    send_result(p, &r);
-    while (!ctl_ready(p->ctl, 1000)) {}
-    close(fd);
-    free(buf);
+    socket_child_done(p, &r, fd, buf);
 }
 
 /* The same stream, but messages are gathered into 64 KB writes: what a
@@ -518,11 +513,7 @@ static void raw_send_batched(const params *p)
     if (fill && send_all(fd, out, fill) != 0) child_fail(p, &r, "raw send: %s", strerror(errno));
     usage_end(&r);
     r.msgs = p->count;
-    r.ok = 1;
-    send_result(p, &r);
-    while (!ctl_ready(p->ctl, 1000)) {}
-    close(fd);
-    free(msg);
+    socket_child_done(p, &r, fd, msg);
     free(out);
 }
 
