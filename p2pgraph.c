@@ -627,10 +627,10 @@ typedef struct pg_conn {
     ULONGLONG cand_node;    /* a maintenance attempt: the node whose presence gave the address */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
-    pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS) */
+    pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS, or the next keepalive) */
     pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
-    int ack_listed;
+    int ack_listed;         /* ACK entries held: 1 on L.ackq, 2 until the keepalive is due (ACK_KEEPALIVE) */
     ULONGLONG ack_due;      /* when the entries go out on their own */
     uint8_t *out_ids;       /* sync answer: record IDs still to FLOOD */
     size_t out_n, out_i;
@@ -1185,7 +1185,10 @@ static void enum_free(pg_enum *e)
 /* How long an ACK entry may wait for other output to the same neighbor
  * before it goes out on its own (PROTOCOL.md R10).  An ACK only feeds the
  * link's utility, so holding it costs nothing, while sending it at once puts
- * one more write and one more read on the flood's path at every hop. */
+ * one more write and one more read on the flood's path at every hop.  On a
+ * link that keeps alive (fast profile), entries wait for the keepalive
+ * instead and the ACK goes in place of the Ping (ACK_KEEPALIVE, R10): the
+ * peer hears us then anyway, so the ACK costs no message of its own. */
 #define ACK_DELAY_MS 200
 
 static const uint8_t GRAPH_INFO_ID[16] = {0x6c, 0x79, 0x67, 0x68, 0x77, 0x32, 0x40, 0x6b,
@@ -3704,7 +3707,10 @@ static void conn_flush_departed(pg_conn *c);
 /* Off L.ackq (its entries were sent, or are dropped: an ACK is advisory). */
 static void ackq_unlink(pg_conn *c)
 {
-    if (!c->ack_listed) return;
+    if (c->ack_listed != 1) {
+        c->ack_listed = 0; /* (ACK_KEEPALIVE: on no list) */
+        return;
+    }
     if (c->akprev) c->akprev->aknext = c->aknext;
     else L.ackq = c->aknext;
     if (c->aknext) c->aknext->akprev = c->akprev;
@@ -4956,10 +4962,16 @@ static void sync_hash_start(pg_conn *c);
 /* Fast profile on a neighbor link: wake up for the next keepalive Ping, or
  * when the link would have been silent too long (only if both sides keep
  * alive: EXT_FAST). */
+static int conn_keeps_alive(const pg_conn *c)
+{
+    return c->graph && c->graph->profile == PEER_MAINTENANCE_FAST && !c->direct && c->state == CS_CONNECTED;
+}
+
 static void conn_arm_keepalive(pg_conn *c)
 {
     ULONGLONG d;
-    if (!c->graph || c->graph->profile != PEER_MAINTENANCE_FAST || c->direct || c->state != CS_CONNECTED) {
+    if (!conn_keeps_alive(c)) {
+        if (c->ack_listed == 2) conn_flush_acks(c); /* held for a keepalive that no longer comes */
         if (c->state == CS_CONNECTED) conn_set_deadline(c, PEER_NO_DEADLINE);
         return;
     }
@@ -6071,7 +6083,9 @@ static void conn_flush_acks(pg_conn *c)
 /* ACK entries are held, up to ACK_BATCH of them, until other output goes to
  * that neighbor (conn_try_send puts them behind it: the same write) or
  * ACK_DELAY_MS have passed (service_all).  L.ackq is in order of ack_due, as
- * every entry waits the same time. */
+ * every entry waits the same time.  On a link that keeps alive (fast
+ * profile) they wait for the keepalive instead (ACK_KEEPALIVE: the ACK goes
+ * in place of the Ping, conn_timeout), on no list. */
 static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
 {
     uint8_t e[20];
@@ -6084,6 +6098,10 @@ static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
     if (!buf_append(&c->acks, e, 20)) return;
     if (buf_used(&c->acks) >= 20 * ACK_BATCH) { conn_flush_acks(c); return; }
     if (c->ack_listed) return;
+    if (conn_keeps_alive(c)) {
+        c->ack_listed = 2;
+        return;
+    }
     c->ack_listed = 1;
     /* rounded like keepalives, so that the ACKs of many links go in one pass */
     c->ack_due = (L.now + ACK_DELAY_MS + KEEPALIVE_SLACK_MS - 1) / KEEPALIVE_SLACK_MS * KEEPALIVE_SLACK_MS;
@@ -8501,7 +8519,8 @@ static void conn_on_timer(pg_conn *c)
                 return;
             }
             if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
-                send_ping(c);
+                if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (ACK_KEEPALIVE) */
+                else send_ping(c);
                 c->last_tx = L.now; /* queued now, written by this service */
             }
         }

@@ -249,8 +249,8 @@ typedef struct peer_graph_timers_tag {
     ULONG ulMaintenanceMs;     /* Graph Maintenance timer with neighbors (compat 300000, fast 2000) */
     ULONG ulMaintenanceIdleMs; /* ... without neighbors (compat 30000, fast 1000) */
     ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (compat 1000, fast 100) */
-    ULONG ulKeepaliveMs;       /* fast profile: Ping on a link idle this long (500) */
-    ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2000) */
+    ULONG ulKeepaliveMs;       /* fast profile: Ping (or held ACKs) on a link idle this long (1000) */
+    ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2500) */
     ULONG ulContactMinMs;      /* Contact timer, uniform in [min, max] (compat 10000..180000, fast 500..3000) */
     ULONG ulContactMaxMs;
     ULONG ulPartitionMinMs;    /* Partition Detection timer (compat 5000..30000, fast 200..1000) */
@@ -581,8 +581,8 @@ typedef struct peer_tls_cert_info_tag {
 #define PEER_MAINT_RETRY_MS          1000u   /* below the minimum, a failed attempt is followed by another after this */
 #define PEER_FAST_MAINT_MS           2000u   /* fast profile: Graph Maintenance timer with neighbors */
 #define PEER_FAST_MAINT_IDLE_MS      1000u   /* ... and without */
-#define PEER_FAST_KEEPALIVE_MS       500u    /* ... a Ping on a neighbor link idle this long */
-#define PEER_FAST_DEAD_MS            2000u   /* ... a link to a fast node silent this long is dead */
+#define PEER_FAST_KEEPALIVE_MS       1000u   /* ... a Ping on a neighbor link idle this long */
+#define PEER_FAST_DEAD_MS            2500u   /* ... a link to a fast node silent this long is dead */
 #define PEER_FAST_RETRY_MS           100u    /* ... the next candidate after a failed attempt */
 #define PEER_CONTACT_MIN_MS          10000u  /* Contact timer range ([MS-PPGRH] 3.1.2) */
 #define PEER_CONTACT_MAX_MS          180000u

@@ -809,7 +809,9 @@ static void s9_memory(scale_graph *g, const build_res *br, mem_res *r)
         }
         r->rec_secs = (double)(now_ns() - t0) / 1e9;
         r->rec_complete = done;
-        scale_run_ms(g, 500);
+        /* held ACK entries (a fast link holds them until its keepalive,
+         * PROTOCOL.md R10) are gone before the heap is read */
+        scale_run_ms(g, (int)saved.ulKeepaliveMs + 200 > 500 ? (int)saved.ulKeepaliveMs + 200 : 500);
         h_c = heap_in_use();
         r->records = R;
         r->rec_nodes = m.alive;

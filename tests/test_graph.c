@@ -320,13 +320,13 @@ static void fast_case(unsigned ext, int expectDrop)
     assert_non_null(d);
     assert_int_equal(d->connectionChangeData.status, PEER_CONNECTED);
     PeerGraphFreeData(d);
-    /* 1.9 s of silence from the peer: we keep the link busy (Pings when
-     * nothing else goes out: no gap over PEER_FAST_KEEPALIVE_MS + a step),
-     * the link stays */
+    /* PEER_FAST_DEAD_MS - 100 ms of silence from the peer (a plain peer: 5 s
+     * more): we keep the link busy (Pings when nothing else goes out: no
+     * gap over PEER_FAST_KEEPALIVE_MS + a step), the link stays */
     {
         ULONGLONG last = fake_net_now();
-        int sent = 0;
-        for (i = 0; i < 19; i++) {
+        int sent = 0, steps = (int)(PEER_FAST_DEAD_MS / 100) - 1 + (expectDrop ? 0 : 50);
+        for (i = 0; i < steps; i++) {
             tu_pump(1, 100);
             while (recv_msg_all(s, &rb, &m) > 0) {
                 if (m.b[5] == 0x0D && m.n == 28) pings++;
@@ -335,8 +335,9 @@ static void fast_case(unsigned ext, int expectDrop)
             }
             assert_true(fake_net_now() - last <= PEER_FAST_KEEPALIVE_MS + 100);
         }
-        assert_true(sent >= 3);
-        assert_true(pings >= 1);
+        assert_true(sent >= 2);
+        /* (our own Signature renewals may fill the shorter window) */
+        if (!expectDrop) assert_true(pings >= 1);
     }
     assert_null(tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION));
     /* past PEER_FAST_DEAD_MS */

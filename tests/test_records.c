@@ -1350,6 +1350,64 @@ static void test_sync_ack_policy(void **st)
     sync_ack_case(0x08, 0);
 }
 
+/* Fast profile (PROTOCOL.md R10): ACK entries wait for the keepalive and go
+ * in its place.  After three FLOODs nothing goes back until the link has
+ * been idle PEER_FAST_KEEPALIVE_MS; then one ACK with the three entries goes
+ * instead of a Ping, and with nothing held the next keepalive is a Ping. */
+static void test_fast_ack_rides_keepalive(void **st)
+{
+    HGRAPH h = tu_open(L"hostile", L"alice");
+    PEER_SOCKET l, s;
+    static rxbuf r;
+    static msg m;
+    xrec x;
+    int i, acks = 0, pings = 0;
+    ULONGLONG last, ack_at = 0;
+    DWORD status;
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    s = raw_responder(h, 0, &l, &r); /* a plain peer: we keep alive, it need not */
+    for (i = 0; i < 3; i++) {
+        m_sync_end(&m);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+    }
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    while (recv_msg(s, &r, &m) > 0) {}
+    last = fake_net_now(); /* our last output to it */
+    for (i = 0; i < 3; i++) {
+        x_default(&x, h, (unsigned char)(2 + i));
+        x_flood(s, &x);
+    }
+    /* 20 ms steps for two keepalive periods: the first message back is the
+     * ACK, one keepalive (on the 32 ms grid) after our last output */
+    while (fake_net_now() < last + 2 * PEER_FAST_KEEPALIVE_MS + 100) {
+        tu_pump(1, 20);
+        while (recv_msg(s, &r, &m) > 0) {
+            if (m.b[5] == 0x0E) {
+                assert_int_equal(acks, 0);
+                assert_int_equal(pings, 0); /* the ACK went instead of a Ping */
+                assert_int_equal((m.b[8] << 8) | m.b[9], 3);
+                ack_at = fake_net_now();
+                acks++;
+            } else if (m.b[5] == 0x0D) {
+                assert_int_equal(acks, 1); /* a Ping only after the ACK, */
+                assert_true(fake_net_now() >= ack_at + PEER_FAST_KEEPALIVE_MS); /* a keepalive later */
+                pings++;
+            } else
+                fail_msg("unexpected message type %u", m.b[5]);
+        }
+    }
+    assert_int_equal(acks, 1);
+    assert_true(ack_at >= last + PEER_FAST_KEEPALIVE_MS);
+    assert_true(ack_at <= last + PEER_FAST_KEEPALIVE_MS + 32 + 20);
+    assert_int_equal(pings, 1);
+    fake_net_raw_close(s);
+    fake_net_raw_close(l);
+    assert_int_equal(PeerGraphClose(h), S_OK);
+}
+
 /* ---- compact records (capability 0x10), encoded here independently ---- */
 static void wv(wbuf *w, ULONGLONG v)
 {
@@ -2120,6 +2178,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_type_table_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_table_churn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_ack_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_ack_rides_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_messages, setup, teardown),
 #ifndef _WIN32
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
