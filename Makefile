@@ -14,7 +14,7 @@ SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fram
 LIB_SRCS = p2pgraph.c net_posix.c
 HDRS     = p2pgraph.h
 TEST_SUPPORT_SRCS = tests/fake_net.c
-TEST_PROGS = test_fake_net test_map test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer test_fuzz_replay test_security test_tls_interop test_alloc test_limits test_ecdsa_records
+TEST_PROGS = test_fake_net test_map test_slab test_api test_handshake test_records test_search test_data test_graph test_loopback test_transfer test_fuzz_replay test_security test_tls_interop test_alloc test_limits test_ecdsa_records
 EXAMPLES = two_nodes poll_host epoll_host demo secure_graph
 BENCHES  = connect sync flood store data scale multihost tls
 
@@ -46,15 +46,19 @@ build/gen/search_module.inc: p2pgraph.c
 # test_map includes section 1b (the hash map) the same way.
 build/gen/map_module.inc: p2pgraph.c
 	@mkdir -p build/gen
-	awk '/1b\. Hash maps/{p=1} /\/\* 2\. Library state/{p=0} p' p2pgraph.c > $@
+	awk '/1b\. Hash maps/{p=1} /\/\* 1c\. Record slab/{p=0} p' p2pgraph.c > $@
+# test_slab includes section 1c (the record slab) the same way.
+build/gen/slab_module.inc: p2pgraph.c
+	@mkdir -p build/gen
+	awk '/1c\. Record slab/{p=1} /\/\* 2\. Library state/{p=0} p' p2pgraph.c > $@
 WIN32_EXTRA_CFLAGS += -Ibuild/gen
-win32-build: build/gen/search_module.inc build/gen/map_module.inc
+win32-build: build/gen/search_module.inc build/gen/map_module.inc build/gen/slab_module.inc
 
-build/test_%: build/gen/search_module.inc build/gen/map_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+build/test_%: build/gen/search_module.inc build/gen/map_module.inc build/gen/slab_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
 	@mkdir -p build
 	$(CC) $(ALL_CFLAGS) -Itests tests/test_$*.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
 
-build/asan/test_%: build/gen/search_module.inc build/gen/map_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
+build/asan/test_%: build/gen/search_module.inc build/gen/map_module.inc build/gen/slab_module.inc tests/test_%.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) $(HDRS) tests/*.h
 	@mkdir -p build/asan
 	$(CC) $(ALL_CFLAGS) $(SAN) -Itests tests/test_$*.c $(TEST_SUPPORT_SRCS) $(LIB_SRCS) -o $@ $(CMOCKA) $(LIBS)
 

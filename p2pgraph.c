@@ -4,6 +4,7 @@
  *
  * Reading order (each section starts with a short design note):
  *   1. Utilities: allocation, big-endian codec, strings (wchar_t <-> UTF-8).
+ *  1b/1c. The hash maps; the record slab (records named by 4-byte handles).
  *   2. Library state: handles, the socket table, the clock.
  *   3. Events: per-registration bounded queues, pulled by the host.
  *   4. Enumerations: snapshots handed out in self-contained blocks.
@@ -484,6 +485,201 @@ static void *map_at(const pg_map *m, size_t pos, uint64_t *key)
 static void map_free(pg_map *m) { pg_free(m->slots); pg_free(m->old); memset(m, 0, sizeof *m); }
 
 /* ========================================================================= */
+/* 1c. Record slab                                                           */
+/* Records without a heap block each: equal slots in chunks, named by 32-bit */
+/* handles (tests/test_slab.c drives it against a reference; the section is  */
+/* extracted for it like 1b for test_map).                                   */
+/* ========================================================================= */
+
+/* Records live in chunks cut into equal slots, one size class per 8 bytes
+ * up to RS_MAX_SLOT; a bigger record gets a chunk of its own.  A record is
+ * named by a 32-bit handle, its chunk's number << RS_OFF_BITS | its offset
+ * in the chunk in 8-byte units, so the ID table holds 4 bytes a slot
+ * instead of a pointer's 8, and a record costs its size rounded up to 8
+ * instead of a heap block (on glibc 8 bytes of header, the whole rounded
+ * up to 16).  No handle is below RS_HDR / 8 in its low bits, so 0 and 1
+ * name nothing (the table's "empty" and "tombstone").  Records never move;
+ * a chunk all of whose slots are free again goes back to the heap at once
+ * (a class keeps nothing in reserve), and a class's chunks grow from 1 KB
+ * to RS_CHUNK as it fills, so a class with few records holds little.
+ * Every graph's records share the classes (RS is process-wide, like L).
+ * Limit: PEER_MAX_RECORD_CHUNKS chunks in the process (2^19: 32 GB of
+ * small records, or half a million records bigger than RS_MAX_SLOT);
+ * beyond, a record cannot be stored (E_OUTOFMEMORY, as with no memory). */
+#define RS_OFF_BITS 13
+#define RS_CHUNK (8u << RS_OFF_BITS) /* 64 KB: every offset fits RS_OFF_BITS */
+#define RS_MAX_SLOT 2048u
+#define RS_CLASSES (RS_MAX_SLOT / 8)
+#ifndef RS_MAX_CHUNKS /* (tests/test_slab.c sets a small one) */
+#define RS_MAX_CHUNKS PEER_MAX_RECORD_CHUNKS /* (at most 1 << (32 - RS_OFF_BITS)) */
+#endif
+typedef struct rs_chunk {
+    struct rs_chunk *next, *prev; /* the class's chunks with a free slot */
+    uint32_t id;                  /* its number */
+    uint32_t free;                /* the first free slot (offset; 0: none); a free slot holds the next */
+    uint32_t end, lim;            /* offsets: the first slot never handed out; the end of the slots */
+    uint16_t cls;                 /* slot size / 8; 0: one record of any size */
+    uint16_t live;                /* slots in use */
+} rs_chunk;
+#define RS_HDR ((sizeof(rs_chunk) + 7) / 8 * 8)
+static struct {
+    rs_chunk **chunk;  /* by number (NULL: free) */
+    rs_chunk **sorted; /* by address (rs_chunk_of) */
+    uint32_t *spare;   /* free numbers below n, reused first */
+    uint32_t n, cap, nsorted, nspare;
+    rs_chunk *partial[RS_CLASSES + 1]; /* per class: chunks with a free slot */
+    uint32_t count[RS_CLASSES + 1];    /* per class: chunks (the next one's size) */
+} RS;
+
+static void *rs_ptr(uint32_t h) { return (uint8_t *)RS.chunk[h >> RS_OFF_BITS] + 8 * (size_t)(h & ((1u << RS_OFF_BITS) - 1)); }
+
+/* The chunk holding p: the last one at or below it by address. */
+static size_t rs_sorted_at(const void *p)
+{
+    size_t lo = 0, hi = RS.nsorted; /* the answer is in [lo, hi) */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)RS.sorted[mid] <= (uintptr_t)p) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+static rs_chunk *rs_chunk_of(const void *p) { return RS.sorted[rs_sorted_at(p)]; }
+static uint32_t rs_handle(const void *p)
+{
+    rs_chunk *c = rs_chunk_of(p);
+    return c->id << RS_OFF_BITS | (uint32_t)(((const uint8_t *)p - (const uint8_t *)c) / 8);
+}
+
+static void rs_partial_unlink(rs_chunk *c)
+{
+    if (c->prev) c->prev->next = c->next;
+    else RS.partial[c->cls] = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+static void rs_partial_push(rs_chunk *c)
+{
+    c->prev = NULL;
+    c->next = RS.partial[c->cls];
+    if (c->next) c->next->prev = c;
+    RS.partial[c->cls] = c;
+}
+
+/* The tables, once no chunk is left (also at shutdown: a table grown for
+ * a chunk that then could not be allocated). */
+static void rs_release(void)
+{
+    if (RS.nsorted) return;
+    pg_free(RS.chunk);
+    pg_free(RS.sorted);
+    pg_free(RS.spare);
+    memset(&RS, 0, sizeof RS);
+}
+
+/* A chunk of `bytes` (its header included) for class cls, numbered and
+ * filed; NULL when out of memory or of numbers. */
+static rs_chunk *rs_chunk_new(size_t bytes, unsigned cls, size_t slot)
+{
+    rs_chunk *c;
+    size_t k;
+    if (!RS.nspare && RS.n == RS.cap) {
+        uint32_t ncap = RS.cap ? 2 * RS.cap : 64;
+        rs_chunk **a, **b;
+        uint32_t *sp;
+        if (RS.cap >= RS_MAX_CHUNKS) return NULL;
+        if (ncap > RS_MAX_CHUNKS) ncap = RS_MAX_CHUNKS;
+        if (!(a = (rs_chunk **)pg_realloc(RS.chunk, ncap * sizeof *a))) return NULL;
+        RS.chunk = a;
+        if (!(b = (rs_chunk **)pg_realloc(RS.sorted, ncap * sizeof *b))) return NULL;
+        RS.sorted = b;
+        if (!(sp = (uint32_t *)pg_realloc(RS.spare, ncap * sizeof *sp))) return NULL;
+        RS.spare = sp;
+        RS.cap = ncap;
+    }
+    if (!(c = (rs_chunk *)pg_alloc(bytes))) return NULL;
+    memset(c, 0, sizeof *c);
+    c->id = RS.nspare ? RS.spare[--RS.nspare] : RS.n++;
+    c->cls = (uint16_t)cls;
+    c->end = (uint32_t)(RS_HDR / 8);
+    c->lim = (uint32_t)(c->end + (bytes - RS_HDR) / slot * (slot / 8));
+    RS.chunk[c->id] = c;
+    k = RS.nsorted && (uintptr_t)RS.sorted[0] < (uintptr_t)c ? rs_sorted_at(c) + 1 : 0;
+    memmove(RS.sorted + k + 1, RS.sorted + k, (RS.nsorted - k) * sizeof *RS.sorted);
+    RS.sorted[k] = c;
+    RS.nsorted++;
+    RS.count[cls]++;
+    return c;
+}
+
+static void rs_chunk_free(rs_chunk *c)
+{
+    size_t k = rs_sorted_at(c);
+    memmove(RS.sorted + k, RS.sorted + k + 1, (RS.nsorted - k - 1) * sizeof *RS.sorted);
+    RS.nsorted--;
+    RS.chunk[c->id] = NULL;
+    RS.spare[RS.nspare++] = c->id;
+    RS.count[c->cls]--;
+    pg_free(c);
+    if (!RS.nsorted) rs_release(); /* nothing stored: the tables go too */
+}
+
+/* n bytes (8-aligned) for a record, and its handle in *h; NULL when out of
+ * memory. */
+static void *rs_alloc(size_t n, uint32_t *h)
+{
+    size_t slot = (n + 7) / 8 * 8;
+    unsigned cls = slot && slot <= RS_MAX_SLOT ? (unsigned)(slot / 8) : 0;
+    rs_chunk *c;
+    uint32_t off;
+    if (!cls) {
+        if (n > SIZE_MAX - RS_HDR || !(c = rs_chunk_new(RS_HDR + n, 0, slot ? slot : 8))) return NULL;
+        c->live = 1;
+        *h = c->id << RS_OFF_BITS | (uint32_t)(RS_HDR / 8);
+        return (uint8_t *)c + RS_HDR;
+    }
+    if (!(c = RS.partial[cls])) {
+        unsigned k = RS.count[cls] < 6 ? RS.count[cls] : 6;
+        size_t bytes = (size_t)1024 << k; /* 1 KB, doubling to RS_CHUNK */
+        if (bytes < RS_HDR + 2 * slot) bytes = RS_HDR + 2 * slot;
+        if (bytes > RS_CHUNK) bytes = RS_CHUNK;
+        if (!(c = rs_chunk_new(bytes, cls, slot))) return NULL;
+        rs_partial_push(c);
+    }
+    if (c->free) {
+        off = c->free;
+        memcpy(&c->free, (uint8_t *)c + 8 * (size_t)off, 4);
+    } else {
+        off = c->end;
+        c->end += cls;
+    }
+    c->live++;
+    if (!c->free && c->end + cls > c->lim) rs_partial_unlink(c); /* full */
+    *h = c->id << RS_OFF_BITS | off;
+    return (uint8_t *)c + 8 * (size_t)off;
+}
+
+static void rs_free(void *p)
+{
+    rs_chunk *c;
+    uint32_t off;
+    if (!p) return;
+    c = rs_chunk_of(p);
+    if (c->cls) {
+        int was_full = !c->free && c->end + c->cls > c->lim;
+        off = (uint32_t)(((uint8_t *)p - (uint8_t *)c) / 8);
+        memcpy(p, &c->free, 4);
+        c->free = off;
+        if (--c->live) {
+            if (was_full) rs_partial_push(c);
+            return;
+        }
+        if (!was_full) rs_partial_unlink(c);
+    }
+    rs_chunk_free(c);
+}
+
+/* ========================================================================= */
 /* 2. Library state                                                          */
 /* One process-wide state, like Winsock's: Startup is counted, handles are   */
 /* never-reused numbers looked up in lists (a stale handle is an error, not  */
@@ -718,9 +914,9 @@ struct pg_graph {
     pg_conn *conns;        /* connections of this graph (via gnext) */
     pg_reg *regs;          /* event registrations of this graph (via gnext) */
     /* records */
-    pg_rec **recs;         /* open-addressing table by record ID (section 5, "the table") */
+    uint32_t *recs;        /* open-addressing table by record ID of slab handles (section 5, "the table") */
     size_t rec_cap, rec_count, rec_tombs;
-    pg_rec **rec_old;      /* while growing: the old table, slots [0, rec_mig) moved (see rec_insert) */
+    uint32_t *rec_old;     /* while growing: the old table, slots [0, rec_mig) moved (see rec_insert) */
     size_t rec_oldcap, rec_mig;
     ULONGLONG rec_bytes;   /* wire bytes of the records held */
     uint8_t (*types[(TYPE_MAX + TYPE_CHUNK - 1) / TYPE_CHUNK])[16]; /* the type table (struct pg_rec): chunks */
@@ -1157,10 +1353,11 @@ static void enum_free(pg_enum *e)
 
 /* ========================================================================= */
 /* 5. Records                                                                */
-/* A record lives in memory in a compact stored form (one allocation: a     */
-/* small header of hot keys, then the fields with varint lengths and without */
-/* what every record of the graph shares), found by ID in a per-graph open- */
-/* addressing table.  rec_view_of() gives a view of a stored record,         */
+/* A record lives in memory in a compact stored form (one slot of the       */
+/* record slab: a small header of hot keys, then the fields with varint     */
+/* lengths and without what every record of the graph shares), found by ID  */
+/* in a per-graph open-addressing table of 4-byte slab handles.             */
+/* rec_view_of() gives a view of a stored record,                           */
 /* rec_parse() of wire bytes; rec_wire_write() rebuilds the exact MS-PPGRH   */
 /* bytes that a FLOOD carries and the database file holds.                   */
 /* rec_validate() applies [MS-PPGRH] 3.1.7.27; rec_compare() is the conflict */
@@ -1215,8 +1412,9 @@ static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x4
  * of the graph shares is left out: the graph ID (it must equal the
  * graph's, 3.1.7.27), the protocol version (0x0100) and the reserved bytes
  * (0); the wire length is computed (rec_len).  A 256-byte record with a
- * 4-character creator takes 296 bytes, 146 less than its wire form (a
- * 304-byte heap block on glibc: payload + 48). */
+ * 4-character creator takes 296 bytes, 146 less than its wire form: a
+ * 296-byte slab slot (section 1c; a heap block of its own on glibc took
+ * 304) and a 4-byte slot in the ID table. */
 struct pg_rec {
     uint64_t expires;
     uint8_t flags;     /* RF_WIRE bits as on the wire, the layout bits, and the local RF_DEPARTED, RF_DEP_INDEXED */
@@ -1508,27 +1706,27 @@ static size_t rec_hash(const uint8_t id[16], size_t cap)
     return (size_t)k & (cap - 1);
 }
 
-/* Linear probing.  A slot is empty (NULL), a tombstone (REC_TOMB: a record
- * left; probes go on past it, an insert may reuse it) or a record.  Records
- * never move within a table, so a walk over the slots may take records out
- * as it goes. */
-static char rec_tomb_mark;
-#define REC_TOMB ((pg_rec *)(void *)&rec_tomb_mark)
+/* Linear probing over slab handles.  A slot is empty (0), a tombstone
+ * (REC_TOMB: a record left; probes go on past it, an insert may reuse it)
+ * or a record's handle.  Records never move within a table, so a walk over
+ * the slots may take records out as it goes. */
+#define REC_TOMB 1u
+#define rec_of(h) ((pg_rec *)rs_ptr(h))
 
 /* The slot of t (capacity cap) holding id, or NULL. */
-static pg_rec **rec_probe(pg_rec **t, size_t cap, const uint8_t id[16])
+static uint32_t *rec_probe(uint32_t *t, size_t cap, const uint8_t id[16])
 {
     size_t i = rec_hash(id, cap);
     for (; t[i]; i = (i + 1) & (cap - 1))
-        if (t[i] != REC_TOMB && !memcmp(rec_id(t[i]), id, 16)) return &t[i];
+        if (t[i] != REC_TOMB && !memcmp(rec_id(rec_of(t[i])), id, 16)) return &t[i];
     return NULL;
 }
 
 /* The slot holding id: in the new table (*inNew 1), or in the old one
  * while a growth has not moved it yet (*inNew 0). */
-static pg_rec **rec_slot(const pg_graph *g, const uint8_t id[16], int *inNew)
+static uint32_t *rec_slot(const pg_graph *g, const uint8_t id[16], int *inNew)
 {
-    pg_rec **pp;
+    uint32_t *pp;
     if (!g->rec_cap) return NULL;
     *inNew = 1;
     if ((pp = rec_probe(g->recs, g->rec_cap, id)) != NULL) return pp;
@@ -1539,19 +1737,19 @@ static pg_rec **rec_slot(const pg_graph *g, const uint8_t id[16], int *inNew)
 static pg_rec *rec_find(const pg_graph *g, const uint8_t id[16])
 {
     int inNew;
-    pg_rec **pp = rec_slot(g, id, &inNew);
-    return pp ? *pp : NULL;
+    uint32_t *pp = rec_slot(g, id, &inNew);
+    return pp ? rec_of(*pp) : NULL;
 }
 
 /* Visiting every record: slots 0 .. rec_span(g) - 1 (the new table, then
  * the old one while a growth is under way); rec_at() is the record in a
  * slot or NULL. */
 static size_t rec_span(const pg_graph *g) { return g->rec_cap + (g->rec_old ? g->rec_oldcap : 0); }
-static pg_rec **rec_pslot(const pg_graph *g, size_t i) { return i < g->rec_cap ? &g->recs[i] : &g->rec_old[i - g->rec_cap]; }
+static uint32_t *rec_pslot(const pg_graph *g, size_t i) { return i < g->rec_cap ? &g->recs[i] : &g->rec_old[i - g->rec_cap]; }
 static pg_rec *rec_at(const pg_graph *g, size_t i)
 {
-    pg_rec *r = *rec_pslot(g, i);
-    return r == REC_TOMB ? NULL : r;
+    uint32_t h = *rec_pslot(g, i);
+    return h > REC_TOMB ? rec_of(h) : NULL;
 }
 
 /* The presence index (g->pres): node ID -> the presence record naming it,
@@ -1604,9 +1802,9 @@ static void pres_map(pg_graph *g, pg_rec *r)
 
 /* Empties the slot pp holds a record in; inNew: the slot is in the new
  * table (the old one's tombstones go with it). */
-static void rec_slot_clear(pg_graph *g, pg_rec **pp, int inNew)
+static void rec_slot_clear(pg_graph *g, uint32_t *pp, int inNew)
 {
-    pg_rec *r = *pp;
+    pg_rec *r = rec_of(*pp);
     *pp = REC_TOMB;
     if (inNew) g->rec_tombs++;
     g->rec_count--;
@@ -1617,18 +1815,19 @@ static void rec_slot_clear(pg_graph *g, pg_rec **pp, int inNew)
 static void rec_unlink(pg_graph *g, pg_rec *r)
 {
     int inNew;
-    pg_rec **pp = rec_slot(g, rec_id(r), &inNew);
-    if (pp && *pp == r) rec_slot_clear(g, pp, inNew);
+    uint32_t *pp = rec_slot(g, rec_id(r), &inNew);
+    if (pp && rec_of(*pp) == r) rec_slot_clear(g, pp, inNew);
     pres_unmap(g, r);
 }
 
-/* Puts r in table t (a free slot is certain: the load stays under 3/4). */
-static void rec_place(pg_rec **t, size_t cap, pg_rec *r, size_t *tombs)
+/* Puts the record of handle h in table t (a free slot is certain: the load
+ * stays under 3/4). */
+static void rec_place(uint32_t *t, size_t cap, uint32_t h, size_t *tombs)
 {
-    size_t i = rec_hash(rec_id(r), cap);
+    size_t i = rec_hash(rec_id(rec_of(h)), cap);
     while (t[i] && t[i] != REC_TOMB) i = (i + 1) & (cap - 1);
     if (t[i] == REC_TOMB && tombs) (*tombs)--;
-    t[i] = r;
+    t[i] = h;
 }
 
 /* Moves up to `budget` old slots (all: SIZE_MAX) into the new table; a
@@ -1638,17 +1837,17 @@ static void rec_place(pg_rec **t, size_t cap, pg_rec *r, size_t *tombs)
 static void rec_migrate(pg_graph *g, size_t budget)
 {
     while (g->rec_old && budget--) {
-        pg_rec *r;
+        uint32_t h;
         if (g->rec_mig == g->rec_oldcap) {
             pg_free(g->rec_old);
             g->rec_old = NULL;
             g->rec_oldcap = g->rec_mig = 0;
             return;
         }
-        r = g->rec_old[g->rec_mig];
-        if (r && r != REC_TOMB) {
+        h = g->rec_old[g->rec_mig];
+        if (h > REC_TOMB) {
             g->rec_old[g->rec_mig] = REC_TOMB;
-            rec_place(g->recs, g->rec_cap, r, &g->rec_tombs);
+            rec_place(g->recs, g->rec_cap, h, &g->rec_tombs);
         }
         g->rec_mig++;
     }
@@ -1662,11 +1861,11 @@ static void rec_migrate(pg_graph *g, size_t budget)
 static int rec_table_grow(pg_graph *g, size_t need)
 {
     size_t ncap = 8;
-    pg_rec **n;
+    uint32_t *n;
     rec_migrate(g, SIZE_MAX); /* (never while growing: 2 x cap / REC_STEP inserts move all, a growth takes cap / 4) */
     if (need < g->rec_count + 1) need = g->rec_count + 1;
     while (ncap * 5 < need * 8) ncap *= 2;
-    if (!(n = (pg_rec **)pg_calloc(ncap, sizeof *n))) return 0;
+    if (!(n = (uint32_t *)pg_calloc(ncap, sizeof *n))) return 0;
     if (g->rec_count) {
         g->rec_old = g->recs;
         g->rec_oldcap = g->rec_cap;
@@ -1825,11 +2024,12 @@ static pg_rec *rec_new(pg_graph *g, const rec_view *v)
                sv_len(v->n_data) + v->n_data;
     pg_rec *r;
     uint8_t *p;
+    uint32_t h;
     if (v->n_modby) n += pstr_len(v->modby, v->n_modby);
     if (v->n_sec) n += sv_len(v->n_sec) + v->n_sec;
     if (!(lay & RF_MOD_CREATED)) n += sv_len(dm);
     if (v->n_attr) n += sv_len(v->n_attr) + 2 * (size_t)v->n_attr;
-    if (!(r = (pg_rec *)pg_alloc(offsetof(pg_rec, s) + n))) return NULL;
+    if (!(r = (pg_rec *)rs_alloc(offsetof(pg_rec, s) + n, &h))) return NULL;
     r->expires = v->expires;
     r->flags = (uint8_t)((v->flags & RF_WIRE) | lay);
     memcpy(r->s, v->id, 16);
@@ -1957,11 +2157,11 @@ static int rec_wire_of(const rec_view *v, pg_buf *out)
 static int rec_insert(pg_graph *g, pg_rec *r)
 {
     pg_rec *old = rec_find(g, rec_id(r));
-    if (old) { rec_unlink(g, old); pg_free(old); }
+    if (old) { rec_unlink(g, old); rs_free(old); }
     rec_migrate(g, REC_STEP);
     /* the records of both tables and the new one's tombstones under 3/4 of it */
     if ((g->rec_count + g->rec_tombs + 1) * 4 > g->rec_cap * 3 && !rec_table_grow(g, 0)) return 0;
-    rec_place(g->recs, g->rec_cap, r, &g->rec_tombs);
+    rec_place(g->recs, g->rec_cap, rs_handle(r), &g->rec_tombs);
     g->rec_count++;
     g->rec_bytes += rec_len(g, r);
     g->rec_gen++;
@@ -1972,7 +2172,7 @@ static int rec_insert(pg_graph *g, pg_rec *r)
 static void rec_table_free(pg_graph *g)
 {
     size_t i;
-    for (i = 0; i < rec_span(g); i++) pg_free(rec_at(g, i));
+    for (i = 0; i < rec_span(g); i++) rs_free(rec_at(g, i));
     map_free(&g->pres);
     map_free(&g->contacts);
     map_free(&g->departed);
@@ -3515,14 +3715,14 @@ static void load_entry(void *pv, int kind, const uint8_t *body, size_t n)
         if (!rec_parse(body, n, &v)) g->db_bad_entries++;
         else if (!rec_gid_ours(g, &v) || v.proto != 0x0100) {
             /* never valid here (3.1.7.27): dropped as the prune would, with any older version */
-            if ((r = rec_find(g, v.id)) != NULL) { rec_unlink(g, r); pg_free(r); }
+            if ((r = rec_find(g, v.id)) != NULL) { rec_unlink(g, r); rs_free(r); }
         } else if ((r = rec_new(g, &v)) == NULL || !rec_insert(g, r)) {
-            pg_free(r);
+            rs_free(r);
             lc->oom = 1;
         }
     } else if (kind == LE_DROP && n == 16) {
         pg_rec *r = rec_find(g, body);
-        if (r) { rec_unlink(g, r); pg_free(r); }
+        if (r) { rec_unlink(g, r); rs_free(r); }
     } else
         g->db_bad_entries++;
 }
@@ -3551,7 +3751,7 @@ static void rec_prune(pg_graph *g)
         }
         rec_slot_clear(g, rec_pslot(g, i), i < g->rec_cap);
         pres_unmap(g, r);
-        pg_free(r);
+        rs_free(r);
     }
 }
 
@@ -5906,7 +6106,7 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     /* a deleted presence carries no payload: the node it names is in the old one */
     if (hadLive && (v.flags & RF_DELETED) && rec_is_presence(wire)) presence_record_changed(g, PEER_RECORD_DELETED, &ov);
     r = rec_new(g, &v);
-    if (!r || !rec_insert(g, r)) { pg_free(r); *phr = E_OUTOFMEMORY; return NULL; }
+    if (!r || !rec_insert(g, r)) { rs_free(r); *phr = E_OUTOFMEMORY; return NULL; }
     rec_view_of(g, r, &v);
     /* our own autorefreshed records are renewed 20 s before they expire
      * (graph_expire): the timer must fire then, not at the expiry itself */
@@ -5984,7 +6184,7 @@ static void sec_defer(pg_graph *g, const rec_view *v)
         memmove(g->deferred + i, g->deferred + i + 1, (g->n_deferred - i - 1) * sizeof *g->deferred);
         g->n_deferred--;
         g->deferred_bytes -= rec_len(g, r);
-        pg_free(r);
+        rs_free(r);
         break;
     }
     if (g->n_deferred == g->deferred_cap && g->n_deferred < PEER_MAX_DEFERRED_RECORDS) {
@@ -6897,7 +7097,7 @@ static void graph_expire(pg_graph *g)
                     presence_record_changed(g, PEER_RECORD_EXPIRED, &v);
                 }
                 if (rec_is_contact(type)) graph_poke_contacts(g);
-                pg_free(r);
+                rs_free(r);
                 continue;
             }
             if (r->expires < next) next = r->expires;
@@ -8806,7 +9006,7 @@ static void graph_free(pg_graph *g)
     }
     pg_free(g->fwd);
     sec_release(g->sec);
-    for (i = 0; i < g->n_deferred; i++) pg_free(g->deferred[i]);
+    for (i = 0; i < g->n_deferred; i++) rs_free(g->deferred[i]);
     pg_free(g->deferred);
     for (i = 0; i < sizeof g->types / sizeof g->types[0]; i++) pg_free(g->types[i]); /* after every record */
     pg_free(g);
@@ -8883,6 +9083,7 @@ HRESULT PeerGraphShutdown(void)
     map_free(&L.hgraphs);
     map_free(&L.gids);
     blk_release_all();
+    rs_release(); /* (every graph's records went with it) */
     pg_free(L.theap); /* every connection left it */
     L.theap = NULL;
     L.theap_n = L.theap_cap = 0;
@@ -9969,7 +10170,7 @@ HRESULT PeerGraphDeleteRecord(HGRAPH hGraph, const GUID *pRecordId, BOOL fLocal)
         memcpy(type, rec_type(g, r), 16);
         if (FAILED(hr = log_append(g, LE_DROP, id, 16, 1))) return hr;
         rec_unlink(g, r);
-        pg_free(r);
+        rs_free(r);
         emit_record(g, PEER_RECORD_DELETED, id, type);
         return S_OK;
     } else {
@@ -10189,7 +10390,7 @@ HRESULT PeerGraphValidateDeferredRecords(HGRAPH hGraph, ULONG cRecordIds, const 
             if (rec_wire_of(&v, &w)) record_in(g, NULL, w.p, w.len, &v, &useful);
             else g->rejected_records++; /* no memory: dropped like a rejected one */
         }
-        pg_free(chosen[i]);
+        rs_free(chosen[i]);
     }
     pg_free(chosen);
     buf_free(&w);
