@@ -625,7 +625,7 @@ static void rs_chunk_free(rs_chunk *c)
 }
 
 /* n bytes (8-aligned) for a record, and its handle in *h; NULL when out of
- * memory. */
+ * memory or of chunk numbers (RS_MAX_CHUNKS). */
 static void *rs_alloc(size_t n, uint32_t *h)
 {
     size_t slot = (n + 7) / 8 * 8;
@@ -826,7 +826,7 @@ typedef struct pg_conn {
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS, or the next keepalive) */
     pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
-    int ack_listed;         /* ACK entries held: 1 on L.ackq, 2 until the keepalive is due (ACK_KEEPALIVE) */
+    int ack_listed;         /* ACK entries held: 1 on L.ackq, 2 until the keepalive is due (PROTOCOL.md R10) */
     ULONGLONG ack_due;      /* when the entries go out on their own */
     uint8_t *out_ids;       /* sync answer: record IDs still to FLOOD */
     size_t out_n, out_i;
@@ -1384,7 +1384,7 @@ static void enum_free(pg_enum *e)
  * link's utility, so holding it costs nothing, while sending it at once puts
  * one more write and one more read on the flood's path at every hop.  On a
  * link that keeps alive (fast profile), entries wait for the keepalive
- * instead and the ACK goes in place of the Ping (ACK_KEEPALIVE, R10): the
+ * instead and the ACK goes in place of the Ping (PROTOCOL.md R10): the
  * peer hears us then anyway, so the ACK costs no message of its own. */
 #define ACK_DELAY_MS 200
 
@@ -3908,7 +3908,7 @@ static void conn_flush_departed(pg_conn *c);
 static void ackq_unlink(pg_conn *c)
 {
     if (c->ack_listed != 1) {
-        c->ack_listed = 0; /* (ACK_KEEPALIVE: on no list) */
+        c->ack_listed = 0; /* (2: held for the keepalive, on no list) */
         return;
     }
     if (c->akprev) c->akprev->aknext = c->aknext;
@@ -6284,8 +6284,8 @@ static void conn_flush_acks(pg_conn *c)
  * that neighbor (conn_try_send puts them behind it: the same write) or
  * ACK_DELAY_MS have passed (service_all).  L.ackq is in order of ack_due, as
  * every entry waits the same time.  On a link that keeps alive (fast
- * profile) they wait for the keepalive instead (ACK_KEEPALIVE: the ACK goes
- * in place of the Ping, conn_timeout), on no list. */
+ * profile) they wait for the keepalive instead (R10: the ACK goes
+ * in place of the Ping, conn_on_timer), on no list. */
 static void conn_queue_ack(pg_conn *c, const uint8_t *id, int useful)
 {
     uint8_t e[20];
@@ -8719,7 +8719,7 @@ static void conn_on_timer(pg_conn *c)
                 return;
             }
             if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
-                if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (ACK_KEEPALIVE) */
+                if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (R10) */
                 else send_ping(c);
                 c->last_tx = L.now; /* queued now, written by this service */
             }
