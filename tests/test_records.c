@@ -1182,6 +1182,22 @@ static PEER_SOCKET raw_responder(HGRAPH h, unsigned ext, PEER_SOCKET *listener, 
     return s;
 }
 
+/* The raw responder s ends h's sync (three SYNC_ENDs, a service after
+ * each): h is synchronized. */
+static void raw_sync_done(HGRAPH h, PEER_SOCKET s)
+{
+    static msg m;
+    DWORD status;
+    int i;
+    for (i = 0; i < 3; i++) {
+        m_sync_end(&m);
+        send_msg(s, &m);
+        tu_pump(1, 1);
+    }
+    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
+    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+}
+
 /* How many of the records x[0..n) the database file at path holds (by ID). */
 static int ids_in_file(const char *path, const xrec *x, int n)
 {
@@ -1235,10 +1251,8 @@ static void test_joiner_records_wait_for_sync_flag(void **st)
     HGRAPH h = NULL, h2 = NULL;
     PEER_SOCKET l, s;
     static rxbuf r;
-    static msg m;
     xrec x[11];
     char path[512];
-    DWORD status;
     int i;
     (void)st;
     PeerGraphDelete(L"hostile", L"alice", L"joindb");
@@ -1249,13 +1263,7 @@ static void test_joiner_records_wait_for_sync_flag(void **st)
         x_default(&x[i], h, (unsigned char)(0x30 + i));
         x_flood(s, &x[i]);
     }
-    for (i = 0; i < 3; i++) {
-        m_sync_end(&m);
-        send_msg(s, &m);
-    }
-    tu_pump(1, 1);
-    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
-    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    raw_sync_done(h, s);
     assert_int_equal(ids_in_file(path, x, 10), 0);
     tu_pump(12, 100); /* the synchronized flag is written within 1 s, the records before it */
     assert_int_equal(ids_in_file(path, x, 10), 10);
@@ -1288,20 +1296,13 @@ static void sync_ack_case(unsigned ext, int acksDuringSync)
     static msg m;
     xrec x;
     int acks = 0, i;
-    DWORD status;
     s = raw_responder(h, ext, &l, &r);
     x_default(&x, h, 1);
     x_flood(s, &x); /* an answer to the first solicitation */
     tu_pump(25, 10); /* an ACK may be held up to 200 ms (PROTOCOL.md R10) */
     while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
     assert_int_equal(acks, acksDuringSync);
-    for (i = 0; i < 3; i++) {
-        m_sync_end(&m);
-        send_msg(s, &m);
-        tu_pump(1, 1);
-    }
-    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
-    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    raw_sync_done(h, s);
     acks = 0;
     while (recv_msg(s, &r, &m) > 0) if (m.b[5] == 0x0E) acks++;
     /* After the sync: an ACK is held while nothing else goes to that
@@ -1363,17 +1364,10 @@ static void test_fast_ack_rides_keepalive(void **st)
     xrec x;
     int i, acks = 0, pings = 0;
     ULONGLONG last, ack_at = 0;
-    DWORD status;
     (void)st;
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     s = raw_responder(h, 0, &l, &r); /* a plain peer: we keep alive, it need not */
-    for (i = 0; i < 3; i++) {
-        m_sync_end(&m);
-        send_msg(s, &m);
-        tu_pump(1, 1);
-    }
-    assert_int_equal(PeerGraphGetStatus(h, &status), S_OK);
-    assert_true(status & PEER_GRAPH_STATUS_SYNCHRONIZED);
+    raw_sync_done(h, s);
     while (recv_msg(s, &r, &m) > 0) {}
     last = fake_net_now(); /* our last output to it */
     for (i = 0; i < 3; i++) {
@@ -1497,11 +1491,7 @@ static void test_batch_messages(void **st)
     x_crec(&w, &x2, &x1, 1);
     x_crec(&w, &x3, &x2, 0);
     x_batch(s, &w, 3);
-    {
-        static msg m;
-        int i;
-        for (i = 0; i < 3; i++) { m_sync_end(&m); send_msg(s, &m); tu_pump(1, 1); } /* the sync completes */
-    }
+    raw_sync_done(h, s); /* the sync completes */
     id = x_guid(x1.id);
     assert_int_equal(PeerGraphGetRecord(h, &id, &pr), S_OK);
     assert_int_equal(pr->data.cbData, 7);
