@@ -28,14 +28,7 @@ static void pg_free(void *p) { free(p); }
 static uintptr_t ref[NKEYS + 1];
 static size_t ref_n;
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+#include "splitmix.h"
 
 /* Spread keys over 64 bits as node IDs and pointers are (an odd multiplier:
  * invertible, so a key found in the map tells its index). */

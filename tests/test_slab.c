@@ -56,14 +56,7 @@ static unsigned g_max_chunks = 1u << 19;
 #define RS_MAX_CHUNKS g_max_chunks /* test_chunk_limit makes it small, to reach it */
 #include "slab_module.inc"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+#include "splitmix.h"
 
 typedef struct blk { uint8_t *p; uint32_t h; size_t n; uint8_t tag; } blk;
 
