@@ -8419,6 +8419,20 @@ static ULONG departed_candidates(const pg_graph *g)
     return n;
 }
 
+/* The signature our contact names and counts contacts against: the
+ * current one, except that while a lower owner was seen within
+ * ulSignatureStaleMs and not announced departed (P15), a higher claim is
+ * not followed: that owner answers it, and a contact holder that followed
+ * it made the count of contacts naming the real signature dip below Cmin
+ * for as long as the claim lasted (PROTOCOL.md P11). */
+static ULONGLONG contact_sig(const pg_graph *g, ULONGLONG sig)
+{
+    if (g->timers.ulSignatureStaleMs && !g->sig_dead && g->sig_low && g->sig_low < sig &&
+        L.now <= g->sig_low_at + g->timers.ulSignatureStaleMs)
+        return g->sig_low;
+    return sig;
+}
+
 /* Contact maintenance and partition detection (steps 2 and 3 of graph
  * maintenance; also when a contact arrives or expires, or the signature
  * changes).  `timer`: the Contact timer fired. */
@@ -8433,6 +8447,7 @@ static void contact_maintain(pg_graph *g, int timer)
     own = contact_own(g);
     if (own && !g->listener) { contact_publish(g, 0, 1); return; }
     if (!g->listener || !signature_live(g, &sig)) return;
+    sig = contact_sig(g, sig);
     if (own) { /* ours names the signature we see now (P11) */
         contact_view cv;
         if (contact_parse(g, own, &cv) && cv.sig != sig) contact_publish(g, sig, 0);
@@ -8479,6 +8494,7 @@ static void partition_timer(pg_graph *g)
     const pg_conn *o;
     g->partition_deadline = PEER_NO_DEADLINE;
     if (!g->synchronized || !signature_live(g, &sig)) return;
+    sig = contact_sig(g, sig);
     for (o = g->conns; o; o = o->gnext)
         if (o->repair && !o->dead && o->state != CS_CONNECTED) return; /* one attempt at a time */
     for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */

@@ -1121,14 +1121,16 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
  * node to answer; a node in between does not claim in 0.1 s as it does
  * otherwise, so that one node that missed the renewals does not set off a
  * claim at every node below it.  Once the lower node's news is 6 s old,
- * it claims.  (PROTOCOL.md P15) */
+ * it claims.  (PROTOCOL.md P15)  Meanwhile its contact keeps naming the
+ * lower node (P11): a holder that followed the claim made the count of
+ * contacts naming the real signature dip below Cmin. */
 static void test_signature_claim_waits_for_lower_owner(void **st)
 {
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigwait", 0);
     PEER_ADDRESS la;
     PEER_SOCKET a;
     PPEER_NODE_INFO ni = NULL;
-    ULONGLONG own, held, who[2];
+    ULONGLONG own, held, named, who[2];
     ULONG v0;
     xrec x;
     int k;
@@ -1142,6 +1144,8 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
     tu_pump(30, 100);
     v0 = tu_signature(h, &held);
     assert_true(held == own);
+    assert_true(tu_contact_of(h, L"alice", &named) > 0); /* a contact holder (two nodes, Cmin > 2) */
+    assert_true(named == own);
     who[0] = 1;                      /* lower than any node */
     who[1] = 0xFFFFFFFFFFFFFFF0ULL; /* higher than ours */
     for (k = 0; k < 2; k++) {
@@ -1150,13 +1154,19 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
         tu_pump(1, 1);
         assert_int_equal(tu_signature(h, &held), v0 + 1 + (ULONG)k);
         assert_true(held == who[k]);
+        assert_true(tu_contact_of(h, L"alice", &named) > 0);
+        assert_true(named == who[0]); /* the contact follows bob, not zed's claim (P11) */
     }
     tu_pump(40, 100); /* 4 s: the higher claim stands */
     assert_int_equal(tu_signature(h, &held), v0 + 2);
     assert_true(held == who[1]);
+    assert_true(tu_contact_of(h, L"alice", &named) > 0);
+    assert_true(named == who[0]);
     tu_pump(30, 100); /* the lower node's news is 6 s old: claim */
     assert_true(tu_signature(h, &held) > v0 + 2);
     assert_true(held == own);
+    assert_true(tu_contact_of(h, L"alice", &named) > 0);
+    assert_true(named == own);
     fake_net_raw_close(a);
 }
 

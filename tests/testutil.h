@@ -159,6 +159,28 @@ static inline ULONG tu_signature(HGRAPH h, ULONGLONG *value)
     return ver;
 }
 
+/* The live Contact record h holds from `creator`: its version (0: none)
+ * and the signature it names in *sig. */
+static inline ULONG tu_contact_of(HGRAPH h, const wchar_t *creator, ULONGLONG *sig)
+{
+    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HPEERENUM en;
+    PEER_RECORD **items;
+    ULONG n = 64, k, ver = 0;
+    int i;
+    *sig = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, &contactType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    for (k = 0; k < n; k++)
+        if (!wcscmp(items[k]->pwzCreatorId, creator) && items[k]->data.cbData >= 20) {
+            ver = items[k]->dwVersion;
+            for (i = 0; i < 8; i++) *sig = (*sig << 8) | items[k]->data.pbData[i];
+        }
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    return ver;
+}
+
 static inline HPEEREVENT tu_register_all(HGRAPH h)
 {
     PEER_GRAPH_EVENT_REGISTRATION r[9];
