@@ -491,25 +491,27 @@ static void map_free(pg_map *m) { pg_free(m->slots); pg_free(m->old); memset(m, 
 /* extracted for it like 1b for test_map).                                   */
 /* ========================================================================= */
 
-/* Records live in chunks cut into equal slots, one size class per 8 bytes
- * up to RS_MAX_SLOT; a bigger record gets a chunk of its own.  A record is
- * named by a 32-bit handle, its chunk's number << RS_OFF_BITS | its offset
- * in the chunk in 8-byte units, so the ID table holds 4 bytes a slot
- * instead of a pointer's 8, and a record costs its size rounded up to 8
- * instead of a heap block (on glibc 8 bytes of header, the whole rounded
- * up to 16).  No handle is below RS_HDR / 8 in its low bits, so 0 and 1
- * name nothing (the table's "empty" and "tombstone").  Records never move;
+/* Records live in chunks cut into equal slots, one size class per
+ * RS_UNIT (4) bytes up to RS_MAX_SLOT; a bigger record gets a chunk of its
+ * own.  A record is named by a 32-bit handle, its chunk's number <<
+ * RS_OFF_BITS | its offset in the chunk in RS_UNIT units, so the ID table
+ * holds 4 bytes a slot instead of a pointer's 8, and a record costs its
+ * size rounded up to 4 instead of a heap block (on glibc 8 bytes of
+ * header, the whole rounded up to 16).  Slots are 4-aligned: struct pg_rec
+ * has no 8-byte field.  No handle is below RS_HDR / RS_UNIT in its low
+ * bits, so 0 and 1 name nothing (the table's "empty" and "tombstone").  Records never move;
  * a chunk all of whose slots are free again goes back to the heap at once
  * (a class keeps nothing in reserve), and a class's chunks grow from 1 KB
  * to RS_CHUNK as it fills, so a class with few records holds little.
  * Every graph's records share the classes (RS is process-wide, like L).
- * Limit: PEER_MAX_RECORD_CHUNKS chunks in the process (2^19: 32 GB of
- * small records, or half a million records bigger than RS_MAX_SLOT);
+ * Limit: PEER_MAX_RECORD_CHUNKS chunks in the process (2^18: 16 GB of
+ * small records, or 262,144 records bigger than RS_MAX_SLOT);
  * beyond, a record cannot be stored (E_OUTOFMEMORY, as with no memory). */
-#define RS_OFF_BITS 13
-#define RS_CHUNK (8u << RS_OFF_BITS) /* 64 KB: every offset fits RS_OFF_BITS */
+#define RS_UNIT 4u
+#define RS_OFF_BITS 14
+#define RS_CHUNK (RS_UNIT << RS_OFF_BITS) /* 64 KB: every offset fits RS_OFF_BITS */
 #define RS_MAX_SLOT 2048u
-#define RS_CLASSES (RS_MAX_SLOT / 8)
+#define RS_CLASSES (RS_MAX_SLOT / RS_UNIT)
 #ifndef RS_MAX_CHUNKS /* (tests/test_slab.c sets a small one) */
 #define RS_MAX_CHUNKS PEER_MAX_RECORD_CHUNKS /* (at most 1 << (32 - RS_OFF_BITS)) */
 #endif
@@ -518,7 +520,7 @@ typedef struct rs_chunk {
     uint32_t id;                  /* its number */
     uint32_t free;                /* the first free slot (offset; 0: none); a free slot holds the next */
     uint32_t end, lim;            /* offsets: the first slot never handed out; the end of the slots */
-    uint16_t cls;                 /* slot size / 8; 0: one record of any size */
+    uint16_t cls;                 /* slot size / RS_UNIT; 0: one record of any size */
     uint16_t live;                /* slots in use */
 } rs_chunk;
 #define RS_HDR ((sizeof(rs_chunk) + 7) / 8 * 8)
@@ -531,7 +533,10 @@ static struct {
     uint32_t count[RS_CLASSES + 1];    /* per class: chunks (the next one's size) */
 } RS;
 
-static void *rs_ptr(uint32_t h) { return (uint8_t *)RS.chunk[h >> RS_OFF_BITS] + 8 * (size_t)(h & ((1u << RS_OFF_BITS) - 1)); }
+static void *rs_ptr(uint32_t h)
+{
+    return (uint8_t *)RS.chunk[h >> RS_OFF_BITS] + RS_UNIT * (size_t)(h & ((1u << RS_OFF_BITS) - 1));
+}
 
 /* The chunk holding p: the last one at or below it by address. */
 static size_t rs_sorted_at(const void *p)
@@ -548,7 +553,7 @@ static rs_chunk *rs_chunk_of(const void *p) { return RS.sorted[rs_sorted_at(p)];
 static uint32_t rs_handle(const void *p)
 {
     rs_chunk *c = rs_chunk_of(p);
-    return c->id << RS_OFF_BITS | (uint32_t)(((const uint8_t *)p - (const uint8_t *)c) / 8);
+    return c->id << RS_OFF_BITS | (uint32_t)(((const uint8_t *)p - (const uint8_t *)c) / RS_UNIT);
 }
 
 static void rs_partial_unlink(rs_chunk *c)
@@ -601,8 +606,8 @@ static rs_chunk *rs_chunk_new(size_t bytes, unsigned cls, size_t slot)
     memset(c, 0, sizeof *c);
     c->id = RS.nspare ? RS.spare[--RS.nspare] : RS.n++;
     c->cls = (uint16_t)cls;
-    c->end = (uint32_t)(RS_HDR / 8);
-    c->lim = (uint32_t)(c->end + (bytes - RS_HDR) / slot * (slot / 8));
+    c->end = (uint32_t)(RS_HDR / RS_UNIT);
+    c->lim = (uint32_t)(c->end + (bytes - RS_HDR) / slot * (slot / RS_UNIT));
     RS.chunk[c->id] = c;
     k = RS.nsorted && (uintptr_t)RS.sorted[0] < (uintptr_t)c ? rs_sorted_at(c) + 1 : 0;
     memmove(RS.sorted + k + 1, RS.sorted + k, (RS.nsorted - k) * sizeof *RS.sorted);
@@ -624,18 +629,18 @@ static void rs_chunk_free(rs_chunk *c)
     if (!RS.nsorted) rs_release(); /* nothing stored: the tables go too */
 }
 
-/* n bytes (8-aligned) for a record, and its handle in *h; NULL when out of
+/* n bytes (4-aligned) for a record, and its handle in *h; NULL when out of
  * memory or of chunk numbers (RS_MAX_CHUNKS). */
 static void *rs_alloc(size_t n, uint32_t *h)
 {
-    size_t slot = (n + 7) / 8 * 8;
-    unsigned cls = slot && slot <= RS_MAX_SLOT ? (unsigned)(slot / 8) : 0;
+    size_t slot = (n + RS_UNIT - 1) / RS_UNIT * RS_UNIT;
+    unsigned cls = slot && slot <= RS_MAX_SLOT ? (unsigned)(slot / RS_UNIT) : 0;
     rs_chunk *c;
     uint32_t off;
     if (!cls) {
-        if (n > SIZE_MAX - RS_HDR || !(c = rs_chunk_new(RS_HDR + n, 0, slot ? slot : 8))) return NULL;
+        if (n > SIZE_MAX - RS_HDR || !(c = rs_chunk_new(RS_HDR + n, 0, slot ? slot : RS_UNIT))) return NULL;
         c->live = 1;
-        *h = c->id << RS_OFF_BITS | (uint32_t)(RS_HDR / 8);
+        *h = c->id << RS_OFF_BITS | (uint32_t)(RS_HDR / RS_UNIT);
         return (uint8_t *)c + RS_HDR;
     }
     if (!(c = RS.partial[cls])) {
@@ -643,12 +648,13 @@ static void *rs_alloc(size_t n, uint32_t *h)
         size_t bytes = (size_t)1024 << k; /* 1 KB, doubling to RS_CHUNK */
         if (bytes < RS_HDR + 2 * slot) bytes = RS_HDR + 2 * slot;
         if (bytes > RS_CHUNK) bytes = RS_CHUNK;
+        bytes = RS_HDR + (bytes - RS_HDR) / slot * slot; /* whole slots: no tail */
         if (!(c = rs_chunk_new(bytes, cls, slot))) return NULL;
         rs_partial_push(c);
     }
     if (c->free) {
         off = c->free;
-        memcpy(&c->free, (uint8_t *)c + 8 * (size_t)off, 4);
+        memcpy(&c->free, (uint8_t *)c + RS_UNIT * (size_t)off, 4);
     } else {
         off = c->end;
         c->end += cls;
@@ -656,7 +662,7 @@ static void *rs_alloc(size_t n, uint32_t *h)
     c->live++;
     if (!c->free && c->end + cls > c->lim) rs_partial_unlink(c); /* full */
     *h = c->id << RS_OFF_BITS | off;
-    return (uint8_t *)c + 8 * (size_t)off;
+    return (uint8_t *)c + RS_UNIT * (size_t)off;
 }
 
 static void rs_free(void *p)
@@ -667,7 +673,7 @@ static void rs_free(void *p)
     c = rs_chunk_of(p);
     if (c->cls) {
         int was_full = !c->free && c->end + c->cls > c->lim;
-        off = (uint32_t)(((uint8_t *)p - (uint8_t *)c) / 8);
+        off = (uint32_t)(((uint8_t *)p - (uint8_t *)c) / RS_UNIT);
         memcpy(p, &c->free, 4);
         c->free = off;
         if (--c->live) {
@@ -997,6 +1003,8 @@ static struct {
     uintptr_t next_handle;
     ULONGLONG next_conn_id;
     unsigned long epoch;     /* PeerGraphService calls so far (SendData coalescing) */
+    unsigned long rx_reads;  /* reads that brought bytes (a service call that read nothing is idle) */
+    size_t rec_growing;      /* graphs whose record table has an old table left (rec_migrate_some) */
     struct { void *p; size_t cap; } bcache[BLK_CACHE_N]; /* freed data blocks kept for reuse */
     size_t bcache_bytes;
     struct { void *p; size_t cap; } bout[8];   /* big event blocks handed to the host */
@@ -1399,8 +1407,9 @@ static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x4
  * type is shared by many records), 0 = the 16 bytes follow (the table is
  * full); the version as a varint; the creator and the last-modified-by as
  * peer strings (below); the security data as a varint count then the
- * bytes; the creation time as a zigzag varint from the expiry, the
- * modification time as one from the creation time; the payload (counted
+ * bytes; the creation time as a difference from the expiry, the
+ * modification time as one from the creation time (td_put: whole seconds
+ * and milliseconds take fewer bytes); the payload (counted
  * like the security data) and the attributes (a varint count of UTF-16
  * units, then the units).  Last-modified-by, security data, attributes
  * and modification time are left out when empty (or equal to the creation
@@ -1412,14 +1421,17 @@ static const uint8_t SIGNATURE_ID[16] = {0x4c, 0x51, 0x5c, 0x94, 0x42, 0x52, 0x4
  * of the graph shares is left out: the graph ID (it must equal the
  * graph's, 3.1.7.27), the protocol version (0x0100) and the reserved bytes
  * (0); the wire length is computed (rec_len).  A 256-byte record with a
- * 4-character creator takes 296 bytes, 146 less than its wire form: a
- * 296-byte slab slot (section 1c; a heap block of its own on glibc took
- * 304) and a 4-byte slot in the ID table. */
+ * 4-character creator and a lifetime of whole seconds takes 292 bytes, 150
+ * less than its wire form (296 when the lifetime is not: a time of the
+ * application's clock against ours): a slab slot of that size (section
+ * 1c; a heap block of its own on glibc took 304) and 4 bytes of the ID
+ * table at a load of 3/5 to 3/4. */
 struct pg_rec {
-    uint64_t expires;
+    uint32_t exp[2];   /* the expiry, low and high halves (no 8-byte field: slab slots are 4-aligned); rec_expires() */
     uint8_t flags;     /* RF_WIRE bits as on the wire, the layout bits, and the local RF_DEPARTED, RF_DEP_INDEXED */
     uint8_t s[];       /* the stored form (above) */
 };
+static uint64_t rec_expires(const pg_rec *r) { return (uint64_t)r->exp[1] << 32 | r->exp[0]; }
 #define REC_NARROW_MAX 64
 #define rec_id(r) ((const uint8_t *)(r)->s)
 #define rec_departed(r) ((r)->flags & RF_DEPARTED)
@@ -1699,12 +1711,15 @@ static int rec_compare(const rec_view *a, const rec_view *b)
 
 /* --- the table --- */
 
+/* A table has any size (below 2^32 slots): the hash's top 32 bits scaled
+ * to it. */
 static size_t rec_hash(const uint8_t id[16], size_t cap)
 {
     uint64_t k = get64(id + 8) ^ (get64(id) * 0x9E3779B97F4A7C15ULL);
     k ^= k >> 29;
-    return (size_t)k & (cap - 1);
+    return (size_t)(((k >> 32) * (uint64_t)cap) >> 32);
 }
+#define rec_next(i, cap) ((i) + 1 < (cap) ? (i) + 1 : 0)
 
 /* Linear probing over slab handles.  A slot is empty (0), a tombstone
  * (REC_TOMB: a record left; probes go on past it, an insert may reuse it)
@@ -1717,7 +1732,7 @@ static size_t rec_hash(const uint8_t id[16], size_t cap)
 static uint32_t *rec_probe(uint32_t *t, size_t cap, const uint8_t id[16])
 {
     size_t i = rec_hash(id, cap);
-    for (; t[i]; i = (i + 1) & (cap - 1))
+    for (; t[i]; i = rec_next(i, cap))
         if (t[i] != REC_TOMB && !memcmp(rec_id(rec_of(t[i])), id, 16)) return &t[i];
     return NULL;
 }
@@ -1825,7 +1840,7 @@ static void rec_unlink(pg_graph *g, pg_rec *r)
 static void rec_place(uint32_t *t, size_t cap, uint32_t h, size_t *tombs)
 {
     size_t i = rec_hash(rec_id(rec_of(h)), cap);
-    while (t[i] && t[i] != REC_TOMB) i = (i + 1) & (cap - 1);
+    while (t[i] && t[i] != REC_TOMB) i = rec_next(i, cap);
     if (t[i] == REC_TOMB && tombs) (*tombs)--;
     t[i] = h;
 }
@@ -1841,6 +1856,7 @@ static void rec_migrate(pg_graph *g, size_t budget)
         if (g->rec_mig == g->rec_oldcap) {
             pg_free(g->rec_old);
             g->rec_old = NULL;
+            L.rec_growing--;
             g->rec_oldcap = g->rec_mig = 0;
             return;
         }
@@ -1853,29 +1869,54 @@ static void rec_migrate(pg_graph *g, size_t budget)
     }
 }
 
-/* A new table for `need` records at a load of at most 5/8 (on an insert
- * into a full table: twice the size, or the same when tombstones filled
- * it: every new version leaves one).  The records move REC_STEP slots per
- * insert (no call rehashes the whole table: like the maps of section 1b);
- * an empty table is simply replaced. */
+/* A new table for `need` records at a load of 3/5 (on an insert into a
+ * table 3/4 full: 1.25 times the size, or the same when tombstones filled
+ * it: every new version leaves one), so that the table costs 5.3 to 6.7
+ * bytes a record (doubling at 3/4 cost 5.3 to 10.7: S9 counts it).  The
+ * records move REC_STEP slots per insert and more at the end of service
+ * calls (rec_migrate_some; no call rehashes a whole table: like the maps
+ * of section 1b), so the old table goes soon after a growth even when no
+ * insert follows; an empty table is simply replaced. */
 static int rec_table_grow(pg_graph *g, size_t need)
 {
-    size_t ncap = 8;
+    size_t ncap;
     uint32_t *n;
-    rec_migrate(g, SIZE_MAX); /* (never while growing: 2 x cap / REC_STEP inserts move all, a growth takes cap / 4) */
+    rec_migrate(g, SIZE_MAX); /* (never while growing: cap / REC_STEP inserts move all, a growth takes 3 cap / 16) */
     if (need < g->rec_count + 1) need = g->rec_count + 1;
-    while (ncap * 5 < need * 8) ncap *= 2;
-    if (!(n = (uint32_t *)pg_calloc(ncap, sizeof *n))) return 0;
+    ncap = need / 3 * 5 + (need % 3 * 5 + 2) / 3; /* ceil(need * 5 / 3), without overflow */
+    if (ncap < 8) ncap = 8;
+    if (ncap > 0xFFFFFFFFu || !(n = (uint32_t *)pg_calloc(ncap, sizeof *n))) return 0;
     if (g->rec_count) {
         g->rec_old = g->recs;
         g->rec_oldcap = g->rec_cap;
         g->rec_mig = 0;
+        L.rec_growing++; /* rec_migrate_some moves the rest */
     } else
         pg_free(g->recs);
     g->recs = n;
     g->rec_cap = ncap;
     g->rec_tombs = 0;
     return 1;
+}
+
+/* Moves old table slots of every growing graph, `budget` slots in all,
+ * at the end of a service call: REC_IDLE_STEP when the call read nothing
+ * (the host is waiting for nothing else; next_deadline() says now until
+ * every old table is gone), REC_BUSY_STEP otherwise.  Moving a slot reads
+ * the record's ID (a cache miss); with a thousand graphs in one process,
+ * all of equal size, their tables grow in the same flood, and moving them
+ * all in that call held it for tens of milliseconds (bench/scale S8). */
+#define REC_IDLE_STEP 16384
+#define REC_BUSY_STEP 256
+static void rec_migrate_some(size_t budget)
+{
+    pg_graph *g;
+    for (g = L.graphs; g && budget && L.rec_growing; g = g->next)
+        if (g->rec_old) {
+            size_t left = g->rec_oldcap - g->rec_mig + 1, b = left < budget ? left : budget;
+            rec_migrate(g, b);
+            budget -= b;
+        }
 }
 
 /* --- the stored form (struct pg_rec) --- */
@@ -1902,6 +1943,45 @@ static const uint8_t *sv_get(const uint8_t *p, uint64_t *x) /* our own bytes: no
     int sh = 0;
     *x = 0;
     do *x |= (uint64_t)(*p & 0x7F) << sh, sh += 7; while (*p++ & 0x80);
+    return p;
+}
+/* A time difference a - b in the stored form, one varint: whole seconds
+ * as zigzag << 1 | 1, whole milliseconds as zigzag << 2 | 2, else 100 ns
+ * units as zigzag << 2; 0 (a zero difference is 1, whole seconds) is an
+ * escape for a difference too big for that, whose zigzag in 100 ns follows
+ * as a second varint.  A record's lifetime and most gaps between its times
+ * are whole seconds or milliseconds (the clock counts milliseconds): an
+ * hour takes 2 bytes instead of 6. */
+static uint64_t td_code(uint64_t a, uint64_t b)
+{
+    int64_t d = (int64_t)(a - b);
+    uint64_t z = zz(a, b);
+    if (d % 10000000 == 0) return zz((uint64_t)(d / 10000000), 0) << 1 | 1;
+    if (d % 10000 == 0) return zz((uint64_t)(d / 10000), 0) << 2 | 2;
+    return z < (1ULL << 62) ? z << 2 : 0;
+}
+static size_t td_len(uint64_t a, uint64_t b)
+{
+    uint64_t c = td_code(a, b);
+    return sv_len(c) + (c ? 0 : sv_len(zz(a, b)));
+}
+static uint8_t *td_put(uint8_t *p, uint64_t a, uint64_t b)
+{
+    uint64_t c = td_code(a, b);
+    p = sv_put(p, c);
+    return c ? p : sv_put(p, zz(a, b));
+}
+static const uint8_t *td_get(const uint8_t *p, uint64_t base, uint64_t *a) /* *a = base + the difference */
+{
+    uint64_t c;
+    p = sv_get(p, &c);
+    if (!c) {
+        p = sv_get(p, &c);
+        *a = unzz(base, c);
+    } else if (c & 1)
+        *a = base + unzz(0, c >> 1) * 10000000u;
+    else
+        *a = base + unzz(0, c >> 2) * ((c & 2) ? 10000u : 1u);
     return p;
 }
 static uint8_t *sv_field(uint8_t *p, const uint8_t *b, uint32_t count, size_t bytes)
@@ -2016,21 +2096,21 @@ static const uint8_t rec_empty[2];
  * our own file) whose graph ID is g's and protocol version 0x0100. */
 static pg_rec *rec_new(pg_graph *g, const rec_view *v)
 {
-    uint64_t dc = zz(v->created, v->expires), dm = zz(v->modified, v->created);
     unsigned k = type_code(g, v->type);
     uint8_t lay = (uint8_t)((v->n_modby ? 0 : RF_NO_MODBY) | (v->n_sec ? 0 : RF_NO_SEC) | (v->n_attr ? 0 : RF_NO_ATTR) |
                             (v->modified == v->created ? RF_MOD_CREATED : 0));
-    size_t n = 17 + (k ? 0 : 16) + sv_len(v->version) + pstr_len(v->creator, v->n_creator) + sv_len(dc) +
+    size_t n = 17 + (k ? 0 : 16) + sv_len(v->version) + pstr_len(v->creator, v->n_creator) + td_len(v->created, v->expires) +
                sv_len(v->n_data) + v->n_data;
     pg_rec *r;
     uint8_t *p;
     uint32_t h;
     if (v->n_modby) n += pstr_len(v->modby, v->n_modby);
     if (v->n_sec) n += sv_len(v->n_sec) + v->n_sec;
-    if (!(lay & RF_MOD_CREATED)) n += sv_len(dm);
+    if (!(lay & RF_MOD_CREATED)) n += td_len(v->modified, v->created);
     if (v->n_attr) n += sv_len(v->n_attr) + 2 * (size_t)v->n_attr;
     if (!(r = (pg_rec *)rs_alloc(offsetof(pg_rec, s) + n, &h))) return NULL;
-    r->expires = v->expires;
+    r->exp[0] = (uint32_t)v->expires;
+    r->exp[1] = (uint32_t)(v->expires >> 32);
     r->flags = (uint8_t)((v->flags & RF_WIRE) | lay);
     memcpy(r->s, v->id, 16);
     r->s[16] = (uint8_t)k;
@@ -2039,8 +2119,8 @@ static pg_rec *rec_new(pg_graph *g, const rec_view *v)
     p = pstr_put(p, v->creator, v->n_creator);
     if (v->n_modby) p = pstr_put(p, v->modby, v->n_modby);
     if (v->n_sec) p = sv_field(p, v->sec, v->n_sec, v->n_sec);
-    p = sv_put(p, dc);
-    if (!(lay & RF_MOD_CREATED)) p = sv_put(p, dm);
+    p = td_put(p, v->created, v->expires);
+    if (!(lay & RF_MOD_CREATED)) p = td_put(p, v->modified, v->created);
     p = sv_field(p, v->data, v->n_data, v->n_data);
     if (v->n_attr) sv_field(p, v->attr, v->n_attr, 2 * (size_t)v->n_attr);
     return r;
@@ -2070,13 +2150,10 @@ static int rec_view_of(const pg_graph *g, const pg_rec *r, rec_view *v)
     v->n_modby = v->n_sec = v->n_attr = 0;
     if (!(r->flags & RF_NO_MODBY)) p = pstr_get(p, &v->modby, &v->n_modby, v->wide[1]);
     if (!(r->flags & RF_NO_SEC)) p = sv_field_get(p, &v->sec, &v->n_sec, 1);
-    p = sv_get(p, &x);
-    v->expires = r->expires;
-    v->created = v->modified = unzz(r->expires, x);
-    if (!(r->flags & RF_MOD_CREATED)) {
-        p = sv_get(p, &x);
-        v->modified = unzz(v->created, x);
-    }
+    v->expires = rec_expires(r);
+    p = td_get(p, v->expires, &v->created);
+    v->modified = v->created;
+    if (!(r->flags & RF_MOD_CREATED)) p = td_get(p, v->created, &v->modified);
     v->gid = g->gid_u;
     v->n_gid = g->n_gid_u;
     v->proto = 0x0100;
@@ -2097,11 +2174,10 @@ static uint64_t rec_modified(const pg_rec *r)
         p = sv_get(p, &x);
         p += x;
     }
-    p = sv_get(p, &x);
-    created = unzz(r->expires, x);
+    p = td_get(p, rec_expires(r), &created);
     if (r->flags & RF_MOD_CREATED) return created;
-    sv_get(p, &x);
-    return unzz(created, x);
+    td_get(p, created, &x);
+    return x;
 }
 
 /* Writes the MS-PPGRH bytes of v (rec_wire_size(v) of them) to p. */
@@ -2178,6 +2254,7 @@ static void rec_table_free(pg_graph *g)
     map_free(&g->departed);
     map_free(&g->dep_addrs);
     pg_free(g->recs);
+    if (g->rec_old) L.rec_growing--;
     pg_free(g->rec_old);
     g->recs = g->rec_old = NULL;
     g->rec_cap = g->rec_count = g->rec_tombs = g->rec_oldcap = g->rec_mig = 0;
@@ -6073,7 +6150,7 @@ static ULONGLONG fwd_pace(const pg_graph *g, const pg_rec *local, const rec_view
     ULONGLONG t;
     if (!local || memcmp(rec_id(local), SIGNATURE_ID, 16) || ((lv->flags | v->flags) & RF_DELETED) ||
         lv->n_data != v->n_data || (v->n_data && memcmp(lv->data, v->data, v->n_data)) ||
-        local->expires < peer_time(g) + FWD_PACE_MIN_LIFE_S * FT_SECOND)
+        rec_expires(local) < peer_time(g) + FWD_PACE_MIN_LIFE_S * FT_SECOND)
         return 0;
     t = L.now + FWD_PACE_MS + fast_random64() % FWD_PACE_JITTER_MS;
     if (L.n_conns >= TIMER_SLACK_CONNS) t = (t + TIMER_SLACK_MS - 1) / TIMER_SLACK_MS * TIMER_SLACK_MS; /* as wake_at */
@@ -6110,11 +6187,11 @@ static pg_rec *graph_store(pg_graph *g, const uint8_t *wire, size_t len, int dur
     rec_view_of(g, r, &v);
     /* our own autorefreshed records are renewed 20 s before they expire
      * (graph_expire): the timer must fire then, not at the expiry itself */
-    if ((r->flags & RF_AUTOREFRESH) && !(r->flags & RF_DELETED) && r->expires > 20 * FT_SECOND &&
+    if ((r->flags & RF_AUTOREFRESH) && !(r->flags & RF_DELETED) && rec_expires(r) > 20 * FT_SECOND &&
         u16_eq(v.creator, v.n_creator, g->peer_id))
-        graph_arm_expiry(g, r->expires - 20 * FT_SECOND);
+        graph_arm_expiry(g, rec_expires(r) - 20 * FT_SECOND);
     else
-        graph_arm_expiry(g, r->expires);
+        graph_arm_expiry(g, rec_expires(r));
     if (r->flags & RF_DELETED) ct = PEER_RECORD_DELETED;
     else ct = hadLive ? PEER_RECORD_UPDATED : PEER_RECORD_ADDED;
     if (!(r->flags & RF_DELETED) || hadLive) {
@@ -6576,7 +6653,7 @@ static void on_solicit(pg_conn *c, const uint8_t *m, size_t size, int type)
         for (i = 0; i < rec_span(g); i++) {
             const pg_rec *r = rec_at(g, i);
             if (r) {
-                if (r->expires <= now || rec_modified(r) < since) continue;
+                if (rec_expires(r) <= now || rec_modified(r) < since) continue;
                 if (!solicit_wants(rec_type(g, r), m + off, inc, exc)) continue;
                 memcpy(c->out_ids + 16 * n++, rec_id(r), 16);
             }
@@ -6638,7 +6715,7 @@ static void conn_pump_out(pg_conn *c)
         uint8_t hdr[12];
         size_t size;
         rec_view v;
-        if (!r || r->expires <= now) continue;
+        if (!r || rec_expires(r) <= now) continue;
         rec_view_of(g, r, &v);
         size = 12 + rec_wire_size(&v);
         if (batched && size - 12 <= BATCH_MAX_RECORD) {
@@ -6767,12 +6844,12 @@ static const sort_key *rec_sorted(pg_graph *g, size_t *pn)
     if (!k) return NULL;
     for (i = 0; i < rec_span(g); i++) {
         pg_rec *r = rec_at(g, i);
-        if (r && r->expires > now) {
+        if (r && rec_expires(r) > now) {
             k[n].t = rec_modified(r);
             k[n].id8 = get64(rec_id(r));
             k[n].r = r;
             n++;
-            if (r->expires < until) until = r->expires;
+            if (rec_expires(r) < until) until = rec_expires(r);
         }
     }
     sort_keys(k, k + cnt, n);
@@ -7060,8 +7137,8 @@ static void graph_expire(pg_graph *g)
             if (!(r->flags & RF_AUTOREFRESH) || (r->flags & RF_DELETED)) continue;
             rec_view_of(g, r, &v);
             if (!u16_eq(v.creator, v.n_creator, g->peer_id)) continue;
-            if (r->expires > now + 20 * FT_SECOND) {
-                if (r->expires - 20 * FT_SECOND < refresh) refresh = r->expires - 20 * FT_SECOND;
+            if (rec_expires(r) > now + 20 * FT_SECOND) {
+                if (rec_expires(r) - 20 * FT_SECOND < refresh) refresh = rec_expires(r) - 20 * FT_SECOND;
                 continue;
             }
             if (!(nref & 15)) {
@@ -7075,15 +7152,15 @@ static void graph_expire(pg_graph *g)
     for (k = 0; k < nref; k++) {
         pg_rec *r = rec_find(g, due[k]);
         if (r) graph_refresh(g, r);
-        if ((r = rec_find(g, due[k])) != NULL && r->expires - 20 * FT_SECOND < refresh)
-            refresh = r->expires - 20 * FT_SECOND;
+        if ((r = rec_find(g, due[k])) != NULL && rec_expires(r) - 20 * FT_SECOND < refresh)
+            refresh = rec_expires(r) - 20 * FT_SECOND;
     }
     pg_free(due);
     /* 2. purge what expired */
     for (i = 0; i < rec_span(g); i++) {
         pg_rec *r = rec_at(g, i);
         if (r) {
-            if (r->expires <= now) {
+            if (rec_expires(r) <= now) {
                 uint8_t type[16];
                 int notify = !(r->flags & RF_DELETED);
                 memcpy(type, rec_type(g, r), 16);
@@ -7100,7 +7177,7 @@ static void graph_expire(pg_graph *g)
                 rs_free(r);
                 continue;
             }
-            if (r->expires < next) next = r->expires;
+            if (rec_expires(r) < next) next = rec_expires(r);
         }
     }
     if (!rec_find(g, SIGNATURE_ID)) signature_calc(g); /* it may have just expired */
@@ -7426,6 +7503,7 @@ static void conn_on_readable(pg_conn *c, int drain)
             return;
         }
         total += (size_t)k;
+        L.rx_reads++;
         c->last_rx = L.now;
         if (c->tls) tls_input(c, buf, (size_t)k);
         else conn_feed(c, buf, (size_t)k);
@@ -7606,7 +7684,7 @@ static ULONG presence_addrs(const pg_graph *g, SOCKADDR_IN6 *out, ULONG max)
 static pg_rec *presence_own(const pg_graph *g)
 {
     pg_rec *r = g->have_presence_id ? rec_find(g, g->presence_id) : NULL;
-    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= peer_time(g)) return NULL;
     return r;
 }
 
@@ -7692,7 +7770,7 @@ static ULONG presence_count(const pg_graph *g)
     for (i = 0; i < rec_span(g); i++) {
         const pg_rec *r = rec_at(g, i);
         if (r)
-            if (rec_is_presence(rec_type(g, r)) && !(r->flags & RF_DELETED) && !rec_departed(r) && r->expires > now) n++;
+            if (rec_is_presence(rec_type(g, r)) && !(r->flags & RF_DELETED) && !rec_departed(r) && rec_expires(r) > now) n++;
     }
     return n;
 }
@@ -7934,7 +8012,7 @@ static void departed_replay(pg_conn *c)
         const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
         rec_view v;
         presence_view pv;
-        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= now) continue;
         if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == c->remote_node) continue;
         conn_queue_departed(c, pv.node, rec_version(r));
     }
@@ -8073,7 +8151,7 @@ static int graph_connect_probe(pg_graph *g)
         rec_view v;
         presence_view pv;
         SOCKADDR_IN6 a;
-        if (!node || node == g->node_id || (r->flags & RF_DELETED) || rec_departed(r) || r->expires <= now) continue;
+        if (!node || node == g->node_id || (r->flags & RF_DELETED) || rec_departed(r) || rec_expires(r) <= now) continue;
         if (conn_to_node_exists(g, node)) continue;
         if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || !peer_addr_get(pv.addrs, &a) ||
             conn_to_addr_exists(g, &a, node))
@@ -8102,7 +8180,7 @@ static int graph_connect_random(pg_graph *g)
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!rec_is_presence(rec_type(g, r)) || (r->flags & RF_DELETED) || rec_departed(r) || r->expires <= now) continue;
+            if (!rec_is_presence(rec_type(g, r)) || (r->flags & RF_DELETED) || rec_departed(r) || rec_expires(r) <= now) continue;
             if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || pv.node == g->node_id || !pv.n_addrs) continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
             if (!cand_push(&cs, &n, &cap, &a, r, 0, pv.node)) return 0;
@@ -8182,7 +8260,7 @@ static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
 {
     pg_rec *r = rec_find(g, SIGNATURE_ID);
     rec_view v;
-    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g) || !rec_view_of(g, r, &v) || v.n_data < 8)
+    if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= peer_time(g) || !rec_view_of(g, r, &v) || v.n_data < 8)
         return NULL;
     *sig = get64(v.data);
     if (*sig != g->node_id && g->timers.ulSignatureStaleMs && (g->sig_dead || L.now > g->sig_rx + g->timers.ulSignatureStaleMs))
@@ -8337,7 +8415,7 @@ static int contact_parse(const pg_graph *g, const pg_rec *r, contact_view *cv)
 static pg_rec *contact_own(const pg_graph *g)
 {
     pg_rec *r = g->have_contact_id ? rec_find(g, g->contact_id) : NULL;
-    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= peer_time(g)) return NULL;
     return r;
 }
 
@@ -8395,7 +8473,7 @@ static ULONG contact_scan(const pg_graph *g, ULONGLONG sig, int *mismatch)
     for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
         const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
-        if (!r || r->expires <= now || !contact_parse(g, r, &cv)) continue;
+        if (!r || rec_expires(r) <= now || !contact_parse(g, r, &cv)) continue;
         n++;
         if (cv.sig != sig && cv.node != g->node_id) *mismatch = 1;
     }
@@ -8414,7 +8492,7 @@ static ULONG departed_candidates(const pg_graph *g)
     size_t i;
     for (i = 0; i < map_span(&g->departed); i++) { /* the departed set */
         const pg_rec *r = (const pg_rec *)map_at(&g->departed, i, NULL);
-        if (r && !(r->flags & RF_DELETED) && r->expires > now) n++;
+        if (r && !(r->flags & RF_DELETED) && rec_expires(r) > now) n++;
     }
     return n;
 }
@@ -8501,7 +8579,7 @@ static void partition_timer(pg_graph *g)
         const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
         SOCKADDR_IN6 a;
-        if (!r || r->expires <= now || !contact_parse(g, r, &cv)) continue;
+        if (!r || rec_expires(r) <= now || !contact_parse(g, r, &cv)) continue;
         if (cv.sig == sig || cv.node == g->node_id || !cv.n_addrs || !peer_addr_get(cv.addrs, &a)) continue;
         if (conn_to_addr_exists(g, &a, cv.node)) continue;
         if (!cand_push(&cs, &n, &cap, &a, r, 0, cv.node)) return;
@@ -8512,7 +8590,7 @@ static void partition_timer(pg_graph *g)
             rec_view v;
             presence_view pv;
             SOCKADDR_IN6 a;
-            if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+            if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= now) continue;
             if (!rec_view_of(g, r, &v) || !presence_parse(&v, &pv) || !pv.n_addrs || recently_tried(g, pv.node))
                 continue;
             if (!peer_addr_get(pv.addrs, &a) || conn_to_addr_exists(g, &a, pv.node)) continue;
@@ -8640,7 +8718,7 @@ static void node_info_fill(const rec_view *v, const presence_view *pv, PPEER_NOD
 static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv)
 {
     const pg_rec *r = node ? (const pg_rec *)map_get(&g->pres, node) : NULL;
-    if (r && !(r->flags & RF_DELETED) && !rec_departed(r) && r->expires > peer_time(g) && rec_view_of(g, r, v) &&
+    if (r && !(r->flags & RF_DELETED) && !rec_departed(r) && rec_expires(r) > peer_time(g) && rec_view_of(g, r, v) &&
         presence_parse(v, pv) && pv->node == node)
         return r;
     return NULL;
@@ -8847,6 +8925,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
     pg_conn *c;
     pg_listener *l;
     ULONG i;
+    unsigned long reads = L.rx_reads;
     if (!ready) {
         for (l = L.listeners; l; l = l->next) listener_accept(l);
         for (c = L.conns; c; c = c->next) conn_service(c, PEER_POLL_READ | PEER_POLL_WRITE, 1);
@@ -8888,6 +8967,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
     }
     while (L.ackq && L.ackq->ack_due <= L.now) conn_flush_acks(L.ackq); /* ACKs held long enough */
     flush_dirty();
+    if (L.rec_growing) rec_migrate_some(L.rx_reads == reads ? REC_IDLE_STEP : REC_BUSY_STEP);
     if (L.now < L.min_deadline) return;
     /* a graph timer is due (or a connection timer is outside the heap): one
      * pass over the graphs, and recompute the next time */
@@ -8907,7 +8987,7 @@ static void service_all(const PEER_POLL_FD *ready, ULONG n)
 static ULONGLONG next_deadline(void)
 {
     ULONGLONG t = L.min_deadline;
-    if (L.dirty || L.attn || L.gpoked) return L.now;
+    if (L.dirty || L.attn || L.gpoked || L.rec_growing) return L.now;
     if (L.ackq && L.ackq->ack_due < t) t = L.ackq->ack_due;
     if (L.fwdq && L.fwd_due < t) t = L.fwd_due;
     if (L.theap_n && L.theap[0]->deadline < t) {
@@ -9977,7 +10057,7 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
         const pg_rec *r = rec_find(e->graph, e->ids + 16 * pos);
         rec_view v;
         presence_view pv;
-        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= now) continue;
         rec_view_of(e->graph, r, &v);
         if (e->kind == ENUM_NODES && !presence_parse(&v, &pv)) continue;
         size += ((e->kind == ENUM_NODES ? node_info_size(&v, &pv) : rec_api_size(&v)) + 7) & ~(size_t)7;
@@ -9993,7 +10073,7 @@ static HRESULT enum_next_records(pg_enum *e, ULONG *pCount, PVOID **pppvItems)
         const pg_rec *r = rec_find(e->graph, e->ids + 16 * e->pos);
         rec_view v;
         presence_view pv;
-        if (!r || (r->flags & RF_DELETED) || r->expires <= now) continue;
+        if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= now) continue;
         rec_view_of(e->graph, r, &v);
         if (e->kind == ENUM_NODES) {
             if (!presence_parse(&v, &pv)) continue;
@@ -10129,7 +10209,7 @@ static pg_rec *rec_live(pg_graph *g, const GUID *id, rec_view *v)
     pg_rec *r;
     guid_put(w, id);
     r = rec_find(g, w);
-    if (!r || (r->flags & RF_DELETED) || r->expires <= peer_time(g)) return NULL;
+    if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= peer_time(g)) return NULL;
     rec_view_of(g, r, v);
     return r;
 }
@@ -10247,7 +10327,7 @@ static HRESULT enum_records(pg_graph *g, int kind, const GUID *type, const wchar
         const pg_rec *r = rec_at(g, i);
         if (r) {
             rec_view v;
-            if ((r->flags & RF_DELETED) || r->expires <= now || rec_departed(r)) continue;
+            if ((r->flags & RF_DELETED) || rec_expires(r) <= now || rec_departed(r)) continue;
             if (type ? memcmp(rec_type(g, r), tw, 16) != 0 : guid_is_internal(rec_type(g, r))) continue;
             rec_view_of(g, r, &v);
             if (creator && !u16_eq(v.creator, v.n_creator, creator)) continue;

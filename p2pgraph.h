@@ -550,7 +550,7 @@ typedef struct peer_tls_cert_info_tag {
 #define PEER_DEFAULT_MAX_RECORD_SIZE (60u * 1024u * 1024u)
 #define PEER_MIN_RECORD_SIZE         1024u
 #define PEER_MAX_SECURITY_DATA       32768u /* PEER_RECORD.securityData bytes this node publishes */
-#define PEER_MAX_RECORD_CHUNKS      (1u << 19) /* record slab chunks in the process (64 KB each, or one record over
+#define PEER_MAX_RECORD_CHUNKS      (1u << 18) /* record slab chunks in the process (up to 64 KB each, or one record over
                                                   2 KB each); beyond, a record is not stored: E_OUTOFMEMORY */
 #define PEER_MAX_DEFERRED_RECORDS    4096u  /* records a graph holds for PeerGraphValidateDeferredRecords ... */
 #define PEER_MAX_DEFERRED_BYTES      (16u * 1024u * 1024u) /* ... and their bytes; beyond, dropped as rejected */

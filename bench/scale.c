@@ -838,6 +838,8 @@ static void print_mem(const mem_res *r)
            "replicated in %.1f s%s)\n",
            REC_PAYLOAD, r->per_record, r->per_record - REC_PAYLOAD, r->records, r->rec_nodes, r->rec_secs,
            r->rec_complete ? "" : ", NOT COMPLETE");
+    printf("      (the ID table grows 1.25 times when 3/4 full, every 25%% more records: a window of fewer records\n"
+           "      than that, as the default 100, charges a whole growth to its records or none; -r 1000 spans growths)\n");
 }
 
 static int g_perf_ctl = -1; /* SCALE_PERF_CTL: a perf --control fifo */

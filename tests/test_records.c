@@ -651,6 +651,72 @@ static void test_compaction(void **st)
     assert_true(di.cbFile > di.cbRecords);
 }
 
+/* The record table through many growths (1.25 times each, the records
+ * moving a few slots per insert and the rest in the next service call):
+ * 12,000 records added, every 5th deleted again and every 11th updated
+ * (tombstones), a service every 7 adds; after each add, the records added
+ * just before and halfway back are found with their data, whichever
+ * table holds them; at the end every record is where it should be, also
+ * after reopening from the file. */
+static void test_record_table_growth(void **st)
+{
+    enum { N = 12000 };
+    static GUID ids[N];
+    static char live[N], upd[N];
+    HGRAPH h = tu_create(L"grow", L"alice");
+    wchar_t db[32];
+    char want[16], buf[16];
+    ULONG n = 0;
+    int i, pass;
+    (void)st;
+    swprintf(db, 32, L"db%d", tu_db_counter);
+    for (i = 0; i < N; i++) {
+        snprintf(want, sizeof want, "r%d", i);
+        ids[i] = add(h, &T1, want);
+        live[i] = 1;
+        n++;
+        if (i % 5 == 4) { /* delete the one before: a tombstone */
+            assert_int_equal(PeerGraphDeleteRecord(h, &ids[i - 1], FALSE), S_OK);
+            live[i - 1] = 0;
+            n--;
+        }
+        if (i % 11 == 10 && live[i - 2]) { /* a new version: a tombstone and an insert */
+            PPEER_RECORD r = NULL;
+            assert_int_equal(PeerGraphGetRecord(h, &ids[i - 2], &r), S_OK);
+            snprintf(want, sizeof want, "u%d", i - 2);
+            r->data.cbData = (ULONG)strlen(want);
+            r->data.pbData = (PBYTE)want;
+            assert_int_equal(PeerGraphUpdateRecord(h, r), S_OK);
+            PeerGraphFreeData(r);
+            upd[i - 2] = 1;
+        }
+        if (i % 7 == 6) tu_pump(1, 1);
+        if (live[i / 2]) assert_true(data_of(h, &ids[i / 2], buf, sizeof buf)[0] != 0);
+        assert_true(data_of(h, &ids[i], buf, sizeof buf)[0] != 0);
+    }
+    for (pass = 0; pass < 2; pass++) {
+        assert_int_equal(record_count(h, &T1), n);
+        for (i = 0; i < N; i++) {
+            PPEER_RECORD r = NULL;
+            HRESULT hr = PeerGraphGetRecord(h, &ids[i], &r);
+            if (!live[i]) {
+                if (hr == S_OK) { /* a deleted record stays as a tombstone record until it expires */
+                    assert_true(r->dwFlags & PEER_RECORD_FLAG_DELETED);
+                    PeerGraphFreeData(r);
+                }
+                continue;
+            }
+            assert_int_equal(hr, S_OK);
+            snprintf(want, sizeof want, upd[i] ? "u%d" : "r%d", i);
+            assert_int_equal(r->data.cbData, strlen(want));
+            assert_memory_equal(r->data.pbData, want, strlen(want));
+            PeerGraphFreeData(r);
+        }
+        assert_int_equal(PeerGraphClose(h), S_OK);
+        if (!pass) assert_int_equal(PeerGraphOpen(L"grow", L"alice", db, NULL, 0, NULL, &h), S_OK);
+    }
+}
+
 /* Hash sync: a node that was offline added records of its own; after the
  * time-based sync brings it the responder's new records, the hash sync
  * finds the ranges that differ and sends the responder what it lacks.  The
@@ -1959,6 +2025,15 @@ static void test_stored_form_exact(void **st)
         x[k].creator = same_len[k - 6];
         x_id_for(x[k].creator, x[k].id, (unsigned char)(k + 1));
     }
+    /* the stored time differences' shapes (creation from expiry, a
+     * negative one; modification from creation): whole seconds (the
+     * defaults), whole milliseconds, 100 ns units, and one too big for
+     * those (an expiry 29,000 years away) */
+    x[6].expires = 0x7FFFFFFFFFFFFF00ULL;
+    x[7].expires += 70000;                  /* 7 ms */
+    x[7].modified = x[7].created + 30000000; /* 3 s */
+    x[8].expires += 3;                      /* 300 ns */
+    x[8].modified = x[8].created + 20000;   /* 2 ms */
     memset(&r, 0, sizeof r);
     while (recv_msg(b, &r, &m) > 0) {} /* WELCOME, sync */
     for (k = 0; k < NX; k++) {
@@ -2161,6 +2236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persistence_and_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_foreign_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_table_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_sync_only_differences, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_floods, setup, teardown),
@@ -2184,5 +2260,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
 #endif
     };
+    if (getenv("P2PG_TEST_FILTER")) cmocka_set_test_filter(getenv("P2PG_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,7 @@ static void *pg_realloc(void *p, size_t n)
     return q;
 }
 
-static unsigned g_max_chunks = 1u << 19;
+static unsigned g_max_chunks = 1u << 18;
 #define RS_MAX_CHUNKS g_max_chunks /* test_chunk_limit makes it small, to reach it */
 #include "slab_module.inc"
 
@@ -64,7 +64,7 @@ static void fill(blk *b) { memset(b->p, b->tag, b->n); }
 static void check(const blk *b)
 {
     size_t i;
-    assert_true(((uintptr_t)b->p & 7) == 0);
+    assert_true(((uintptr_t)b->p & (RS_UNIT - 1)) == 0);
     assert_true(b->h > 1); /* 0 and 1 are the table's empty and tombstone */
     assert_ptr_equal(rs_ptr(b->h), b->p);
     assert_int_equal(rs_handle(b->p), b->h);
@@ -135,7 +135,7 @@ static void test_class_packing_and_release(void **st)
         assert_non_null(b[i].p = (uint8_t *)rs_alloc(SZ, &b[i].h));
         fill(&b[i]);
     }
-    assert_int_equal(RS.count[SZ / 8], RS.nsorted);
+    assert_int_equal(RS.count[SZ / RS_UNIT], RS.nsorted);
     assert_true(g_bytes <= stored + (long long)RS.nsorted * (long long)RS_HDR + (long long)RS_CHUNK +
                                (long long)RS.cap * (long long)(2 * sizeof(void *) + 4));
     assert_true(g_bytes - stored < stored / 20); /* under 5% over what is stored */
