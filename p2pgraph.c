@@ -892,6 +892,7 @@ typedef struct pg_referral {
 } pg_referral;
 
 
+#define LOST_MAX 8 /* lost addresses kept per graph (lost_add) */
 struct pg_graph {
     pg_graph *next;
     uintptr_t handle;
@@ -913,6 +914,8 @@ struct pg_graph {
     ULONG n_neighbors_ever;
     pg_referral refs[PEER_MAX_REFERRALS];
     ULONG n_refs;
+    SOCKADDR_IN6 lost[LOST_MAX]; /* addresses of presences that expired unrefreshed (lost_add) */
+    ULONG n_lost;
     ULONGLONG ref_seq, neighbor_seq;
     GUID *sync_types;      /* prioritized record types given to Open */
     ULONG n_sync_types;
@@ -7844,11 +7847,69 @@ static void referrals_forget_presence(pg_graph *g, const presence_view *pv)
     }
 }
 
+/* Nodes whose presence expired without a refresh: crashed, or across a
+ * split.  After a split whose parts also lost every contact from the
+ * other side (contacts published after the split, the earlier holders
+ * gone), the presence records were the last thing either part knew of the
+ * other, and once they expire nothing in the protocol joins the parts:
+ * MS-PPGRH leaves it to the application (long-term repair).  We keep the
+ * last LOST_MAX such addresses (a random one replaced when full) and try
+ * one, once each: at long-term repair (a contact holder, or a node left
+ * alone), and when connection maintenance has no other candidate
+ * (PROTOCOL.md P16).  A crashed node's address costs one refused attempt. */
+static void lost_add(pg_graph *g, const presence_view *pv)
+{
+    SOCKADDR_IN6 a;
+    ULONG i;
+    if (pv->node == g->node_id || !pv->n_addrs || !peer_addr_get(pv->addrs, &a)) return;
+    for (i = 0; i < g->n_lost; i++)
+        if (addr_eq(&g->lost[i], &a)) return;
+    if (g->n_lost < LOST_MAX) g->lost[g->n_lost++] = a;
+    else g->lost[fast_random64() % LOST_MAX] = a;
+}
+
+/* A presence of a node at a lost address came back: it is an ordinary
+ * candidate again. */
+static void lost_forget(pg_graph *g, const presence_view *pv)
+{
+    SOCKADDR_IN6 a;
+    ULONG i;
+    if (!pv->n_addrs || !peer_addr_get(pv->addrs, &a)) return;
+    for (i = 0; i < g->n_lost; i++)
+        if (addr_eq(&g->lost[i], &a)) { g->lost[i] = g->lost[--g->n_lost]; return; }
+}
+
+typedef struct cand { SOCKADDR_IN6 a; const pg_rec *rec; int ref; ULONGLONG node; } cand; /* rec: the peer ID's record */
+static pg_conn *cand_connect(pg_graph *g, const cand *x);
+static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLONG node);
+static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a);
+
+/* Starts a connection to one lost address (taken off the list; `repair`:
+ * as a partition-repair attempt); 1 if one was started. */
+static int lost_try(pg_graph *g, int repair)
+{
+    while (g->n_lost) {
+        ULONG k = (ULONG)(fast_random64() % g->n_lost);
+        cand x;
+        pg_conn *nc;
+        memset(&x, 0, sizeof x);
+        x.a = g->lost[k];
+        g->lost[k] = g->lost[--g->n_lost];
+        if (conn_to_addr_exists(g, &x.a, 0) || addr_of_departed(g, &x.a)) continue;
+        if ((nc = cand_connect(g, &x)) == NULL) return 0;
+        nc->repair = repair;
+        return 1;
+    }
+    return 0;
+}
+
 static void presence_record_changed(pg_graph *g, PEER_RECORD_CHANGE_TYPE ct, const rec_view *v)
 {
     presence_view pv;
-    if ((ct == PEER_RECORD_DELETED || ct == PEER_RECORD_EXPIRED) && g->n_refs && presence_parse(v, &pv))
-        referrals_forget_presence(g, &pv);
+    int parsed = (ct == PEER_RECORD_DELETED || ct == PEER_RECORD_EXPIRED) && presence_parse(v, &pv);
+    if (parsed && g->n_refs) referrals_forget_presence(g, &pv);
+    if (parsed && ct == PEER_RECORD_EXPIRED) lost_add(g, &pv);
+    if (ct == PEER_RECORD_ADDED && g->n_lost && presence_parse(v, &pv)) lost_forget(g, &pv);
     node_event(g, ct, v);
 }
 
@@ -8040,8 +8101,6 @@ static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLO
     return 0;
 }
 
-typedef struct cand { SOCKADDR_IN6 a; const pg_rec *rec; int ref; ULONGLONG node; } cand; /* rec: the peer ID's record */
-
 /* Was `node` tried within the last 10 retry periods? (A dead node's
  * presence may outlive it: pick someone else first.) */
 static int recently_tried(const pg_graph *g, ULONGLONG node)
@@ -8200,7 +8259,8 @@ static int graph_connect_random(pg_graph *g)
             k = j;
         }
         started = cand_connect(g, &cs[k]) != NULL;
-    }
+    } else
+        started = lost_try(g, 0); /* nobody else known (lost_add) */
     pg_free(cs);
     return started;
 }
@@ -8612,7 +8672,8 @@ static void partition_timer(pg_graph *g)
  * asks the application for a connection to some node it finds by other
  * means (PEER_GRAPH_EVENT_CONNECTION_REQUIRED; at most every
  * PEER_MAINT_CONNECTED_MS, PROTOCOL.md P11), and so does a node left alone
- * with nobody known to connect to. */
+ * with nobody known to connect to.  Either also tries one lost address
+ * itself (PROTOCOL.md P16). */
 static void graph_long_term_repair(pg_graph *g, int attempted)
 {
     PEER_GRAPH_EVENT_DATA e;
@@ -8623,6 +8684,7 @@ static void graph_long_term_repair(pg_graph *g, int attempted)
     memset(&e, 0, sizeof e);
     e.eventType = PEER_GRAPH_EVENT_CONNECTION_REQUIRED;
     emit(g, &e, NULL, NULL);
+    if (contact || alone) lost_try(g, 1); /* and a node of a part we lost touch with, if it is still there (lost_add) */
 }
 
 /* The next Graph Maintenance period: between 3/4 of `ms` and `ms`, at

@@ -955,6 +955,20 @@ int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA)
     return 1;
 }
 
+void fake_net_reset_across(void)
+{
+    size_t i;
+    for (i = 0; i < g_cEps; i++) {
+        fn_ep *ep = g_eps[i];
+        if (ep != NULL && ep->kind == FN_STREAM && ep->peer != NULL && is_cut(ep)) {
+            ep->peer->peer = NULL;
+            ep->peer->reset = 1;
+            ep->peer = NULL;
+            ep->reset = 1;
+        }
+    }
+}
+
 const PEER_NET_SHIM *fake_net_shim(void)
 {
     return &g_shim;

@@ -91,6 +91,9 @@ void fake_net_advance(ULONGLONG ms);
  * address of their own: listen on it, and their outbound connections leave
  * from it (pfnConnectFrom).  cSideA 0 heals.  Returns 0 when out of memory. */
 int fake_net_partition(const SOCKADDR_IN6 *pSideA, size_t cSideA);
+/* Resets every connection across the current partition at both ends, as
+ * TCP gives up on a peer that stays unreachable (after minutes). */
+void fake_net_reset_across(void);
 /* Library connects made without a source address (pfnConnect, or before
  * the graph listens) leave from addr's address instead of [::1] /
  * 127.0.0.1: set it to a node's own address around its PeerGraphConnect so

@@ -502,7 +502,10 @@ static int fast_mesh(HGRAPH *g, int n, const wchar_t *graph, const wchar_t *pref
 /* gs[0..n): fast-profile nodes of `graph` with peer IDs prefix0.., node i
  * at fd00::(base + i); gs[0] creates the graph and listens, the others join
  * it one after another (ids[] filled; addrs[i], if given, node i's address). */
-static void fast_group(int n, const wchar_t *graph, const wchar_t *prefix, int base, SOCKADDR_IN6 *addrs)
+/* n nodes of one profile joining through node 0, each at its own address
+ * fd00::base+i (in addrs if not NULL). */
+static void group_at(int n, const wchar_t *graph, const wchar_t *prefix, int base, SOCKADDR_IN6 *addrs,
+                     PEER_MAINTENANCE_PROFILE profile)
 {
     PEER_ADDRESS seed;
     int i;
@@ -512,12 +515,16 @@ static void fast_group(int n, const wchar_t *graph, const wchar_t *prefix, int b
         swprintf(p, 16, L"%ls%d", prefix, i);
         snprintf(a, sizeof a, "fd00::%d", base + i);
         gs[i] = i ? tu_open(graph, p) : tu_create(graph, p);
-        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], PEER_MAINTENANCE_FAST), S_OK);
+        assert_int_equal(PeerGraphSetMaintenanceProfile(gs[i], profile), S_OK);
         ids[i] = local_node(gs[i]);
         if (!i) seed = tu_listen_at(gs[0], a);
         if (addrs) addrs[i] = i ? join_at(gs[i], &seed, a).sin6 : seed.sin6;
         else if (i) join_at(gs[i], &seed, a);
     }
+}
+static void fast_group(int n, const wchar_t *graph, const wchar_t *prefix, int base, SOCKADDR_IN6 *addrs)
+{
+    group_at(n, graph, prefix, base, addrs, PEER_MAINTENANCE_FAST);
 }
 
 /* The DEPARTED messages a raw link has received so far: how many, and the
@@ -1156,6 +1163,43 @@ static void test_partition_heals(void **st)
     tu_pump(3, 3000);
 }
 
+/* Compat profile: a split that outlives everything each part knew of the
+ * other (PROTOCOL.md P16).  After 1000 s apart, the other part's presence
+ * records (300 s) and contacts (900 s) have expired on each side, so no
+ * contact names the other side's signature and no presence is left to
+ * connect to: MS-PPGRH leaves the join to the application (long-term
+ * repair).  A contact holder also tries the address of a node whose
+ * presence expired unrefreshed; once the network is back, the parts join
+ * within two maintenance periods, and every node is known everywhere. */
+static void test_split_outlives_contacts(void **st)
+{
+    SOCKADDR_IN6 addrs[NP];
+    int i, k, ok = 0;
+    (void)st;
+    for (i = 0; i < NN; i++) gs[i] = NULL;
+    group_at(NP, L"lost", L"l", 600, addrs, PEER_MAINTENANCE_COMPAT);
+    assert_true(settle(200, 5000));
+    tu_pump(20, 1000);
+    for (i = 0; i < NP; i++) assert_int_equal(count_nodes(gs[i], NULL), NP);
+    assert_true(fake_net_partition(addrs, NP / 2));
+    tu_pump(60, 5000);
+    fake_net_reset_across(); /* TCP gives up on the links across (no keepalive in compat) */
+    tu_pump(140, 5000); /* 1000 s apart in all */
+    for (i = 0; i < NP; i++) assert_true(count_nodes(gs[i], NULL) <= NP / 2); /* nothing of the other part is left */
+    assert_true(fake_net_partition(NULL, 0));
+    for (k = 0; k < 130 && !ok; k++) { /* 650 s */
+        tu_pump(1, 5000);
+        if (k % 10 == 9) {
+            ok = check_mesh(0);
+            for (i = 0; i < NP && ok; i++) ok = count_nodes(gs[i], NULL) == NP;
+        }
+    }
+    if (!ok) check_mesh(1);
+    assert_true(ok);
+    for (i = 0; i < NP; i++) { assert_int_equal(PeerGraphClose(gs[i]), S_OK); gs[i] = NULL; }
+    tu_pump(3, 3000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1169,6 +1213,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split_outlives_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts_settle_with_slow_floods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_thirty_percent, setup, teardown),
