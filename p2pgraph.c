@@ -7857,11 +7857,15 @@ static void referrals_forget_presence(pg_graph *g, const presence_view *pv)
  * one, once each: at long-term repair (a contact holder, or a node left
  * alone), and when connection maintenance has no other candidate
  * (PROTOCOL.md P16).  A crashed node's address costs one refused attempt. */
+static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_view *v, presence_view *pv);
 static void lost_add(pg_graph *g, const presence_view *pv)
 {
     SOCKADDR_IN6 a;
+    rec_view v2;
+    presence_view pv2;
     ULONG i;
     if (pv->node == g->node_id || !pv->n_addrs || !peer_addr_get(pv->addrs, &a)) return;
+    if (presence_of_node(g, pv->node, &v2, &pv2)) return; /* another presence of it is live */
     for (i = 0; i < g->n_lost; i++)
         if (addr_eq(&g->lost[i], &a)) return;
     if (g->n_lost < LOST_MAX) g->lost[g->n_lost++] = a;
@@ -7883,6 +7887,7 @@ typedef struct cand { SOCKADDR_IN6 a; const pg_rec *rec; int ref; ULONGLONG node
 static pg_conn *cand_connect(pg_graph *g, const cand *x);
 static int conn_to_addr_exists(const pg_graph *g, const SOCKADDR_IN6 *a, ULONGLONG node);
 static int addr_of_departed(const pg_graph *g, const SOCKADDR_IN6 *a);
+static int addr_is_own_listener(const pg_graph *g, const SOCKADDR_IN6 *a);
 
 /* Starts a connection to one lost address (taken off the list; `repair`:
  * as a partition-repair attempt); 1 if one was started. */
@@ -7895,7 +7900,7 @@ static int lost_try(pg_graph *g, int repair)
         memset(&x, 0, sizeof x);
         x.a = g->lost[k];
         g->lost[k] = g->lost[--g->n_lost];
-        if (conn_to_addr_exists(g, &x.a, 0) || addr_of_departed(g, &x.a)) continue;
+        if (conn_to_addr_exists(g, &x.a, 0) || addr_of_departed(g, &x.a) || addr_is_own_listener(g, &x.a)) continue;
         if ((nc = cand_connect(g, &x)) == NULL) return 0;
         nc->repair = repair;
         return 1;
@@ -8038,7 +8043,10 @@ static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const
     r->flags |= RF_DEPARTED;
     departed_index(g, r, &pv);
     referrals_forget_presence(g, &pv);
-    if (g->sig_low == node) g->sig_low = 0; /* no longer holds anyone back (P15) */
+    if (g->sig_low == node) { /* no longer holds anyone back (P15), nor names our contact (contact_sig) */
+        g->sig_low = 0;
+        graph_poke_contacts(g);
+    }
     if (g->sig_last == node) { g->sig_dead = 1; signature_calc(g); } /* the signature node: elect another */
     node_event(g, PEER_RECORD_DELETED, &v);
     for (c = g->conns; c; c = c->gnext)
@@ -8167,17 +8175,20 @@ static int conn_to_node_exists(const pg_graph *g, ULONGLONG node)
     return 0;
 }
 
+/* Is a our own listener (its address, or loopback at its port)? */
+static int addr_is_own_listener(const pg_graph *g, const SOCKADDR_IN6 *a)
+{
+    SOCKADDR_IN6 la;
+    return g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(a) &&
+           (addr_is_loopback(a) || addr_eq(&la, a));
+}
+
 /* A referral we may try: not attempted, not connected, not a departed
  * node's, not our own listener. */
 static int ref_eligible(const pg_graph *g, ULONG i)
 {
-    SOCKADDR_IN6 la;
-    if (g->refs[i].attempted || conn_to_addr_exists(g, &g->refs[i].addr, 0) || addr_of_departed(g, &g->refs[i].addr))
-        return 0;
-    if (g->listener && local_listen_addr(g, NULL, &la) && addr_port(&la) == addr_port(&g->refs[i].addr) &&
-        (addr_is_loopback(&g->refs[i].addr) || addr_eq(&la, &g->refs[i].addr)))
-        return 0;
-    return 1;
+    return !g->refs[i].attempted && !conn_to_addr_exists(g, &g->refs[i].addr, 0) &&
+           !addr_of_departed(g, &g->refs[i].addr) && !addr_is_own_listener(g, &g->refs[i].addr);
 }
 
 /* Large graphs: a random candidate by probing random slots of the presence
@@ -8621,6 +8632,15 @@ static void graph_poke_contacts(pg_graph *g)
     graph_poke(g);
 }
 
+/* Is a partition-repair connection still being made? */
+static int repair_pending(const pg_graph *g)
+{
+    const pg_conn *o;
+    for (o = g->conns; o; o = o->gnext)
+        if (o->repair && !o->dead && o->state != CS_CONNECTED) return 1;
+    return 0;
+}
+
 /* Partition Detection timer: connect to a node whose contact still names
  * another signature (one, chosen at random; the next run takes another). */
 static void partition_timer(pg_graph *g)
@@ -8629,12 +8649,10 @@ static void partition_timer(pg_graph *g)
     uint64_t now = peer_time(g);
     cand *cs = NULL;
     size_t n = 0, cap = 0, i;
-    const pg_conn *o;
     g->partition_deadline = PEER_NO_DEADLINE;
     if (!g->synchronized || !signature_live(g, &sig)) return;
     sig = contact_sig(g, sig);
-    for (o = g->conns; o; o = o->gnext)
-        if (o->repair && !o->dead && o->state != CS_CONNECTED) return; /* one attempt at a time */
+    if (repair_pending(g)) return; /* one attempt at a time */
     for (i = 0; i < map_span(&g->contacts); i++) { /* the contact set, not the database */
         const pg_rec *r = (const pg_rec *)map_at(&g->contacts, i, NULL);
         contact_view cv;
@@ -8684,7 +8702,7 @@ static void graph_long_term_repair(pg_graph *g, int attempted)
     memset(&e, 0, sizeof e);
     e.eventType = PEER_GRAPH_EVENT_CONNECTION_REQUIRED;
     emit(g, &e, NULL, NULL);
-    if (contact || alone) lost_try(g, 1); /* and a node of a part we lost touch with, if it is still there (lost_add) */
+    if (!repair_pending(g)) lost_try(g, 1); /* and a node of a part we lost touch with, if it is still there (lost_add) */
 }
 
 /* The next Graph Maintenance period: between 3/4 of `ms` and `ms`, at
