@@ -145,13 +145,6 @@ static inline int recv_msg(PEER_SOCKET s, rxbuf *r, msg *m)
 }
 
 static inline unsigned g16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
-static inline ULONGLONG g64(const unsigned char *p)
-{
-    ULONGLONG v = 0;
-    int i;
-    for (i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
 
 static inline ULONGLONG local_node(HGRAPH h)
 {

@@ -922,18 +922,14 @@ static void test_kill_thirty_percent(void **st)
 #define NCT 24
 static ULONG contacts_at(HGRAPH h, ULONGLONG sig, wchar_t holders[][8], ULONG max)
 {
-    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
     HPEERENUM en;
     PEER_RECORD **items;
     ULONG n = 64, k, good = 0;
-    assert_int_equal(PeerGraphEnumRecords(h, &contactType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphEnumRecords(h, &TU_CONTACT_TYPE, NULL, &en), S_OK);
     assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
     for (k = 0; k < n; k++) {
-        ULONGLONG v = 0;
-        int b;
         assert_true(items[k]->data.cbData >= 20 + 32);
-        for (b = 0; b < 8; b++) v = (v << 8) | items[k]->data.pbData[b];
-        if (v != sig) continue;
+        if (g64(items[k]->data.pbData) != sig) continue;
         if (holders && good < max) wcsncpy(holders[good], items[k]->pwzCreatorId, 7);
         good++;
     }

@@ -1009,7 +1009,6 @@ static void contact_rec(xrec *x, HGRAPH h, const char *creator, const unsigned c
 }
 static void test_contact_ids_folding_alike(void **st)
 {
-    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
     HGRAPH h = tu_create(L"hostile", L"alice");
     PEER_ADDRESS la = tu_listen(h);
     PEER_SOCKET a = raw_neighbor(&la, "hostile");
@@ -1032,14 +1031,14 @@ static void test_contact_ids_folding_alike(void **st)
         contact_rec(&x, h, who[i], low[i], 1, 1);
         x_flood(a, &x);
     }
-    assert_int_equal(record_count(h, &contactType), 4);
+    assert_int_equal(record_count(h, &TU_CONTACT_TYPE), 4);
     /* replace, delete and replace again, the colliding ones in both orders */
     contact_rec(&x, h, who[1], low[1], 2, 1); x_flood(a, &x);
     contact_rec(&x, h, who[0], low[0], 2, 2); x_flood(a, &x);
     contact_rec(&x, h, who[2], low[2], 2, 2); x_flood(a, &x);
     contact_rec(&x, h, who[3], low[3], 2, 1); x_flood(a, &x);
     contact_rec(&x, h, who[0], low[0], 3, 1); x_flood(a, &x);
-    assert_int_equal(record_count(h, &contactType), 3); /* eve's is deleted */
+    assert_int_equal(record_count(h, &TU_CONTACT_TYPE), 3); /* eve's is deleted */
     tu_pump(30, 1000); /* contact maintenance and timers walk the set meanwhile */
     /* the link is still up and the graph takes records from it */
     x_default(&x, h, 0x5a);

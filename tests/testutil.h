@@ -138,6 +138,18 @@ static inline HGRAPH tu_open(const wchar_t *graphId, const wchar_t *peerId)
     return h;
 }
 
+/* A big-endian 64-bit value (a node ID, as records and messages carry it). */
+static inline ULONGLONG g64(const unsigned char *p)
+{
+    ULONGLONG v = 0;
+    int i;
+    for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* The record type of Contact records ([MS-PPGRH] 3.1.7.12). */
+static const GUID TU_CONTACT_TYPE = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+
 /* The Signature record as h holds it: its version (0: none) and the node ID
  * it names in *value (0: none). */
 static inline ULONG tu_signature(HGRAPH h, ULONGLONG *value)
@@ -146,13 +158,12 @@ static inline ULONG tu_signature(HGRAPH h, ULONGLONG *value)
     HPEERENUM en;
     PEER_RECORD **items;
     ULONG n = 4, ver = 0;
-    int i;
     *value = 0;
     assert_int_equal(PeerGraphEnumRecords(h, &sigType, NULL, &en), S_OK);
     assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
     if (n == 1 && items[0]->data.cbData == 8) {
         ver = items[0]->dwVersion;
-        for (i = 0; i < 8; i++) *value = (*value << 8) | items[0]->data.pbData[i];
+        *value = g64(items[0]->data.pbData);
     }
     if (n) PeerGraphFreeData(items);
     PeerGraphEndEnumeration(en);
@@ -163,18 +174,16 @@ static inline ULONG tu_signature(HGRAPH h, ULONGLONG *value)
  * and the signature it names in *sig. */
 static inline ULONG tu_contact_of(HGRAPH h, const wchar_t *creator, ULONGLONG *sig)
 {
-    static const GUID contactType = {0x00000300, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
     HPEERENUM en;
     PEER_RECORD **items;
     ULONG n = 64, k, ver = 0;
-    int i;
     *sig = 0;
-    assert_int_equal(PeerGraphEnumRecords(h, &contactType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphEnumRecords(h, &TU_CONTACT_TYPE, NULL, &en), S_OK);
     assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
     for (k = 0; k < n; k++)
         if (!wcscmp(items[k]->pwzCreatorId, creator) && items[k]->data.cbData >= 20) {
             ver = items[k]->dwVersion;
-            for (i = 0; i < 8; i++) *sig = (*sig << 8) | items[k]->data.pbData[i];
+            *sig = g64(items[k]->data.pbData);
         }
     if (n) PeerGraphFreeData(items);
     PeerGraphEndEnumeration(en);
