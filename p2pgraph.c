@@ -719,13 +719,14 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define EXT_FRAGMENT 0x04 /* PT2PT data above one frame goes as 16 KB fragments */
 #define EXT_SYNC_NOACK 0x08 /* the initiator does not ACK FLOODs while its sync runs */
 #define EXT_BATCH    0x10 /* sync answers travel as compact BATCH messages */
-#define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive Pings, silence = dead */
+#define EXT_FAST     0x20 /* both nodes run the fast profile: keepalive frames, silence = dead */
 #define EXT_ALL      (EXT_REASONS | EXT_PIPELINE | EXT_FRAGMENT | EXT_SYNC_NOACK | EXT_BATCH | EXT_FAST)
 #define EXT_TLS      0x40 /* AUTH_INFO only: TLS follows it (a secured graph; PROTOCOL.md section 6) */
 #define EXT_PUSH     0x80 /* neighbor link of a never-synchronized initiator: the responder
                            * answers a Sync All right behind its WELCOME, unasked */
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
+#define KA_NO_BEAT   0xFF /* keepalive frame (EXT_FAST, PROTOCOL.md P17): 0xFF 0x00, no beat; 0x81..0xFE n: a beat */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define KEEPALIVE_SLACK_MS 32 /* fast profile: keepalive deadlines are rounded up to this */
 #define TIMER_SLACK_MS    16  /* timer passes are rounded up to this ... */
@@ -967,6 +968,8 @@ struct pg_graph {
     ULONGLONG sig_yield;    /* when a lower node's claim lost to ours on a tie (fast profile; 0: never) */
     ULONGLONG sig_last;     /* the last live signature value seen (0: none) */
     ULONGLONG sig_low, sig_low_at; /* the lowest live signature seen lately, and when (fast profile, P15) */
+    ULONGLONG beat_sig, beat_at; /* fast profile (P17): whose signature beat we hold, when it last advanced (0: none) */
+    uint8_t beat;           /* ... and its counter */
     uint8_t contact_id[16]; /* our Contact record */
     int have_contact_id;
     ULONGLONG contact_deadline, partition_deadline; /* the Contact and Partition Detection timers */
@@ -4229,19 +4232,26 @@ static void conn_try_send(pg_conn *c)
     }
 }
 
-/* Frames and queues one whole message.  A full queue fails the connection:
- * the peer is not reading.  A `big` message (a sync list, bounded by the
- * message limit) only needs the queue to be under its limit before it. */
+/* Where `framed` more bytes for c go (NULL: c is closing or failed).  A full
+ * queue fails the connection: the peer is not reading.  A `big` message (a
+ * sync list, bounded by the message limit) only needs the queue to be under
+ * its limit before it. */
+static pg_buf *conn_out(pg_conn *c, size_t framed, int big)
+{
+    if (c->dead || c->state == CS_CLOSING || c->s == PEER_INVALID_SOCKET) return NULL;
+    if (big ? buf_used(&c->tx) > PEER_MAX_SEND_QUEUE : buf_used(&c->tx) + framed > PEER_MAX_SEND_QUEUE) {
+        conn_abort(c, PEER_E_CONNECTION_FAILED);
+        return NULL;
+    }
+    return c->tx_to_tail ? &c->tail : &c->tx;
+}
+
+/* Frames and queues one whole message. */
 static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
 {
     size_t off = 0;
-    pg_buf *dst = c->tx_to_tail ? &c->tail : &c->tx;
-    if (c->dead || c->state == CS_CLOSING || c->s == PEER_INVALID_SOCKET) return 0;
-    if (big ? buf_used(&c->tx) > PEER_MAX_SEND_QUEUE
-            : buf_used(&c->tx) + len + 2 * (len / PEER_FRAME_SEND_SIZE + 1) > PEER_MAX_SEND_QUEUE) {
-        conn_abort(c, PEER_E_CONNECTION_FAILED);
-        return 0;
-    }
+    pg_buf *dst = conn_out(c, len + 2 * (len / PEER_FRAME_SEND_SIZE + 1), big);
+    if (!dst) return 0;
     while (off < len) {
         size_t k = len - off > PEER_FRAME_SEND_SIZE ? PEER_FRAME_SEND_SIZE : len - off;
         uint8_t fh[2];
@@ -4256,6 +4266,18 @@ static int conn_send_ex(pg_conn *c, const uint8_t *msg, size_t len, int big)
     return 1;
 }
 static int conn_send(pg_conn *c, const uint8_t *msg, size_t len) { return conn_send_ex(c, msg, len, 0); }
+
+/* A fast-profile keepalive frame (PROTOCOL.md P17): two bytes, no message. */
+static void conn_send_keepalive(pg_conn *c, uint8_t k0, uint8_t k1)
+{
+    uint8_t f[2];
+    pg_buf *dst = conn_out(c, 2, 0);
+    f[0] = k0;
+    f[1] = k1;
+    if (!dst) return;
+    if (!buf_append(dst, f, 2)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    conn_mark_dirty(c);
+}
 static int conn_send_big(pg_conn *c, const uint8_t *msg, size_t len) { return conn_send_ex(c, msg, len, 1); }
 
 /* Starts a graceful close: what is queued goes out, then FIN, then the
@@ -7402,6 +7424,19 @@ static void feed_to_tls(pg_conn *c, const uint8_t *rest, size_t n, int clean)
     tls_input(c, rest, n);
 }
 
+static void beat_in(pg_conn *from, uint8_t tag, uint8_t n);
+
+/* A frame header above PEER_FRAME_MAX_SIZE: a keepalive frame (PROTOCOL.md
+ * P17) on a link that agreed to the fast profile, else 0 (malformed). */
+static int keepalive_in(pg_conn *c)
+{
+    uint8_t k0 = c->fhdr[0], k1 = c->fhdr[1];
+    if (!(c->ext & EXT_FAST) || c->direct || c->state != CS_CONNECTED || !c->graph || k0 <= 0x80) return 0;
+    if (k0 == KA_NO_BEAT) return k1 == 0;
+    if (c->graph->profile == PEER_MAINTENANCE_FAST) beat_in(c, k0, k1);
+    return 1;
+}
+
 /* Feeds received bytes through the frame parser. */
 static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
 {
@@ -7412,6 +7447,10 @@ static void conn_feed(pg_conn *c, const uint8_t *p, size_t n)
             n--;
             if (c->fhdr_len == 2) {
                 c->frame_left = get16(c->fhdr);
+                if (c->frame_left > PEER_FRAME_MAX_SIZE && keepalive_in(c)) {
+                    c->frame_left = c->fhdr_len = 0; /* a frame of its own, no payload */
+                    continue;
+                }
                 if (c->frame_left == 0 || c->frame_left > PEER_FRAME_MAX_SIZE) {
                     conn_abort(c, PEER_E_PROTOCOL_ERROR);
                     return;
@@ -8326,15 +8365,24 @@ static int conn_maintain(pg_graph *g, int timer)
  * node ID, published by its owner in the one Signature record --- */
 static const GUID GUID_SIGNATURE_TYPE_G = {0x00000200, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
 
-/* The live Signature record and its value; NULL if absent or deleted. */
-static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
+/* The Signature record held and its value, stale or not; NULL if absent,
+ * deleted or expired. */
+static pg_rec *signature_held(const pg_graph *g, ULONGLONG *sig)
 {
     pg_rec *r = rec_find(g, SIGNATURE_ID);
     rec_view v;
     if (!r || (r->flags & RF_DELETED) || rec_expires(r) <= peer_time(g) || !rec_view_of(g, r, &v) || v.n_data < 8)
         return NULL;
     *sig = get64(v.data);
-    if (*sig != g->node_id && g->timers.ulSignatureStaleMs && (g->sig_dead || L.now > g->sig_rx + g->timers.ulSignatureStaleMs))
+    return r;
+}
+
+/* The live Signature record and its value; NULL if absent or deleted. */
+static pg_rec *signature_live(const pg_graph *g, ULONGLONG *sig)
+{
+    pg_rec *r = signature_held(g, sig);
+    if (r && *sig != g->node_id && g->timers.ulSignatureStaleMs &&
+        (g->sig_dead || L.now > g->sig_rx + g->timers.ulSignatureStaleMs))
         return NULL; /* fast profile: its owner stopped renewing it, or was announced departed */
     return r;
 }
@@ -8384,6 +8432,62 @@ static void signature_publish(pg_graph *g, int deleted)
     pg_free(wire);
 }
 
+/* --- the signature beat (fast profile, PROTOCOL.md P17) ---
+ * Between fast nodes the owner renews its signature by a beat instead of a
+ * new version of the record: a counter carried in the 2-byte keepalive
+ * frame, tagged with the owner's node ID.  A node that takes a newer beat
+ * of the signature it holds counts the signature renewed and passes the
+ * beat on to its other fast neighbors at once; keepalives carry the beat
+ * while it is fresh.  A renewal thus costs 2 bytes per link direction, not
+ * a FLOOD and an ACK of the record through the whole graph. */
+static uint8_t beat_tag(ULONGLONG sig) { return (uint8_t)(0x81 + sig % 126); } /* 0x81..0xFE */
+
+static int beat_fresh(const pg_graph *g)
+{
+    return g->beat_at && L.now <= g->beat_at + g->timers.ulSignatureStaleMs;
+}
+
+/* A keepalive frame on fast link c, with the beat we hold if it is fresh. */
+static void send_keepalive(pg_conn *c)
+{
+    const pg_graph *g = c->graph;
+    if (beat_fresh(g)) conn_send_keepalive(c, beat_tag(g->beat_sig), g->beat);
+    else conn_send_keepalive(c, KA_NO_BEAT, 0);
+}
+
+/* A neighbor link that carries beats (both sides run the fast profile). */
+static int conn_beats(const pg_conn *c)
+{
+    return !c->dead && c->state == CS_CONNECTED && !c->direct && (c->ext & EXT_FAST) && c->graph &&
+           c->graph->profile == PEER_MAINTENANCE_FAST;
+}
+
+/* Every neighbor link of g carries beats: the owner may renew by beat. */
+static int graph_links_beat(const pg_graph *g)
+{
+    const pg_conn *c;
+    if (g->profile != PEER_MAINTENANCE_FAST) return 0;
+    for (c = g->conns; c; c = c->gnext)
+        if (!c->dead && !c->direct && c->state == CS_CONNECTED && !conn_beats(c)) return 0;
+    return 1;
+}
+
+static void beat_send_all(pg_graph *g, const pg_conn *except)
+{
+    pg_conn *c;
+    for (c = g->conns; c; c = c->gnext)
+        if (c != except && conn_beats(c)) send_keepalive(c);
+}
+
+/* The owner's renewal. */
+static void signature_beat(pg_graph *g)
+{
+    g->beat_sig = g->node_id;
+    g->beat = (uint8_t)(g->beat + 1);
+    g->beat_at = L.now;
+    beat_send_all(g, NULL);
+}
+
 /* Fast profile (PROTOCOL.md P15): a node lower than ours held the
  * signature within the last ulSignatureStaleMs and was not announced
  * departed.  A higher claim that replaced it (a node that missed its
@@ -8412,8 +8516,13 @@ static void signature_timer(pg_graph *g)
         signature_publish(g, 0);
     }
     else if (sig == g->node_id && g->timers.ulSignatureStaleMs &&
-             (!g->sig_yield || L.now >= g->sig_yield + g->timers.ulSignatureStaleMs))
-        signature_publish(g, 0); /* fast profile: the owner renews it, unless a lower node is taking over */
+             (!g->sig_yield || L.now >= g->sig_yield + g->timers.ulSignatureStaleMs)) {
+        /* fast profile: the owner renews it, unless a lower node is taking
+         * over: by a beat where every neighbor carries beats, else (a plain
+         * neighbor, or custom timers in the compat profile) by a new version */
+        if (graph_links_beat(g)) signature_beat(g);
+        else signature_publish(g, 0);
+    }
     if (g->timers.ulSignatureStaleMs && signature_live(g, &sig) && sig == g->node_id)
         g->sig_deadline = L.now + g->timers.ulSignatureStaleMs / 3;
     wake_at(g->sig_deadline);
@@ -8442,21 +8551,48 @@ static void signature_contested(pg_graph *g, const rec_view *in)
     g->sig_yield = L.now;
 }
 
-/* The Signature record was stored (received, renewed, replaced, deleted). */
-static void signature_changed(pg_graph *g)
+/* A renewal of live signature sig (a new version, or a beat): the lowest
+ * signature seen lately (P15). */
+static void signature_seen(pg_graph *g, ULONGLONG sig)
 {
-    ULONGLONG sig = 0;
-    int live;
-    g->sig_rx = L.now;
-    g->sig_dead = 0;
-    live = signature_live(g, &sig) != NULL;
-    if (live && (!g->sig_low || sig <= g->sig_low || L.now > g->sig_low_at + g->timers.ulSignatureStaleMs)) {
+    if (!g->sig_low || sig <= g->sig_low || L.now > g->sig_low_at + g->timers.ulSignatureStaleMs) {
         g->sig_low = sig;
         g->sig_low_at = L.now;
     }
+}
+
+/* The Signature record was stored (received, renewed, replaced, deleted). */
+static void signature_changed(pg_graph *g)
+{
+    ULONGLONG sig = 0, held = 0;
+    int live;
+    g->sig_rx = L.now;
+    g->sig_dead = 0;
+    if (!signature_held(g, &held) || held != g->beat_sig) g->beat_at = 0; /* another owner: its beat starts anew */
+    live = signature_live(g, &sig) != NULL;
+    if (live) signature_seen(g, sig);
     if (!live || sig != g->sig_last) graph_poke_contacts(g); /* (not on a mere renewal) */
     if (sig) g->sig_last = sig;
     signature_calc(g);
+}
+
+/* A beat (tag, n) from fast link `from`: one newer than the beat we hold of
+ * the signature we hold renews it; ours, another owner's, a repeated or an
+ * older one is dropped and goes no further. */
+static void beat_in(pg_conn *from, uint8_t tag, uint8_t n)
+{
+    pg_graph *g = from->graph;
+    ULONGLONG sig = 0, live = 0;
+    unsigned d;
+    if (!g->timers.ulSignatureStaleMs || !signature_held(g, &sig) || sig == g->node_id || beat_tag(sig) != tag) return;
+    d = (uint8_t)(n - g->beat);
+    if (g->beat_sig == sig && beat_fresh(g) && (d == 0 || d >= 128)) return;
+    if (!signature_live(g, &live)) graph_poke_contacts(g); /* stale here until now */
+    g->beat_sig = sig;
+    g->beat = n;
+    g->beat_at = g->sig_rx = L.now;
+    if (!g->sig_dead) signature_seen(g, sig);
+    beat_send_all(g, from);
 }
 
 /* --- contacts and partitions ([MS-PPGRH] 3.1.7.12-.15, digest 5.17) ---
@@ -8894,7 +9030,8 @@ static void conn_on_timer(pg_conn *c)
             }
             if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
                 if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (R10) */
-                else send_ping(c);
+                else if (conn_beats(c)) send_keepalive(c); /* a 2-byte frame (P17) */
+                else send_ping(c); /* a plain peer: the MS-PPGRH Ping */
                 c->last_tx = L.now; /* queued now, written by this service */
             }
         }

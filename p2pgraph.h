@@ -249,14 +249,15 @@ typedef struct peer_graph_timers_tag {
     ULONG ulMaintenanceMs;     /* Graph Maintenance timer with neighbors (compat 300000, fast 2000) */
     ULONG ulMaintenanceIdleMs; /* ... without neighbors (compat 30000, fast 1000) */
     ULONG ulRetryMs;           /* below the minimum, the next candidate after a failed attempt (compat 1000, fast 100) */
-    ULONG ulKeepaliveMs;       /* fast profile: Ping (or held ACKs) on a link idle this long (1000) */
+    ULONG ulKeepaliveMs;       /* fast profile: keepalive frame, Ping or held ACKs on a link idle this long (1000) */
     ULONG ulDeadMs;            /* fast profile: a fast neighbor silent this long is dead (2500) */
     ULONG ulContactMinMs;      /* Contact timer, uniform in [min, max] (compat 10000..180000, fast 500..3000) */
     ULONG ulContactMaxMs;
     ULONG ulPartitionMinMs;    /* Partition Detection timer (compat 5000..30000, fast 200..1000) */
     ULONG ulPartitionMaxMs;
     ULONG ulSignatureStaleMs;  /* 0 (compat): the Signature record lives until it expires (300 s).  Else
-                                * (fast 6000): its owner renews it every third of this, and one not
+                                * (fast 6000): its owner renews it every third of this (by a beat
+                                * between fast nodes, PROTOCOL.md P17), and one not
                                 * renewed for this long counts as gone, so a split-off part elects its
                                 * own signature within seconds and partition repair can start */
 } PEER_GRAPH_TIMERS;
@@ -583,7 +584,7 @@ typedef struct peer_tls_cert_info_tag {
 #define PEER_MAINT_RETRY_MS          1000u   /* below the minimum, a failed attempt is followed by another after this */
 #define PEER_FAST_MAINT_MS           2000u   /* fast profile: Graph Maintenance timer with neighbors */
 #define PEER_FAST_MAINT_IDLE_MS      1000u   /* ... and without */
-#define PEER_FAST_KEEPALIVE_MS       1000u   /* ... a Ping on a neighbor link idle this long */
+#define PEER_FAST_KEEPALIVE_MS       1000u   /* ... a keepalive on a neighbor link idle this long */
 #define PEER_FAST_DEAD_MS            2500u   /* ... a link to a fast node silent this long is dead */
 #define PEER_FAST_RETRY_MS           100u    /* ... the next candidate after a failed attempt */
 #define PEER_CONTACT_MIN_MS          10000u  /* Contact timer range ([MS-PPGRH] 3.1.2) */
@@ -1118,11 +1119,13 @@ HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
  * PeerGraphSetMaintenanceProfile (p2pgraph extension): PEER_MAINTENANCE_COMPAT
  * (default) runs graph maintenance on MS-PPGRH's timers (300 s, 30 s alone) and
  * learns of a dead neighbor only from TCP.  PEER_MAINTENANCE_FAST runs it every
- * PEER_FAST_MAINT_MS (PEER_FAST_MAINT_IDLE_MS alone), sends a Ping on a neighbor
+ * PEER_FAST_MAINT_MS (PEER_FAST_MAINT_IDLE_MS alone), keeps alive a neighbor
  * link idle for PEER_FAST_KEEPALIVE_MS, and when the other node runs the fast
  * profile too (agreed in the handshake) closes a link silent for
  * PEER_FAST_DEAD_MS (NEIGHBOR_CONNECTION PEER_DISCONNECTED, PEER_E_TIMEOUT) and
- * refills the neighbor set at once.  Set it before Listen/Connect so every
+ * refills the neighbor set at once.  Between two fast nodes the keepalive is a
+ * 2-byte frame that also carries the signature owner's beat (PROTOCOL.md
+ * P17); to a plain peer it is a Ping.  Set it before Listen/Connect so every
  * link agrees on it.  Returns S_OK; E_INVALIDARG; PEER_E_INVALID_GRAPH;
  * PEER_E_NOT_INITIALIZED.
  */

@@ -581,6 +581,7 @@ static const char *type_name(unsigned t)
     if (t < sizeof n / sizeof n[0]) return n[t];
     if (t == 0x80) return "BATCH";
     if (t == 0x81) return "DEPARTED";
+    if (t == 0xFF) return "keepalive frame";
     return "other";
 }
 

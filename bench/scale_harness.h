@@ -19,7 +19,7 @@
  *     socket that never becomes readable, swallows everything sent, never
  *     connects.  A dead node's new connects get zombies that never complete
  *     (scale_net_ops.new_zombie).  Bytes sent by live nodes are counted and
- *     decoded by message type (SN.msgs, SN.msg_bytes).
+ *     decoded by message type (SN.msgs, SN.msg_bytes; keepalive frames as type 0xFF).
  *  2. scale_graph: the nodes (node i listens on 127.<net>.<i/250>.<1+i%250>,
  *     v4-mapped, port 0), joins with a bounded number in flight, the event
  *     drain that time-stamps what each node sees, mesh checks (neighbor
@@ -209,8 +209,13 @@ static inline void scale_net_account(scale_dec *st, const unsigned char *p, size
             st->fhb[st->fh++] = *p++;
             n--;
             if (st->fh == 2) {
-                st->frame_left = ((unsigned)st->fhb[0] << 8) | st->fhb[1];
                 st->fh = 0;
+                if (st->fhb[0] > 0x80) { /* a fast-profile keepalive frame (PROTOCOL.md P17): counted as type 0xFF */
+                    SN.msgs[0xFF]++;
+                    SN.msg_bytes[0xFF] += 2;
+                    continue;
+                }
+                st->frame_left = ((unsigned)st->fhb[0] << 8) | st->fhb[1];
                 st->pend += 2;
             }
             continue;

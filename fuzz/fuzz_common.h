@@ -443,7 +443,8 @@ static inline void fz_rec_fix_times(uint8_t *p, const fz_rec_layout *l, ULONGLON
 /* ---- the raw peer ---------------------------------------------------------- */
 
 /* What the library sends is checked as it is read (README, PROTOCOL.md F1,
- * F4): frames of 1..16,379 payload bytes; messages of at least 8 bytes with
+ * F4, P17): frames of 1..16,379 payload bytes or 2-byte keepalive frames
+ * between messages; messages of at least 8 bytes with
  * version 0x10 and a zero reserved field; a frame never holds the end of
  * one message and the start of the next. */
 typedef struct fz_out {
@@ -461,6 +462,10 @@ static inline void fz_out_feed(fz_out *o, const unsigned char *p, size_t n)
             n--;
             if (o->fh == 2) {
                 o->fh = 0;
+                if (o->fhdr[0] > 0x80) { /* a fast-profile keepalive frame (PROTOCOL.md P17), between messages */
+                    FZ_CHECK(!o->mh && (o->fhdr[0] < 0xFF || !o->fhdr[1]));
+                    continue;
+                }
                 o->frame_left = ((size_t)o->fhdr[0] << 8) | o->fhdr[1];
                 FZ_CHECK(o->frame_left >= 1 && o->frame_left <= PEER_FRAME_SEND_SIZE);
             }

@@ -97,7 +97,14 @@ static inline void send_msg_chunked(PEER_SOCKET s, const msg *m, size_t chunk)
 static inline void send_msg(PEER_SOCKET s, const msg *m) { send_msg_chunked(s, m, 16379); }
 
 /* ---------------------------------------------------------------- decoder */
-typedef struct { unsigned char b[70000]; size_t n; size_t off; } rxbuf;
+typedef struct {
+    unsigned char b[70000];
+    size_t n;
+    size_t off;
+    unsigned ka;             /* fast-profile keepalive frames read (PROTOCOL.md P17) */
+    unsigned char ka_last[2]; /* the last one */
+    unsigned char ka_log[256][2]; /* the last 256: frame i at ka_log[i & 255] */
+} rxbuf;
 
 /* Reads one whole message the library sent on s into m; 0 if none yet
  * (nothing is consumed then). */
@@ -116,6 +123,14 @@ static inline int recv_msg_all(PEER_SOCKET s, rxbuf *r, msg *m)
             }
         }
         if (r->n - off < 2) return 0;
+        if (r->b[off] > 0x80) { /* a keepalive frame: two bytes, between frames */
+            assert_true(r->b[off] < 0xFF || r->b[off + 1] == 0);
+            memcpy(r->ka_log[r->ka++ & 255], r->b + off, 2);
+            memcpy(r->ka_last, r->b + off, 2);
+            off += 2;
+            if (!m->n) r->off = off;
+            continue;
+        }
         fl = ((size_t)r->b[off] << 8) | r->b[off + 1];
         assert_true(fl >= 1 && fl <= 16379); /* we never send larger frames */
         if (r->n - off < 2 + fl) return 0;

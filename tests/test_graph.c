@@ -288,7 +288,7 @@ static void fast_case(unsigned ext, int expectDrop)
     PEER_SOCKET s;
     static rxbuf rb;
     static msg m;
-    int pings = 0, i;
+    int pings = 0, frames = 0, i;
     PPEER_GRAPH_EVENT_DATA d;
     PEER_GRAPH_TIMERS tm;
     assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
@@ -327,17 +327,26 @@ static void fast_case(unsigned ext, int expectDrop)
         ULONGLONG last = fake_net_now();
         int sent = 0, steps = (int)(PEER_FAST_DEAD_MS / 100) - 1 + (expectDrop ? 0 : 50);
         for (i = 0; i < steps; i++) {
+            unsigned ka = rb.ka;
             tu_pump(1, 100);
             while (recv_msg_all(s, &rb, &m) > 0) {
                 if (m.b[5] == 0x0D && m.n == 28) pings++;
                 sent++;
                 last = fake_net_now();
             }
+            if (rb.ka != ka) { /* keepalive frames (P17): only to a peer that agreed to 0x20 */
+                assert_true(ext & 0x20);
+                frames += (int)(rb.ka - ka);
+                last = fake_net_now();
+            }
             assert_true(fake_net_now() - last <= PEER_FAST_KEEPALIVE_MS + 100);
         }
-        assert_true(sent >= 2);
-        /* (our own Signature renewals may fill the shorter window) */
-        if (!expectDrop) assert_true(pings >= 1);
+        assert_true(sent + frames >= 2);
+        if (ext & 0x20) { /* the keepalive is the 2-byte frame (test_signature_beat looks inside) */
+            assert_int_equal(pings, 0);
+            assert_true(frames >= 1);
+        } else
+            assert_true(pings >= 1);
     }
     assert_null(tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION));
     /* past PEER_FAST_DEAD_MS */
@@ -429,6 +438,65 @@ static void test_departed_hostile(void **st)
         }
         PeerGraphFreeData(last);
         if (c && c != 6) fake_net_raw_close(s);
+    }
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_pump(2, 10);
+}
+
+/* Keepalive frames from a raw peer (PROTOCOL.md P17): 0xFF 0x00, a beat of
+ * a signature we do not hold, and one between two frames of a message are
+ * taken; 0xFF with a second byte, a frame size of 32,769, or any keepalive
+ * frame on a link that did not agree to the fast profile closes that link
+ * with PEER_E_PROTOCOL_ERROR and nothing else. */
+static void test_keepalive_frames_hostile(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"A");
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    HPEEREVENT e;
+    PEER_ADDRESS la;
+    static rxbuf rb;
+    static msg m;
+    static const unsigned char frames[6][2] = {{0xFF, 0}, {0xFF, 1}, {0xFF, 0}, {0x80, 1}, {0x85, 7}, {0xFF, 0}};
+    ULONGLONG node = 0x777;
+    unsigned long ver = 1;
+    int c, links = 0;
+    (void)st;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    for (c = 0; c < 6; c++) {
+        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x6000 + (ULONGLONG)c, &rb, &m);
+        PPEER_GRAPH_EVENT_DATA d, last = NULL;
+        int ok = c == 0 || c == 4 || c == 5;
+        tu_pump(1, 1);
+        if (c == 5) { /* a DEPARTED in two frames, the keepalive frame between them */
+            unsigned char fh[2];
+            m_departed(&m, &node, &ver, 1);
+            fh[0] = 0; fh[1] = 10;
+            fake_net_raw_write(s, fh, 2);
+            fake_net_raw_write(s, m.b, 10);
+            fake_net_raw_write(s, frames[c], 2);
+            fh[1] = (unsigned char)(m.n - 10);
+            fake_net_raw_write(s, fh, 2);
+            fake_net_raw_write(s, m.b + 10, m.n - 10);
+        } else
+            fake_net_raw_write(s, frames[c], 2);
+        tu_pump(2, 1);
+        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            if (last) PeerGraphFreeData(last);
+            last = d;
+        }
+        assert_non_null(last);
+        if (ok) {
+            assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
+            assert_int_equal(tu_neighbors(h), ++links);
+        } else {
+            assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
+            assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+            assert_int_equal(tu_neighbors(h), links); /* the others carry on */
+            fake_net_raw_close(s);
+        }
+        PeerGraphFreeData(last);
     }
     assert_int_equal(PeerGraphClose(h), S_OK);
     tu_pump(2, 10);
@@ -1211,6 +1279,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_frames_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),

@@ -912,7 +912,7 @@ static GUID x_guid(const unsigned char *b)
 }
 /* A raw neighbor connected to h (which listens): AUTH_INFO + CONNECT, with
  * node ID `node`. */
-static PEER_SOCKET raw_neighbor_node(PEER_ADDRESS *la, const char *graph, unsigned char node)
+static PEER_SOCKET raw_neighbor_ext(PEER_ADDRESS *la, const char *graph, unsigned char node, unsigned char ext)
 {
     PEER_SOCKET s = fake_net_raw_connect(&la->sin6);
     unsigned char m[64];
@@ -920,6 +920,7 @@ static PEER_SOCKET raw_neighbor_node(PEER_ADDRESS *la, const char *graph, unsign
     unsigned char fr[2];
     memset(m, 0, sizeof m);
     m[3] = (unsigned char)n; m[4] = 0x10; m[5] = 1; m[8] = 1; m[11] = 16; m[13] = (unsigned char)(16 + lg); m[15] = (unsigned char)n;
+    m[9] = ext; /* p2pgraph capability bits (PROTOCOL.md section 4) */
     memcpy(m + 16, graph, lg);
     memcpy(m + 16 + lg, "mallory", 8);
     fr[0] = 0; fr[1] = (unsigned char)n;
@@ -934,6 +935,10 @@ static PEER_SOCKET raw_neighbor_node(PEER_ADDRESS *la, const char *graph, unsign
     k = fake_net_raw_pending(s);
     assert_true(k > 0); /* WELCOME */
     return s;
+}
+static PEER_SOCKET raw_neighbor_node(PEER_ADDRESS *la, const char *graph, unsigned char node)
+{
+    return raw_neighbor_ext(la, graph, node, 0);
 }
 static PEER_SOCKET raw_neighbor(PEER_ADDRESS *la, const char *graph) { return raw_neighbor_node(la, graph, 0x42); }
 
@@ -1233,6 +1238,154 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
     assert_true(tu_contact_of(h, L"alice", &named) > 0);
     assert_true(named == own);
     fake_net_raw_close(a);
+}
+
+/* Reads what h sent on raw socket s; the keepalive frames go to r->ka_log. */
+static void drain_frames(PEER_SOCKET s, rxbuf *r)
+{
+    static msg m;
+    while (recv_msg_all(s, r, &m) > 0) {}
+}
+static void raw_keepalive(PEER_SOCKET s, unsigned char k0, unsigned char k1)
+{
+    unsigned char f[2];
+    f[0] = k0;
+    f[1] = k1;
+    fake_net_raw_write(s, f, 2);
+}
+
+/* Fast profile, the signature owner (PROTOCOL.md P17): while every neighbor
+ * link agreed to the fast profile it renews by beat, not by a new version:
+ * its keepalive frames carry its tag and a counter one up every 2 s.  Once a
+ * neighbor that cannot carry beats (a plain peer) joins, it renews by a new
+ * version again. */
+static void test_signature_renewed_by_beat(void **st)
+{
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"beatdb", 0);
+    PEER_ADDRESS la;
+    PEER_SOCKET a, p;
+    static rxbuf r;
+    PPEER_NODE_INFO ni = NULL;
+    ULONGLONG own, held;
+    ULONG v0;
+    unsigned seen = 0, i;
+    int k, advances = 0, have = 0;
+    unsigned char tag, last = 0;
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    a = raw_neighbor_ext(&la, "hostile", 0x42, 0x20);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    own = ni->ullNodeId;
+    PeerGraphFreeData(ni);
+    for (k = 0; k < 30; k++) {
+        if (!(k % 10)) raw_keepalive(a, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    v0 = tu_signature(h, &held);
+    assert_true(held == own);
+    tag = (unsigned char)(0x81 + own % 126);
+    memset(&r, 0, sizeof r);
+    drain_frames(a, &r);
+    seen = r.ka;
+    for (k = 0; k < 100; k++) { /* 10 s */
+        if (!(k % 10)) raw_keepalive(a, 0xFF, 0);
+        tu_pump(1, 100);
+        drain_frames(a, &r);
+        for (i = seen; i < r.ka; i++) {
+            const unsigned char *f = r.ka_log[i & 255];
+            assert_int_equal(f[0], tag);
+            if (have && f[1] != last) {
+                assert_int_equal(f[1], (unsigned char)(last + 1));
+                advances++;
+            }
+            last = f[1];
+            have = 1;
+        }
+        seen = r.ka;
+    }
+    assert_true(advances >= 4);
+    assert_int_equal(tu_signature(h, &held), v0); /* no new version */
+    assert_true(held == own);
+    p = raw_neighbor_node(&la, "hostile", 0x43); /* a plain peer */
+    for (k = 0; k < 30; k++) {
+        if (!(k % 10)) raw_keepalive(a, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    assert_true(tu_signature(h, &held) > v0);
+    assert_true(held == own);
+    fake_net_raw_close(a);
+    fake_net_raw_close(p);
+}
+
+/* Fast profile, a node that holds another's signature (PROTOCOL.md P17): a
+ * newer beat of it counts as a renewal (no claim however long the record
+ * stays the same) and goes on at once to its other fast neighbors; a
+ * repeated beat, an older one and another owner's go nowhere.  When the
+ * beats stop, the signature is stale after ulSignatureStaleMs and it
+ * claims. */
+static void test_signature_beat_relayed(void **st)
+{
+    HGRAPH h = tu_create_db(L"hostile", L"alice", L"beatrel", 0);
+    PEER_ADDRESS la;
+    PEER_SOCKET a, b;
+    static rxbuf r;
+    PPEER_NODE_INFO ni = NULL;
+    ULONGLONG own, held;
+    xrec x;
+    unsigned seen;
+    int k;
+    unsigned char n = 250; /* (the counter wraps) */
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    a = raw_neighbor_ext(&la, "hostile", 0x42, 0x20);
+    b = raw_neighbor_ext(&la, "hostile", 0x43, 0x20);
+    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
+    own = ni->ullNodeId;
+    PeerGraphFreeData(ni);
+    sig_rec_by(&x, h, 5, 1, "bob"); /* node 1 holds the signature */
+    x_flood(a, &x);
+    assert_int_equal(tu_signature(h, &held), 5);
+    assert_true(held == 1);
+    memset(&r, 0, sizeof r);
+    for (k = 0; k < 8; k++, n++) { /* a beat every 1.5 s: 12 s, twice the stale time */
+        int j;
+        drain_frames(b, &r);
+        seen = r.ka;
+        raw_keepalive(a, 0x82, n); /* tag of node 1: 0x81 + 1 % 126 */
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 1);
+        drain_frames(b, &r);
+        assert_true(r.ka > seen); /* passed on at once */
+        assert_int_equal(r.ka_last[0], 0x82);
+        assert_int_equal(r.ka_last[1], n);
+        if (k == 3) { /* a repeat, an older beat, another owner's: not passed on (b's keepalive is not due) */
+            tu_pump(3, 100);
+            drain_frames(b, &r);
+            seen = r.ka;
+            raw_keepalive(a, 0x82, n);
+            tu_pump(1, 1);
+            raw_keepalive(a, 0x82, (unsigned char)(n - 1));
+            tu_pump(1, 1);
+            raw_keepalive(a, 0x83, (unsigned char)(n + 5));
+            tu_pump(1, 1);
+            drain_frames(b, &r);
+            assert_int_equal(r.ka, seen);
+            tu_pump(11, 100);
+        } else
+            for (j = 0; j < 14; j++) tu_pump(1, 100);
+    }
+    assert_int_equal(tu_signature(h, &held), 5); /* renewed by the beats alone */
+    assert_true(held == 1);
+    for (k = 0; k < 80; k++) { /* no more beats: stale after 6 s, then it claims */
+        if (!(k % 10)) { raw_keepalive(a, 0xFF, 0); raw_keepalive(b, 0xFF, 0); }
+        tu_pump(1, 100);
+    }
+    assert_true(tu_signature(h, &held) > 5);
+    assert_true(held == own);
+    fake_net_raw_close(a);
+    fake_net_raw_close(b);
 }
 
 /* A library initiator joining through a raw responder with capabilities ext. */
@@ -2247,6 +2400,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_joiner_records_wait_for_sync_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_owner_yields_to_lower_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_claim_waits_for_lower_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signature_renewed_by_beat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signature_beat_relayed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
