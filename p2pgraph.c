@@ -729,6 +729,7 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
 #define KA_NO_BEAT   0xFF /* keepalive frame (EXT_FAST, PROTOCOL.md P17): 0xFF 0x00, no beat; 0x81..0xFE n: a beat */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define KEEPALIVE_SLACK_MS 32 /* fast profile: keepalive deadlines are rounded up to this */
+#define PRUNE_EVIDENCE 16     /* fast profile: floods a link's utility must have seen before it is pruned */
 #define TIMER_SLACK_MS    16  /* timer passes are rounded up to this ... */
 #define TIMER_SLACK_CONNS 256 /* ... in a process with at least this many connections */
 #define APP_BURST     65536u /* application data written in one go when no graph message waits */
@@ -830,6 +831,7 @@ typedef struct pg_conn {
     ULONGLONG cand_node;    /* a maintenance attempt: the node whose presence gave the address */
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
+    uint32_t verdicts;      /* how many floods have updated it (saturating) */
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS, or the next keepalive) */
     pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
@@ -982,6 +984,7 @@ struct pg_graph {
     pg_map departed;        /* presence records marked departed (fast profile; section 9c) */
     pg_map dep_addrs;       /* their addresses (addr_key) -> how many of them list it */
     ULONGLONG last_prune;   /* fast profile: the last least-useful drop on the timer */
+    ULONGLONG last_verdict; /* fast profile: the last flood that updated a link's utility */
     unsigned n_tried;
     pg_sec *sec;            /* the security interface given to Create/Open (NULL: none) */
     ULONG max_records;      /* PeerGraphSetRecordLimits */
@@ -6363,7 +6366,16 @@ static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
 }
 
 /* Connection utility ([MS-PPGRH] 3.1.7.33) in integer form. */
-static void conn_utility(pg_conn *c, int useful) { c->utility = c->utility - c->utility / 32 + (useful ? 128 : 0); }
+/* A flood's verdict on link c: the record it brought (or that we sent and
+ * it ACKed) was new, or not.  A record answering our own sync moves the
+ * score but is no flood: it does not count as evidence for pruning. */
+static void conn_utility(pg_conn *c, int useful)
+{
+    c->utility = c->utility - c->utility / 32 + (useful ? 128 : 0);
+    if (c->sync != SYNC_NONE) return;
+    if (c->verdicts < UINT32_MAX) c->verdicts++;
+    if (c->graph) c->graph->last_verdict = L.now;
+}
 
 /* Sends the ACK entries held so far as one ACK message. */
 static void conn_flush_acks(pg_conn *c)
@@ -8324,10 +8336,12 @@ static int conn_maintain(pg_graph *g, int timer)
     for (c = g->conns; c; c = c->gnext) {
         if (c->dead || c->direct) continue;
         if (c->state == CS_CONNECTED) {
-            /* fast profile: a link gets 5 maintenance periods to prove useful
-             * (new links score lowest: pruning them every 2 s would flap) */
+            /* fast profile: a link gets 5 maintenance periods and
+             * PRUNE_EVIDENCE floods to prove useful (new links score lowest:
+             * pruning them every 2 s would flap; and a score no flood has
+             * moved says nothing) */
             if (g->profile == PEER_MAINTENANCE_FAST && n <= PEER_MAX_NEIGHBORS &&
-                L.now < c->connected_at + 5ULL * g->timers.ulMaintenanceMs)
+                (L.now < c->connected_at + 5ULL * g->timers.ulMaintenanceMs || c->verdicts < PRUNE_EVIDENCE))
                 continue;
             if (!least || c->utility < least->utility) least = c;
         } else if (c->outbound && c->state != CS_CLOSING && !c->repair)
@@ -8335,9 +8349,13 @@ static int conn_maintain(pg_graph *g, int timer)
     }
     if (least && (n > PEER_MAX_NEIGHBORS ||
                   (n > PEER_IDEAL_NEIGHBORS && timer &&
-                   (g->profile != PEER_MAINTENANCE_FAST || L.now >= g->last_prune + 5ULL * g->timers.ulMaintenanceMs)))) {
+                   (g->profile != PEER_MAINTENANCE_FAST ||
+                    (L.now >= g->last_prune + 5ULL * g->timers.ulMaintenanceMs && g->last_verdict > g->last_prune))))) {
         /* above the maximum: at once; the fast profile prunes at most every
-         * 5 maintenance periods (an idle graph does not churn) */
+         * 5 maintenance periods, and only when floods came since the last
+         * prune to tell links apart: a graph at rest does not churn (each
+         * prune costs the pruned node a new link and a hash sync,
+         * BENCHMARKS.md S12) */
         g->last_prune = L.now;
         conn_disconnect(least, DISC_LEAST_USEFUL, S_OK);
         graph_poke_maintenance(g); /* "after we disconnect a link" */

@@ -1175,6 +1175,60 @@ static int has_rec(HGRAPH h, const GUID *id)
     return hr == S_OK;
 }
 
+/* Fast profile at rest (PROTOCOL.md P18): with no flood coming, a node above
+ * the ideal count keeps its links (a score no flood has moved tells links
+ * apart no better than a coin, and every prune costs the pruned node a new
+ * link and a hash sync): over 60 s no link opens or closes anywhere.  Once
+ * records flood, the least useful link of a node above the ideal count is
+ * dropped again on the timer. */
+#define NR 12
+static void test_fast_mesh_at_rest_keeps_links(void **st)
+{
+    HGRAPH g[NR];
+    HPEEREVENT e[NR];
+    PEER_ADDRESS seed;
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    PPEER_GRAPH_EVENT_DATA d;
+    int i, k, ok, events = 0, above = 0, drops = 0;
+    (void)st;
+    assert_true(fast_mesh(g, NR, L"rest", L"r", &seed));
+    for (k = 0; k < 300; k++) tu_pump(1, 100); /* 30 s: the joins' floods end, the last prunes follow */
+    for (i = 0; i < NR; i++) {
+        assert_int_equal(PeerGraphRegisterEvent(g[i], NULL, 1, &r, &e[i]), S_OK);
+        above += tu_neighbors(g[i]) > PEER_IDEAL_NEIGHBORS;
+    }
+    assert_true(above > 0); /* (the joins leave some above the ideal count) */
+    for (k = 0; k < 600; k++) tu_pump(1, 100); /* 60 s at rest */
+    for (i = 0; i < NR; i++)
+        while ((d = tu_event(e[i], PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            events++;
+            PeerGraphFreeData(d);
+        }
+    assert_int_equal(events, 0);
+    for (k = 0; k < 200; k++) { /* 20 s of floods: a record every 100 ms from node k % NR */
+        char text[32];
+        snprintf(text, sizeof text, "flood %d", k);
+        add_rec(g[k % NR], text);
+        tu_pump(1, 100);
+    }
+    for (i = 0; i < NR; i++)
+        while ((d = tu_event(e[i], PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+            drops += d->connectionChangeData.status == PEER_DISCONNECTED;
+            PeerGraphFreeData(d);
+        }
+    assert_true(drops > 0);
+    for (k = 0, ok = 0; k < 50 && !ok; k++) { /* a node just pruned refills within a maintenance period */
+        tu_pump(1, 100);
+        for (i = 0, ok = 1; i < NR && ok; i++) {
+            ULONG n = tu_neighbors(g[i]);
+            ok = n >= PEER_MIN_NEIGHBORS && n <= PEER_MAX_NEIGHBORS;
+        }
+    }
+    assert_true(ok);
+    for (i = 0; i < NR; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+    tu_pump(3, 3000);
+}
+
 static void test_partition_heals(void **st)
 {
     SOCKADDR_IN6 addrs[NP];
@@ -1282,6 +1336,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keepalive_frames_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_mesh_at_rest_keeps_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),
