@@ -832,6 +832,7 @@ typedef struct pg_conn {
     int half_closed;
     uint32_t utility;       /* connection utility (3.1.7.33) */
     uint32_t verdicts;      /* how many floods have updated it (saturating) */
+    ULONGLONG sig_offered;  /* fast profile: when our Signature record last went to it on another's beat (P17) */
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS, or the next keepalive) */
     pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
@@ -8594,15 +8595,31 @@ static void signature_changed(pg_graph *g)
     signature_calc(g);
 }
 
+/* A neighbor's beat names another signature than ours: it holds another
+ * version of the Signature record (after a split heals, both parts' owners
+ * renew by beat, and the hash sync does not exchange two versions of one
+ * number).  Ours goes to it; the newer of the two comes back or stays, as
+ * for any record, and the lower node then claims (P17).  At most once per
+ * renewal period per link. */
+static void signature_offer(pg_conn *c)
+{
+    pg_rec *r = rec_find(c->graph, SIGNATURE_ID);
+    if (!r || (c->sig_offered && L.now < c->sig_offered + c->graph->timers.ulSignatureStaleMs / 3)) return;
+    c->sig_offered = L.now;
+    conn_flood_record(c, r);
+}
+
 /* A beat (tag, n) from fast link `from`: one newer than the beat we hold of
- * the signature we hold renews it; ours, another owner's, a repeated or an
- * older one is dropped and goes no further. */
+ * the signature we hold renews it; ours, a repeated or an older one is
+ * dropped and goes no further; another signature's makes us offer ours. */
 static void beat_in(pg_conn *from, uint8_t tag, uint8_t n)
 {
     pg_graph *g = from->graph;
     ULONGLONG sig = 0, live = 0;
     unsigned d;
-    if (!g->timers.ulSignatureStaleMs || !signature_held(g, &sig) || sig == g->node_id || beat_tag(sig) != tag) return;
+    if (!g->timers.ulSignatureStaleMs || !signature_held(g, &sig)) return;
+    if (beat_tag(sig) != tag) { signature_offer(from); return; }
+    if (sig == g->node_id) return;
     d = (uint8_t)(n - g->beat);
     if (g->beat_sig == sig && beat_fresh(g) && (d == 0 || d >= 128)) return;
     if (!signature_live(g, &live)) graph_poke_contacts(g); /* stale here until now */

@@ -1321,7 +1321,8 @@ static void test_signature_renewed_by_beat(void **st)
 /* Fast profile, a node that holds another's signature (PROTOCOL.md P17): a
  * newer beat of it counts as a renewal (no claim however long the record
  * stays the same) and goes on at once to its other fast neighbors; a
- * repeated beat, an older one and another owner's go nowhere.  When the
+ * repeated beat, an older one and another owner's go nowhere (the last
+ * makes it send its Signature record to that neighbor).  When the
  * beats stop, the signature is stale after ulSignatureStaleMs and it
  * claims. */
 static void test_signature_beat_relayed(void **st)
@@ -1364,6 +1365,7 @@ static void test_signature_beat_relayed(void **st)
             tu_pump(3, 100);
             drain_frames(b, &r);
             seen = r.ka;
+            floods_waiting(a); /* (what went to a so far) */
             raw_keepalive(a, 0x82, n);
             tu_pump(1, 1);
             raw_keepalive(a, 0x82, (unsigned char)(n - 1));
@@ -1372,6 +1374,12 @@ static void test_signature_beat_relayed(void **st)
             tu_pump(1, 1);
             drain_frames(b, &r);
             assert_int_equal(r.ka, seen);
+            /* ... but a neighbor beating another signature gets ours (once
+             * per renewal period): the newer version wins, as after a split */
+            assert_int_equal(floods_waiting(a), 1);
+            raw_keepalive(a, 0x83, (unsigned char)(n + 6));
+            tu_pump(1, 1);
+            assert_int_equal(floods_waiting(a), 0);
             tu_pump(11, 100);
         } else
             for (j = 0; j < 14; j++) tu_pump(1, 100);
