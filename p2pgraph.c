@@ -5485,6 +5485,18 @@ static void send_welcome(pg_conn *c, int withReferrals)
     pg_free(m);
 }
 
+static void send_keepalive(pg_conn *c);
+static int conn_beats(const pg_conn *c);
+static void send_ping(pg_conn *c);
+
+/* A liveness probe on neighbor link c: a keepalive frame between fast
+ * nodes (P17), else the MS-PPGRH Ping. */
+static void conn_probe(pg_conn *c)
+{
+    if (conn_beats(c)) send_keepalive(c);
+    else send_ping(c);
+}
+
 static void send_ping(pg_conn *c)
 {
     uint8_t m[28];
@@ -5895,7 +5907,7 @@ static void on_welcome(pg_conn *c, const uint8_t *m, size_t size)
      * (any capability bit in its WELCOME) not on this link, which the WELCOME
      * has just shown alive (PROTOCOL.md H8) */
     for (o = g->conns; o; o = o->gnext)
-        if (!o->dead && o->state == CS_CONNECTED && !o->direct && !(o == c && c->ext)) send_ping(o);
+        if (!o->dead && o->state == CS_CONNECTED && !o->direct && !(o == c && c->ext)) conn_probe(o);
     if (c->dead) return;
     if (g->flags & PEER_GRAPH_PROPERTY_DEFER_EXPIRATION) graph_set_expiry(g, L.now);
     if (!c->direct) {
@@ -9065,8 +9077,7 @@ static void conn_on_timer(pg_conn *c)
             }
             if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
                 if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (R10) */
-                else if (conn_beats(c)) send_keepalive(c); /* a 2-byte frame (P17) */
-                else send_ping(c); /* a plain peer: the MS-PPGRH Ping */
+                else conn_probe(c);
                 c->last_tx = L.now; /* queued now, written by this service */
             }
         }
