@@ -387,6 +387,27 @@ static void m_departed(msg *m, const ULONGLONG *nodes, const unsigned long *vers
     fin(m);
 }
 
+/* After hostile input on a raw link: the last NEIGHBOR_CONNECTION event of
+ * e says the link stayed (ok) or closed with PEER_E_PROTOCOL_ERROR, and h
+ * has `links` neighbors (the others carry on). */
+static void expect_link_outcome(HPEEREVENT e, HGRAPH h, int ok, ULONG links)
+{
+    PPEER_GRAPH_EVENT_DATA d, last = NULL;
+    while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
+        if (last) PeerGraphFreeData(last);
+        last = d;
+    }
+    assert_non_null(last);
+    if (ok)
+        assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
+    else {
+        assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
+        assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
+    }
+    assert_int_equal(tu_neighbors(h), links);
+    PeerGraphFreeData(last);
+}
+
 /* DEPARTED from a raw peer (PROTOCOL.md section 4): entries about unknown
  * nodes are harmless; a message of no whole entry, of a size that is not
  * 16 or 8 + 12 k, of more than 4096 entries, or on a link that did not
@@ -410,7 +431,6 @@ static void test_departed_hostile(void **st)
     la = tu_listen(h);
     for (c = 0; c < 7; c++) {
         PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x5000 + (ULONGLONG)c, &rb, &m);
-        PPEER_GRAPH_EVENT_DATA d, last = NULL;
         tu_pump(1, 1);
         switch (c) {
         case 0: m_departed(&m, nodes, vers, 1); m.n -= 4; fin(&m); break; /* 16 bytes: one node, no version */
@@ -423,20 +443,7 @@ static void test_departed_hostile(void **st)
         }
         send_msg(s, &m);
         tu_pump(2, 1);
-        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
-            if (last) PeerGraphFreeData(last);
-            last = d;
-        }
-        assert_non_null(last);
-        if (c == 0 || c == 6) {
-            assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
-            assert_int_equal(tu_neighbors(h), c == 0 ? 1 : 2);
-        } else {
-            assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
-            assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
-            assert_int_equal(tu_neighbors(h), 1); /* the first link carries on */
-        }
-        PeerGraphFreeData(last);
+        expect_link_outcome(e, h, c == 0 || c == 6, c == 6 ? 2 : 1); /* (the first link carries on) */
         if (c && c != 6) fake_net_raw_close(s);
     }
     assert_int_equal(PeerGraphClose(h), S_OK);
@@ -466,7 +473,6 @@ static void test_keepalive_frames_hostile(void **st)
     la = tu_listen(h);
     for (c = 0; c < 6; c++) {
         PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x6000 + (ULONGLONG)c, &rb, &m);
-        PPEER_GRAPH_EVENT_DATA d, last = NULL;
         int ok = c == 0 || c == 4 || c == 5;
         tu_pump(1, 1);
         if (c == 5) { /* a DEPARTED in two frames, the keepalive frame between them */
@@ -482,21 +488,9 @@ static void test_keepalive_frames_hostile(void **st)
         } else
             fake_net_raw_write(s, frames[c], 2);
         tu_pump(2, 1);
-        while ((d = tu_event(e, PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION)) != NULL) {
-            if (last) PeerGraphFreeData(last);
-            last = d;
-        }
-        assert_non_null(last);
-        if (ok) {
-            assert_int_equal(last->connectionChangeData.status, PEER_CONNECTED);
-            assert_int_equal(tu_neighbors(h), ++links);
-        } else {
-            assert_int_equal(last->connectionChangeData.status, PEER_DISCONNECTED);
-            assert_int_equal(last->connectionChangeData.hrConnectionFailedReason, PEER_E_PROTOCOL_ERROR);
-            assert_int_equal(tu_neighbors(h), links); /* the others carry on */
-            fake_net_raw_close(s);
-        }
-        PeerGraphFreeData(last);
+        links += ok;
+        expect_link_outcome(e, h, ok, links);
+        if (!ok) fake_net_raw_close(s);
     }
     assert_int_equal(PeerGraphClose(h), S_OK);
     tu_pump(2, 10);

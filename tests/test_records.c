@@ -1138,7 +1138,6 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigdb", 0);
     PEER_ADDRESS la;
     PEER_SOCKET a;
-    PPEER_NODE_INFO ni = NULL;
     ULONGLONG own, held;
     ULONG v0, v;
     xrec x;
@@ -1146,9 +1145,7 @@ static void test_signature_owner_yields_to_lower_claim(void **st)
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
     a = raw_neighbor_node(&la, "hostile", 0x42);
-    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
-    own = ni->ullNodeId;
-    PeerGraphFreeData(ni);
+    own = local_node(h);
     tu_pump(30, 100); /* it claims the signature, then renews it every 2 s */
     v0 = tu_signature(h, &held);
     assert_true(v0 >= 2);
@@ -1199,7 +1196,6 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
     HGRAPH h = tu_create_db(L"hostile", L"alice", L"sigwait", 0);
     PEER_ADDRESS la;
     PEER_SOCKET a;
-    PPEER_NODE_INFO ni = NULL;
     ULONGLONG own, held, named, who[2];
     ULONG v0;
     xrec x;
@@ -1208,9 +1204,7 @@ static void test_signature_claim_waits_for_lower_owner(void **st)
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
     a = raw_neighbor_node(&la, "hostile", 0x42);
-    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
-    own = ni->ullNodeId;
-    PeerGraphFreeData(ni);
+    own = local_node(h);
     tu_pump(30, 100);
     v0 = tu_signature(h, &held);
     assert_true(held == own);
@@ -1265,7 +1259,6 @@ static void test_signature_renewed_by_beat(void **st)
     PEER_ADDRESS la;
     PEER_SOCKET a, p;
     static rxbuf r;
-    PPEER_NODE_INFO ni = NULL;
     ULONGLONG own, held;
     ULONG v0;
     unsigned seen = 0, i;
@@ -1275,9 +1268,7 @@ static void test_signature_renewed_by_beat(void **st)
     assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
     la = tu_listen(h);
     a = raw_neighbor_ext(&la, "hostile", 0x42, 0x20);
-    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
-    own = ni->ullNodeId;
-    PeerGraphFreeData(ni);
+    own = local_node(h);
     for (k = 0; k < 30; k++) {
         if (!(k % 10)) raw_keepalive(a, 0xFF, 0);
         tu_pump(1, 100);
@@ -1331,7 +1322,6 @@ static void test_signature_beat_relayed(void **st)
     PEER_ADDRESS la;
     PEER_SOCKET a, b;
     static rxbuf r;
-    PPEER_NODE_INFO ni = NULL;
     ULONGLONG own, held;
     xrec x;
     unsigned seen;
@@ -1342,9 +1332,7 @@ static void test_signature_beat_relayed(void **st)
     la = tu_listen(h);
     a = raw_neighbor_ext(&la, "hostile", 0x42, 0x20);
     b = raw_neighbor_ext(&la, "hostile", 0x43, 0x20);
-    assert_int_equal(PeerGraphGetNodeInfo(h, 0, &ni), S_OK);
-    own = ni->ullNodeId;
-    PeerGraphFreeData(ni);
+    own = local_node(h);
     sig_rec_by(&x, h, 5, 1, "bob"); /* node 1 holds the signature */
     x_flood(a, &x);
     assert_int_equal(tu_signature(h, &held), 5);
