@@ -726,6 +726,8 @@ enum { SYNC_NONE = 0, SYNC_NEW, SYNC_TIME, SYNC_HASH };
                            * answers a Sync All right behind its WELCOME, unasked */
 #define MT_BATCH     0x80 /* p2pgraph message, only with EXT_BATCH (PROTOCOL.md section 4) */
 #define MT_DEPARTED  0x81 /* p2pgraph message, only with EXT_FAST: a node was found dead */
+#define MT_RENEW     0x82 /* p2pgraph message, only with EXT_FAST: new versions that only move a record's times (P19) */
+#define MT_WANT      0x83 /* p2pgraph message, only with EXT_FAST: records a RENEW could not be applied to (P19) */
 #define KA_NO_BEAT   0xFF /* keepalive frame (EXT_FAST, PROTOCOL.md P17): 0xFF 0x00, no beat; 0x81..0xFE n: a beat */
 #define SOLQ_MAX     16   /* solicitations a responder holds while answering one */
 #define KEEPALIVE_SLACK_MS 32 /* fast profile: keepalive deadlines are rounded up to this */
@@ -835,6 +837,7 @@ typedef struct pg_conn {
     ULONGLONG sig_offered;  /* fast profile: when our Signature record last went to it on another's beat (P17) */
     pg_buf acks;            /* ACK entries not sent yet (ACK_DELAY_MS, or the next keepalive) */
     pg_buf deps;            /* a DEPARTED message being filled (header + entries), sent by flush_dirty */
+    pg_buf renews;          /* a RENEW message being filled (P19), sent with other output or the keepalive */
     struct pg_conn *aknext, *akprev; /* L.ackq: connections holding ACK entries, oldest first */
     int ack_listed;         /* ACK entries held: 1 on L.ackq, 2 until the keepalive is due (PROTOCOL.md R10) */
     ULONGLONG ack_due;      /* when the entries go out on their own */
@@ -1717,6 +1720,32 @@ static int rec_compare(const rec_view *a, const rec_view *b)
     m = a->n_sec;
     if (m && (c = memcmp(a->sec, b->sec, m)) != 0) return c > 0 ? 1 : -1;
     return 0;
+}
+
+/* Is v's Last Modified By its creator? (A RENEW entry's flag: P19.) */
+static int rec_modby_creator(const rec_view *v)
+{
+    return v->n_modby && !u16_cmp(v->modby, v->n_modby, v->creator, v->n_creator);
+}
+
+/* P19: if v is a later version of old in which nothing but the times (last
+ * modified, expiry) moved, and Last Modified By, if at all, from empty to
+ * the creator (the first update of a record names its modifier), old's
+ * version, which a neighbor holding it can turn into v from a RENEW entry;
+ * else 0. */
+static uint32_t rec_renewal_base(const rec_view *old, const rec_view *v)
+{
+    if (v->version <= old->version || v->flags != old->flags || v->proto != old->proto || v->created != old->created ||
+        memcmp(v->type, old->type, 16) || memcmp(v->id, old->id, 16) || v->n_gid != old->n_gid ||
+        (v->n_gid && memcmp(v->gid, old->gid, 2 * (size_t)v->n_gid)) ||
+        u16_cmp(v->creator, v->n_creator, old->creator, old->n_creator) ||
+        (u16_cmp(v->modby, v->n_modby, old->modby, old->n_modby) && (old->n_modby || !rec_modby_creator(v))) ||
+        v->n_sec != old->n_sec ||
+        (v->n_sec && memcmp(v->sec, old->sec, v->n_sec)) || v->n_data != old->n_data ||
+        (v->n_data && memcmp(v->data, old->data, v->n_data)) ||
+        u16_cmp(v->attr, v->n_attr, old->attr, old->n_attr))
+        return 0;
+    return old->version;
 }
 
 /* --- the table --- */
@@ -3990,6 +4019,7 @@ static void conn_destroy_socket(pg_conn *c)
 
 static void conn_flush_acks(pg_conn *c);
 static void conn_flush_departed(pg_conn *c);
+static void conn_flush_renews(pg_conn *c);
 
 /* Off L.ackq (its entries were sent, or are dropped: an ACK is advisory). */
 static void ackq_unlink(pg_conn *c)
@@ -4036,6 +4066,7 @@ static void conn_free(pg_conn *c)
     buf_free(&c->tx);
     buf_free(&c->acks);
     buf_free(&c->deps);
+    buf_free(&c->renews);
     buf_free(&c->solq);
     pg_free(c->out_ids);
     pg_free(c->hash_send);
@@ -4092,6 +4123,8 @@ static void signature_leave(pg_graph *g);
 #define DEPARTED_ANY 0xFFFFFFFFu /* DEPARTED without a presence version: the current one */
 static void graph_node_departed(pg_graph *g, ULONGLONG node, uint32_t ver, const pg_conn *from);
 static void on_departed(pg_conn *c, const uint8_t *m, size_t size);
+static void on_renew(pg_conn *c, const uint8_t *m, size_t size);
+static void on_want(pg_conn *c, const uint8_t *m, size_t size);
 static void presence_maintain(pg_graph *g, int timer);
 static void signature_changed(pg_graph *g);
 static void signature_contested(pg_graph *g, const rec_view *in);
@@ -4187,6 +4220,7 @@ static void conn_try_send(pg_conn *c)
     int units = 0;
     conn_touch(c);
     if (c->ack_listed && buf_used(&c->tx)) conn_flush_acks(c); /* held ACKs ride along (R10) */
+    if (buf_used(&c->renews) && buf_used(&c->tx)) conn_flush_renews(c); /* so do held renewals (P19) */
     if (c->tls && tls_flush(c) < 0) { conn_abort(c, PEER_E_CONNECTION_FAILED); return; }
     while (!c->dead) {
         const uint8_t *p;
@@ -4292,6 +4326,7 @@ static void conn_close_after_flush(pg_conn *c, HRESULT hr)
     if (c->dead || c->state == CS_CLOSING) return;
     if (buf_used(&c->deps)) conn_flush_departed(c);
     if (c->ack_listed) conn_flush_acks(c); /* held ACKs go before the close */
+    if (buf_used(&c->renews)) conn_flush_renews(c); /* and held renewals */
     c->close_reason = hr;
     conn_report_close(c, hr, 0);
     c->state = CS_CLOSING;
@@ -5278,6 +5313,7 @@ static void conn_arm_keepalive(pg_conn *c)
     ULONGLONG d;
     if (!conn_keeps_alive(c)) {
         if (c->ack_listed == 2) conn_flush_acks(c); /* held for a keepalive that no longer comes */
+        if (buf_used(&c->renews)) conn_flush_renews(c);
         if (c->state == CS_CONNECTED) conn_set_deadline(c, PEER_NO_DEADLINE);
         return;
     }
@@ -6057,6 +6093,7 @@ typedef struct pg_fwd {
     unsigned nfrom;
     const pg_conn *from[FWD_FROM];
     ULONGLONG due;  /* 0: when this read pass ends; else a paced renewal (R13) */
+    uint32_t base;  /* the version it renews (P19: only its times moved), or 0 */
 } pg_fwd;
 
 /* Paced renewals (PROTOCOL.md R13): a renewal of the Signature record (the
@@ -6077,14 +6114,25 @@ static int fwd_has(const pg_fwd *f, const pg_conn *c)
     return 0;
 }
 
-/* FLOOD r to every neighbor but the ones in f (NULL: to all). */
-static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f)
+static void conn_queue_renew(pg_conn *c, const pg_rec *r, uint32_t base);
+static void conn_renew_cancel(pg_conn *c, const uint8_t *id, uint32_t ver);
+static int conn_renews(const pg_conn *c);
+
+/* FLOOD r to every neighbor but the ones in f (NULL: to all).  When r
+ * renews version `base` (only its times moved: rec_renewal_base), a link
+ * that agreed to the fast profile gets a held RENEW entry instead (P19). */
+static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f, uint32_t base)
 {
     pg_conn *c;
     uint8_t *m = NULL;
     size_t size = 12 + rec_len(g, r);
     for (c = g->conns; c; c = c->gnext) {
         if (c->dead || c->state != CS_CONNECTED || c->direct || fwd_has(f, c)) continue;
+        if (base && conn_renews(c)) {
+            conn_queue_renew(c, r, base);
+            continue;
+        }
+        if (buf_used(&c->renews)) conn_renew_cancel(c, rec_id(r), rec_version(r)); /* superseded */
         if (!m) {
             if (!(m = (uint8_t *)pg_alloc(size))) return;
             msg_header(m, size, MT_FLOOD);
@@ -6098,26 +6146,27 @@ static void graph_flood_ex(pg_graph *g, const pg_rec *r, const pg_fwd *f)
 }
 
 /* Publishing: FLOOD at once (the caller's order of messages holds). */
-static void graph_flood(pg_graph *g, const pg_rec *r) { graph_flood_ex(g, r, NULL); }
+static void graph_flood(pg_graph *g, const pg_rec *r, uint32_t base) { graph_flood_ex(g, r, NULL, base); }
 
 /* Relaying: a record that came in on `from` goes out when the read pass
  * ends (flush_dirty), so that the neighbors it comes in on meanwhile, in the
  * same pass, do not get it back (fwd_note).  In a flood wave a node hears a
  * record from every neighbor one hop nearer its source at about the same
  * time: each of those copies saved is a write and a read on both sides. */
-static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from, ULONGLONG due)
+static void fwd_defer(pg_graph *g, const pg_rec *r, const pg_conn *from, ULONGLONG due, uint32_t base)
 {
     pg_fwd *f;
     if (g->fwd_n == g->fwd_cap) {
         size_t nc = g->fwd_cap ? 2 * g->fwd_cap : 8;
         pg_fwd *nf = (pg_fwd *)pg_realloc(g->fwd, nc * sizeof *nf);
-        if (!nf) { pg_fwd one; one.nfrom = 1; one.from[0] = from; graph_flood_ex(g, r, &one); return; }
+        if (!nf) { pg_fwd one; one.nfrom = 1; one.from[0] = from; graph_flood_ex(g, r, &one, base); return; }
         g->fwd = nf;
         g->fwd_cap = nc;
     }
     f = &g->fwd[g->fwd_n++];
     memcpy(f->id, rec_id(r), 16);
     f->version = rec_version(r);
+    f->base = base;
     f->nfrom = 0;
     if (from) f->from[f->nfrom++] = from;
     f->due = due;
@@ -6166,7 +6215,7 @@ static void fwd_flush(void)
                     continue;
                 }
                 r = rec_find(g, f->id);
-                if (r && rec_version(r) == f->version) graph_flood_ex(g, r, f);
+                if (r && rec_version(r) == f->version) graph_flood_ex(g, r, f, f->base);
             }
             g->fwd_n = k;
             g->fwd_next = gnext;
@@ -6366,15 +6415,19 @@ static HRESULT graph_publish(pg_graph *g, const uint8_t *wire, size_t len)
     uint8_t *sw = NULL;
     size_t sl = 0;
     pg_rec *r;
+    uint32_t base = 0;
+    rec_view v, ov;
     if (g->sec && g->sec->cb.pfnSecureRecord) {
         hr = sec_secure(g, wire, len, &sw, &sl);
         if (FAILED(hr)) return hr;
         if (sw) wire = sw, len = sl;
     }
+    if (rec_parse(wire, len, &v) && (r = rec_find(g, v.id)) != NULL && rec_view_of(g, r, &ov))
+        base = rec_renewal_base(&ov, &v); /* (before the store replaces it) */
     r = graph_store(g, wire, len, 1, &hr);
     pg_free(sw);
     if (!r) return hr;
-    graph_flood(g, r);
+    graph_flood(g, r, base);
     return S_OK;
 }
 
@@ -6446,6 +6499,7 @@ static int conn_flood_record(pg_conn *c, const pg_rec *r)
     size_t size = 12 + rec_len(c->graph, r);
     uint8_t *m = (uint8_t *)pg_alloc(size);
     if (!m) return 0;
+    if (buf_used(&c->renews)) conn_renew_cancel(c, rec_id(r), rec_version(r)); /* superseded */
     msg_header(m, size, MT_FLOOD);
     put16(m + 8, 12);
     put16(m + 10, 0);
@@ -6477,8 +6531,9 @@ static int record_in(pg_graph *g, pg_conn *c, const uint8_t *rec, size_t len, co
         if (hr == PEER_E_DEFERRED_VALIDATION) { sec_defer(g, v); return cmp; }
         if (hr != S_OK) { g->rejected_records++; return cmp; }
         ULONGLONG due = fwd_pace(g, local, &lv, v); /* (before the store frees local) */
+        uint32_t base = local ? rec_renewal_base(&lv, v) : 0;
         r = graph_store(g, rec, len, 0, &hr);
-        if (r) fwd_defer(g, r, c, due);
+        if (r) fwd_defer(g, r, c, due, base);
         else g->rejected_records++; /* the record limits, or no memory */
         *useful = r != NULL;
     } else {
@@ -6503,6 +6558,7 @@ static void flood_in(pg_conn *c, const uint8_t *rec, size_t len)
         g->rejected_records++;
         return;
     }
+    if (buf_used(&c->renews)) conn_renew_cancel(c, v.id, v.version); /* it has this version: a renewal held for it is no news */
     record_in(g, c, rec, len, &v, &useful);
     conn_utility(c, useful);
     if (!((c->ext & EXT_SYNC_NOACK) && c->sync != SYNC_NONE)) conn_queue_ack(c, v.id, useful);
@@ -7376,7 +7432,7 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
 {
     int type = m[5];
     if (m[4] != PEER_VERSION_BYTE || ((type < MT_AUTH_INFO || type > MT_ACK) && !(type == MT_BATCH && (c->ext & EXT_BATCH)) &&
-                                      !(type == MT_DEPARTED && (c->ext & EXT_FAST)))) {
+                                      !(type >= MT_DEPARTED && type <= MT_WANT && (c->ext & EXT_FAST)))) {
         conn_abort(c, PEER_E_PROTOCOL_ERROR);
         return;
     }
@@ -7432,6 +7488,8 @@ static void conn_dispatch(pg_conn *c, const uint8_t *m, size_t size)
         break;
     case MT_BATCH: on_batch(c, m, size); break;
     case MT_DEPARTED: on_departed(c, m, size); break;
+    case MT_RENEW: on_renew(c, m, size); break;
+    case MT_WANT: on_want(c, m, size); break;
     case MT_ADVERTISE: on_advertise(c, m, size); break;
     case MT_REQUEST: on_request(c, m, size); break;
     default: /* AUTH_INFO, WELCOME, REFUSE on an established link */
@@ -8131,6 +8189,167 @@ static void on_departed(pg_conn *c, const uint8_t *m, size_t size)
     }
     if (size == 16) { graph_node_departed(c->graph, get64(m + 8), DEPARTED_ANY, c); return; }
     for (i = 8; i < size && !c->dead && c->graph; i += DEP_ENTRY) graph_node_departed(c->graph, get64(m + i), get32(m + i + 8), c);
+}
+
+/* --- RENEW and WANT (P19): renewals that ride along ---
+ * Every record renewed before it expires (presence, contacts, Graph Info,
+ * the Signature record, an application's own) gets a new version in which
+ * only the times move.  Between fast nodes such a version travels as a
+ * 44-byte RENEW entry (record ID, the version it renews, its version, a
+ * flag for Last Modified By, last modified, expiry) instead of a FLOOD of the whole record, and it is held
+ * like an ACK entry: it rides in the next write that goes to that neighbor
+ * anyway, or goes in place of the keepalive, so a renewal adds bytes to
+ * writes that happen anyway and no write of its own.  A receiver holding
+ * the renewed version rebuilds the new one from it and takes it like a
+ * FLOOD (validation, the application's validator, store, events, relay);
+ * one that holds another version asks for the record (WANT) and gets it
+ * as a FLOOD. */
+#define RENEW_ENTRY 44
+#define RENEW_MODBY_CREATOR 0x01 /* entry flag: Last Modified By is the creator ID (else as in the renewed version) */
+#define RENEW_BATCH 256          /* entries held per link before they go at once */
+#define RENEW_MAX_ENTRIES 1024   /* entries per RENEW or WANT we accept */
+#define WANT_ENTRY 16
+
+/* Does link c take RENEW entries? (Both ends run the fast profile; the
+ * entries wait for the keepalive, so only a link that keeps alive.) */
+static int conn_renews(const pg_conn *c)
+{
+    return (c->ext & EXT_FAST) && conn_keeps_alive(c);
+}
+
+static void conn_queue_renew(pg_conn *c, const pg_rec *r, uint32_t base)
+{
+    static const uint8_t hdr[8] = {0};
+    uint8_t e[RENEW_ENTRY];
+    rec_view v;
+    size_t i, n = buf_used(&c->renews);
+    uint8_t *held = c->renews.p + c->renews.off;
+    if (c->dead || c->state == CS_CLOSING || !rec_view_of(c->graph, r, &v)) return;
+    for (i = 8; i < n; i += RENEW_ENTRY)
+        if (!memcmp(held + i, v.id, 16)) {
+            if (get32(held + i + 20) != base) break; /* (cannot be: every version of it went through here) */
+            /* the held entry's version was not sent: this one renews the version it renewed */
+            base = get32(held + i + 16);
+            memmove(held + i, held + i + RENEW_ENTRY, n - i - RENEW_ENTRY);
+            c->renews.len -= RENEW_ENTRY;
+            break;
+        }
+    if (!buf_used(&c->renews) && !buf_append(&c->renews, hdr, 8)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    memcpy(e, v.id, 16);
+    put32(e + 16, base);
+    put32(e + 20, v.version);
+    put32(e + 24, rec_modby_creator(&v) ? RENEW_MODBY_CREATOR : 0);
+    put64(e + 28, v.modified);
+    put64(e + 36, v.expires);
+    if (!buf_append(&c->renews, e, RENEW_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    if (buf_used(&c->renews) >= 8 + RENEW_ENTRY * RENEW_BATCH) conn_flush_renews(c);
+}
+
+/* Record id came on c at version ver: a renewal held for c at that version
+ * or an older one is no news to it any more. */
+static void conn_renew_cancel(pg_conn *c, const uint8_t *id, uint32_t ver)
+{
+    uint8_t *p = c->renews.p + c->renews.off;
+    size_t n = buf_used(&c->renews), i;
+    for (i = 8; i < n; i += RENEW_ENTRY) {
+        if (memcmp(p + i, id, 16) || get32(p + i + 20) > ver) continue;
+        memmove(p + i, p + i + RENEW_ENTRY, n - i - RENEW_ENTRY);
+        c->renews.len -= RENEW_ENTRY;
+        if (buf_used(&c->renews) <= 8) buf_consume(&c->renews, buf_used(&c->renews));
+        return; /* (one entry per record: conn_queue_renew merges) */
+    }
+}
+
+static void conn_flush_renews(pg_conn *c)
+{
+    size_t n = buf_used(&c->renews);
+    uint8_t *m = c->renews.p + c->renews.off;
+    if (!n) return;
+    msg_header(m, n, MT_RENEW);
+    if (!c->dead) conn_send(c, m, n);
+    buf_consume(&c->renews, n); /* (frees the buffer) */
+}
+
+/* RENEW: 8 + 44 k bytes, 1 <= k <= RENEW_MAX_ENTRIES, each entry's version
+ * above the one it renews and no flag but RENEW_MODBY_CREATOR; anything else is a protocol error.  Entries
+ * whose base we do not hold are asked for in one WANT. */
+static void on_renew(pg_conn *c, const uint8_t *m, size_t size)
+{
+    pg_graph *g = c->graph;
+    pg_buf want = {0}, wire = {0};
+    size_t i;
+    if (c->direct || !g || size < 8 + RENEW_ENTRY || (size - 8) % RENEW_ENTRY ||
+        (size - 8) / RENEW_ENTRY > RENEW_MAX_ENTRIES) {
+        conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        return;
+    }
+    for (i = 8; i < size; i += RENEW_ENTRY)
+        if (get32(m + i + 16) == 0 || get32(m + i + 20) <= get32(m + i + 16) || (get32(m + i + 24) & ~RENEW_MODBY_CREATOR)) {
+            conn_abort(c, PEER_E_PROTOCOL_ERROR);
+            return;
+        }
+    for (i = 8; i < size && !c->dead && c->graph; i += RENEW_ENTRY) {
+        const uint8_t *e = m + i;
+        uint32_t base = get32(e + 16), ver = get32(e + 20);
+        pg_rec *local = rec_find(g, e);
+        rec_view lv, v;
+        int useful;
+        if (buf_used(&c->renews)) conn_renew_cancel(c, e, ver); /* it has it: our renewal for it is no news */
+        if (local && rec_version(local) > ver) { /* ours is newer: back it goes, as for a FLOOD */
+            if (g->fwd_n) fwd_note(g, e, c);
+            conn_flood_record(c, local);
+            continue;
+        }
+        if (local && rec_version(local) == ver && rec_view_of(g, local, &lv) && lv.modified == get64(e + 28) &&
+            lv.expires == get64(e + 36)) { /* this version: a duplicate */
+            if (g->fwd_n) fwd_note(g, e, c);
+            continue;
+        }
+        /* neither the renewed version nor this one (a version of the same
+         * number made elsewhere is settled by conflict order on the FLOOD) */
+        if (!local || rec_version(local) != base || !rec_view_of(g, local, &lv)) {
+            static const uint8_t hdr[8] = {0};
+            if ((buf_used(&want) || buf_append(&want, hdr, 8)) && !buf_append(&want, e, WANT_ENTRY)) break;
+            continue;
+        }
+        v = lv; /* (no wide strings are written: rec_wire_of reads them where lv points) */
+        v.version = ver;
+        if (get32(e + 24) & RENEW_MODBY_CREATOR) {
+            v.modby = lv.creator;
+            v.n_modby = lv.n_creator;
+        }
+        v.modified = get64(e + 28);
+        v.expires = get64(e + 36);
+        if (!rec_wire_of(&v, &wire)) break; /* no memory: a later renewal or sync brings it */
+        if (!rec_parse(wire.p, wire.len, &v) || !rec_validate(g, &v, peer_time(g))) {
+            g->rejected_records++; /* a bad time: dropped, the link stays (as a FLOOD's record) */
+            continue;
+        }
+        record_in(g, c, wire.p, wire.len, &v, &useful);
+        conn_utility(c, useful);
+    }
+    buf_free(&wire);
+    if (buf_used(&want) > 8 && !c->dead) {
+        msg_header(want.p, buf_used(&want), MT_WANT);
+        conn_send(c, want.p, buf_used(&want));
+    }
+    buf_free(&want);
+}
+
+/* WANT: 8 + 16 k bytes, 1 <= k <= RENEW_MAX_ENTRIES record IDs; each one we
+ * hold goes back as a FLOOD. */
+static void on_want(pg_conn *c, const uint8_t *m, size_t size)
+{
+    size_t i;
+    if (c->direct || !c->graph || size < 8 + WANT_ENTRY || (size - 8) % WANT_ENTRY ||
+        (size - 8) / WANT_ENTRY > RENEW_MAX_ENTRIES) {
+        conn_abort(c, PEER_E_PROTOCOL_ERROR);
+        return;
+    }
+    for (i = 8; i < size && !c->dead && c->graph; i += WANT_ENTRY) {
+        const pg_rec *r = rec_find(c->graph, m + i);
+        if (r && !conn_flood_record(c, r)) break;
+    }
 }
 
 /* A new fast link hears every departure we hold (presence records still
@@ -9076,8 +9295,10 @@ static void conn_on_timer(pg_conn *c)
                 return;
             }
             if (L.now >= c->last_tx + c->graph->timers.ulKeepaliveMs) {
+                int held = c->ack_listed || buf_used(&c->renews);
                 if (c->ack_listed) conn_flush_acks(c); /* held ACKs keep the link alive (R10) */
-                else conn_probe(c);
+                if (buf_used(&c->renews)) conn_flush_renews(c); /* so do held renewals (P19) */
+                if (!held) conn_probe(c);
                 c->last_tx = L.now; /* queued now, written by this service */
             }
         }

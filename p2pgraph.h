@@ -1125,7 +1125,10 @@ HRESULT PeerGraphCloseDirectConnection(HGRAPH hGraph, ULONGLONG ullConnectionId)
  * PEER_FAST_DEAD_MS (NEIGHBOR_CONNECTION PEER_DISCONNECTED, PEER_E_TIMEOUT) and
  * refills the neighbor set at once.  Between two fast nodes the keepalive is a
  * 2-byte frame that also carries the signature owner's beat (PROTOCOL.md
- * P17); to a plain peer it is a Ping.  Set it before Listen/Connect so every
+ * P17), and a record's renewal (a version that moves only its times, such as
+ * every presence refresh) goes as a 44-byte entry riding in the next write
+ * instead of a FLOOD of the whole record (P19); to a plain peer the keepalive
+ * is a Ping and a renewal a FLOOD.  Set it before Listen/Connect so every
  * link agrees on it.  Returns S_OK; E_INVALIDARG; PEER_E_INVALID_GRAPH;
  * PEER_E_NOT_INITIALIZED.
  */

@@ -546,6 +546,29 @@ static void m_departed_many(msg *m, const ULONGLONG *nodes, int k)
     fin(m);
 }
 
+/* RENEW (PROTOCOL.md P19): one entry per record, each renewing its version
+ * with times a day later; then a WANT of the same records. */
+static void m_renew_want(msg *m, msg *w, const srec *r, size_t k)
+{
+    size_t i;
+    hdr(m, 0x82);
+    hdr(w, 0x83);
+    for (i = 0; i < k; i++) {
+        unsigned long v = fz_get32(r[i].p + 32);
+        memcpy(m->b + m->n, r[i].p + 16, 16);
+        m->n += 16;
+        p32(m, v);
+        p32(m, v + 1);
+        p32(m, 1); /* Last Modified By: the creator */
+        p64(m, FZ_UTC_BASE + 86400ULL * FZ_SECOND);
+        p64(m, FZ_UTC_BASE + 31ULL * 86400ULL * FZ_SECOND);
+        memcpy(w->b + w->n, r[i].p + 16, 16);
+        w->n += 16;
+    }
+    fin(m);
+    fin(w);
+}
+
 /* Writes a fuzz_wire input: mode, [ext], split offsets, payload. */
 static void sd_wire_input(const char *name, unsigned mode, unsigned ext, const unsigned *cuts, const sbuf *payload)
 {
@@ -679,6 +702,17 @@ static void sd_wire(void)
     m_pt2pt(&m, 0, "second fragment", -1); sb_msg(&pl, &m);
     sd_wire_input("fast-departed-fragments", 0x0E, 0x3F, NULL, &pl);
     sd_wire_input("fast-departed-fragments-reset", 0x8E, 0x3F, NULL, &pl);
+
+    /* fast graph: Alice's records, renewed (RENEW), then asked for (WANT) */
+    pl.n = 0;
+    for (i = 0; i < sd_nfrecs; i++) { m_flood(&m, &sd_frecs[i]); sb_msg(&pl, &m); }
+    {
+        static msg w;
+        m_renew_want(&m, &w, sd_frecs, sd_nfrecs);
+        sb_msg(&pl, &m);
+        sb_msg(&pl, &w);
+    }
+    sd_wire_input("fast-renew-want", 0x0E, 0x3F, NULL, &pl);
 
     /* update of our addresses, then goodbye */
     pl.n = 0;

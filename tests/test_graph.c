@@ -450,6 +450,83 @@ static void test_departed_hostile(void **st)
     tu_pump(2, 10);
 }
 
+/* RENEW (0x82, PROTOCOL.md P19) from a raw peer: k entries of record ID
+ * (its last bytes = the entry's index), the version renewed, the new
+ * version, no flag and the new times. */
+static void m_renew(msg *m, unsigned long base, unsigned long ver, int k)
+{
+    int i, j;
+    hdr(m, 0x82);
+    for (i = 0; i < k; i++) {
+        for (j = 0; j < 14; j++) p8(m, 0xA0 + (unsigned)j);
+        p16(m, (unsigned)i);
+        p32(m, base);
+        p32(m, ver);
+        p32(m, 0);
+        p64(m, 130000000000000000ULL);
+        p64(m, 130000000000000000ULL + 3600 * 10000000ULL);
+    }
+    fin(m);
+}
+
+/* The WANT h sent on s (type 0x83): its entry count, -1 if none came. */
+static int want_entries(PEER_SOCKET s, rxbuf *rb, msg *m)
+{
+    while (recv_msg(s, rb, m) > 0) {
+        if (m->b[5] != 0x83) continue;
+        assert_int_equal((m->n - 8) % 16, 0);
+        return (int)((m->n - 8) / 16);
+    }
+    return -1;
+}
+
+/* RENEW and WANT from a raw peer (PROTOCOL.md P19): renewals of records we
+ * do not hold are asked for in one WANT (here 1 and 1024 of them); a RENEW
+ * or WANT of no whole entry, of a size that is not 8 + 44 k (16 k), of more
+ * than 1024 entries, with a version not above the one renewed, a renewed
+ * version 0 or an unknown flag, or on a link that did not agree to the fast profile closes that
+ * link with PEER_E_PROTOCOL_ERROR and nothing else. */
+static void test_renew_hostile(void **st)
+{
+    HGRAPH h = tu_create(L"G", L"A");
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    HPEEREVENT e;
+    PEER_ADDRESS la;
+    static rxbuf rb;
+    static msg m;
+    int c, links = 0;
+    (void)st;
+    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    for (c = 0; c < 11; c++) {
+        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x7000 + (ULONGLONG)c, &rb, &m);
+        int ok = c == 0 || c == 10;
+        tu_pump(1, 1);
+        switch (c) {
+        case 0: m_renew(&m, 1, 2, 1); break;                       /* a record h lacks */
+        case 1: hdr(&m, 0x82); fin(&m); break;                     /* no entry */
+        case 2: m_renew(&m, 1, 2, 1); break;                       /* not agreed */
+        case 3: m_renew(&m, 1, 2, 1); p8(&m, 0); fin(&m); break;   /* 53 bytes */
+        case 4: m_renew(&m, 3, 3, 2); break;                       /* not a later version */
+        case 5: m_renew(&m, 0, 2, 1); break;                       /* version 0 renewed */
+        case 6: hdr(&m, 0x83); p64(&m, 1); p64(&m, 2); p8(&m, 3); fin(&m); break; /* WANT of 25 bytes */
+        case 7: hdr(&m, 0x83); fin(&m); break;                     /* WANT of no entry */
+        case 8: m_renew(&m, 1, 2, 1); m.b[8 + 27] = 2; break;      /* an unknown flag */
+        case 9: m_renew(&m, 1, 2, 1025); break;                    /* one entry too many */
+        case 10: m_renew(&m, 1, 2, 1024); break;                   /* the most */
+        }
+        send_msg(s, &m);
+        tu_pump(2, 1);
+        links += ok;
+        expect_link_outcome(e, h, ok, links);
+        if (ok) assert_int_equal(want_entries(s, &rb, &m), c ? 1024 : 1);
+        else fake_net_raw_close(s);
+    }
+    assert_int_equal(PeerGraphClose(h), S_OK);
+    tu_pump(2, 10);
+}
+
 /* Keepalive frames from a raw peer (PROTOCOL.md P17): 0xFF 0x00, a beat of
  * a signature we do not hold, and one between two frames of a message are
  * taken; 0xFF with a second byte, a frame size of 32,769, or any keepalive
@@ -1169,6 +1246,82 @@ static int has_rec(HGRAPH h, const GUID *id)
     return hr == S_OK;
 }
 
+/* The sum of the versions of the presence records h holds, and how many. */
+static ULONG presence_versions(HGRAPH h, ULONG *count)
+{
+    static const GUID presType = {0x00000400, 0, 0, {0, 0, 0, 0, 0, 0, 0, 0}};
+    HPEERENUM en;
+    PEER_RECORD **items;
+    ULONG n = 64, k, sum = 0;
+    assert_int_equal(PeerGraphEnumRecords(h, &presType, NULL, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    for (k = 0; k < n; k++) sum += items[k]->dwVersion;
+    if (n) PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    *count = n;
+    return sum;
+}
+
+/* Renewals between fast nodes (PROTOCOL.md P19), 8 nodes over 650 s
+ * (the default presence lifetime is 300 s: two renewals of every
+ * presence): every presence stays live everywhere (no node seen leaving),
+ * every node ends with the same versions, and a raw fast neighbor of node
+ * 0 hears the renewals as RENEW entries, at least 16 (the first of each
+ * names the modifier: the entry's flag), and no presence FLOOD. */
+static void test_presences_renewed_by_renew(void **st)
+{
+    HGRAPH g[8];
+    HPEEREVENT e[8];
+    PEER_ADDRESS seed;
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NODE_CHANGED, NULL};
+    PPEER_GRAPH_EVENT_DATA d;
+    static rxbuf rb;
+    static msg m;
+    static const unsigned char presence[16] = {0, 0, 4, 0};
+    PEER_SOCKET s;
+    ULONG sum0, cnt, first;
+    int i, k, gone = 0, floods = 0, renews = 0;
+    (void)st;
+    assert_true(fast_mesh(g, 8, L"ren", L"n", &seed));
+    for (k = 0; k < 60; k++) tu_pump(1, 500); /* the joins' extra links to node 0 are pruned */
+    s = raw_join(&seed.sin6, 0x3f, "ren", "Raw", "n0", 0x9000, &rb, &m);
+    tu_pump(2, 10);
+    assert_true(recv_msg_all(s, &rb, &m) > 0);
+    assert_int_equal(m.b[5], 3); /* WELCOME */
+    while (recv_msg_all(s, &rb, &m) > 0) {}
+    for (i = 0; i < 8; i++) assert_int_equal(PeerGraphRegisterEvent(g[i], NULL, 1, &r, &e[i]), S_OK);
+    first = presence_versions(g[0], &cnt);
+    assert_int_equal(cnt, 8);
+    for (k = 0; k < 1300; k++) {
+        static const unsigned char ka[2] = {0xFF, 0};
+        fake_net_raw_write(s, ka, 2);
+        tu_pump(1, 500);
+        while (recv_msg_all(s, &rb, &m) > 0) {
+            if (m.b[5] == 0x0B && m.n >= 12 + 16 && !memcmp(m.b + 12, presence, 16)) floods++;
+            if (m.b[5] == 0x82) renews += (int)((m.n - 8) / 44);
+        }
+    }
+    for (i = 0; i < 8; i++)
+        while ((d = tu_event(e[i], PEER_GRAPH_EVENT_NODE_CHANGED)) != NULL) {
+            gone += d->nodeChangeData.changeType == PEER_NODE_CHANGE_DISCONNECTED;
+            PeerGraphFreeData(d);
+        }
+    assert_int_equal(gone, 0);
+    assert_int_equal(floods, 0);
+    assert_true(renews >= 16);
+    sum0 = presence_versions(g[0], &cnt);
+    assert_int_equal(cnt, 8);
+    assert_true(sum0 >= first + 16);
+    for (i = 1; i < 8; i++) {
+        assert_int_equal(presence_versions(g[i], &cnt), sum0);
+        assert_int_equal(cnt, 8);
+        assert_int_equal(count_nodes(g[i], NULL), 8);
+    }
+    fake_net_raw_close(s);
+    for (i = 0; i < 8; i++) assert_int_equal(PeerGraphClose(g[i]), S_OK);
+    tu_pump(3, 3000);
+}
+
 /* Fast profile at rest (PROTOCOL.md P18): with no flood coming, a node above
  * the ideal count keeps its links (a score no flood has moved tells links
  * apart no better than a coin, and every prune costs the pruned node a new
@@ -1327,10 +1480,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fast_profile_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_custom_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_hostile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renew_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_frames_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_departed_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_profile_mesh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fast_mesh_at_rest_keeps_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presences_renewed_by_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refill_after_losing_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leaver_not_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_heals, setup, teardown),

@@ -1309,6 +1309,231 @@ static void test_signature_renewed_by_beat(void **st)
     fake_net_raw_close(p);
 }
 
+/* RENEW from a raw peer: one entry renewing record x's version `base`. */
+static void x_renew(PEER_SOCKET s, const xrec *x, unsigned long base, unsigned long ver, unsigned long flags, ULONGLONG mod,
+                    ULONGLONG exp)
+{
+    static msg m;
+    int i;
+    hdr(&m, 0x82);
+    for (i = 0; i < 16; i++) p8(&m, x->id[i]);
+    p32(&m, base);
+    p32(&m, ver);
+    p32(&m, flags);
+    p64(&m, mod);
+    p64(&m, exp);
+    fin(&m);
+    send_msg(s, &m);
+}
+
+/* Reads what h sent on s until a message of `type` about record `id`
+ * (its first entry, or a FLOOD's record); 1 if one came. */
+static int got_about(PEER_SOCKET s, rxbuf *r, msg *m, int type, const unsigned char *id)
+{
+    while (recv_msg(s, r, m) > 0) {
+        size_t at = type == 0x0B ? 12u + 16u : 8u;
+        if (m->b[5] == type && m->n >= at + 16 && !memcmp(m->b + at, id, 16)) return 1;
+    }
+    return 0;
+}
+
+static ULONGLONG ft64(FILETIME f) { return ((ULONGLONG)f.dwHighDateTime << 32) | f.dwLowDateTime; }
+
+/* Fast profile, renewals (PROTOCOL.md P19).  A RENEW entry from a fast
+ * neighbor turns the version we hold into the next one (version, last
+ * modified and expiry; the data stays); it goes on as a RENEW entry held
+ * for the keepalive to the other fast neighbor and as a FLOOD of the whole
+ * record to the plain one.  Our own record, updated with nothing but a
+ * later expiry, goes out the same way, its first update (which names the
+ * modifier) too, with the entry's flag.  A RENEW of a version we do not
+ * hold is answered with a WANT (so is one of the version we hold with other
+ * times), one of an older version with a FLOOD of ours, and a WANT with a
+ * FLOOD of our copy; an entry with the flag gives the record its creator as
+ * modifier.  A renewal held for a neighbor that sends us that version
+ * itself is dropped, and two held renewals of a record go as one entry. */
+static void test_renew_relayed(void **st)
+{
+    HGRAPH h = tu_create(L"hostile", L"alice");
+    PEER_ADDRESS la;
+    PEER_SOCKET a, b, p;
+    static rxbuf ra, rb, rp;
+    static msg m;
+    xrec x;
+    GUID id, mine;
+    PPEER_RECORD got = NULL;
+    ULONGLONG mod, exp;
+    unsigned char mineb[16];
+    char buf[32];
+    int k, n;
+    (void)st;
+    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
+    la = tu_listen(h);
+    a = raw_neighbor_ext(&la, "hostile", 0x42, 0x20);
+    b = raw_neighbor_ext(&la, "hostile", 0x43, 0x20);
+    p = raw_neighbor_node(&la, "hostile", 0x44);
+    x_default(&x, h, 0x61);
+    id = x_guid(x.id);
+    x_flood(a, &x);
+    assert_string_equal(data_of(h, &id, buf, sizeof buf), "payload");
+    memset(&ra, 0, sizeof ra); memset(&rb, 0, sizeof rb); memset(&rp, 0, sizeof rp);
+    assert_true(got_about(b, &rb, &m, 0x0B, x.id)); /* version 1: a FLOOD to both */
+    assert_true(got_about(p, &rp, &m, 0x0B, x.id));
+    mod = pt_now(h);
+    exp = x.expires + 3600 * 10000000ULL;
+    x_renew(a, &x, 1, 2, 0, mod, exp);
+    tu_pump(1, 1);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    assert_int_equal(got->dwVersion, 2);
+    assert_true(ft64(got->ftLastModified) == mod);
+    assert_true(ft64(got->ftExpiration) == exp);
+    assert_true(ft64(got->ftCreation) == x.created);
+    assert_int_equal(got->data.cbData, 7);
+    assert_memory_equal(got->data.pbData, "payload", 7);
+    PeerGraphFreeData(got);
+    assert_true(got_about(p, &rp, &m, 0x0B, x.id)); /* the plain neighbor: the whole record, at once */
+    assert_int_equal(g16(m.b + 12 + 32) << 16 | g16(m.b + 12 + 34), 2);
+    assert_false(got_about(b, &rb, &m, 0x0B, x.id)); /* the fast one: no FLOOD */
+    assert_false(got_about(b, &rb, &m, 0x82, x.id)); /* and the entry waits for the keepalive */
+    for (k = 0; k < 12 && !got_about(b, &rb, &m, 0x82, x.id); k++) {
+        raw_keepalive(a, 0xFF, 0);
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    assert_true(k < 12);
+    assert_int_equal(m.n, 8 + 44);
+    assert_int_equal(g16(m.b + 24) << 16 | g16(m.b + 26), 1);
+    assert_int_equal(g16(m.b + 28) << 16 | g16(m.b + 30), 2);
+    assert_int_equal(g16(m.b + 32) << 16 | g16(m.b + 34), 0); /* x names no modifier */
+    assert_true(g64(m.b + 36) == mod);
+    assert_true(g64(m.b + 44) == exp);
+    assert_false(got_about(a, &ra, &m, 0x82, x.id)); /* not back where it came from */
+
+    /* our own record: added, updated (modifier named), then renewed */
+    mine = add(h, &T1, "mine");
+    tu_pump(1, 1);
+    mineb[0] = (unsigned char)(mine.Data1 >> 24); mineb[1] = (unsigned char)(mine.Data1 >> 16);
+    mineb[2] = (unsigned char)(mine.Data1 >> 8); mineb[3] = (unsigned char)mine.Data1;
+    mineb[4] = (unsigned char)(mine.Data2 >> 8); mineb[5] = (unsigned char)mine.Data2;
+    mineb[6] = (unsigned char)(mine.Data3 >> 8); mineb[7] = (unsigned char)mine.Data3;
+    memcpy(mineb + 8, mine.Data4, 8);
+    assert_true(got_about(a, &ra, &m, 0x0B, mineb)); /* version 1 */
+    assert_true(got_about(b, &rb, &m, 0x0B, mineb));
+    assert_true(got_about(p, &rp, &m, 0x0B, mineb));
+    assert_int_equal(PeerGraphGetRecord(h, &mine, &got), S_OK);
+    fake_net_advance(10);
+    assert_int_equal(PeerGraphUpdateRecord(h, got), S_OK); /* nothing new but the modifier's name */
+    tu_pump(1, 1);
+    assert_true(got_about(p, &rp, &m, 0x0B, mineb));
+    assert_int_equal(g16(m.b + 12 + 34), 2);
+    for (k = 0, n = 0; k < 12 && n < 2; k++) {
+        n += got_about(b, &rb, &m, 0x82, mineb);
+        if (got_about(a, &ra, &m, 0x82, mineb)) {
+            n++;
+            assert_int_equal(g16(m.b + 26), 1);
+            assert_int_equal(g16(m.b + 30), 2);
+            assert_int_equal(g16(m.b + 34), 1); /* Last Modified By: the creator */
+        }
+        raw_keepalive(a, 0xFF, 0);
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    assert_int_equal(n, 2);
+    assert_false(got_about(a, &ra, &m, 0x0B, mineb));
+    assert_false(got_about(b, &rb, &m, 0x0B, mineb));
+    got->ftExpiration.dwHighDateTime += 1; /* later: about 430 s */
+    fake_net_advance(10);
+    assert_int_equal(PeerGraphUpdateRecord(h, got), S_OK);
+    PeerGraphFreeData(got);
+    tu_pump(1, 1);
+    assert_true(got_about(p, &rp, &m, 0x0B, mineb));
+    assert_int_equal(g16(m.b + 12 + 34), 3);
+    for (k = 0; k < 12 && !got_about(a, &ra, &m, 0x82, mineb); k++) {
+        raw_keepalive(a, 0xFF, 0);
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    assert_true(k < 12);
+    assert_int_equal(g16(m.b + 26), 2);
+    assert_int_equal(g16(m.b + 30), 3);
+    assert_int_equal(g16(m.b + 34), 1);
+    assert_false(got_about(b, &rb, &m, 0x0B, mineb));
+
+    /* a version we do not hold: WANT; a WANT: our copy */
+    x_renew(a, &x, 5, 6, 0, mod, exp);
+    tu_pump(1, 1);
+    assert_true(got_about(a, &ra, &m, 0x83, x.id));
+    assert_int_equal(m.n, 8 + 16);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    assert_int_equal(got->dwVersion, 2);
+    PeerGraphFreeData(got);
+    hdr(&m, 0x83);
+    for (k = 0; k < 16; k++) p8(&m, x.id[k]);
+    fin(&m);
+    send_msg(a, &m);
+    tu_pump(1, 1);
+    assert_true(got_about(a, &ra, &m, 0x0B, x.id));
+    assert_int_equal(g16(m.b + 12 + 34), 2);
+    /* the flag: Last Modified By becomes the creator */
+    x_renew(a, &x, 2, 3, 1, mod + 10, exp + 10);
+    tu_pump(1, 1);
+    assert_int_equal(PeerGraphGetRecord(h, &id, &got), S_OK);
+    assert_int_equal(got->dwVersion, 3);
+    assert_non_null(got->pwzModifiedById);
+    assert_true(wcscmp(got->pwzModifiedById, L"mallory") == 0);
+    assert_memory_equal(got->data.pbData, "payload", 7);
+    PeerGraphFreeData(got);
+    assert_true(got_about(p, &rp, &m, 0x0B, x.id)); /* rebuilt byte for byte: "mallory" in it */
+    assert_int_equal(g16(m.b + 12 + 34), 3);
+    /* the same again: a duplicate; version 3 with other times: WANT; an older one: our copy */
+    x_renew(a, &x, 2, 3, 1, mod + 10, exp + 10);
+    tu_pump(1, 1);
+    assert_false(got_about(a, &ra, &m, 0x83, x.id));
+    assert_false(got_about(a, &ra, &m, 0x0B, x.id));
+    x_renew(a, &x, 2, 3, 1, mod + 20, exp + 20);
+    tu_pump(1, 1);
+    assert_true(got_about(a, &ra, &m, 0x83, x.id));
+    x_renew(a, &x, 1, 2, 0, mod, exp);
+    tu_pump(1, 1);
+    assert_true(got_about(a, &ra, &m, 0x0B, x.id));
+    assert_int_equal(g16(m.b + 12 + 34), 3);
+    for (k = 0; k < 12; k++) { /* what is held goes */
+        raw_keepalive(a, 0xFF, 0);
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    while (got_about(b, &rb, &m, 0x82, x.id)) {}
+    /* a renewal held for b that b then sends us itself is dropped; two held
+     * renewals of one record go as one entry (the first's base, the last's version) */
+    x_renew(a, &x, 3, 4, 1, mod + 30, exp + 30);
+    tu_pump(1, 1);
+    x_renew(b, &x, 3, 4, 1, mod + 30, exp + 30);
+    tu_pump(1, 1);
+    x_renew(a, &x, 4, 5, 1, mod + 40, exp + 40);
+    tu_pump(1, 1);
+    x_renew(a, &x, 5, 6, 1, mod + 50, exp + 50);
+    tu_pump(1, 1);
+    for (k = 0; k < 12 && !got_about(b, &rb, &m, 0x82, x.id); k++) {
+        raw_keepalive(a, 0xFF, 0);
+        raw_keepalive(b, 0xFF, 0);
+        tu_pump(1, 100);
+    }
+    assert_true(k < 12);
+    for (k = 0, n = 0; 8 + 44 * (size_t)k < m.n; k++) { /* (the Signature record's renewals may share it) */
+        const unsigned char *e = m.b + 8 + 44 * k;
+        if (memcmp(e, x.id, 16)) continue;
+        n++; /* one entry about x: 4 -> 6 (the 3 -> 4 one was dropped) */
+        assert_int_equal(g16(e + 18), 4);
+        assert_int_equal(g16(e + 22), 6);
+        assert_true(g64(e + 28) == mod + 50);
+    }
+    assert_int_equal(n, 1);
+    assert_false(got_about(b, &rb, &m, 0x83, x.id)); /* its 3 -> 4 was a duplicate here */
+    assert_int_equal(tu_neighbors(h), 3);
+    fake_net_raw_close(a);
+    fake_net_raw_close(b);
+    fake_net_raw_close(p);
+}
+
 /* Fast profile, a node that holds another's signature (PROTOCOL.md P17): a
  * newer beat of it counts as a renewal (no claim however long the record
  * stays the same) and goes on at once to its other fast neighbors; a
@@ -2398,6 +2623,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_signature_claim_waits_for_lower_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_renewed_by_beat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signature_beat_relayed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renew_relayed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stored_form_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_order_kept_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_wire_form, setup, teardown),
