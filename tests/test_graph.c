@@ -1265,8 +1265,8 @@ static ULONG presence_versions(HGRAPH h, ULONG *count)
 /* Renewals between fast nodes (PROTOCOL.md P19), 8 nodes over 650 s
  * (the default presence lifetime is 300 s: two renewals of every
  * presence): every presence stays live everywhere (no node seen leaving),
- * every node ends with the same versions, and a raw fast neighbor of node
- * 0 hears the renewals as RENEW entries, at least 16 (the first of each
+ * every node ends with the same versions, and a raw fast neighbor (of a
+ * node below the maximum of neighbors) hears the renewals as RENEW entries, at least 16 (the first of each
  * names the modifier: the entry's flag), and no presence FLOOD. */
 static void test_presences_renewed_by_renew(void **st)
 {
@@ -1279,12 +1279,28 @@ static void test_presences_renewed_by_renew(void **st)
     static msg m;
     static const unsigned char presence[16] = {0, 0, 4, 0};
     PEER_SOCKET s;
-    ULONG sum0, cnt, first;
+    ULONG sum0, cnt, first, n = 1;
+    HPEERENUM en;
+    PEER_NODE_INFO **items;
+    SOCKADDR_IN6 at;
+    wchar_t name[8];
+    char target[8];
+    int obs;
     int i, k, gone = 0, floods = 0, renews = 0;
     (void)st;
     assert_true(fast_mesh(g, 8, L"ren", L"n", &seed));
-    for (k = 0; k < 60; k++) tu_pump(1, 500); /* the joins' extra links to node 0 are pruned */
-    s = raw_join(&seed.sin6, 0x3f, "ren", "Raw", "n0", 0x9000, &rb, &m);
+    for (k = 0; k < 60; k++) tu_pump(1, 500);
+    for (obs = 0; obs < 8 && tu_neighbors(g[obs]) >= PEER_MAX_NEIGHBORS; obs++) {} /* one that takes another neighbor */
+    assert_true(obs < 8);
+    swprintf(name, 8, L"n%d", obs);
+    assert_int_equal(PeerGraphEnumNodes(g[0], name, &en), S_OK);
+    assert_int_equal(PeerGraphGetNextItem(en, &n, (PVOID **)&items), S_OK);
+    assert_int_equal(n, 1);
+    at = items[0]->pAddresses[0].sin6;
+    PeerGraphFreeData(items);
+    PeerGraphEndEnumeration(en);
+    snprintf(target, sizeof target, "n%d", obs);
+    s = raw_join(&at, 0x3f, "ren", "Raw", target, 0x9000, &rb, &m);
     tu_pump(2, 10);
     assert_true(recv_msg_all(s, &rb, &m) > 0);
     assert_int_equal(m.b[5], 3); /* WELCOME */
