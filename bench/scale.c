@@ -16,10 +16,15 @@
  *
  * Usage: bench_scale [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S]
  *                    [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR] [--no-compat]
- *                    [--s8] [--poll | --epoll]
+ *                    [--s8] [--procs P] [--poll | --epoll]
  * (run from the repository root; databases in build/tmp-bench-scale unless
  * -d, deleted at the end).  --quick: N = 100 and short phases (a smoke run).
  * --s8: graph A only, built, settled and then S8 alone (for profiling).
+ * --procs P (2..8): S8's joins only, with the N nodes spread over P processes
+ * (forks, one library instance and host loop each; see "S8 spread over
+ * processes" below): in one process a join's flood wave is one thread's
+ * work, so that figure tracks one core's speed; spread, the machine's cores
+ * share it as separate hosts would.
  * SCALE_DEBUG=1 in the environment: after each S6, what the survivors left
  * below 2 neighbors see; after each S8 join, the messages sent meanwhile by
  * type, and for a join slower than 55 ms (SCALE_TRACE_MS=k: k ms) the
@@ -66,8 +71,10 @@ int main(void)
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <sys/time.h>
+#include <sys/mman.h>
 #ifdef __linux__
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #endif
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -97,6 +104,7 @@ typedef struct opts {
     const char *dbdir;
     int quick;
     int s8_only; /* --s8: graph A built and settled, then S8 only */
+    int procs;   /* --procs P: S8 joins with the nodes spread over P processes */
 } opts;
 
 static opts O;
@@ -668,14 +676,13 @@ static double presence_version_sum(HGRAPH h)
     return sum;
 }
 
-static void renew_cost(const idle_res *rest, const idle_res *win, double renewals, int live, renew_res *r)
+static void renew_cost(const idle_res *rest, const idle_res *win, double renewals, renew_res *r)
 {
     memset(r, 0, sizeof *r);
     r->renewals = renewals;
     if (renewals <= 0) return;
     r->bytes_per_renewal_node = (win->bytes_per_node_s - rest->bytes_per_node_s) * win->secs / renewals;
     r->cpu_us_per_renewal = 1e6 * (win->cpu_pct - rest->cpu_pct) / 100.0 * win->secs / renewals;
-    (void)live;
     r->ran = 1;
 }
 
@@ -1169,15 +1176,376 @@ static void s8_join_report(scale_graph *g, int trial, long long t0, long long la
     }
 }
 
+/* ------------------------------------------------------------------------- */
+/* S8 spread over processes (--procs P)                                      */
+/* ------------------------------------------------------------------------- */
+
+/*
+ * One graph of N nodes over P processes: P forks of this program, each with
+ * its own library instance and host loop (the epoll driver), all on real
+ * loopback.  Rank r holds nodes r, r + P, r + 2P, ... of the run (its local
+ * node i is node i * P + r, peer name "n<i * P + r>", listening in address
+ * block 127.<SPREAD_NET0 + r>).  In one process a join's flood wave, about
+ * 2,400 FLOODs over 2,100 links, is one thread's work, so S8 there measures
+ * how fast one core sends and reads them all; spread over the machine's
+ * cores, the processes do their shares of the wave at once, as separate
+ * machines would.
+ *
+ * The processes share one anonymous mapping made before the forks (spread_sh
+ * and the arrays after it).  Each rank writes its nodes' listen ports, its
+ * live count, its readiness and, per trial, when each of its nodes popped
+ * NODE_CHANGED CONNECTED for the joiner (CLOCK_MONOTONIC: one clock for every
+ * process); rank 0 sequences the phases through `cmd` and reads the rest.
+ * Joins go to a random live node of the whole run.  Built = in every rank,
+ * every node live, at 2..7 neighbors and holding every presence (components
+ * are not checked across processes: a node holding all N presences has been
+ * reached by every node's flood).  Trial k's joiner opens in rank k % P and
+ * joins a random live node of the run; its node ID is published before its
+ * PeerGraphConnect, and every rank reads it after each wait and before
+ * draining events, so no sighting is missed.
+ */
+#define SPREAD_MAXP 8
+#define SPREAD_NET0 40
+enum { SP_BUILD = 0, SP_SETTLE = 1, SP_QUIT = 2, SP_FAILED = 3, SP_TRIAL = 16 };
+
+typedef struct spread_sh {
+    volatile int cmd;                  /* rank 0: SP_* (SP_TRIAL + k: trial k) */
+    volatile int ready[SPREAD_MAXP];   /* rank r: built */
+    volatile int live[SPREAD_MAXP];    /* rank r: live nodes */
+    volatile int degsum[SPREAD_MAXP];  /* rank r: neighbors of its nodes, summed (at its last check) */
+    volatile int mindeg[SPREAD_MAXP], maxdeg[SPREAD_MAXP];
+    volatile int done[SPREAD_MAXP];    /* rank r: trials finished here */
+    volatile ULONGLONG watch;          /* the current trial's joiner (0: not yet opened) */
+} spread_sh;
+
+static struct {
+    spread_sh *sh;
+    unsigned short *port;   /* [rank][cap]: listen port (host order), 0 = not live */
+    long long *t0, *tl;     /* [trial]: the joiner's PeerGraphConnect, its listen (us) */
+    long long *seen;        /* [trial][rank][cap]: NODE_CHANGED for the joiner (us); -1 not seen, -2 not counted */
+    int p, rank, cap, trials;
+    size_t bytes;
+    pid_t kids[SPREAD_MAXP];
+} SPR;
+
+#define SP_SEEN(k, r, i) SPR.seen[((size_t)(k) * SPR.p + (r)) * SPR.cap + (i)]
+
+/* The mapping, then the forks: returns this process's rank (0: the parent). */
+static int spread_fork(void)
+{
+    size_t nport = (size_t)SPR.p * SPR.cap, nseen = (size_t)O.trials * nport;
+    unsigned char *m;
+    int r;
+    SPR.trials = O.trials;
+    SPR.bytes = sizeof(spread_sh) + 16 + nport * sizeof(unsigned short) + 16 + 2 * (size_t)O.trials * sizeof(long long) +
+                nseen * sizeof(long long);
+    m = (unsigned char *)mmap(NULL, SPR.bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { perror(BENCH_NAME ": mmap"); exit(2); }
+    SPR.sh = (spread_sh *)m;
+    SPR.port = (unsigned short *)(m + ((sizeof(spread_sh) + 15) & ~(size_t)15));
+    SPR.t0 = (long long *)((unsigned char *)SPR.port + ((nport * sizeof(unsigned short) + 15) & ~(size_t)15));
+    SPR.tl = SPR.t0 + O.trials;
+    SPR.seen = SPR.tl + O.trials;
+    fflush(stdout);
+    fflush(stderr);
+    for (r = 1; r < SPR.p; r++) {
+        pid_t pid = fork();
+        if (pid < 0) { perror(BENCH_NAME ": fork"); exit(2); }
+        if (pid == 0) {
+#ifdef __linux__
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+            return SPR.rank = r;
+        }
+        SPR.kids[r] = pid;
+    }
+    return SPR.rank = 0;
+}
+
+/* A random live node of the run (not node i of this rank) for node i's join. */
+static int spread_pick(scale_graph *g, int i, PEER_ADDRESS *to)
+{
+    int tries;
+    for (tries = 0; tries < 100000; tries++) {
+        int r = scale_rand_below(g, SPR.p), j = scale_rand_below(g, SPR.cap);
+        unsigned short port = SPR.port[(size_t)r * SPR.cap + j];
+        if (!port || (r == SPR.rank && j == i)) continue;
+        memset(to, 0, sizeof *to);
+        to->dwSize = sizeof *to;
+        to->sin6 = scale_addr(SPREAD_NET0 + r, j);
+        to->sin6.sin6_port = htons(port);
+        return 1;
+    }
+    return 0;
+}
+
+/* Ports and the live count out, the other ranks' live counts in. */
+static void spread_publish(scale_graph *g)
+{
+    int i, live = 0, r, extra = 0;
+    for (i = 0; i < g->n; i++)
+        if (g->v[i].state == SN_LIVE) {
+            live++;
+            if (!SPR.port[(size_t)SPR.rank * SPR.cap + i]) SPR.port[(size_t)SPR.rank * SPR.cap + i] = ntohs(g->v[i].addr.sin6.sin6_port);
+        }
+    SPR.sh->live[SPR.rank] = live;
+    for (r = 0; r < SPR.p; r++)
+        if (r != SPR.rank) extra += SPR.sh->live[r];
+    g->extra_live = extra;
+}
+
+/* Every node of this rank at 2..7 neighbors (any rank's); the sums for the report. */
+static int spread_degrees_ok(scale_graph *g)
+{
+    int i, ok = 1, sum = 0, lo = 1 << 30, hi = 0;
+    for (i = 0; i < g->n; i++) {
+        HPEERENUM en;
+        ULONG c = 0;
+        if (g->v[i].state != SN_LIVE || FAILED(PeerGraphEnumConnections(g->v[i].h, PEER_CONNECTION_NEIGHBOR, &en))) {
+            ok = 0;
+            continue;
+        }
+        PeerGraphGetItemCount(en, &c);
+        PeerGraphEndEnumeration(en);
+        sum += (int)c;
+        if ((int)c < lo) lo = (int)c;
+        if ((int)c > hi) hi = (int)c;
+        if (c < PEER_MIN_NEIGHBORS || c > PEER_MAX_NEIGHBORS) ok = 0;
+    }
+    SPR.sh->degsum[SPR.rank] = sum;
+    SPR.sh->mindeg[SPR.rank] = lo;
+    SPR.sh->maxdeg[SPR.rank] = hi;
+    return ok;
+}
+
+/* Trial cmd - SP_TRIAL begins here (if it has not): marks cleared and, in
+ * the joiner's rank, the joiner opened, published and started.  Called with
+ * the latest cmd after each wait as well, before the events are drained: a
+ * sighting of a new joiner cannot arrive before its trial's cmd is visible. */
+static void spread_switch(scale_graph *g, int cmd, int *trial, int *joiner, long long *ttrial)
+{
+    int i;
+    if (cmd < SP_TRIAL || cmd - SP_TRIAL == *trial) return;
+    *trial = cmd - SP_TRIAL;
+    for (i = 0; i < g->n; i++) g->v[i].t_mark = -1;
+    g->watch_node = 0;
+    g->watch_ct = PEER_NODE_CHANGE_CONNECTED;
+    *joiner = -1;
+    *ttrial = scale_now(g);
+    if (*trial % SPR.p != SPR.rank) return;
+    if ((*joiner = scale_open(g)) < 0) { fprintf(stderr, BENCH_NAME ": no room for joiner %d\n", *trial); exit(2); }
+    g->watch_node = g->v[*joiner].id;
+    SPR.sh->watch = g->watch_node;
+    __sync_synchronize();
+    scale_join_start(g, *joiner);
+    SPR.t0[*trial] = g->v[*joiner].t_join;
+}
+
+/* A rank's whole run: build, settle, trials, close.  Rank 0 also sequences
+ * the phases; returns 0, or -1 if the build timed out or a rank failed. */
+static int spread_rank(int count)
+{
+    scale_graph g;
+    spread_sh *sh = SPR.sh;
+    int i, r, trial = -1, joiner = -1, rc = 0;
+    long long tcheck = 0, tphase = real_now_us(NULL), ttrial = 0, tpause = 0, tbuild = tphase;
+    scale_init(&g, SPR.cap, L"bench-scale-s", SPREAD_NET0 + SPR.rank, PEER_MAINTENANCE_FAST, &DRV, O.seed + (unsigned)SPR.rank,
+               &REC_TYPE);
+    g.parallel = O.parallel;
+    g.no_create = SPR.rank != 0;
+    g.name_mul = SPR.p;
+    g.name_add = SPR.rank;
+    g.pick_remote = spread_pick;
+    for (i = 0; i < count; i++) scale_open(&g);
+    if (SPR.rank == 0) scale_listen(&g, 0);
+    spread_publish(&g);
+    for (;;) {
+        int cmd = sh->cmd;
+        long long now = scale_now(&g);
+        if (cmd == SP_QUIT || cmd == SP_FAILED) break;
+        spread_switch(&g, cmd, &trial, &joiner, &ttrial);
+        if (cmd == SP_BUILD) {
+            int left = SPR.port[0] ? scale_join_tick(&g, 0, g.n) : g.n; /* rank 0's node 0 first */
+            if (now - tcheck >= 50000) {
+                tcheck = now;
+                sh->ready[SPR.rank] = !left && scale_presence_complete(&g) && spread_degrees_ok(&g);
+            }
+        }
+        if (cmd >= SP_TRIAL && sh->done[SPR.rank] == trial) { /* this trial, not finished here */
+            int all = 1;
+            if (joiner >= 0) {
+                scale_join_tick(&g, joiner, joiner + 1);
+                if (g.v[joiner].state == SN_LIVE && !SPR.tl[trial]) SPR.tl[trial] = g.v[joiner].t_listen;
+            }
+            for (i = 0; i < g.n && all; i++)
+                if (i != joiner && g.v[i].state == SN_LIVE && g.v[i].t_mark < 0) all = 0;
+            if ((all && (joiner < 0 || SPR.tl[trial])) || now - ttrial > 10000000) {
+                for (i = 0; i < SPR.cap; i++)
+                    SP_SEEN(trial, SPR.rank, i) = i >= g.n || i == joiner || g.v[i].state != SN_LIVE ? -2 : g.v[i].t_mark;
+                __sync_synchronize();
+                sh->done[SPR.rank] = trial + 1;
+            }
+        }
+        if (SPR.rank == 0) { /* the sequencer */
+            for (r = 1; r < SPR.p; r++) {
+                int st;
+                if (SPR.kids[r] > 0 && waitpid(SPR.kids[r], &st, WNOHANG) == SPR.kids[r]) {
+                    fprintf(stderr, BENCH_NAME ": rank %d ended early (status %d)\n", r, st);
+                    SPR.kids[r] = 0;
+                    sh->cmd = SP_FAILED;
+                    rc = -1;
+                }
+            }
+            if (cmd == SP_BUILD) {
+                int all = 1;
+                for (r = 0; r < SPR.p; r++) all &= sh->ready[r];
+                if (all) {
+                    int links = 0, lo = 1 << 30, hi = 0;
+                    for (r = 0; r < SPR.p; r++) {
+                        links += sh->degsum[r];
+                        if (sh->mindeg[r] < lo) lo = sh->mindeg[r];
+                        if (sh->maxdeg[r] > hi) hi = sh->maxdeg[r];
+                    }
+                    printf("  built: %d nodes in %d processes in %.1f s; %d links, degree %d..%d, every presence at every node\n",
+                           O.n, SPR.p, (double)(now - tbuild) / 1e6, links / 2, lo, hi);
+                    fflush(stdout);
+                    sh->cmd = SP_SETTLE;
+                    tphase = now;
+                } else if (now - tbuild > (O.quick ? 120000000LL : 900000000LL)) {
+                    printf("  build TIMED OUT after %.0f s:", (double)(now - tbuild) / 1e6);
+                    for (r = 0; r < SPR.p; r++) printf(" rank %d: %d live, %s;", r, sh->live[r], sh->ready[r] ? "ready" : "not ready");
+                    printf("\n");
+                    sh->cmd = SP_FAILED;
+                    rc = -1;
+                }
+            } else if (cmd == SP_SETTLE && now - tphase >= 4000000) { /* maintenance rounds done, as before S8 in one process */
+                sh->watch = 0;
+                __sync_synchronize();
+                sh->cmd = SP_TRIAL;
+            } else if (cmd >= SP_TRIAL) {
+                int k = cmd - SP_TRIAL, all = 1;
+                for (r = 0; r < SPR.p; r++) all &= sh->done[r] == k + 1;
+                if (all && !tpause) tpause = now;
+                if (all && now - tpause >= 300000) { /* 300 ms of quiet, as in one process */
+                    tpause = 0;
+                    sh->watch = 0;
+                    __sync_synchronize();
+                    sh->cmd = k + 1 == SPR.trials ? SP_QUIT : cmd + 1;
+                }
+            }
+        }
+        scale_step(&g, 5);
+        __sync_synchronize();
+        spread_switch(&g, sh->cmd, &trial, &joiner, &ttrial);
+        if (!g.watch_node && trial >= 0 && sh->watch) g.watch_node = sh->watch;
+        scale_drain(&g);
+        spread_publish(&g);
+    }
+    scale_close_all(&g);
+    scale_free(&g);
+    return sh->cmd == SP_FAILED ? -1 : rc;
+}
+
+/* Rank 0, after the run: the trials of every rank as one scale_vis. */
+static void spread_collect(scale_vis *v)
+{
+    int k, r, i;
+    scale_vis_alloc(v, SPR.trials, SPR.p * SPR.cap);
+    for (k = 0; k < SPR.trials; k++) {
+        long long last = 0, t0 = SPR.t0[k];
+        int ok = 1;
+        if (!t0) continue; /* not run */
+        v->trials++;
+        if (SPR.tl[k]) v->sync[v->nsync++] = SPR.tl[k] - t0;
+        for (r = 0; r < SPR.p; r++)
+            for (i = 0; i < SPR.cap; i++) {
+                long long s = SP_SEEN(k, r, i);
+                if (s == -2) continue;
+                if (s < 0) { v->missing++; ok = 0; continue; }
+                v->lat[v->nlat++] = s - t0;
+                if (SPR.tl[k]) v->lat_pub[v->npub++] = s - SPR.tl[k];
+                if (s - t0 > last) last = s - t0;
+            }
+        v->complete += ok;
+        if (ok) v->last[v->nlast++] = last;
+    }
+    scale_sort_ll(v->lat, v->nlat);
+    scale_sort_ll(v->lat_pub, v->npub);
+    scale_sort_ll(v->last, v->nlast);
+    scale_sort_ll(v->sync, v->nsync);
+}
+
+/* The S8 join lines of the summary (one process or spread). */
+static void print_s8_join(const scale_vis *v, const char *where)
+{
+    char a[64], b[64], c[64], d[64];
+    double jp99 = pct_us(v->lat, v->nlat, 990);
+    printf("\nS8  presence of a joining node at every node (%d joins x %d nodes, %s):\n", v->trials, O.n, where);
+    printf("      from PeerGraphConnect:  p50 %s, p99 %s, max %s\n", ms_rtt(a, sizeof a, pct_us(v->lat, v->nlat, 500)),
+           ms_rtt(b, sizeof b, jp99), ms_rtt(c, sizeof c, v->nlat ? v->lat[v->nlat - 1] / 1000.0 : 0));
+    printf("      from its listen (presence published): p50 %s, p99 %s\n",
+           ms_rtt(a, sizeof a, pct_us(v->lat_pub, v->npub, 500)), ms_rtt(b, sizeof b, pct_us(v->lat_pub, v->npub, 990)));
+    printf("      join to synchronized: p50 %s, max %s; the last node: p50 %s, max %s; never seen %d\n",
+           ms_rtt(a, sizeof a, pct_us(v->sync, v->nsync, 500)), ms_rtt(b, sizeof b, v->nsync ? v->sync[v->nsync - 1] / 1000.0 : 0),
+           ms_rtt(c, sizeof c, pct_us(v->last, v->nlast, 500)), ms_rtt(d, sizeof d, v->nlast ? v->last[v->nlast - 1] / 1000.0 : 0),
+           v->missing);
+    printf("      target p99 <= 50 ms: %s\n", met(v->nlat && !v->missing && v->trials == O.trials && jp99 <= 50));
+}
+
+/* --procs P: the whole run of every rank after the library's set-up; rank 0
+ * prints the summary.  Returns the exit status. */
+static int spread_main(long long *rtt, long long tstart)
+{
+    int count = (O.n - SPR.rank + SPR.p - 1) / SPR.p, rc, r, bad = 0;
+    scale_vis v;
+    double rtt_p99;
+    if (SPR.rank == 0) {
+        printf("\n[fast profile, graph S: %d nodes in %d processes (rank r holds nodes r, r + %d, ...), S8 joins only]\n", O.n,
+               SPR.p, SPR.p);
+        fflush(stdout);
+    }
+    rc = spread_rank(count);
+    PeerGraphShutdown();
+    scale_net_free();
+    if (SPR.rank != 0) {
+        fflush(stdout);
+        _exit(rc ? 1 : 0);
+    }
+    for (r = 1; r < SPR.p; r++) {
+        int st = 0;
+        if (SPR.kids[r] > 0 && (waitpid(SPR.kids[r], &st, 0) != SPR.kids[r] || !WIFEXITED(st) || WEXITSTATUS(st))) bad++;
+    }
+    spread_collect(&v);
+    printf("  S8 join: %d joins, %d reached every node within 10 s%s\n", v.trials, v.complete,
+           bad ? "; a rank FAILED (see stderr)" : "");
+    raw_pingpong(rtt + PING_ROUNDS, PING_ROUNDS);
+    sort_ll(rtt, 2 * PING_ROUNDS);
+    g_rtt_ms = pct_ms(rtt, 2 * PING_ROUNDS, 50);
+    rtt_p99 = pct_ms(rtt, 2 * PING_ROUNDS, 99);
+    printf("\n==== summary (N = %d in %d processes, %s driver in each) ====\n", O.n, SPR.p, drv_name());
+    printf("machine: loopback RTT (64 B ping-pong, start and end of the run pooled) p50 %.4f ms, p99 %.4f ms;"
+           " every time below is also given in RTTs\n", g_rtt_ms, rtt_p99);
+    {
+        char where[64];
+        snprintf(where, sizeof where, "the nodes spread over %d processes", SPR.p);
+        print_s8_join(&v, where);
+    }
+    printf("\ntotal run time %.1f s\n", (double)(now_ns() - tstart) / 1e9);
+    scale_vis_free(&v);
+    munmap((void *)SPR.sh, SPR.bytes);
+    return rc || bad ? 1 : 0;
+}
+
 static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [-n N] [--quick] [-t TRIALS] [-r RECORDS] [-w IDLE_S] [-c CAP_S] [-p JOINS] [-s SEED] [-d DBDIR]"
-            " [--no-compat] [--s8] [--poll | --epoll]\n"
+            " [--no-compat] [--s8] [--procs P] [--poll | --epoll]\n"
             "  defaults: N 1000, 20 trials (S8), 100 records (S9), 10 s idle (S12), 30 s cap (S6), 16 joins at once\n"
             "  -w 300 or more: S12 also measures a window holding a renewal of every presence (the steady state)\n"
             "  --quick: N 100, 5 trials, 20 records, 3 s idle, 15 s cap\n"
             "  --s8: graph A only, S8 only (no S12, S9, S6: for profiling the joins and kills)\n"
+            "  --procs P (2..8): S8 joins only, the N nodes spread over P processes (one loop each)\n"
             "  host loop: --epoll (the default on Linux: PeerGraphSetPollCallback + epoll_wait) or --poll\n"
             "  (PeerGraphGetPollFds + poll() at every step)\n",
             argv0);
@@ -1214,6 +1582,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--quick")) continue;
         else if (!strcmp(argv[i], "--no-compat")) O.compat = 0;
         else if (!strcmp(argv[i], "--s8")) { O.s8_only = 1; O.compat = 0; }
+        else if (!strcmp(argv[i], "--procs") && i + 1 < argc) { O.procs = atoi(argv[++i]); O.s8_only = 1; O.compat = 0; }
         else if (!strcmp(argv[i], "--poll")) O.poll_driver = 1;
         else if (!strcmp(argv[i], "--epoll")) O.poll_driver = 0;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) O.n = atoi(argv[++i]);
@@ -1226,7 +1595,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-d") && i + 1 < argc) O.dbdir = argv[++i];
         else usage(argv[0]);
     }
-    if (O.n < 10 || O.n > 60000 || O.trials < 1 || O.records < 1 || O.idle_s < 1 || O.cap_s < 6 || O.parallel < 1)
+    if (O.n < 10 || O.n > 60000 || O.trials < 1 || O.records < 1 || O.idle_s < 1 || O.cap_s < 6 || O.parallel < 1 ||
+        (O.procs && (O.procs < 2 || O.procs > SPREAD_MAXP)))
         usage(argv[0]);
 #ifndef __linux__
     O.poll_driver = 1; /* epoll is Linux only */
@@ -1251,6 +1621,11 @@ int main(int argc, char **argv)
 
     if (setup_db_dir(O.dbdir) != 0) return 2;
     if ((g_devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) { perror("/dev/null"); return 2; }
+    if (O.procs > 1) { /* the ranks fork here: each sets up its own library instance and loop below */
+        SPR.p = O.procs;
+        SPR.cap = (O.n + O.procs - 1) / O.procs + O.trials + 1;
+        spread_fork();
+    }
     ops.ctx = NULL;
     ops.kill_socket = real_kill_socket;
     ops.close_zombie = real_close_zombie;
@@ -1269,6 +1644,7 @@ int main(int argc, char **argv)
     }
 #endif
 
+    if (O.procs > 1 && SPR.rank != 0) return spread_main(rtt, tstart); /* the other ranks print nothing */
     raw_pingpong(rtt, PING_ROUNDS);
     rtt_n = PING_ROUNDS;
     {
@@ -1281,6 +1657,12 @@ int main(int argc, char **argv)
            PING_BYTES, g_rtt_ms);
     fflush(stdout);
 
+    if (O.procs > 1) {
+        int st = spread_main(rtt, tstart);
+        free(rtt);
+        close(g_devnull);
+        return st;
+    }
     memset(&iCompat, 0, sizeof iCompat);
     memset(&kC50, 0, sizeof kC50);
     memset(&kC80, 0, sizeof kC80);
@@ -1317,7 +1699,7 @@ int main(int argc, char **argv)
             s12_idle(&g, O.idle_s, &iFast);
             v1 = presence_version_sum(g.v[0].h);
             print_idle("fast", &iFast);
-            renew_cost(&iRest, &iFast, v1 - v0, live0, &nFast);
+            renew_cost(&iRest, &iFast, v1 - v0, &nFast);
             printf("         the window held %.0f presence renewals (node 0's view): %.1f B per node and %.0f us of CPU for"
                    " the graph each, above the window at rest\n",
                    nFast.renewals, nFast.bytes_per_renewal_node, nFast.cpu_us_per_renewal);
@@ -1432,18 +1814,8 @@ int main(int argc, char **argv)
            " every time below is also given in RTTs; driver: %s\n", g_rtt_ms, rtt_p99, drv_name());
     {
         char a[64], b[64], c[64], d[64];
-        double jp99 = pct_us(vJoin.lat, vJoin.nlat, 990), kp99 = pct_us(vKill.lat, vKill.nlat, 990);
-        printf("\nS8  presence of a joining node at every node (%d joins x %d nodes):\n", vJoin.trials, O.n);
-        printf("      from PeerGraphConnect:  p50 %s, p99 %s, max %s\n", ms_rtt(a, sizeof a, pct_us(vJoin.lat, vJoin.nlat, 500)),
-               ms_rtt(b, sizeof b, jp99), ms_rtt(c, sizeof c, vJoin.nlat ? vJoin.lat[vJoin.nlat - 1] / 1000.0 : 0));
-        printf("      from its listen (presence published): p50 %s, p99 %s\n",
-               ms_rtt(a, sizeof a, pct_us(vJoin.lat_pub, vJoin.npub, 500)), ms_rtt(b, sizeof b, pct_us(vJoin.lat_pub, vJoin.npub, 990)));
-        printf("      join to synchronized: p50 %s, max %s; the last node: p50 %s, max %s; never seen %d\n",
-               ms_rtt(a, sizeof a, pct_us(vJoin.sync, vJoin.nsync, 500)),
-               ms_rtt(b, sizeof b, vJoin.nsync ? vJoin.sync[vJoin.nsync - 1] / 1000.0 : 0),
-               ms_rtt(c, sizeof c, pct_us(vJoin.last, vJoin.nlast, 500)),
-               ms_rtt(d, sizeof d, vJoin.nlast ? vJoin.last[vJoin.nlast - 1] / 1000.0 : 0), vJoin.missing);
-        printf("      target p99 <= 50 ms: %s\n", met(vJoin.nlat && !vJoin.missing && jp99 <= 50));
+        double kp99 = pct_us(vKill.lat, vKill.nlat, 990);
+        print_s8_join(&vJoin, "one process");
         printf("    a killed node seen gone by every node (%d kills):\n", vKill.trials);
         printf("      p50 %s, p99 %s, max %s; the last node: p50 %s; never seen %d\n",
                ms_rtt(a, sizeof a, pct_us(vKill.lat, vKill.nlat, 500)), ms_rtt(b, sizeof b, kp99),

@@ -32,6 +32,11 @@
  *     returns one for the fake network: it never blocks and moves the
  *     synthetic clock to the library's next deadline when nothing is ready.
  *
+ * One graph may also be spread over several processes, each holding a
+ * scale_graph of its own nodes (bench/scale --procs): no_create, name_mul /
+ * name_add, extra_live and pick_remote let a process join nodes held
+ * elsewhere, reached by address; mesh checks then see only local links.
+ *
  * C99 and p2pgraph.h only (no OS call: those are in scale_net_ops).  Include
  * it once per program; everything is static inline, so a program may use any
  * part.  The shim is process-wide, and so is scale_net's state (one
@@ -596,6 +601,13 @@ typedef struct scale_graph {
     void (*on_event)(struct scale_graph *g, int node, const PEER_GRAPH_EVENT_DATA *e);
     void *user;
     long join_failures;       /* join attempts that failed (retried elsewhere) */
+    /* one graph spread over several processes (bench/scale --procs): each
+     * holds a scale_graph of its own nodes; the others are reached by address */
+    int no_create;            /* node 0 joins like the others: the graph is created elsewhere */
+    int name_mul, name_add;   /* node i's peer name is "n<i * name_mul + name_add>" (0, 0: "n<i>") */
+    int extra_live;           /* live nodes elsewhere (scale_presence_complete counts them) */
+    /* optional: a join target for node i elsewhere (1, *to set) or 0: a local one */
+    int (*pick_remote)(struct scale_graph *g, int i, PEER_ADDRESS *to);
 } scale_graph;
 
 static inline void *scale_xcalloc(size_t n, size_t cb)
@@ -745,12 +757,12 @@ static inline int scale_open(scale_graph *g)
     x = &g->v[i];
     memset(x, 0, sizeof *x);
     g->n++;
-    swprintf(x->peer, sizeof x->peer / sizeof x->peer[0], L"n%d", i);
+    swprintf(x->peer, sizeof x->peer / sizeof x->peer[0], L"n%d", g->name_mul ? i * g->name_mul + g->name_add : i);
     swprintf(x->db, sizeof x->db / sizeof x->db[0], L"sc%d-%d", g->net, i);
     x->own = scale_addr(g->net, i);
     x->t_mark = x->t_rec = -1;
     PeerGraphDelete(g->gid, x->peer, x->db);
-    if (i == 0) {
+    if (i == 0 && !g->no_create) {
         PEER_GRAPH_PROPERTIES p;
         memset(&p, 0, sizeof p);
         p.dwSize = sizeof p;
@@ -801,14 +813,19 @@ static inline void scale_join_start(scale_graph *g, int i)
     scale_node *x = &g->v[i];
     int t, tries, again;
     HRESULT hr;
+    PEER_ADDRESS far;
     for (again = 0;; again++) {
-        for (tries = 0;; tries++) {
-            t = scale_rand_below(g, g->n);
-            if (t != i && g->v[t].state == SN_LIVE) break;
-            if (tries > 100000) { fprintf(stderr, "scale_harness: no live node to join\n"); exit(2); }
+        PEER_ADDRESS *to = &far;
+        if (!g->pick_remote || !g->pick_remote(g, i, &far)) {
+            for (tries = 0;; tries++) {
+                t = scale_rand_below(g, g->n);
+                if (t != i && g->v[t].state == SN_LIVE) break;
+                if (tries > 100000) { fprintf(stderr, "scale_harness: no live node to join\n"); exit(2); }
+            }
+            to = &g->v[t].addr;
         }
         SN.actor = i;
-        hr = PeerGraphConnect(x->h, NULL, &g->v[t].addr, &x->cid);
+        hr = PeerGraphConnect(x->h, NULL, to, &x->cid);
         SN.actor = -1;
         /* a retried join may pick a node the joiner is already linked or
          * linking to (its first attempt, or its own maintenance): another */
@@ -992,7 +1009,7 @@ static inline void scale_mesh_check(scale_graph *g, scale_mesh *m)
  * NODE_CHANGED count; dead nodes not yet seen gone count against it). */
 static inline int scale_presence_complete(const scale_graph *g)
 {
-    int i, alive = 0;
+    int i, alive = g->extra_live;
     for (i = 0; i < g->n; i++) alive += g->v[i].state == SN_LIVE;
     for (i = 0; i < g->n; i++)
         if (g->v[i].state == SN_LIVE && g->v[i].known != alive - 1) return 0;

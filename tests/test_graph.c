@@ -408,6 +408,49 @@ static void expect_link_outcome(HPEEREVENT e, HGRAPH h, int ok, ULONG links)
     PeerGraphFreeData(last);
 }
 
+/* The hostile-input cases below: a fast node h takes raw links, one per
+ * case; each case sends something, then the link either stays (counted in
+ * links) or closes with PEER_E_PROTOCOL_ERROR, and nothing else changes. */
+typedef struct hostile {
+    HGRAPH h;
+    HPEEREVENT e;
+    PEER_ADDRESS la;
+    int links; /* raw links that stayed */
+} hostile;
+
+static void hostile_open(hostile *x)
+{
+    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
+    memset(x, 0, sizeof *x);
+    x->h = tu_create(L"G", L"A");
+    assert_int_equal(PeerGraphRegisterEvent(x->h, NULL, 1, &r, &x->e), S_OK);
+    assert_int_equal(PeerGraphSetMaintenanceProfile(x->h, PEER_MAINTENANCE_FAST), S_OK);
+    x->la = tu_listen(x->h);
+}
+
+/* A raw link as node `node`, agreeing to the fast profile (0x3f) or not (0x1f). */
+static PEER_SOCKET hostile_link(hostile *x, int agreed, ULONGLONG node, rxbuf *rb, msg *m)
+{
+    PEER_SOCKET s = raw_join(&x->la.sin6, agreed ? 0x3f : 0x1f, "G", "Raw", "A", node, rb, m);
+    tu_pump(1, 1);
+    return s;
+}
+
+/* After the case's input on s: the outcome checked; a closed link's socket closed. */
+static void hostile_outcome(hostile *x, PEER_SOCKET s, int ok)
+{
+    tu_pump(2, 1);
+    x->links += ok;
+    expect_link_outcome(x->e, x->h, ok, (ULONG)x->links);
+    if (!ok) fake_net_raw_close(s);
+}
+
+static void hostile_close(hostile *x)
+{
+    assert_int_equal(PeerGraphClose(x->h), S_OK);
+    tu_pump(2, 10);
+}
+
 /* DEPARTED from a raw peer (PROTOCOL.md section 4): entries about unknown
  * nodes are harmless; a message of no whole entry, of a size that is not
  * 16 or 8 + 12 k, of more than 4096 entries, or on a link that did not
@@ -415,10 +458,7 @@ static void expect_link_outcome(HPEEREVENT e, HGRAPH h, int ok, ULONG links)
  * nothing else. */
 static void test_departed_hostile(void **st)
 {
-    HGRAPH h = tu_create(L"G", L"A");
-    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
-    HPEEREVENT e;
-    PEER_ADDRESS la;
+    hostile x;
     static rxbuf rb;
     static msg m;
     static ULONGLONG nodes[4097];
@@ -426,12 +466,9 @@ static void test_departed_hostile(void **st)
     int c, i;
     (void)st;
     for (i = 0; i < 4097; i++) { nodes[i] = 0x123456789ULL + (ULONGLONG)i; vers[i] = 1; }
-    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
-    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
-    la = tu_listen(h);
+    hostile_open(&x);
     for (c = 0; c < 7; c++) {
-        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x5000 + (ULONGLONG)c, &rb, &m);
-        tu_pump(1, 1);
+        PEER_SOCKET s = hostile_link(&x, c != 2, 0x5000 + (ULONGLONG)c, &rb, &m);
         switch (c) {
         case 0: m_departed(&m, nodes, vers, 1); m.n -= 4; fin(&m); break; /* 16 bytes: one node, no version */
         case 1: hdr(&m, 0x81); fin(&m); break;                            /* no entry */
@@ -442,12 +479,9 @@ static void test_departed_hostile(void **st)
         case 6: m_departed(&m, nodes, vers, 4096); break;                 /* the most */
         }
         send_msg(s, &m);
-        tu_pump(2, 1);
-        expect_link_outcome(e, h, c == 0 || c == 6, c == 6 ? 2 : 1); /* (the first link carries on) */
-        if (c && c != 6) fake_net_raw_close(s);
+        hostile_outcome(&x, s, c == 0 || c == 6); /* (the links that stay carry on) */
     }
-    assert_int_equal(PeerGraphClose(h), S_OK);
-    tu_pump(2, 10);
+    hostile_close(&x);
 }
 
 /* RENEW (0x82, PROTOCOL.md P19) from a raw peer: k entries of record ID
@@ -488,21 +522,15 @@ static int want_entries(PEER_SOCKET s, rxbuf *rb, msg *m)
  * link with PEER_E_PROTOCOL_ERROR and nothing else. */
 static void test_renew_hostile(void **st)
 {
-    HGRAPH h = tu_create(L"G", L"A");
-    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
-    HPEEREVENT e;
-    PEER_ADDRESS la;
+    hostile x;
     static rxbuf rb;
     static msg m;
-    int c, links = 0;
+    int c;
     (void)st;
-    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
-    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
-    la = tu_listen(h);
+    hostile_open(&x);
     for (c = 0; c < 11; c++) {
-        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x7000 + (ULONGLONG)c, &rb, &m);
+        PEER_SOCKET s = hostile_link(&x, c != 2, 0x7000 + (ULONGLONG)c, &rb, &m);
         int ok = c == 0 || c == 10;
-        tu_pump(1, 1);
         switch (c) {
         case 0: m_renew(&m, 1, 2, 1); break;                       /* a record h lacks */
         case 1: hdr(&m, 0x82); fin(&m); break;                     /* no entry */
@@ -517,14 +545,10 @@ static void test_renew_hostile(void **st)
         case 10: m_renew(&m, 1, 2, 1024); break;                   /* the most */
         }
         send_msg(s, &m);
-        tu_pump(2, 1);
-        links += ok;
-        expect_link_outcome(e, h, ok, links);
+        hostile_outcome(&x, s, ok);
         if (ok) assert_int_equal(want_entries(s, &rb, &m), c ? 1024 : 1);
-        else fake_net_raw_close(s);
     }
-    assert_int_equal(PeerGraphClose(h), S_OK);
-    tu_pump(2, 10);
+    hostile_close(&x);
 }
 
 /* Keepalive frames from a raw peer (PROTOCOL.md P17): 0xFF 0x00, a beat of
@@ -534,24 +558,17 @@ static void test_renew_hostile(void **st)
  * with PEER_E_PROTOCOL_ERROR and nothing else. */
 static void test_keepalive_frames_hostile(void **st)
 {
-    HGRAPH h = tu_create(L"G", L"A");
-    PEER_GRAPH_EVENT_REGISTRATION r = {PEER_GRAPH_EVENT_NEIGHBOR_CONNECTION, NULL};
-    HPEEREVENT e;
-    PEER_ADDRESS la;
+    hostile x;
     static rxbuf rb;
     static msg m;
     static const unsigned char frames[6][2] = {{0xFF, 0}, {0xFF, 1}, {0xFF, 0}, {0x80, 1}, {0x85, 7}, {0xFF, 0}};
     ULONGLONG node = 0x777;
     unsigned long ver = 1;
-    int c, links = 0;
+    int c;
     (void)st;
-    assert_int_equal(PeerGraphRegisterEvent(h, NULL, 1, &r, &e), S_OK);
-    assert_int_equal(PeerGraphSetMaintenanceProfile(h, PEER_MAINTENANCE_FAST), S_OK);
-    la = tu_listen(h);
+    hostile_open(&x);
     for (c = 0; c < 6; c++) {
-        PEER_SOCKET s = raw_join(&la.sin6, c == 2 ? 0x1f : 0x3f, "G", "Raw", "A", 0x6000 + (ULONGLONG)c, &rb, &m);
-        int ok = c == 0 || c == 4 || c == 5;
-        tu_pump(1, 1);
+        PEER_SOCKET s = hostile_link(&x, c != 2, 0x6000 + (ULONGLONG)c, &rb, &m);
         if (c == 5) { /* a DEPARTED in two frames, the keepalive frame between them */
             unsigned char fh[2];
             m_departed(&m, &node, &ver, 1);
@@ -564,13 +581,9 @@ static void test_keepalive_frames_hostile(void **st)
             fake_net_raw_write(s, m.b + 10, m.n - 10);
         } else
             fake_net_raw_write(s, frames[c], 2);
-        tu_pump(2, 1);
-        links += ok;
-        expect_link_outcome(e, h, ok, links);
-        if (!ok) fake_net_raw_close(s);
+        hostile_outcome(&x, s, c == 0 || c == 4 || c == 5);
     }
-    assert_int_equal(PeerGraphClose(h), S_OK);
-    tu_pump(2, 10);
+    hostile_close(&x);
 }
 
 /* Timers set with PeerGraphSetTimers take effect: a 300 ms dead time drops a
