@@ -33,7 +33,9 @@
  * `perf record -D -1 --control fifo:FIFO -- ./build/bench_scale --s8`
  * samples the join waves only (SCALE_PERF_TRIAL=k: join k's only).  With
  * SCALE_PERF_S6=50 (or 80) it samples that fast kill's repair instead
- * (SCALE_PERF_TRIAL=-1 keeps the joins out).
+ * (SCALE_PERF_TRIAL=-1 keeps the joins out).  SCALE_S6_OWNER=1 puts the
+ * signature owner (the lowest node ID) among S6's victims, -1 spares it
+ * (unset: as the draw falls; each S6 line says which).
  *
  * The host loop (the "driver" line of the output says which ran):
  *   --epoll (the default; Linux): an epoll set kept by the library's poll
@@ -1038,6 +1040,7 @@ static void print_types(const unsigned long long *msgs, const unsigned long long
 static void s6(scale_graph *g, int pct, scale_s6 *r)
 {
     int dbg = getenv("SCALE_DEBUG") != NULL, t;
+    if (getenv("SCALE_S6_OWNER")) g->s6_owner = atoi(getenv("SCALE_S6_OWNER")); /* 1: killed, -1: spared */
     long long t0;
     double c0;
     if (dbg) {
@@ -1087,8 +1090,9 @@ static void print_kill(const char *prof, const scale_s6 *r)
     fmt_t(c, sizeof c, r->t_noisolated_ms, r->cap_ms);
     fmt_t(d, sizeof d, r->t_deg_ms, r->cap_ms);
     fmt_t(e, sizeof e, r->t_onecomp_ms, r->cap_ms);
-    printf("  %-6s kill %d%%: %d killed (%d sockets), %d survivors; first check: %d isolated, %d below 2 neighbors, %d components\n",
-           prof, r->pct, r->killed, r->sockets, r->survivors, r->isolated_first, r->below_first, r->comps_first);
+    printf("  %-6s kill %d%%: %d killed (%d sockets), %d survivors; the signature owner (lowest node ID) %s; first check: %d isolated,"
+           " %d below 2 neighbors, %d components\n", prof, r->pct, r->killed, r->sockets, r->survivors,
+           r->owner_killed ? "among them" : "survived", r->isolated_first, r->below_first, r->comps_first);
     printf("         one component and every survivor >= 2 neighbors: %s after the kill\n", a);
     printf("           (every survivor >= 2 neighbors: %s; one component: %s; no survivor with 0 neighbors: %s)\n", d, e, c);
     printf("         record published 100 ms after the kill at every survivor: %s after publication", b);
@@ -1223,6 +1227,8 @@ static struct {
     unsigned short *port;   /* [rank][cap]: listen port (host order), 0 = not live */
     long long *t0, *tl;     /* [trial]: the joiner's PeerGraphConnect, its listen (us) */
     long long *seen;        /* [trial][rank][cap]: NODE_CHANGED for the joiner (us); -1 not seen, -2 not counted */
+    long long *target;      /* [trial]: the node the joiner joined (rank * cap + local index) */
+    long long picked;       /* this process: spread_pick's last choice */
     int p, rank, cap, trials;
     size_t bytes;
     pid_t kids[SPREAD_MAXP];
@@ -1237,7 +1243,7 @@ static int spread_fork(void)
     unsigned char *m;
     int r;
     SPR.trials = O.trials;
-    SPR.bytes = sizeof(spread_sh) + 16 + nport * sizeof(unsigned short) + 16 + 2 * (size_t)O.trials * sizeof(long long) +
+    SPR.bytes = sizeof(spread_sh) + 16 + nport * sizeof(unsigned short) + 16 + 3 * (size_t)O.trials * sizeof(long long) +
                 nseen * sizeof(long long);
     m = (unsigned char *)mmap(NULL, SPR.bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) { perror(BENCH_NAME ": mmap"); exit(2); }
@@ -1245,7 +1251,8 @@ static int spread_fork(void)
     SPR.port = (unsigned short *)(m + ((sizeof(spread_sh) + 15) & ~(size_t)15));
     SPR.t0 = (long long *)((unsigned char *)SPR.port + ((nport * sizeof(unsigned short) + 15) & ~(size_t)15));
     SPR.tl = SPR.t0 + O.trials;
-    SPR.seen = SPR.tl + O.trials;
+    SPR.target = SPR.tl + O.trials;
+    SPR.seen = SPR.target + O.trials;
     fflush(stdout);
     fflush(stderr);
     for (r = 1; r < SPR.p; r++) {
@@ -1274,6 +1281,7 @@ static int spread_pick(scale_graph *g, int i, PEER_ADDRESS *to)
         to->dwSize = sizeof *to;
         to->sin6 = scale_addr(SPREAD_NET0 + r, j);
         to->sin6.sin6_port = htons(port);
+        SPR.picked = (long long)r * SPR.cap + j;
         return 1;
     }
     return 0;
@@ -1339,6 +1347,7 @@ static void spread_switch(scale_graph *g, int cmd, int *trial, int *joiner, long
     __sync_synchronize();
     scale_join_start(g, *joiner);
     SPR.t0[*trial] = g->v[*joiner].t_join;
+    SPR.target[*trial] = SPR.picked;
 }
 
 /* A rank's whole run: build, settle, trials, close.  Rank 0 also sequences
@@ -1468,6 +1477,10 @@ static void spread_collect(scale_vis *v)
             }
         v->complete += ok;
         if (ok) v->last[v->nlast++] = last;
+        if (getenv("SCALE_DEBUG"))
+            printf("    S8 join %d: joiner in rank %d joined rank %lld's node %lld; synchronized and listening after %.1f ms,"
+                   " last node %.1f ms after PeerGraphConnect\n", k, k % SPR.p, SPR.target[k] / SPR.cap,
+                   SPR.target[k] % SPR.cap, SPR.tl[k] ? (SPR.tl[k] - t0) / 1000.0 : -1.0, last / 1000.0);
     }
     scale_sort_ll(v->lat, v->nlat);
     scale_sort_ll(v->lat_pub, v->npub);

@@ -608,6 +608,9 @@ typedef struct scale_graph {
     int extra_live;           /* live nodes elsewhere (scale_presence_complete counts them) */
     /* optional: a join target for node i elsewhere (1, *to set) or 0: a local one */
     int (*pick_remote)(struct scale_graph *g, int i, PEER_ADDRESS *to);
+    /* S6: the lowest live node ID (the signature owner once settled) is
+     * among the victims (1), spared (-1), or as the draw falls (0) */
+    int s6_owner;
 } scale_graph;
 
 static inline void *scale_xcalloc(size_t n, size_t cb)
@@ -1355,6 +1358,7 @@ typedef struct scale_s6 {
     double t_rec_kill_ms;   /* ... from the kill */
     int isolated_first, below_first, comps_first; /* the first check, just after the kill */
     int isolated_5s;        /* survivors without a live neighbor 5 s after the kill (at the end if sooner) */
+    int owner_killed;       /* the lowest live node ID (the signature owner) was among the victims */
     int rec_missing;        /* survivors without the record at the end */
     double stale_presence;  /* at the end, per survivor: dead nodes it still lists (PeerGraphEnumNodes) */
     double missing_presence;/* ... live nodes it does not list */
@@ -1384,6 +1388,25 @@ static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int ch
     k = live * pct / 100;
     vic = (int *)scale_xcalloc((size_t)k + 1, sizeof(int));
     k = scale_pick_live(g, vic, k);
+    {
+        int low = -1, at = -1, j;
+        for (i = 0; i < g->n; i++)
+            if (g->v[i].state == SN_LIVE && (low < 0 || g->v[i].id < g->v[low].id)) low = i;
+        for (j = 0; j < k; j++)
+            if (vic[j] == low) at = j;
+        if (g->s6_owner > 0 && at < 0 && k > 0) vic[at = 0] = low;
+        else if (g->s6_owner < 0 && at >= 0) { /* another live node in its place */
+            for (i = 0; i < g->n; i++) {
+                int used = 0;
+                if (i == low || g->v[i].state != SN_LIVE) continue;
+                for (j = 0; j < k && !used; j++) used = vic[j] == i;
+                if (!used) break;
+            }
+            if (i < g->n) vic[at] = i;
+            at = -1;
+        }
+        r->owner_killed = at >= 0;
+    }
     for (i = 0; i < g->n; i++) g->v[i].t_rec = -1;
     g->watch_rec_on = 0;
     t0 = scale_now(g);
