@@ -1231,7 +1231,7 @@ static struct {
     long long picked;       /* this process: spread_pick's last choice */
     int p, rank, cap, trials;
     size_t bytes;
-    pid_t kids[SPREAD_MAXP];
+    pid_t parent, kids[SPREAD_MAXP];
 } SPR;
 
 #define SP_SEEN(k, r, i) SPR.seen[((size_t)(k) * SPR.p + (r)) * SPR.cap + (i)]
@@ -1255,6 +1255,7 @@ static int spread_fork(void)
     SPR.seen = SPR.target + O.trials;
     fflush(stdout);
     fflush(stderr);
+    SPR.parent = getpid();
     for (r = 1; r < SPR.p; r++) {
         pid_t pid = fork();
         if (pid < 0) { perror(BENCH_NAME ": fork"); exit(2); }
@@ -1262,6 +1263,7 @@ static int spread_fork(void)
 #ifdef __linux__
             prctl(PR_SET_PDEATHSIG, SIGKILL);
 #endif
+            if (getppid() != SPR.parent) _exit(1); /* the parent died before the signal was set */
             return SPR.rank = r;
         }
         SPR.kids[r] = pid;
@@ -1371,7 +1373,9 @@ static int spread_rank(int count)
     for (;;) {
         int cmd = sh->cmd;
         long long now = scale_now(&g);
+        __sync_synchronize(); /* cmd before anything it orders (watch, done) */
         if (cmd == SP_QUIT || cmd == SP_FAILED) break;
+        if (SPR.rank && getppid() != SPR.parent) _exit(1); /* rank 0 is gone (no parent-death signal off Linux) */
         spread_switch(&g, cmd, &trial, &joiner, &ttrial);
         if (cmd == SP_BUILD) {
             int left = SPR.port[0] ? scale_join_tick(&g, 0, g.n) : g.n; /* rank 0's node 0 first */
@@ -1405,7 +1409,9 @@ static int spread_rank(int count)
                     rc = -1;
                 }
             }
-            if (cmd == SP_BUILD) {
+            if (rc) {
+                /* a rank ended: SP_FAILED stands (nothing below may overwrite it) */
+            } else if (cmd == SP_BUILD) {
                 int all = 1;
                 for (r = 0; r < SPR.p; r++) all &= sh->ready[r];
                 if (all) {
@@ -1445,7 +1451,9 @@ static int spread_rank(int count)
         }
         scale_step(&g, 5);
         __sync_synchronize();
-        spread_switch(&g, sh->cmd, &trial, &joiner, &ttrial);
+        cmd = sh->cmd;
+        __sync_synchronize();
+        spread_switch(&g, cmd, &trial, &joiner, &ttrial);
         if (!g.watch_node && trial >= 0 && sh->watch) g.watch_node = sh->watch;
         scale_drain(&g);
         spread_publish(&g);
@@ -1462,8 +1470,9 @@ static void spread_collect(scale_vis *v)
     scale_vis_alloc(v, SPR.trials, SPR.p * SPR.cap);
     for (k = 0; k < SPR.trials; k++) {
         long long last = 0, t0 = SPR.t0[k];
-        int ok = 1;
-        if (!t0) continue; /* not run */
+        int ok = 1, done = 1;
+        for (r = 0; r < SPR.p; r++) done &= SPR.sh->done[r] >= k + 1;
+        if (!t0 || !done) continue; /* not run, or cut short (a rank failed): its sightings were never written */
         v->trials++;
         if (SPR.tl[k]) v->sync[v->nsync++] = SPR.tl[k] - t0;
         for (r = 0; r < SPR.p; r++)
@@ -1528,9 +1537,10 @@ static int spread_main(long long *rtt, long long tstart)
         int st = 0;
         if (SPR.kids[r] > 0 && (waitpid(SPR.kids[r], &st, 0) != SPR.kids[r] || !WIFEXITED(st) || WEXITSTATUS(st))) bad++;
     }
+    if (rc) bad++;
     spread_collect(&v);
     printf("  S8 join: %d joins, %d reached every node within 10 s%s\n", v.trials, v.complete,
-           bad ? "; a rank FAILED (see stderr)" : "");
+           bad ? "; the run FAILED (see above and stderr)" : "");
     raw_pingpong(rtt + PING_ROUNDS, PING_ROUNDS);
     sort_ll(rtt, 2 * PING_ROUNDS);
     g_rtt_ms = pct_ms(rtt, 2 * PING_ROUNDS, 50);

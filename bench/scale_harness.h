@@ -1395,15 +1395,16 @@ static inline void scale_s6_run(scale_graph *g, int pct, long long capMs, int ch
         for (j = 0; j < k; j++)
             if (vic[j] == low) at = j;
         if (g->s6_owner > 0 && at < 0 && k > 0) vic[at = 0] = low;
-        else if (g->s6_owner < 0 && at >= 0) { /* another live node in its place */
-            for (i = 0; i < g->n; i++) {
+        else if (g->s6_owner < 0 && at >= 0) { /* another live node in its place, at random */
+            int tries;
+            for (tries = 0; tries < 100000; tries++) {
                 int used = 0;
+                i = scale_rand_below(g, g->n);
                 if (i == low || g->v[i].state != SN_LIVE) continue;
                 for (j = 0; j < k && !used; j++) used = vic[j] == i;
                 if (!used) break;
             }
-            if (i < g->n) vic[at] = i;
-            at = -1;
+            if (tries < 100000) { vic[at] = i; at = -1; }
         }
         r->owner_killed = at >= 0;
     }
