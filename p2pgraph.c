@@ -8115,28 +8115,39 @@ static const pg_rec *presence_of_node(const pg_graph *g, ULONGLONG node, rec_vie
 #define DEP_ENTRY 12
 #define DEP_BATCH 1024        /* entries per message we send */
 #define DEP_MAX_ENTRIES 4096  /* entries per message we accept */
-static void conn_queue_departed(pg_conn *c, ULONGLONG node, uint32_t ver)
+
+/* Messages gathered entry by entry (DEPARTED, RENEW, WANT): the buffer
+ * holds an 8-byte header, written when the message goes, then the
+ * entries.  0 if out of memory. */
+static int held_add(pg_buf *b, const uint8_t *e, size_t n)
 {
     static const uint8_t hdr[8] = {0};
+    return (buf_used(b) || buf_append(b, hdr, 8)) && buf_append(b, e, n);
+}
+
+/* The gathered message goes to c (if any entry is held); the buffer is freed. */
+static void held_send(pg_conn *c, pg_buf *b, int type)
+{
+    size_t n = buf_used(b);
+    uint8_t *m = b->p + b->off;
+    if (!n) return;
+    msg_header(m, n, type);
+    if (!c->dead) conn_send(c, m, n);
+    buf_consume(b, n);
+}
+
+static void conn_queue_departed(pg_conn *c, ULONGLONG node, uint32_t ver)
+{
     uint8_t e[DEP_ENTRY];
     if (c->dead || c->state == CS_CLOSING) return;
-    if (!buf_used(&c->deps) && !buf_append(&c->deps, hdr, 8)) { conn_abort(c, E_OUTOFMEMORY); return; } /* set when sent */
     put64(e, node);
     put32(e + 8, ver);
-    if (!buf_append(&c->deps, e, DEP_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!held_add(&c->deps, e, DEP_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
     if (buf_used(&c->deps) >= 8 + DEP_ENTRY * DEP_BATCH) conn_flush_departed(c);
     else conn_mark_dirty(c);
 }
 
-static void conn_flush_departed(pg_conn *c)
-{
-    size_t n = buf_used(&c->deps);
-    uint8_t *m = c->deps.p + c->deps.off;
-    if (!n) return;
-    msg_header(m, n, MT_DEPARTED);
-    conn_send(c, m, n);
-    buf_consume(&c->deps, n); /* (frees the buffer) */
-}
+static void conn_flush_departed(pg_conn *c) { held_send(c, &c->deps, MT_DEPARTED); }
 
 /* Fast profile: `node` was found dead (by us, or by the neighbor `from`).
  * Its presence stops counting here (NODE_CHANGED DISCONNECTED) and the news
@@ -8219,7 +8230,6 @@ static int conn_renews(const pg_conn *c)
 
 static void conn_queue_renew(pg_conn *c, const pg_rec *r, uint32_t base)
 {
-    static const uint8_t hdr[8] = {0};
     uint8_t e[RENEW_ENTRY];
     rec_view v;
     size_t i, n = buf_used(&c->renews);
@@ -8234,14 +8244,13 @@ static void conn_queue_renew(pg_conn *c, const pg_rec *r, uint32_t base)
             c->renews.len -= RENEW_ENTRY;
             break;
         }
-    if (!buf_used(&c->renews) && !buf_append(&c->renews, hdr, 8)) { conn_abort(c, E_OUTOFMEMORY); return; }
     memcpy(e, v.id, 16);
     put32(e + 16, base);
     put32(e + 20, v.version);
     put32(e + 24, rec_modby_creator(&v) ? RENEW_MODBY_CREATOR : 0);
     put64(e + 28, v.modified);
     put64(e + 36, v.expires);
-    if (!buf_append(&c->renews, e, RENEW_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
+    if (!held_add(&c->renews, e, RENEW_ENTRY)) { conn_abort(c, E_OUTOFMEMORY); return; }
     if (buf_used(&c->renews) >= 8 + RENEW_ENTRY * RENEW_BATCH) conn_flush_renews(c);
 }
 
@@ -8260,15 +8269,7 @@ static void conn_renew_cancel(pg_conn *c, const uint8_t *id, uint32_t ver)
     }
 }
 
-static void conn_flush_renews(pg_conn *c)
-{
-    size_t n = buf_used(&c->renews);
-    uint8_t *m = c->renews.p + c->renews.off;
-    if (!n) return;
-    msg_header(m, n, MT_RENEW);
-    if (!c->dead) conn_send(c, m, n);
-    buf_consume(&c->renews, n); /* (frees the buffer) */
-}
+static void conn_flush_renews(pg_conn *c) { held_send(c, &c->renews, MT_RENEW); }
 
 /* RENEW: 8 + 44 k bytes, 1 <= k <= RENEW_MAX_ENTRIES, each entry's version
  * above the one it renews and no flag but RENEW_MODBY_CREATOR; anything else is a protocol error.  Entries
@@ -8308,8 +8309,7 @@ static void on_renew(pg_conn *c, const uint8_t *m, size_t size)
         /* neither the renewed version nor this one (a version of the same
          * number made elsewhere is settled by conflict order on the FLOOD) */
         if (!local || rec_version(local) != base || !rec_view_of(g, local, &lv)) {
-            static const uint8_t hdr[8] = {0};
-            if ((buf_used(&want) || buf_append(&want, hdr, 8)) && !buf_append(&want, e, WANT_ENTRY)) break;
+            if (!held_add(&want, e, WANT_ENTRY)) break; /* no memory: what it asks for comes later */
             continue;
         }
         v = lv; /* (no wide strings are written: rec_wire_of reads them where lv points) */
@@ -8329,10 +8329,7 @@ static void on_renew(pg_conn *c, const uint8_t *m, size_t size)
         conn_utility(c, useful);
     }
     buf_free(&wire);
-    if (buf_used(&want) > 8 && !c->dead) {
-        msg_header(want.p, buf_used(&want), MT_WANT);
-        conn_send(c, want.p, buf_used(&want));
-    }
+    if (buf_used(&want) > 8) held_send(c, &want, MT_WANT);
     buf_free(&want);
 }
 
