@@ -19,6 +19,8 @@ static const GUID T2 = {0x99999999, 0x2222, 0x3333, {1, 2, 3, 4, 5, 6, 7, 8}};
 static int setup(void **st) { (void)st; tu_start_fake(); return 0; }
 static int teardown(void **st) { (void)st; tu_stop_fake(); return 0; }
 
+static ULONGLONG ft64(FILETIME f) { return ((ULONGLONG)f.dwHighDateTime << 32) | f.dwLowDateTime; }
+
 static ULONGLONG pt_now(HGRAPH h)
 {
     FILETIME u, p;
@@ -26,7 +28,7 @@ static ULONGLONG pt_now(HGRAPH h)
     u.dwLowDateTime = (DWORD)utc;
     u.dwHighDateTime = (DWORD)(utc >> 32);
     assert_int_equal(PeerGraphUniversalTimeToPeerTime(h, &u, &p), S_OK);
-    return ((ULONGLONG)p.dwHighDateTime << 32) | p.dwLowDateTime;
+    return ft64(p);
 }
 
 static void rec_init(PEER_RECORD *r, HGRAPH h, const GUID *type, const char *data, ULONGLONG lifeSec)
@@ -1337,7 +1339,6 @@ static int got_about(PEER_SOCKET s, rxbuf *r, msg *m, int type, const unsigned c
     return 0;
 }
 
-static ULONGLONG ft64(FILETIME f) { return ((ULONGLONG)f.dwHighDateTime << 32) | f.dwLowDateTime; }
 
 /* Fast profile, renewals (PROTOCOL.md P19).  A RENEW entry from a fast
  * neighbor turns the version we hold into the next one (version, last
